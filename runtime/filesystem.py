@@ -1,0 +1,126 @@
+"""The container's filesystem: a private mount table whose root is the container's rootfs.
+
+Runs inside the container's new mount namespace (mount_namespaces(7)), in this order:
+
+1. make every mount private (``MS_REC | MS_PRIVATE``), so that nothing we mount propagates
+   back to the host through shared mounts (systemd makes ``/`` shared by default);
+2. bind-mount the rootfs onto itself, because pivot_root(2) needs a mount point;
+3. mount ``/proc``, ``/sys`` (read-only) and a minimal ``/dev`` inside it, as the OCI runtime
+   spec lists them (config-linux.md, "Default Filesystems" and "Default Devices");
+4. pivot_root(2) into it and detach the old root, so the host's mounts are not merely hidden
+   (as chroot(2) would leave them) but gone from this namespace.
+
+Man pages: https://man7.org/linux/man-pages/man2/pivot_root.2.html,
+https://man7.org/linux/man-pages/man7/mount_namespaces.7.html,
+https://man7.org/linux/man-pages/man5/proc.5.html
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from runtime.syscalls import (
+    MNT_DETACH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_STRICTATIME,
+    mount,
+    pivot_root,
+    umount2,
+)
+
+# The devices every container gets (OCI runtime spec, "Default Devices"): name, major, minor.
+DEFAULT_DEVICES = (
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+)
+
+# Symbolic links the runtime spec requires in /dev, pointing into the container's own /proc.
+DEFAULT_DEV_LINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+)
+
+
+def make_mounts_private() -> None:
+    """Stop mount events propagating between this mount namespace and the host's."""
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def mount_proc(rootfs: str) -> None:
+    """Mount a procfs that shows the PID namespace of the calling process (proc(5))."""
+    mount("proc", _mount_point(rootfs, "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def mount_sys(rootfs: str) -> None:
+    """Mount sysfs read-only: the container may look at the kernel's objects, not change them."""
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY
+    mount("sysfs", _mount_point(rootfs, "sys"), "sysfs", flags)
+
+
+def mount_dev(rootfs: str) -> None:
+    """Give the container a /dev of its own: a tmpfs holding only harmless devices.
+
+    Bind-mounting the host's /dev would hand the container every disk on the machine.
+    """
+    dev = _mount_point(rootfs, "dev")
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
+    for name, major, minor in DEFAULT_DEVICES:
+        path = os.path.join(dev, name)
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        os.chmod(path, 0o666)  # mknod(2) applies the umask; the spec wants 0666
+    # A devpts instance of its own, so the container cannot reach the host's terminals.
+    os.mkdir(os.path.join(dev, "pts"), 0o755)
+    options = "newinstance,ptmxmode=0666,mode=0620,gid=5"
+    mount("devpts", os.path.join(dev, "pts"), "devpts", MS_NOSUID | MS_NOEXEC, options)
+    os.mkdir(os.path.join(dev, "shm"), 0o1777)
+    shm_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    mount("shm", os.path.join(dev, "shm"), "tmpfs", shm_flags, "mode=1777,size=65536k")
+    for name, target in DEFAULT_DEV_LINKS:
+        os.symlink(target, os.path.join(dev, name))
+
+
+def pivot_into(rootfs: str) -> None:
+    """Make ``rootfs`` this mount namespace's root and detach the old root.
+
+    We use the ``pivot_root(".", ".")`` form that pivot_root(2) describes: the old root ends
+    up stacked on top of the new one at "/", and one lazy unmount removes it. Unlike the
+    classic ``put_old`` directory, this writes nothing into the rootfs, so two containers
+    can share one rootfs directory.
+    """
+    os.chdir(rootfs)
+    pivot_root(".", ".")
+    umount2(".", MNT_DETACH)
+    os.chdir("/")
+
+
+def enter_rootfs(rootfs: str) -> None:
+    """Steps 1 to 4 of this module's docstring: after this, "/" is ``rootfs``."""
+    make_mounts_private()
+    mount(rootfs, rootfs, None, MS_BIND | MS_REC)
+    mount_proc(rootfs)
+    mount_sys(rootfs)
+    mount_dev(rootfs)
+    pivot_into(rootfs)
+
+
+def _mount_point(rootfs: str, name: str) -> str:
+    """``rootfs/name``, created if the rootfs lacks it (as runc does)."""
+    path = os.path.join(rootfs, name)
+    if os.path.islink(path):
+        raise OSError(f"refusing to mount on {path}: it is a symbolic link")
+    os.makedirs(path, mode=0o755, exist_ok=True)
+    return path

@@ -1,0 +1,121 @@
+"""The ``mycontainer`` entry point, and the one-line error policy every command shares.
+
+``mycontainer run`` is measured against runc and crun, which start a container in tens of
+milliseconds; importing click alone costs ~34 ms on a small VM. So a *plain* ``run`` command
+line (known options with valid values, an IMAGE, a COMMAND) is parsed here, by the same
+rules and with the same option table as the click CLI in :mod:`runtime.cli`; anything else
+(help, a bad value, an unknown option, another command) goes to click, which explains it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from runtime.namespaces import check_hostname
+from runtime.process import EXIT_RUNTIME_ERROR
+
+# The options of ``run``: name -> (check that returns the value or raises ValueError, help).
+# runtime.cli builds its click options from this table.
+RUN_OPTIONS = {
+    "--hostname": (check_hostname, "Hostname inside the container (default: its short id)."),
+}
+
+
+def split_run_args(args: list[str]) -> tuple[list[str], list[str]]:
+    """Move the options of ``run`` to the front, as ``--name value``; the rest keeps its order.
+
+    The seed's command line puts options after the command (``run busybox hostname
+    --hostname a``), so an option of ours is recognised anywhere before a ``--``; any other
+    token, such as the ``-l`` of ``ls -l``, stays with the command. After ``--``, nothing is
+    ours. Returns (our options with their values, the rest).
+    """
+    ours: list[str] = []
+    rest: list[str] = []
+    tokens = iter(args)
+    for token in tokens:
+        if token == "--":
+            rest.append(token)
+            rest.extend(tokens)
+            break
+        name, equals, value = token.partition("=")
+        if name in RUN_OPTIONS:
+            value = value if equals else next(tokens, None)
+            if value is None:
+                raise ValueError(
+                    f"option {name} needs a value (put '--' before COMMAND "
+                    "to pass it to the command)"
+                )
+            ours += [name, value]
+        else:
+            rest.append(token)
+    return ours, rest
+
+
+def parse_plain_run(argv: list[str]) -> tuple[str, list[str], dict[str, str]] | None:
+    """(IMAGE, COMMAND, options) for a valid ``run`` command line; None for anything else."""
+    if not argv or argv[0] != "run":
+        return None
+    try:
+        ours, rest = split_run_args(argv[1:])
+    except ValueError:
+        return None
+    options = {}
+    for name, value in zip(ours[::2], ours[1::2], strict=True):
+        check, _help = RUN_OPTIONS[name]
+        try:
+            options[name.lstrip("-").replace("-", "_")] = check(value)
+        except ValueError:
+            return None
+    if not rest or rest[0].startswith("-"):
+        return None  # help, an unknown option or no IMAGE: click explains
+    image, command = rest[0], rest[1:]
+    if command[:1] == ["--"]:
+        command = command[1:]
+    return (image, command, options) if command else None
+
+
+def run(image: str, command: list[str], hostname: str | None = None) -> int:
+    """``mycontainer run``: create, start, wait for and delete one container."""
+    from runtime import container
+    from runtime import image as images
+
+    container.check_host()
+    config = container.Config(rootfs=images.resolve(image), args=command, hostname=hostname)
+    return container.Container(config).run()
+
+
+def fail(message: str, exit_code: int = EXIT_RUNTIME_ERROR) -> None:
+    """Print ``mycontainer: error: MESSAGE`` as the one line on stderr, and exit."""
+    sys.stderr.write(f"mycontainer: error: {message}\n")
+    sys.exit(exit_code)
+
+
+def exit_with_result(action, *args, **kwargs) -> None:
+    """Run ``action`` and exit with its code, turning a runtime failure into one line."""
+    from runtime.container import ContainerError
+    from runtime.image import ImageError
+
+    try:
+        code = action(*args, **kwargs)
+    except ContainerError as error:
+        fail(str(error), error.exit_code)
+    except (ImageError, OSError) as error:
+        fail(str(error))
+    # Skip the interpreter's teardown (garbage collection, module cleanup): ~5 ms per run,
+    # and nothing is left to clean up. Buffered output must go out first.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: the fast path for a plain ``run``, click for the rest."""
+    argv = sys.argv[1:] if argv is None else argv
+    plain = parse_plain_run(argv)
+    if plain is None:
+        from runtime import cli
+
+        cli.main(argv)
+    image, command, options = plain
+    exit_with_result(run, image, command, **options)

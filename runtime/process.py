@@ -1,0 +1,288 @@
+"""The container's first process: born in new namespaces, held at a gate, then exec'd.
+
+How a process gets into new namespaces
+--------------------------------------
+clone(2) can create a child directly in new namespaces (``CLONE_NEWUTS | CLONE_NEWPID | ...``).
+Python has no safe clone(), so we use its two halves, which the kernel documents as
+equivalent: fork(2), then unshare(2) in the child. One subtlety: unshare(CLONE_NEWPID) does
+not move the caller into the new PID namespace (its PID cannot change); only the children it
+forks afterwards are born there, the first of them as PID 1. So::
+
+    runtime (host)                       pid_namespaces(7), unshare(2), fork(2)
+     └─ fork ─> intermediate: unshare(namespaces); fork; report the child's pid; exit
+                  └─ fork ─> init: PID 1 inside; setup(); "ready"; wait at the gate; execve
+
+The intermediate exits at once. Because the runtime marked itself a *child subreaper*
+(prctl(2) PR_SET_CHILD_SUBREAPER), the orphaned init is re-parented to the runtime, which
+can then waitpid(2) it like its own child and read its real exit status.
+
+Create, then start
+------------------
+The init does all its setup (mounts, hostname...) and then blocks reading a *gate* pipe.
+That splits the lifecycle the way the OCI runtime spec does: after ``create`` everything
+exists but the user's program has not run; ``start`` opens the gate and the init execs it.
+A *sync* pipe carries the init's reports back, one line each: ``pid N``, ``ready``, or
+``error CODE MESSAGE`` with the exit code the user should see. The sync pipe is
+close-on-exec, so EOF on it means execve succeeded.
+
+This module sits on the hot path of ``mycontainer run``; it imports no more than it must
+(no typing, contextlib or json: each costs milliseconds at every start).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+from runtime.syscalls import CLONE_NEWPID, PR_SET_CHILD_SUBREAPER, prctl, unshare
+
+# Exit codes, as docker and the shells use them.
+EXIT_RUNTIME_ERROR = 125  # the runtime itself failed
+EXIT_CANNOT_EXECUTE = 126  # the command exists but cannot be executed
+EXIT_NOT_FOUND = 127  # no such command
+EXIT_SIGNAL_BASE = 128  # killed by signal N: 128 + N
+
+# Signals that reach the runtime and are meant for the container (docker forwards the same).
+FORWARDED_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+)
+
+
+class ProcessError(Exception):
+    """The container's process could not be set up or executed; ``exit_code`` says how."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_RUNTIME_ERROR):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Init:
+    """The runtime's handle on a container's first process (its PID 1)."""
+
+    def __init__(self, sync: int, gate: int):
+        self.pid = 0  # as seen from the host; known once the intermediate reports it
+        self._sync = os.fdopen(sync, "rb")  # reports from the init, one line each
+        self._gate = gate  # write end of the gate pipe; closed by start()
+
+    def start(self) -> None:
+        """Open the gate and wait until execve(2) succeeded or the init reported why not."""
+        os.write(self._gate, b"go")
+        self._close_gate()
+        report = self._sync.readline()
+        self._sync.close()
+        if report:
+            raise _reported_error(report)
+
+    def wait(self) -> int:
+        """Wait for the init to exit; return its status the way a shell shows it."""
+        _, status = os.waitpid(self.pid, 0)
+        return exit_code_from_wait_status(status)
+
+    def kill(self) -> None:
+        """SIGKILL the init, which takes every other process of its PID namespace with it."""
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass  # already gone, or already reaped
+
+    def close(self) -> None:
+        """Release the pipes (an init still at the gate then reads EOF and exits)."""
+        self._close_gate()
+        self._sync.close()
+
+    def _close_gate(self) -> None:
+        if self._gate != -1:
+            os.close(self._gate)
+            self._gate = -1
+
+
+def spawn(argv, *, namespaces: int, setup=None, env=None, cwd: str = "/") -> Init:
+    """Create a process in new ``namespaces`` that has run ``setup()`` and waits to exec ``argv``.
+
+    Returns once the process is ready, or raises ProcessError with what went wrong inside.
+    Marks the calling process a child subreaper (see the module's docstring).
+    """
+    sync_read, sync_write = os.pipe()  # both ends close-on-exec (PEP 446)
+    gate_read, gate_write = os.pipe()
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    intermediate = os.fork()
+    if intermediate == 0:
+        os.close(sync_read)
+        os.close(gate_write)
+        _intermediate(argv, namespaces, setup, env, cwd, sync_write, gate_read)
+    os.close(sync_write)
+    os.close(gate_read)
+    init = Init(sync_read, gate_write)
+    try:
+        report = init._sync.readline()  # "pid N" from the intermediate, or why not
+        if not report.startswith(b"pid "):
+            os.waitpid(intermediate, 0)
+            raise _reported_error(report)
+        init.pid = int(report.split()[1])
+        if init.pid != intermediate:  # without a new PID namespace, it is the init itself
+            os.waitpid(intermediate, 0)  # from here on, the init is our child
+        report = init._sync.readline()  # "ready", or why not
+        if report != b"ready\n":
+            raise _reported_error(report)
+    except BaseException:
+        if init.pid:
+            init.kill()
+        init.close()
+        raise
+    return init
+
+
+def exit_code_from_wait_status(status: int) -> int:
+    """Map a waitpid(2) status to a shell's exit code: the code, or 128 + signal number."""
+    code = os.waitstatus_to_exitcode(status)
+    return EXIT_SIGNAL_BASE - code if code < 0 else code
+
+
+class forwarding_signals:
+    """While in this context, pass FORWARDED_SIGNALS that reach us on to process ``pid``."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.previous = {}
+
+    def __enter__(self) -> None:
+        for sig in FORWARDED_SIGNALS:
+            self.previous[sig] = signal.signal(sig, self._forward)
+
+    def __exit__(self, *exc_info) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _forward(self, signum: int, _frame) -> None:
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass  # it just exited; waitpid will tell
+
+
+class terminal_foreground:
+    """While in this context, process group ``pgid`` is the terminal's foreground job.
+
+    Then Ctrl-C, Ctrl-Z and Ctrl-\\ reach the container (and only the container), and its
+    shell may read the terminal, just as a shell runs a job (tcsetpgrp(3), credentials(7)).
+    Does nothing when stdin is not a terminal of which we are the foreground job.
+    """
+
+    def __init__(self, pgid: int):
+        self.pgid = pgid
+        self.ours = -1
+
+    def __enter__(self) -> None:
+        try:
+            if os.tcgetpgrp(0) == os.getpgrp():
+                self.ours = os.getpgrp()
+        except OSError:
+            return  # stdin is not a terminal
+        if self.ours != -1:
+            self._hand_terminal_to(self.pgid)
+
+    def __exit__(self, *exc_info) -> None:
+        if self.ours != -1:
+            self._hand_terminal_to(self.ours)
+
+    @staticmethod
+    def _hand_terminal_to(pgid: int) -> None:
+        # Whoever calls tcsetpgrp from the background gets SIGTTOU: ignore it meanwhile.
+        previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        try:
+            os.tcsetpgrp(0, pgid)
+        except OSError:
+            pass  # the terminal went away
+        finally:
+            signal.signal(signal.SIGTTOU, previous)
+
+
+def _reported_error(report: bytes) -> ProcessError:
+    """Turn an ``error CODE MESSAGE`` line from the init into a ProcessError."""
+    if not report.startswith(b"error "):
+        return ProcessError("the container's init exited before it was ready")
+    _, code, message = report.decode(errors="replace").rstrip("\n").split(" ", 2)
+    return ProcessError(message, int(code))
+
+
+def _send(fd: int, line: str) -> None:
+    os.write(fd, line.replace("\n", " ").encode() + b"\n")
+
+
+def _intermediate(argv, namespaces, setup, env, cwd, sync: int, gate: int) -> None:
+    """Runs in the first child: unshare, fork the init, report its pid, exit. Never returns."""
+    try:
+        unshare(namespaces)
+        if namespaces & CLONE_NEWPID:
+            pid = os.fork()
+            if pid:
+                _send(sync, f"pid {pid}")
+                os._exit(0)
+        else:
+            _send(sync, f"pid {os.getpid()}")
+        _init(argv, setup, env, cwd, sync, gate)
+    except BaseException as error:
+        _send(sync, f"error {EXIT_RUNTIME_ERROR} {error}")
+    os._exit(EXIT_RUNTIME_ERROR)
+
+
+def _init(argv, setup, env, cwd, sync: int, gate: int) -> None:
+    """Runs as the container's PID 1: set up, report ready, wait at the gate, execve."""
+    try:
+        os.setpgid(0, 0)  # its own process group, so it can be the terminal's foreground job
+        if setup:
+            setup()
+        _send(sync, "ready")
+        if os.read(gate, 2) != b"go":  # EOF: the runtime gave up on us
+            os._exit(EXIT_RUNTIME_ERROR)
+        # Only stdin, stdout and stderr may reach the container's program: an inherited
+        # descriptor of a host file or directory is a way out (CVE-2024-21626).
+        os.closerange(3, sync)
+        os.closerange(sync + 1, os.sysconf("SC_OPEN_MAX"))
+        os.chdir(cwd)
+    except BaseException as error:
+        _send(sync, f"error {EXIT_RUNTIME_ERROR} {error}")
+        os._exit(EXIT_RUNTIME_ERROR)
+    try:
+        execvpe(argv, env if env is not None else dict(os.environ))
+    except OSError as error:
+        code, reason = _exec_failure(argv[0], error)
+        _send(sync, f"error {code} cannot run {argv[0]!r}: {reason}")
+        os._exit(code)
+
+
+def execvpe(argv: list[str], env: dict[str, str]) -> None:
+    """Execute ``argv[0]``, searching the PATH in ``env`` as execvp(3) does.
+
+    Not ``os.execvpe``: it imports the warnings module on the way, and after pivot_root the
+    host's Python library is no longer there to import from.
+    """
+    if "/" in argv[0]:
+        os.execve(argv[0], argv, env)
+    not_found = FileNotFoundError(2, "No such file or directory")
+    denied = None  # execvp(3): EACCES on one PATH entry is reported if none works
+    for directory in env.get("PATH", "").split(":"):
+        try:
+            os.execve(os.path.join(directory or ".", argv[0]), argv, env)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except PermissionError as error:
+            denied = error
+    raise denied or not_found
+
+
+def _exec_failure(command: str, error: OSError) -> tuple[int, str]:
+    """The exit code and reason docker gives when execve(2) fails with ``error``."""
+    if error.errno in (errno.ENOENT, errno.ENOTDIR):
+        if "/" in command:
+            return EXIT_NOT_FOUND, "no such file or directory"
+        return EXIT_NOT_FOUND, "executable file not found in $PATH"
+    return EXIT_CANNOT_EXECUTE, error.strerror or str(error)

@@ -1,0 +1,169 @@
+"""The Linux system calls that Python's ``os`` module lacks, through ctypes.
+
+A container is made of a handful of system calls. Python 3.10 and 3.11 wrap most of what we
+need (``fork``, ``execve``, ``sethostname`` via :mod:`socket`, ``mknod``), but not these:
+
+==============  ======================================================================
+unshare(2)      move the calling process into new namespaces
+setns(2)        join an existing namespace through a file descriptor (for ``exec``)
+mount(2)        attach a filesystem, or change a mount's flags and propagation
+umount2(2)      detach a mount, lazily with ``MNT_DETACH``
+pivot_root(2)   swap the root mount of this mount namespace for another one
+prctl(2)        per-process switches such as ``PR_SET_CHILD_SUBREAPER``
+sethostname(2)  name the UTS namespace (:mod:`socket` has it too, but costs ~3 ms to import)
+==============  ======================================================================
+
+glibc exports the first five as functions; ``pivot_root`` has no glibc wrapper, so we call
+it through ``syscall(2)`` with its number, which differs per architecture.
+
+Every wrapper raises :class:`OSError` with the errno and a message naming the call and its
+arguments, e.g. ``pivot_root('/x', '/x/.oldroot'): Invalid argument``, because "Invalid
+argument" alone never tells a learner which of ten mounts went wrong.
+
+Man pages: https://man7.org/linux/man-pages/man2/unshare.2.html,
+https://man7.org/linux/man-pages/man2/mount.2.html,
+https://man7.org/linux/man-pages/man2/pivot_root.2.html
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+# Namespace flags, from <sched.h>; see namespaces(7).
+CLONE_NEWNS = 0x00020000  # mount
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000  # hostname and NIS domain name
+CLONE_NEWIPC = 0x08000000  # System V IPC, POSIX message queues
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# mount(2) flags, from <sys/mount.h>.
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_STRICTATIME = 1 << 24
+
+MOUNT_FLAG_NAMES = {name: value for name, value in globals().items() if name.startswith("MS_")}
+
+# umount2(2) flags.
+MNT_DETACH = 2
+
+# prctl(2) options, from <linux/prctl.h>.
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+# System call numbers of the calls glibc does not wrap. x86_64 numbers come from
+# arch/x86/entry/syscalls/syscall_64.tbl; aarch64 uses the generic table
+# (include/uapi/asm-generic/unistd.h), as do Apple Silicon VMs.
+SYSCALL_NUMBERS = {
+    "x86_64": {"pivot_root": 155},
+    "aarch64": {"pivot_root": 41},
+}
+
+
+# The C library (dlopen(NULL): the symbols already loaded into this process). ``use_errno``
+# makes ctypes save errno for us right after each call. On macOS this loads fine too; only
+# calling a Linux-only function there would fail.
+LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def syscall_number(name: str, machine: str | None = None) -> int:
+    """The number of system call ``name`` on ``machine`` (default: this one)."""
+    machine = machine or os.uname().machine
+    machine = {"arm64": "aarch64", "amd64": "x86_64"}.get(machine, machine)
+    try:
+        return SYSCALL_NUMBERS[machine][name]
+    except KeyError:
+        raise OSError(f"{name}: no system call number known for {machine}") from None
+
+
+class SyscallError(OSError):
+    """An OSError whose text is just ``call(arguments): reason``, without ``[Errno N]``."""
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _check(result: int, call: str, *args: object) -> int:
+    """Turn a C-style ``-1`` return into an OSError that names the call and its arguments."""
+    if result == -1:
+        err = ctypes.get_errno()
+        shown = ", ".join(repr(a) for a in args)
+        raise SyscallError(err, f"{call}({shown}): {os.strerror(err)}")
+    return result
+
+
+class _Flags(int):
+    """An int that shows as the names of its bits, so errors read ``MS_BIND|MS_REC``."""
+
+    def __repr__(self) -> str:
+        names = [name for name, bit in MOUNT_FLAG_NAMES.items() if self & bit]
+        return "|".join(names) or "0"
+
+
+def _path(value: str | os.PathLike | None) -> bytes | None:
+    return None if value is None else os.fsencode(value)
+
+
+def unshare(flags: int) -> None:
+    """Move this process into new namespaces (unshare(2)).
+
+    A new PID namespace is special: it applies to the children forked afterwards, not to the
+    caller, which is why the runtime forks once more after unsharing.
+    """
+    _check(LIBC.unshare(ctypes.c_int(flags)), "unshare", hex(flags))
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    """Join the namespace that ``fd`` (an open /proc/PID/ns/* file) refers to (setns(2))."""
+    _check(LIBC.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns", fd, hex(nstype))
+
+
+def mount(
+    source: str | None,
+    target: str | os.PathLike,
+    fstype: str | None = None,
+    flags: int = 0,
+    data: str | None = None,
+) -> None:
+    """Attach ``source`` at ``target``, or change the flags of a mount (mount(2))."""
+    result = LIBC.mount(
+        _path(source),
+        _path(target),
+        _path(fstype),
+        ctypes.c_ulong(flags),
+        _path(data),
+    )
+    _check(result, "mount", source, os.fspath(target), fstype, _Flags(flags), data)
+
+
+def umount2(target: str | os.PathLike, flags: int = 0) -> None:
+    """Detach the mount at ``target`` (umount2(2)); ``MNT_DETACH`` lets busy mounts go lazily."""
+    _check(LIBC.umount2(_path(target), ctypes.c_int(flags)), "umount2", os.fspath(target), flags)
+
+
+def pivot_root(new_root: str | os.PathLike, put_old: str | os.PathLike) -> None:
+    """Make ``new_root`` the root mount and move the old root to ``put_old`` (pivot_root(2))."""
+    number = ctypes.c_long(syscall_number("pivot_root"))
+    result = LIBC.syscall(number, _path(new_root), _path(put_old))
+    _check(result, "pivot_root", os.fspath(new_root), os.fspath(put_old))
+
+
+def sethostname(name: str) -> None:
+    """Set the hostname of this process's UTS namespace (sethostname(2))."""
+    encoded = name.encode()
+    _check(LIBC.sethostname(encoded, ctypes.c_size_t(len(encoded))), "sethostname", name)
+
+
+def prctl(option: int, arg2: int = 0) -> int:
+    """Set a per-process attribute (prctl(2))."""
+    result = LIBC.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), 0, 0, 0)
+    return _check(result, "prctl", option, arg2)

@@ -1,0 +1,45 @@
+#!/bin/sh
+# Set up mycontainer on a fresh Debian or Ubuntu machine, as root, then run a first container.
+#
+#   sudo ./setup.sh
+#
+# Installs the apt packages it needs, creates .venv with the project and its tools, builds the
+# busybox root filesystem (no internet needed for that), and runs `mycontainer run busybox`.
+# Safe to run again: each part is skipped or redone idempotently.
+set -eu
+cd "$(dirname "$0")"
+
+if [ "$(uname -s)" != Linux ]; then
+    echo "setup.sh: this machine is not Linux: start the lab VM instead (see README: vagrant up)" >&2
+    exit 1
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "setup.sh: run it as root: sudo ./setup.sh" >&2
+    exit 1
+fi
+
+# Tools the runtime and its tests use: a static busybox for the rootfs, iproute2 and util-linux
+# for the tests, runc and crun to benchmark against.
+PACKAGES="python3 python3-venv busybox-static iproute2 util-linux runc crun"
+missing=""
+for package in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"
+done
+if [ -n "$missing" ]; then
+    echo "setup.sh: installing$missing"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' \
+    --config-settings editable_mode=compat
+# Byte-compile now: a container start should not pay for compiling the runtime each time
+# (and with PYTHONDONTWRITEBYTECODE set, it would pay every time).
+.venv/bin/python -m compileall -q runtime steps
+
+.venv/bin/invoke rootfs
+echo "setup.sh: ready. Your first container:"
+echo "+ .venv/bin/mycontainer run busybox sh -c 'echo hello from \$(hostname), PID \$\$'"
+.venv/bin/mycontainer run busybox sh -c 'echo hello from $(hostname), PID $$'

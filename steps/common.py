@@ -1,0 +1,46 @@
+"""What every step shares: its command line, and running a command in new namespaces.
+
+A step is three things: the namespaces it unshares, a ``setup(options)`` that runs inside
+them before the command, and the command. :func:`run` does the rest with
+``runtime.process``, exactly as ``mycontainer run`` does: fork, unshare, (fork again for a
+PID namespace), setup, execve, wait.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from runtime import process
+from runtime.container import ContainerError, check_host
+
+
+def parse_args(doc: str, argv: list[str] | None, *, rootfs: bool = False) -> argparse.Namespace:
+    """``[--hostname NAME] [--rootfs DIR] -- CMD [ARGS...]``, described by the step's docstring."""
+    parser = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0],
+        usage="sudo python3 -m steps.STEP [options] -- CMD [ARGS...]",
+    )
+    parser.add_argument("--hostname", default="container", help="hostname inside")
+    if rootfs:
+        parser.add_argument("--rootfs", required=True, help="root filesystem directory")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    options = parser.parse_args(argv)
+    if options.command[:1] == ["--"]:
+        options.command = options.command[1:]
+    if not options.command:
+        parser.error("give the command to run after --, e.g. -- sh")
+    return options
+
+
+def run(namespaces: int, setup, command: list[str]) -> int:
+    """Run ``command`` in new ``namespaces`` after ``setup()``; return its exit code."""
+    try:
+        check_host()
+        init = process.spawn(command, namespaces=namespaces, setup=setup)
+        init.start()
+    except (ContainerError, process.ProcessError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    with process.forwarding_signals(init.pid), process.terminal_foreground(init.pid):
+        return init.wait()

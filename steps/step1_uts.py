@@ -1,0 +1,29 @@
+"""Step 1: a hostname of its own, with the UTS namespace.
+
+The UTS namespace holds two strings, the hostname and the NIS domain name
+(uts_namespaces(7)). A process that unshares it may rename "its" machine without renaming
+the host. Try: ``sudo python3 -m steps.step1_uts --hostname box -- hostname``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from runtime import namespaces
+from steps import common
+
+NAMESPACES = namespaces.UTS
+
+
+def setup(options) -> None:
+    """Runs inside the new namespaces, before the command: name the new UTS namespace."""
+    namespaces.set_hostname(options.hostname)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = common.parse_args(__doc__, argv)
+    return common.run(NAMESPACES, lambda: setup(options), options.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

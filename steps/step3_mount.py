@@ -1,0 +1,32 @@
+"""Step 3: a filesystem of its own, with mount and IPC namespaces and pivot_root.
+
+Adds CLONE_NEWNS and CLONE_NEWIPC to step 2, and a root filesystem: inside its private mount
+namespace the container mounts a /proc of its own PID namespace, a read-only /sys and a
+minimal /dev into the rootfs, then pivot_root(2)s into it and detaches the host's root.
+Try: ``sudo python3 -m steps.step3_mount --rootfs /var/lib/mycontainer/rootfs/busybox -- sh``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from runtime import filesystem, namespaces
+from steps import common, step2_pid
+
+NAMESPACES = step2_pid.NAMESPACES | namespaces.MOUNT | namespaces.IPC
+
+
+def setup(options) -> None:
+    """Step 2's setup, then make the rootfs the container's "/"."""
+    step2_pid.setup(options)
+    filesystem.enter_rootfs(os.path.realpath(options.rootfs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = common.parse_args(__doc__, argv, rootfs=True)
+    return common.run(NAMESPACES, lambda: setup(options), options.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

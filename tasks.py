@@ -1,0 +1,150 @@
+"""Tasks for the lab, run with invoke (https://www.pyinvoke.org): ``invoke --list``.
+
+On Linux as root the tasks run here; elsewhere (macOS, Windows, Linux without root) ``test``
+and ``step`` run inside the lab VM that ``invoke vm.up`` starts from the Vagrantfile.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+from invoke import Collection, task
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VENV_BIN = os.path.join(HERE, ".venv", "bin")
+STEPS = {
+    1: "step1_uts",
+    2: "step2_pid",
+    3: "step3_mount",
+}
+
+
+def can_run_here() -> bool:
+    """Containers need Linux and root."""
+    return sys.platform == "linux" and os.geteuid() == 0
+
+
+def python() -> str:
+    """The project's venv Python when it exists (setup.sh makes it), else this one."""
+    venv_python = os.path.join(VENV_BIN, "python")
+    return venv_python if os.path.exists(venv_python) else sys.executable
+
+
+def in_vm(c, command: str) -> None:
+    """Run ``command`` in the project folder inside the Vagrant VM, as root."""
+    c.run(f"vagrant ssh -c {shlex.quote(f'cd /vagrant && sudo {command}')}", pty=True)
+
+
+@task(help={"dest": "where to build it (default: the 'busybox' image's place)"})
+def rootfs(c, dest=None):
+    """Build the busybox root filesystem from the host's busybox-static (no internet)."""
+    from runtime import image, rootfs as builder
+
+    path = builder.build_busybox_rootfs(dest or image.built_in_rootfs("busybox"))
+    print(f"busybox rootfs ready: {path}")
+
+
+@task(
+    help={
+        "vm": "run inside the Vagrant VM even where this machine could run it",
+        "qemu": "run inside a throw-away cgroup v2 QEMU VM (Linux hosts, CI)",
+        "arch": "with --qemu: x86_64 or arm64",
+        "pytest-args": "extra arguments for pytest (or put them after --: invoke test -- -x)",
+    }
+)
+def test(c, vm=False, qemu=False, arch="x86_64", pytest_args=""):
+    """Run the test suite: here as root on Linux, otherwise inside the lab VM."""
+    pytest_args = f"{pytest_args} {c.remainder}".strip()
+    pytest = f"{python()} -m pytest {pytest_args}".strip()
+    if qemu:
+        from lab import qemu as lab_qemu
+
+        command = ["python3", "-m", "pytest", *shlex.split(pytest_args)]
+        sys.exit(lab_qemu.run_in_vm(command, arch=arch))
+    if vm or not can_run_here():
+        if not vm and sys.platform == "linux":
+            print("not root: running the suite without the privileged tests (sudo runs them all)")
+            c.run(pytest, pty=sys.stdout.isatty())
+            return
+        in_vm(c, f".venv/bin/python -m pytest {pytest_args}")
+        return
+    c.run(pytest, pty=sys.stdout.isatty())
+
+
+@task(
+    positional=["number"],
+    help={
+        "number": f"the step, 1 to {len(STEPS)}",
+        "hostname": "hostname inside",
+        "rootfs-dir": "root filesystem for step 3 on (default: the busybox one)",
+    },
+)
+def step(c, number, hostname="container", rootfs_dir=None):
+    """Run step N of the lab, here or in the VM: invoke step 3 -- ps (default command: sh)."""
+    from runtime import image
+
+    command = c.remainder or "sh"
+    module = STEPS[int(number)]
+    options = f"--hostname {shlex.quote(hostname)}"
+    if int(number) >= 3:
+        options += f" --rootfs {shlex.quote(rootfs_dir or image.built_in_rootfs('busybox'))}"
+    line = f"-m steps.{module} {options} -- {command}"
+    if can_run_here():
+        c.run(f"{python()} {line}", pty=sys.stdin.isatty())
+    else:
+        in_vm(c, f".venv/bin/python {line}")
+
+
+@task
+def lint(c):
+    """ruff check and ruff format --check."""
+    c.run(f"{python()} -m ruff check .")
+    c.run(f"{python()} -m ruff format --check .")
+
+
+@task(help={"serve": "serve on localhost:8000 with live reload instead of building"})
+def docs(c, serve=False):
+    """Build the tutorial with mkdocs (strict: a broken link fails)."""
+    c.run(f"{python()} -m mkdocs {'serve' if serve else 'build --strict'}")
+
+
+@task(help={"runs": "runs per tool, interleaved"})
+def bench(c, runs=30):
+    """Compare the start latency of mycontainer run with runc, crun and a bare unshare."""
+    c.run(f"{python()} bench/start_latency.py --runs {runs}", pty=sys.stdout.isatty())
+
+
+@task(name="up")
+def vm_up(c):
+    """Start (and on first use create and provision) the lab VM."""
+    c.run("vagrant up", pty=True)
+
+
+@task(name="ssh")
+def vm_ssh(c):
+    """Open a shell in the lab VM."""
+    c.run("vagrant ssh", pty=True)
+
+
+@task(name="halt")
+def vm_halt(c):
+    """Stop the lab VM (its disk stays)."""
+    c.run("vagrant halt", pty=True)
+
+
+@task(name="destroy")
+def vm_destroy(c):
+    """Delete the lab VM."""
+    c.run("vagrant destroy -f", pty=True)
+
+
+@task(name="status")
+def vm_status(c):
+    """Is the lab VM running?"""
+    c.run("vagrant status", pty=True)
+
+
+namespace = Collection(rootfs, test, step, lint, docs, bench)
+namespace.add_collection(Collection("vm", vm_up, vm_ssh, vm_halt, vm_destroy, vm_status))
