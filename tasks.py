@@ -40,7 +40,8 @@ def in_vm(c, command: str) -> None:
 @task(help={"dest": "where to build it (default: the 'busybox' image's place)"})
 def rootfs(c, dest=None):
     """Build the busybox root filesystem from the host's busybox-static (no internet)."""
-    from runtime import image, rootfs as builder
+    from runtime import image
+    from runtime import rootfs as builder
 
     path = builder.build_busybox_rootfs(dest or image.built_in_rootfs("busybox"))
     print(f"busybox rootfs ready: {path}")

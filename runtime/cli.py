@@ -89,7 +89,7 @@ def main(argv: list[str]) -> None:
         )
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx else "mycontainer"
-        launcher.fail(f"{error.format_message()} (see '{command} --help')")
+        launcher.fail(f"{error.format_message().rstrip('.')} (see '{command} --help')")
     except click.ClickException as error:
         launcher.fail(error.format_message())
     except click.Abort:

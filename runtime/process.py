@@ -121,17 +121,22 @@ def spawn(argv, *, namespaces: int, setup=None, env=None, cwd: str = "/") -> Ini
     os.close(sync_write)
     os.close(gate_read)
     init = Init(sync_read, gate_write)
+    ready = False
     try:
-        report = init._sync.readline()  # "pid N" from the intermediate, or why not
-        if not report.startswith(b"pid "):
-            os.waitpid(intermediate, 0)
-            raise _reported_error(report)
-        init.pid = int(report.split()[1])
-        if init.pid != intermediate:  # without a new PID namespace, it is the init itself
-            os.waitpid(intermediate, 0)  # from here on, the init is our child
-        report = init._sync.readline()  # "ready", or why not
-        if report != b"ready\n":
-            raise _reported_error(report)
+        # Two reports come, in either order: "pid N" from the intermediate, "ready" from the
+        # init; or an error from either.
+        while not (init.pid and ready):
+            report = init._sync.readline()
+            if report.startswith(b"pid "):
+                init.pid = int(report.split()[1])
+                if init.pid != intermediate:  # without a new PID namespace, it is the init
+                    os.waitpid(intermediate, 0)  # from here on, the init is our child
+            elif report == b"ready\n":
+                ready = True
+            else:
+                if not init.pid:
+                    os.waitpid(intermediate, 0)
+                raise _reported_error(report)
     except BaseException:
         if init.pid:
             init.kill()

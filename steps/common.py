@@ -9,6 +9,7 @@ PID namespace), setup, execve, wait.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from runtime import process
@@ -23,7 +24,7 @@ def parse_args(doc: str, argv: list[str] | None, *, rootfs: bool = False) -> arg
     )
     parser.add_argument("--hostname", default="container", help="hostname inside")
     if rootfs:
-        parser.add_argument("--rootfs", required=True, help="root filesystem directory")
+        parser.add_argument("--rootfs", required=True, type=_directory, help="root filesystem")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     options = parser.parse_args(argv)
     if options.command[:1] == ["--"]:
@@ -31,6 +32,15 @@ def parse_args(doc: str, argv: list[str] | None, *, rootfs: bool = False) -> arg
     if not options.command:
         parser.error("give the command to run after --, e.g. -- sh")
     return options
+
+
+def _directory(path: str) -> str:
+    """An existing directory, as an absolute path without symbolic links."""
+    if not os.path.isdir(path):
+        raise argparse.ArgumentTypeError(
+            f"{path} is not a directory (build the busybox one with 'invoke rootfs')"
+        )
+    return os.path.realpath(path)
 
 
 def run(namespaces: int, setup, command: list[str]) -> int:

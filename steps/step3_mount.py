@@ -8,7 +8,6 @@ Try: ``sudo python3 -m steps.step3_mount --rootfs /var/lib/mycontainer/rootfs/bu
 
 from __future__ import annotations
 
-import os
 import sys
 
 from runtime import filesystem, namespaces
@@ -20,7 +19,7 @@ NAMESPACES = step2_pid.NAMESPACES | namespaces.MOUNT | namespaces.IPC
 def setup(options) -> None:
     """Step 2's setup, then make the rootfs the container's "/"."""
     step2_pid.setup(options)
-    filesystem.enter_rootfs(os.path.realpath(options.rootfs))
+    filesystem.enter_rootfs(options.rootfs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,138 @@
+"""The command line: where options may go, and one-line errors with docker's exit codes.
+
+These run anywhere: bad input is refused before anything needs Linux or root.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from runtime import launcher
+from runtime.namespaces import check_hostname
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def mycontainer(*args, state=None):
+    env = dict(os.environ, PYTHONPATH=REPO)
+    if state:
+        env["MYCONTAINER_STATE"] = str(state)
+    return subprocess.run(
+        [sys.executable, "-m", "runtime", *args], capture_output=True, text=True, env=env
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "image", "command", "options"),
+    [
+        (["run", "busybox", "ls", "-l"], "busybox", ["ls", "-l"], {}),
+        (
+            ["run", "--hostname", "a", "busybox", "hostname"],
+            "busybox",
+            ["hostname"],
+            {"hostname": "a"},
+        ),
+        (
+            ["run", "busybox", "hostname", "--hostname", "a"],
+            "busybox",
+            ["hostname"],
+            {"hostname": "a"},
+        ),
+        (
+            ["run", "busybox", "hostname", "--hostname=a"],
+            "busybox",
+            ["hostname"],
+            {"hostname": "a"},
+        ),
+        (
+            ["run", "busybox", "--", "echo", "--hostname", "a"],
+            "busybox",
+            ["echo", "--hostname", "a"],
+            {},
+        ),
+        (["run", "busybox", "sh", "-c", "echo $$"], "busybox", ["sh", "-c", "echo $$"], {}),
+    ],
+)
+def test_plain_run_command_lines(argv, image, command, options):
+    assert launcher.parse_plain_run(argv) == (image, command, options)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--help"],
+        ["run", "busybox"],  # no command
+        ["run", "--frob", "busybox", "true"],  # unknown option before IMAGE
+        ["run", "busybox", "true", "--hostname", "-bad"],
+        ["run", "busybox", "echo", "--hostname"],  # option without its value
+        ["images"],
+    ],
+)
+def test_everything_else_goes_to_click(argv):
+    assert launcher.parse_plain_run(argv) is None
+
+
+@pytest.mark.parametrize("name", ["a", "box", "t1", "my-host", "a" * 63, "0abc"])
+def test_valid_hostnames(name):
+    assert check_hostname(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "-a", "a-", "a_b", "a.b", "a" * 64, "ä", "a b"])
+def test_invalid_hostnames(name):
+    with pytest.raises(ValueError, match="invalid hostname"):
+        check_hostname(name)
+
+
+def test_help_works_anywhere():
+    result = mycontainer("--help")
+    assert result.returncode == 0
+    assert "run" in result.stdout
+    result = mycontainer("run", "--help")
+    assert result.returncode == 0
+    assert "Run COMMAND in a new container made from IMAGE" in result.stdout
+
+
+def test_bad_hostname_is_one_line_exit_125_and_creates_nothing(tmp_path):
+    result = mycontainer("run", "busybox", "hostname", "--hostname", "bad_name", state=tmp_path)
+    assert result.returncode == 125
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("mycontainer: error: Invalid value for '--hostname'")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "busybox"], "Missing argument 'COMMAND...'"),
+        (["run", "--frob", "busybox", "true"], "--frob"),
+        (["run", "busybox", "echo", "--hostname"], "option --hostname needs a value"),
+        (["frob"], "No such command 'frob'"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_125(args, message):
+    result = mycontainer(*args)
+    assert result.returncode == 125
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("mycontainer: error: ")
+    assert message in result.stderr
+
+
+def test_version():
+    result = mycontainer("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("mycontainer, version ")
+
+
+def test_library_does_not_import_click():
+    code = (
+        "import sys, runtime.container, runtime.launcher, runtime.image, runtime.rootfs; "
+        "import steps.step3_mount; print('click' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert result.stdout.strip() == "False"

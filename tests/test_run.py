@@ -1,0 +1,231 @@
+"""``mycontainer run``, as a user sees it: isolation, exit codes, signals, a terminal, cleanup.
+
+Every test goes through the ``mycontainer`` fixture, which also checks that the container
+left no state directory and no mount on the host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import environment, mycontainer_command
+
+pytestmark = pytest.mark.privileged
+
+
+def test_hostname_pid1_and_own_proc(mycontainer):
+    script = 'echo $$; hostname; ls /proc | grep -c "^[0-9]"'
+    result = mycontainer("run", "busybox", "sh", "-c", script, "--hostname", "t1")
+    assert result.returncode == 0, result.stderr
+    pid, hostname, count = result.stdout.split()
+    assert (pid, hostname) == ("1", "t1")
+    assert int(count) <= 3  # sh, ls and grep: no host process is visible
+    assert socket.gethostname() != "t1"
+
+
+def test_default_hostname_is_the_short_id(mycontainer):
+    result = mycontainer("run", "busybox", "sh", "-c", 'echo "$(hostname) $HOSTNAME"')
+    hostname, variable = result.stdout.split()
+    assert len(hostname) == 12 and int(hostname, 16) >= 0
+    assert variable == hostname
+
+
+@pytest.mark.parametrize("code", [0, 1, 42, 255])
+def test_exit_code_round_trips(mycontainer, code):
+    assert mycontainer("run", "busybox", "sh", "-c", f"exit {code}").returncode == code
+
+
+def test_command_not_found_is_127(mycontainer):
+    result = mycontainer("run", "busybox", "no-such-command")
+    assert result.returncode == 127
+    assert result.stderr == (
+        "mycontainer: error: cannot run 'no-such-command': executable file not found in $PATH\n"
+    )
+
+
+def test_not_executable_is_126(mycontainer):
+    result = mycontainer("run", "busybox", "/etc/passwd")
+    assert result.returncode == 126
+    assert "mycontainer: error: cannot run '/etc/passwd': Permission denied" in result.stderr
+
+
+def test_missing_image_is_125(mycontainer, tmp_path):
+    result = mycontainer("run", str(tmp_path / "nothing"), "true")
+    assert result.returncode == 125
+    assert "no such image or rootfs directory" in result.stderr
+
+
+def test_rootfs_directory_as_image(mycontainer, busybox_rootfs):
+    result = mycontainer("run", busybox_rootfs, "cat", "/etc/group")
+    assert result.returncode == 0
+    assert result.stdout.startswith("root:x:0:")
+
+
+def test_every_namespace_is_new(mycontainer):
+    kinds = ["uts", "pid", "mnt", "ipc", "net"]
+    script = "; ".join(f"readlink /proc/1/ns/{kind}" for kind in kinds)
+    inside = mycontainer("run", "busybox", "sh", "-c", script).stdout.split()
+    outside = [os.readlink(f"/proc/self/ns/{kind}") for kind in kinds]
+    assert len(inside) == len(kinds)
+    for kind, ours, theirs in zip(kinds, inside, outside, strict=True):
+        assert ours != theirs, f"the container shares the host's {kind} namespace"
+
+
+def test_only_the_container_mounts_are_visible(mycontainer):
+    result = mycontainer("run", "busybox", "cut", "-d", " ", "-f", "2", "/proc/mounts")
+    assert sorted(result.stdout.split()) == ["/", "/dev", "/dev/pts", "/dev/shm", "/proc", "/sys"]
+
+
+def test_dev_holds_only_the_default_devices(mycontainer):
+    result = mycontainer("run", "busybox", "ls", "/dev")
+    devices = ["full", "null", "random", "tty", "urandom", "zero"]
+    links = ["fd", "ptmx", "stderr", "stdin", "stdout"]
+    assert sorted(result.stdout.split()) == sorted([*devices, *links, "pts", "shm"])
+    assert mycontainer("run", "busybox", "sh", "-c", "echo x > /sys/kernel/x").returncode != 0
+
+
+def test_network_has_only_loopback_up(mycontainer):
+    result = mycontainer("run", "busybox", "ip", "-o", "link")
+    assert [line.split(":")[1].strip() for line in result.stdout.splitlines()] == ["lo"]
+    assert "UP" in result.stdout
+    ping = mycontainer("run", "busybox", "ping", "-c", "1", "-W", "1", "127.0.0.1")
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+
+
+def test_file_in_container_dev_shm_does_not_appear_on_host(mycontainer):
+    marker = f"mycontainer-test-{os.getpid()}"
+    result = mycontainer("run", "busybox", "sh", "-c", f"touch /dev/shm/{marker} && ls /dev/shm")
+    assert result.stdout.split() == [marker]
+    assert not os.path.exists(f"/dev/shm/{marker}")
+
+
+def test_only_standard_descriptors_reach_the_container(mycontainer):
+    read_end, write_end = os.pipe()
+    os.set_inheritable(read_end, True)
+    try:
+        # The shell is PID 1; ls lists the shell's descriptors, not its own.
+        script = "ls /proc/1/fd; exit"  # not last, so sh forks ls instead of exec-ing it
+        result = mycontainer("run", "busybox", "sh", "-c", script, pass_fds=(read_end,))
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert sorted(result.stdout.split()) == ["0", "1", "2"]
+
+
+def test_environment_is_clean(mycontainer):
+    result = mycontainer("run", "busybox", "env")
+    names = sorted(line.split("=")[0] for line in result.stdout.splitlines())
+    assert names == ["HOME", "HOSTNAME", "PATH"]
+
+
+def test_stdin_passes_through(mycontainer):
+    result = mycontainer("run", "busybox", "tr", "a-z", "A-Z", input="hello\n")
+    assert result.stdout == "HELLO\n"
+
+
+def start(home, state_root, *args):
+    """Start ``mycontainer run ARGS`` in the background; return it and its container's state."""
+    process = subprocess.Popen(
+        mycontainer_command("run", *args),
+        env=environment(home, state_root),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for name in os.listdir(state_root):
+            try:
+                with open(state_root / name / "state.json") as file:
+                    state = json.load(file)
+            except (FileNotFoundError, json.JSONDecodeError):
+                continue
+            if state["status"] == "running":
+                return process, state
+        time.sleep(0.02)
+    process.kill()
+    raise AssertionError("the container did not reach the running state")
+
+
+def test_state_file_while_running(home, state_root, mycontainer):
+    process, state = start(home, state_root, "busybox", "sleep", "30")
+    try:
+        assert state["id"] and len(state["id"]) == 64
+        assert state["config"]["args"] == ["sleep", "30"]
+        with open(f"/proc/{state['pid']}/cmdline", "rb") as file:
+            assert file.read().split(b"\0")[0] == b"sleep"
+    finally:
+        os.kill(state["pid"], signal.SIGKILL)
+        process.wait(timeout=20)
+
+
+def test_pid1_killed_from_host_gives_137(home, state_root, mycontainer):
+    process, state = start(home, state_root, "busybox", "sleep", "30")
+    os.kill(state["pid"], signal.SIGKILL)
+    assert process.wait(timeout=20) == 137
+
+
+def test_sigterm_is_forwarded_to_pid1(home, state_root, mycontainer):
+    script = 'trap "echo got TERM; exit 3" TERM; while true; do sleep 0.1; done'
+    process, _ = start(home, state_root, "busybox", "sh", "-c", script)
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=20)
+    assert process.returncode == 3
+    assert stdout == "got TERM\n"
+
+
+def test_interactive_shell_on_a_terminal(home, state_root, mycontainer):
+    """From a terminal, `run busybox sh` is a usable shell: Ctrl-C stops its job, not it."""
+    primary, secondary = pty.openpty()
+
+    def become_terminal_session():
+        os.setsid()
+        import fcntl
+        import termios
+
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    process = subprocess.Popen(
+        mycontainer_command("run", "busybox", "sh"),
+        env=dict(environment(home, state_root), TERM="dumb", PS1="$ "),
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        preexec_fn=become_terminal_session,
+    )
+    os.close(secondary)
+    transcript = b""
+
+    def read_until(text: bytes, timeout: float = 20) -> None:
+        nonlocal transcript
+        deadline = time.monotonic() + timeout
+        while text not in transcript:
+            ready, _, _ = select.select([primary], [], [], max(0, deadline - time.monotonic()))
+            if not ready:
+                raise AssertionError(f"no {text!r} on the terminal: {transcript!r}")
+            transcript += os.read(primary, 4096)
+
+    try:
+        os.write(primary, b"echo $((6 * 7))\n")
+        read_until(b"42")
+        os.write(primary, b"sleep 60\n")
+        time.sleep(0.5)
+        os.write(primary, b"\x03")  # Ctrl-C, as typed
+        os.write(primary, b"echo still $((1 + 1))\n")
+        read_until(b"still 2")
+        os.write(primary, b"exit 5\n")
+        assert process.wait(timeout=20) == 5
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(primary)

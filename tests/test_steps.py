@@ -1,0 +1,103 @@
+"""Each step of the lab, run as a learner runs it, checked for what it isolates."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, host_mounts
+
+pytestmark = pytest.mark.privileged
+
+
+def step(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", f"steps.{name}", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+
+
+def test_step1_hostname_inside_not_outside():
+    before = socket.gethostname()
+    result = step("step1_uts", "--hostname", "box", "--", "hostname")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "box\n"
+    assert socket.gethostname() == before
+
+
+def test_step1_shares_the_pid_namespace():
+    result = step("step1_uts", "--", "sh", "-c", "echo $$")
+    assert int(result.stdout) > 1
+
+
+def test_step2_shell_is_pid_1():
+    result = step("step2_pid", "--", "sh", "-c", "echo $$")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "1\n"
+
+
+def test_step2_still_sees_host_processes_through_the_hosts_proc():
+    """No new /proc yet: the host's processes, this test among them, are listed."""
+    result = step("step2_pid", "--", "sh", "-c", f"test -d /proc/{os.getpid()} && echo visible")
+    assert result.stdout == "visible\n"
+
+
+def test_step2_exit_code_passes_through():
+    assert step("step2_pid", "--", "sh", "-c", "exit 7").returncode == 7
+
+
+@pytest.fixture
+def own_rootfs(busybox_rootfs, tmp_path):
+    """A copy of the busybox rootfs with a file only it has."""
+    path = tmp_path / "rootfs"
+    shutil.copytree(busybox_rootfs, path, symlinks=True)
+    (path / "only-in-this-rootfs").write_text("marker\n")
+    return path
+
+
+def test_step3_root_is_the_rootfs(own_rootfs):
+    result = step("step3_mount", "--rootfs", str(own_rootfs), "--", "cat", "/only-in-this-rootfs")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "marker\n"
+
+
+def test_step3_proc_shows_only_the_container(own_rootfs):
+    script = 'ls /proc | grep "^[0-9]"; exit'
+    result = step("step3_mount", "--rootfs", str(own_rootfs), "--", "sh", "-c", script)
+    pids = [int(pid) for pid in result.stdout.split()]
+    assert 1 in pids and max(pids) < 10
+
+
+def test_step3_host_mounts_invisible_and_none_left_behind(own_rootfs):
+    before = host_mounts()
+    result = step("step3_mount", "--rootfs", str(own_rootfs), "--", "cat", "/proc/mounts")
+    mount_points = sorted(line.split()[1] for line in result.stdout.splitlines())
+    assert mount_points == ["/", "/dev", "/dev/pts", "/dev/shm", "/proc", "/sys"]
+    assert host_mounts() == before
+    assert not any(str(own_rootfs) in point for point in host_mounts())
+
+
+def test_step3_has_its_own_ipc_namespace(own_rootfs):
+    result = step("step3_mount", "--rootfs", str(own_rootfs), "--", "readlink", "/proc/1/ns/ipc")
+    assert result.stdout.strip() != os.readlink("/proc/self/ns/ipc")
+
+
+def test_step3_writes_nothing_into_the_rootfs(own_rootfs):
+    before = sorted(os.listdir(own_rootfs))
+    step("step3_mount", "--rootfs", str(own_rootfs), "--", "true")
+    assert sorted(os.listdir(own_rootfs)) == before
+
+
+def test_step3_missing_rootfs_is_one_clear_line(tmp_path):
+    result = step("step3_mount", "--rootfs", str(tmp_path / "none"), "--", "sh")
+    assert result.returncode != 0
+    assert "not a directory" in result.stderr
+    assert result.stderr.count("\n") <= 2  # argparse: usage line + error line
