@@ -18,6 +18,7 @@ STEPS = {
     1: "step1_uts",
     2: "step2_pid",
     3: "step3_mount",
+    4: "step4_cgroups",
 }
 
 

@@ -43,8 +43,8 @@ def _checked_by(check):
             return None
         try:
             return check(value)
-        except ValueError as error:
-            raise click.BadParameter(str(error)) from None
+        except ValueError as error:  # the message names the option and the bad value
+            raise click.ClickException(str(error)) from None
 
     return callback
 
@@ -79,6 +79,22 @@ def run(image: str, command: tuple[str, ...], **options: str | None) -> int:
 
 for _name, (_check, _help) in reversed(launcher.RUN_OPTIONS.items()):
     run = click.option(_name, callback=_checked_by(_check), help=_help)(run)
+
+
+@cli.command(context_settings=CONTEXT)
+def prune() -> int:
+    """Remove what containers whose mycontainer died left behind (state, cgroups).
+
+    A container lives only as long as its 'mycontainer run': if that process was killed
+    (say with SIGKILL), the container's processes are stopped and its cgroups removed here.
+    Every 'mycontainer run' does this too.
+    """
+    from runtime import container
+
+    container.check_host()
+    for container_id in container.prune():
+        click.echo(container_id)
+    return 0
 
 
 def main(argv: list[str]) -> None:

@@ -9,23 +9,30 @@ keeps its state in ``<state root>/<id>/state.json`` (id, status, init pid, rootf
 written atomically at every change, so that later commands (``ps``, ``exec``, ``kill``,
 ``delete``) can find a container that another process created.
 
+The process that created a container holds an exclusive flock(2) on ``<id>/lock`` for as long
+as it lives; the kernel drops it when that process dies, even by SIGKILL. So a container
+directory whose lock can be taken belongs to no one any more: :func:`prune` (called by every
+``create``, and by ``mycontainer prune``) stops what is left of it and removes it.
+
 Spec: https://github.com/opencontainers/runtime-spec/blob/main/runtime.md
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sys
 import time
 
-from runtime import filesystem, namespaces, network, process
-from runtime.process import EXIT_RUNTIME_ERROR, ProcessError
+from runtime import cgroups, filesystem, namespaces, network, process
+from runtime.process import EXIT_RUNTIME_ERROR, EXIT_SIGNAL_BASE, ProcessError
 
 DEFAULT_STATE_ROOT = "/run/mycontainer"  # a tmpfs: state vanishes with a reboot, as it should
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 CREATING, CREATED, RUNNING, STOPPED = "creating", "created", "running", "stopped"
+EXIT_OOM = EXIT_SIGNAL_BASE + 9  # 137: SIGKILLed, by the kernel's OOM killer
 
 
 class ContainerError(Exception):
@@ -46,12 +53,18 @@ class Config:
         hostname: str | None = None,  # default: the container's short id
         env: dict[str, str] | None = None,
         cwd: str = "/",
+        memory: int | None = None,  # bytes
+        cpu_weight: int | None = None,  # 1-10000, cgroup v2's cpu.weight
+        pids_limit: int | None = None,
     ):
         self.rootfs = rootfs
         self.args = args
         self.hostname = hostname
         self.env = env or {}
         self.cwd = cwd
+        self.memory = memory
+        self.cpu_weight = cpu_weight
+        self.pids_limit = pids_limit
 
     def as_dict(self) -> dict:
         return dict(vars(self))
@@ -86,30 +99,36 @@ class Container:
         self.config = config
         self.status = CREATING
         self.pid = 0
+        self.oom_killed = False
         self.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.directory = os.path.join(state_root(), self.id)
+        self.cgroup = cgroups.Cgroup(cgroups.detect(), self.id)
         self._init: process.Init | None = None
+        self._lock = -1
 
     @property
     def hostname(self) -> str:
         return self.config.hostname or self.id[:12]
 
     def create(self) -> None:
-        """Build the container: namespaces, mounts, hostname, network; the program waits."""
-        os.makedirs(state_root(), mode=0o700, exist_ok=True)
-        os.mkdir(self.directory, 0o700)
+        """Build the container: cgroup, namespaces, mounts, hostname, network; the program waits."""
+        prune()
+        self._make_directory()
         try:
             self._save()
+            self.cgroup.create(self.config.memory, self.config.cpu_weight, self.config.pids_limit)
             self._init = process.spawn(
                 self.config.args,
                 namespaces=namespaces.CONTAINER,
+                before_unshare=self.cgroup.join,
                 setup=self._setup_inside,
                 env=self._environment(),
                 cwd=self.config.cwd,
             )
-        except ProcessError as error:
+        except (ProcessError, cgroups.CgroupError) as error:
             self.delete()
-            raise ContainerError(str(error), error.exit_code) from None
+            code = getattr(error, "exit_code", EXIT_RUNTIME_ERROR)
+            raise ContainerError(str(error), code) from None
         except BaseException:
             self.delete()
             raise
@@ -130,7 +149,9 @@ class Container:
         with process.forwarding_signals(self.pid), process.terminal_foreground(self.pid):
             code = self._init.wait()
         self._set_status(STOPPED)
-        return code
+        # The OOM killer may have picked any process of the container, not only PID 1.
+        self.oom_killed = self.cgroup.oom_kills() > 0
+        return EXIT_OOM if self.oom_killed else code
 
     def delete(self) -> None:
         """Remove everything the container made; kill it first if it still runs.
@@ -143,12 +164,11 @@ class Container:
                 self._init.kill()
             self._init.close()
             self._init = None
-        try:
-            for name in os.listdir(self.directory):  # state.json, and nothing else
-                os.unlink(os.path.join(self.directory, name))
-            os.rmdir(self.directory)
-        except FileNotFoundError:
-            pass  # never created, or deleted already
+        self.cgroup.remove()
+        remove_directory(self.directory)
+        if self._lock != -1:
+            os.close(self._lock)
+            self._lock = -1
 
     def run(self) -> int:
         """create + start + wait + delete: what ``mycontainer run`` does."""
@@ -169,13 +189,24 @@ class Container:
             "bundle": self.config.rootfs,
             "created": self.created,
             "config": self.config.as_dict(),
+            "cgroups": self.cgroup.directories,
         }
+
+    def _make_directory(self) -> None:
+        """Create the state directory, locked: made under a hidden name, locked, then renamed,
+        so that a concurrent prune never sees it unlocked."""
+        os.makedirs(state_root(), mode=0o700, exist_ok=True)
+        making = os.path.join(state_root(), f".{self.id}")
+        os.mkdir(making, 0o700)
+        self._lock = os.open(os.path.join(making, "lock"), os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        os.rename(making, self.directory)
 
     def _setup_inside(self) -> None:
         """Runs in the container's init, inside its new namespaces, before the gate."""
         namespaces.set_hostname(self.hostname)
         network.bring_up("lo")
-        filesystem.enter_rootfs(self.config.rootfs)
+        filesystem.enter_rootfs(self.config.rootfs, cgroup2=self.cgroup.layout.uses_v2)
 
     def _environment(self) -> dict[str, str]:
         """A clean environment, as docker gives: nothing of the host's leaks in but TERM."""
@@ -195,3 +226,50 @@ class Container:
         with open(path + ".tmp", "w") as file:
             json.dump(self.state(), file, indent=2)
         os.replace(path + ".tmp", path)
+
+
+def remove_directory(directory: str) -> None:
+    """Remove a container's state directory (it holds only files); missing is fine."""
+    try:
+        for name in os.listdir(directory):
+            os.unlink(os.path.join(directory, name))
+        os.rmdir(directory)
+    except FileNotFoundError:
+        pass  # never created, or removed already
+
+
+def prune() -> list[str]:
+    """Remove containers whose ``mycontainer`` died (e.g. SIGKILLed); return their ids.
+
+    A container directory whose lock we can take belongs to no living runtime: its processes
+    are killed, its cgroups and state removed. Cgroups of ours with no state directory at all
+    are removed too.
+    """
+    root = state_root()
+    layout = cgroups.detect()
+    pruned = []
+    for name in os.listdir(root) if os.path.isdir(root) else []:
+        if not name.startswith(".") and _take_lock(os.path.join(root, name)):
+            cgroups.Cgroup(layout, name).remove()
+            remove_directory(os.path.join(root, name))
+            pruned.append(name)
+    # A state directory always exists before its container's cgroup is made.
+    for path in cgroups.stale_groups(layout, lambda name: os.path.isdir(os.path.join(root, name))):
+        cgroups.remove_group(path)
+        pruned.append(os.path.basename(path))
+    return pruned
+
+
+def _take_lock(directory: str) -> bool:
+    """True if no living process holds the container's lock (we briefly take it ourselves)."""
+    try:
+        lock = os.open(os.path.join(directory, "lock"), os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False  # its runtime is alive
+    finally:
+        os.close(lock)

@@ -65,10 +65,24 @@ def mount_proc(rootfs: str) -> None:
     mount("proc", _mount_point(rootfs, "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-def mount_sys(rootfs: str) -> None:
-    """Mount sysfs read-only: the container may look at the kernel's objects, not change them."""
+def mount_sys(rootfs: str, cgroup2: bool = False) -> None:
+    """Mount sysfs read-only: the container may look at the kernel's objects, not change them.
+
+    With ``cgroup2``, also mount the cgroup v2 tree, read-only, at /sys/fs/cgroup: in the
+    container's cgroup namespace it shows the container's own group as its root, so the
+    container can watch its limits (memory.max, memory.events, cpu.stat) but not change them.
+    """
     flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY
-    mount("sysfs", _mount_point(rootfs, "sys"), "sysfs", flags)
+    sys_dir = _mount_point(rootfs, "sys")
+    mount("sysfs", sys_dir, "sysfs", flags)
+    if cgroup2:
+        mount_cgroup2(os.path.join(sys_dir, "fs/cgroup"))
+
+
+def mount_cgroup2(path: str) -> None:
+    """Mount the cgroup v2 tree read-only at ``path``, as the calling process's cgroup
+    namespace shows it (cgroup_namespaces(7)): its own group is the root."""
+    mount("cgroup2", path, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
 
 
 def mount_dev(rootfs: str) -> None:
@@ -107,12 +121,12 @@ def pivot_into(rootfs: str) -> None:
     os.chdir("/")
 
 
-def enter_rootfs(rootfs: str) -> None:
+def enter_rootfs(rootfs: str, cgroup2: bool = False) -> None:
     """Steps 1 to 4 of this module's docstring: after this, "/" is ``rootfs``."""
     make_mounts_private()
     mount(rootfs, rootfs, None, MS_BIND | MS_REC)
     mount_proc(rootfs)
-    mount_sys(rootfs)
+    mount_sys(rootfs, cgroup2)
     mount_dev(rootfs)
     pivot_into(rootfs)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
+from runtime.cgroups import format_size, parse_cpu_weight, parse_memory, parse_pids_limit
 from runtime.namespaces import check_hostname
 from runtime.process import EXIT_RUNTIME_ERROR
 
@@ -19,6 +20,12 @@ from runtime.process import EXIT_RUNTIME_ERROR
 # runtime.cli builds its click options from this table.
 RUN_OPTIONS = {
     "--hostname": (check_hostname, "Hostname inside the container (default: its short id)."),
+    "--memory": (parse_memory, "Memory limit, e.g. 64m or 1g (at least 6m); no swap."),
+    "--cpu-weight": (
+        parse_cpu_weight,
+        "Share of CPU time under contention, 1-10000 (default 100).",
+    ),
+    "--pids-limit": (parse_pids_limit, "Most processes and threads the container may have."),
 }
 
 
@@ -75,14 +82,22 @@ def parse_plain_run(argv: list[str]) -> tuple[str, list[str], dict[str, str]] | 
     return (image, command, options) if command else None
 
 
-def run(image: str, command: list[str], hostname: str | None = None) -> int:
-    """``mycontainer run``: create, start, wait for and delete one container."""
+def run(image: str, command: list[str], **options) -> int:
+    """``mycontainer run``: create, start, wait for and delete one container.
+
+    ``options`` are RUN_OPTIONS' values by name (``hostname``, ``memory``, ``cpu_weight``...).
+    """
     from runtime import container
     from runtime import image as images
 
     container.check_host()
-    config = container.Config(rootfs=images.resolve(image), args=command, hostname=hostname)
-    return container.Container(config).run()
+    config = container.Config(rootfs=images.resolve(image), args=command, **options)
+    box = container.Container(config)
+    code = box.run()
+    if box.oom_killed:
+        limit = f" (limit {format_size(config.memory)})" if config.memory else ""
+        sys.stderr.write(f"mycontainer: container killed: out of memory{limit}\n")
+    return code
 
 
 def fail(message: str, exit_code: int = EXIT_RUNTIME_ERROR) -> None:

@@ -11,6 +11,7 @@ pid       CLONE_NEWPID      process ids: its first process is PID 1 (pid_namespa
 mnt       CLONE_NEWNS       the mount table (mount_namespaces(7))
 ipc       CLONE_NEWIPC      System V IPC and POSIX message queues (ipc_namespaces(7))
 net       CLONE_NEWNET      network interfaces, routes, ports (network_namespaces(7))
+cgroup    CLONE_NEWCGROUP   the root of the cgroup tree it sees (cgroup_namespaces(7))
 ========  ================  ============================================================
 
 Man page: https://man7.org/linux/man-pages/man7/namespaces.7.html
@@ -19,6 +20,7 @@ Man page: https://man7.org/linux/man-pages/man7/namespaces.7.html
 from __future__ import annotations
 
 from runtime.syscalls import (
+    CLONE_NEWCGROUP,
     CLONE_NEWIPC,
     CLONE_NEWNET,
     CLONE_NEWNS,
@@ -33,7 +35,8 @@ PID = CLONE_NEWPID
 MOUNT = CLONE_NEWNS
 IPC = CLONE_NEWIPC
 NET = CLONE_NEWNET
-CONTAINER = UTS | PID | MOUNT | IPC | NET
+CGROUP = CLONE_NEWCGROUP
+CONTAINER = UTS | PID | MOUNT | IPC | NET | CGROUP
 
 HOSTNAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 
@@ -47,8 +50,8 @@ def check_hostname(name: str) -> str:
     valid = 0 < len(name) <= 63 and HOSTNAME_CHARACTERS.issuperset(name)
     if not valid or name.startswith("-") or name.endswith("-"):
         raise ValueError(
-            f"invalid hostname {name!r}: use 1 to 63 letters, digits or hyphens, "
-            "not starting or ending with a hyphen"
+            "--hostname takes 1 to 63 letters, digits or hyphens, not starting or ending "
+            f"with a hyphen (got {name!r})"
         )
     return name
 

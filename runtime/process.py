@@ -9,7 +9,7 @@ not move the caller into the new PID namespace (its PID cannot change); only the
 forks afterwards are born there, the first of them as PID 1. So::
 
     runtime (host)                       pid_namespaces(7), unshare(2), fork(2)
-     └─ fork ─> intermediate: unshare(namespaces); fork; report the child's pid; exit
+     └─ fork ─> intermediate: join cgroup; unshare(namespaces); fork; report the pid; exit
                   └─ fork ─> init: PID 1 inside; setup(); "ready"; wait at the gate; execve
 
 The intermediate exits at once. Because the runtime marked itself a *child subreaper*
@@ -78,6 +78,7 @@ class Init:
         report = self._sync.readline()
         self._sync.close()
         if report:
+            self.wait()  # it exits right after reporting; reap it
             raise _reported_error(report)
 
     def wait(self) -> int:
@@ -104,11 +105,15 @@ class Init:
             self._gate = -1
 
 
-def spawn(argv, *, namespaces: int, setup=None, env=None, cwd: str = "/") -> Init:
+def spawn(
+    argv, *, namespaces: int, setup=None, before_unshare=None, env=None, cwd: str = "/"
+) -> Init:
     """Create a process in new ``namespaces`` that has run ``setup()`` and waits to exec ``argv``.
 
-    Returns once the process is ready, or raises ProcessError with what went wrong inside.
-    Marks the calling process a child subreaper (see the module's docstring).
+    ``before_unshare()`` runs in the intermediate before it unshares: the place to join the
+    container's cgroup, so that every process of the container is born in it and a new cgroup
+    namespace is rooted at it. Returns once the process is ready, or raises ProcessError with
+    what went wrong inside. Marks the calling process a child subreaper (see above).
     """
     sync_read, sync_write = os.pipe()  # both ends close-on-exec (PEP 446)
     gate_read, gate_write = os.pipe()
@@ -117,7 +122,7 @@ def spawn(argv, *, namespaces: int, setup=None, env=None, cwd: str = "/") -> Ini
     if intermediate == 0:
         os.close(sync_read)
         os.close(gate_write)
-        _intermediate(argv, namespaces, setup, env, cwd, sync_write, gate_read)
+        _intermediate(argv, namespaces, before_unshare, setup, env, cwd, sync_write, gate_read)
     os.close(sync_write)
     os.close(gate_read)
     init = Init(sync_read, gate_write)
@@ -222,9 +227,11 @@ def _send(fd: int, line: str) -> None:
     os.write(fd, line.replace("\n", " ").encode() + b"\n")
 
 
-def _intermediate(argv, namespaces, setup, env, cwd, sync: int, gate: int) -> None:
+def _intermediate(argv, namespaces, before_unshare, setup, env, cwd, sync, gate) -> None:
     """Runs in the first child: unshare, fork the init, report its pid, exit. Never returns."""
     try:
+        if before_unshare:
+            before_unshare()
         unshare(namespaces)
         if namespaces & CLONE_NEWPID:
             pid = os.fork()

@@ -16,7 +16,7 @@ from runtime import process
 from runtime.container import ContainerError, check_host
 
 
-def parse_args(doc: str, argv: list[str] | None, *, rootfs: bool = False) -> argparse.Namespace:
+def parser(doc: str, *, rootfs: bool = False) -> argparse.ArgumentParser:
     """``[--hostname NAME] [--rootfs DIR] -- CMD [ARGS...]``, described by the step's docstring."""
     parser = argparse.ArgumentParser(
         description=doc.split("\n\n")[0],
@@ -26,12 +26,35 @@ def parse_args(doc: str, argv: list[str] | None, *, rootfs: bool = False) -> arg
     if rootfs:
         parser.add_argument("--rootfs", required=True, type=_directory, help="root filesystem")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; the command is what follows ``--``."""
     options = parser.parse_args(argv)
     if options.command[:1] == ["--"]:
         options.command = options.command[1:]
     if not options.command:
         parser.error("give the command to run after --, e.g. -- sh")
     return options
+
+
+def parse_args(doc: str, argv: list[str] | None, *, rootfs: bool = False) -> argparse.Namespace:
+    """The common options only: ``parse(parser(doc, rootfs=rootfs), argv)``."""
+    return parse(parser(doc, rootfs=rootfs), argv)
+
+
+def checked(check):
+    """An argparse ``type`` from one of the runtime's checks (which raise ValueError)."""
+
+    def convert(text: str):
+        try:
+            return check(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = check.__name__
+    return convert
 
 
 def _directory(path: str) -> str:
@@ -43,11 +66,16 @@ def _directory(path: str) -> str:
     return os.path.realpath(path)
 
 
-def run(namespaces: int, setup, command: list[str]) -> int:
-    """Run ``command`` in new ``namespaces`` after ``setup()``; return its exit code."""
+def run(namespaces: int, setup, command: list[str], before_unshare=None) -> int:
+    """Run ``command`` in new ``namespaces`` after ``setup()``; return its exit code.
+
+    ``before_unshare()``, if given, runs first in the child, still outside the namespaces.
+    """
     try:
         check_host()
-        init = process.spawn(command, namespaces=namespaces, setup=setup)
+        init = process.spawn(
+            command, namespaces=namespaces, setup=setup, before_unshare=before_unshare
+        )
         init.start()
     except (ContainerError, process.ProcessError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -65,9 +65,10 @@ def state_root(tmp_path):
 def mycontainer(home, state_root):
     """Run ``mycontainer ARGS...`` as a user would, from this checkout; returns CompletedProcess.
 
-    Asserts afterwards that the container left no state directory and no mount on the host.
+    Asserts afterwards that the container left no state directory, no mount and no cgroup.
     """
     mounts_before = host_mounts()
+    groups_before = container_groups()
 
     def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
         kwargs.setdefault("capture_output", True)
@@ -80,6 +81,7 @@ def mycontainer(home, state_root):
     yield run
     assert os.listdir(state_root) == [], "a container left its state directory behind"
     assert host_mounts() == mounts_before, "a container left a mount on the host"
+    assert container_groups() == groups_before, "a container left a cgroup behind"
 
 
 def mycontainer_command(*args: str) -> list[str]:
@@ -90,6 +92,13 @@ def environment(home, state_root) -> dict[str, str]:
     env = dict(os.environ, MYCONTAINER_HOME=str(home), MYCONTAINER_STATE=str(state_root))
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+def container_groups() -> list[str]:
+    """Every container cgroup of mycontainer's on this host."""
+    from runtime import cgroups
+
+    return sorted(cgroups.container_groups(cgroups.detect()))
 
 
 def host_mounts() -> list[str]:

@@ -101,3 +101,29 @@ def test_step3_missing_rootfs_is_one_clear_line(tmp_path):
     assert result.returncode != 0
     assert "not a directory" in result.stderr
     assert result.stderr.count("\n") <= 2  # argparse: usage line + error line
+
+
+def test_step4_memory_limit_is_enforced_and_its_cgroup_removed(own_rootfs):
+    from runtime import cgroups
+
+    layout = cgroups.detect()
+    before = {
+        p: sorted(os.listdir(p)) for p in cgroups.Cgroup(layout, "_").parents if os.path.isdir(p)
+    }
+    args = ["--rootfs", str(own_rootfs), "--memory", "32m", "--", "tail", "/dev/zero"]
+    result = step("step4_cgroups", *args)
+    assert result.returncode == 137
+    assert "killed by the kernel's OOM killer" in result.stderr
+    after = {p: sorted(os.listdir(p)) for p in before}
+    assert after == before
+
+
+def test_step4_cgroup_namespace_hides_the_host_tree(own_rootfs):
+    result = step("step4_cgroups", "--rootfs", str(own_rootfs), "--", "cat", "/proc/self/cgroup")
+    assert {line.split(":", 2)[2] for line in result.stdout.splitlines()} == {"/"}
+
+
+def test_step4_refuses_a_bad_limit_before_creating_anything(own_rootfs):
+    result = step("step4_cgroups", "--rootfs", str(own_rootfs), "--memory", "1k", "--", "true")
+    assert result.returncode == 2
+    assert "--memory must be at least 6m (got 1k)" in result.stderr

@@ -1,0 +1,253 @@
+"""Step 4, cgroups: limits that the kernel really enforces, on cgroup v1 (this host) and v2
+(the lab VM), and input refused before anything is created."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from runtime import cgroups
+
+from conftest import REPO, container_groups, environment, mycontainer_command
+
+# --- input, anywhere -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("64m", 64 << 20),
+        ("64M", 64 << 20),
+        ("64mb", 64 << 20),
+        ("64MiB", 64 << 20),
+        ("1g", 1 << 30),
+        ("1.5g", 3 << 29),
+        ("6144k", 6 << 20),
+        (str(7 << 20), 7 << 20),
+    ],
+)
+def test_memory_sizes(text, size):
+    assert cgroups.parse_memory(text) == size
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1k", "at least 6m"),
+        ("0", "at least 6m"),
+        ("5m", "at least 6m"),
+        ("-64m", "takes a size"),
+        ("lots", "takes a size"),
+        ("64x", "takes a size"),
+        ("", "takes a size"),
+        ("99999999999g", "too large"),
+    ],
+)
+def test_bad_memory_sizes(text, message):
+    with pytest.raises(ValueError, match=message):
+        cgroups.parse_memory(text)
+
+
+@pytest.mark.parametrize("text", ["0", "10001", "-1", "1.5", "high", ""])
+def test_bad_cpu_weights(text):
+    with pytest.raises(ValueError, match="from 1 to 10000"):
+        cgroups.parse_cpu_weight(text)
+
+
+def test_weight_to_shares_keeps_the_default_and_the_ratios():
+    assert cgroups.weight_to_shares(100) == 1024
+    assert cgroups.weight_to_shares(400) == 4 * cgroups.weight_to_shares(100)
+    assert cgroups.weight_to_shares(1) == 10
+    assert cgroups.weight_to_shares(10000) == 102400
+
+
+MOUNTINFO = {
+    "unified": "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n",
+    "hybrid": (
+        "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n"
+        "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+        "41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"
+    ),
+    "v1": (
+        "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n"
+        "35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+    ),
+    "none": "22 1 0:21 / /proc rw - proc proc rw\n",
+}
+
+
+@pytest.mark.parametrize("version", MOUNTINFO)
+def test_detect_tells_the_layouts_apart(tmp_path, version):
+    path = tmp_path / "mountinfo"
+    path.write_text(MOUNTINFO[version])
+    assert cgroups.detect(str(path)).version == version
+
+
+def test_co_mounted_v1_controllers_share_one_group(tmp_path):
+    path = tmp_path / "mountinfo"
+    path.write_text(MOUNTINFO["v1"])
+    layout = cgroups.detect(str(path))
+    assert layout.v1_mounts["cpu"] == layout.v1_mounts["cpuacct"]
+
+
+# --- limits, as root -------------------------------------------------------------------------
+
+privileged = pytest.mark.privileged
+
+
+@privileged
+def test_memory_hog_is_oom_killed_with_137_and_one_line(mycontainer):
+    result = mycontainer("run", "--memory", "32m", "busybox", "tail", "/dev/zero")
+    assert result.returncode == 137
+    assert result.stderr == "mycontainer: container killed: out of memory (limit 32 MiB)\n"
+
+
+@privileged
+def test_oom_kill_of_a_process_other_than_pid1_is_reported(mycontainer):
+    script = "tail /dev/zero; echo PID 1 survived"
+    result = mycontainer("run", "busybox", "sh", "-c", script, "--memory", "32m")
+    assert result.stdout == "PID 1 survived\n"
+    assert result.returncode == 137
+    assert "out of memory (limit 32 MiB)" in result.stderr
+
+
+@privileged
+def test_within_the_limit_nothing_is_killed(mycontainer):
+    script = "head -c 8m /dev/zero | tail > /dev/null && echo fine"
+    result = mycontainer("run", "--memory", "32m", "busybox", "sh", "-c", script)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "fine\n", "")
+
+
+@privileged
+def test_container_sees_its_cgroup_as_root(mycontainer):
+    result = mycontainer("run", "busybox", "cat", "/proc/self/cgroup")
+    assert result.returncode == 0
+    assert {line.split(":", 2)[2] for line in result.stdout.splitlines()} == {"/"}
+
+
+@privileged
+def test_memory_limit_visible_inside_on_cgroup_v2(mycontainer):
+    if not cgroups.detect().uses_v2:
+        pytest.skip("cgroup v1 host: /sys/fs/cgroup is mounted in containers on cgroup v2 only")
+    result = mycontainer("run", "--memory", "64m", "busybox", "cat", "/sys/fs/cgroup/memory.max")
+    assert result.stdout == f"{64 << 20}\n"
+
+
+@privileged
+def test_pids_limit_stops_a_fork_loop(mycontainer):
+    script = "for i in $(seq 1 60); do sleep 1 & done; wait; echo all 60 started"
+    result = mycontainer("run", "--pids-limit", "20", "busybox", "sh", "-c", script)
+    assert "can't fork" in result.stderr  # busybox sh gives up at the first failed fork
+    assert result.returncode != 0 and result.stdout == ""
+    unlimited = mycontainer("run", "busybox", "sh", "-c", script)
+    assert unlimited.stdout == "all 60 started\n"  # the limit, not the host, stopped it
+
+
+@privileged
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--memory", "1k"],
+        ["--memory", "-1"],
+        ["--memory", "zillion"],
+        ["--cpu-weight", "0"],
+        ["--cpu-weight", "10001"],
+        ["--pids-limit", "0"],
+    ],
+)
+def test_bad_values_exit_125_and_create_nothing(mycontainer, state_root, option):
+    groups = container_groups()
+    result = mycontainer("run", *option, "busybox", "true")
+    assert result.returncode == 125
+    assert result.stderr.startswith(f"mycontainer: error: {option[0]} ")
+    assert result.stderr.count("\n") == 1
+    assert os.listdir(state_root) == [] and container_groups() == groups
+
+
+def start_busy(home, state_root, weight):
+    """A CPU-bound container pinned, with its runtime, to CPU 0."""
+    return subprocess.Popen(
+        mycontainer_command(
+            "run", "--cpu-weight", str(weight), "busybox", "sh", "-c", "while :; do :; done"
+        ),
+        env=environment(home, state_root),
+        preexec_fn=lambda: os.sched_setaffinity(0, {0}),
+    )
+
+
+def running_states(state_root, count, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = []
+        for name in os.listdir(state_root):
+            try:
+                with open(state_root / name / "state.json") as file:
+                    states.append(json.load(file))
+            except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+                pass
+        if len([s for s in states if s["status"] == "running"]) == count:
+            return states
+        time.sleep(0.05)
+    raise AssertionError("the containers did not start")
+
+
+@privileged
+def test_cpu_weight_shares_one_cpu_one_to_four(home, state_root, mycontainer):
+    processes = [start_busy(home, state_root, 100), start_busy(home, state_root, 400)]
+    try:
+        states = running_states(state_root, 2)
+        groups = {
+            s["config"]["cpu_weight"]: cgroups.Cgroup(cgroups.detect(), s["id"]) for s in states
+        }
+        before = {weight: group.cpu_usage_usec() for weight, group in groups.items()}
+        time.sleep(3)
+        used = {weight: group.cpu_usage_usec() - before[weight] for weight, group in groups.items()}
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)  # forwarded; the shell as PID 1 ignores it
+        for state in running_states(state_root, 2):
+            os.kill(state["pid"], signal.SIGKILL)
+        for process in processes:
+            process.wait(timeout=20)
+    ratio = used[400] / used[100]
+    assert 3.0 <= ratio <= 5.0, f"CPU time 400:100 was {ratio:.2f}:1, expected about 4:1"
+
+
+@privileged
+def test_cgroups_of_a_killed_runtime_are_pruned(home, state_root, mycontainer):
+    """SIGKILL mycontainer itself: its container's cgroups stay until prune removes them."""
+    process = subprocess.Popen(
+        mycontainer_command("run", "--memory", "64m", "busybox", "sleep", "60"),
+        env=environment(home, state_root),
+    )
+    state = running_states(state_root, 1)[0]
+    process.kill()
+    process.wait()
+    leftover = [path for path in container_groups() if state["id"] in path]
+    assert leftover, "expected the killed runtime's cgroups to be left behind"
+    result = subprocess.run(
+        [sys.executable, "-m", "runtime", "prune"],
+        env=environment(home, state_root),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    assert state["id"] in result.stdout
+    assert not [path for path in container_groups() if state["id"] in path]
+    assert not alive(state["pid"])
+
+
+def alive(pid: int) -> bool:
+    """Is ``pid`` a running process (not gone, not a zombie waiting to be reaped)?"""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
