@@ -1,0 +1,14 @@
+"""The VM lab: run the privileged test suite on a pure cgroup v2 kernel.
+
+Hosts such as our CI machines boot with a cgroup v1/v2 hybrid, so everything
+that touches cgroup v2 can only be exercised inside a virtual machine.
+
+- ``lab.qemu``  -- command line and :func:`lab.qemu.run_in_vm` (what tasks.py and CI call)
+- ``lab.image`` -- builds and caches the Debian kernel + root filesystem image
+- ``lab.vm``    -- boots one throw-away QEMU VM and streams a command's output
+- ``lab/guest`` -- the two init stages that run inside the VM
+- ``lab/provision.sh`` -- provisioning for the Vagrant lab on users' machines
+- ``lab.provision_check`` -- runs provision.sh in a bare Debian 12 chroot
+
+Everything here is standard library only, so it runs from a fresh clone.
+"""
