@@ -18,9 +18,11 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-# Tools the runtime and its tests use: a static busybox for the rootfs, iproute2 and util-linux
-# for the tests, runc and crun to benchmark against.
-PACKAGES="python3 python3-venv busybox-static iproute2 util-linux runc crun"
+# Tools the runtime and its tests use: a static busybox for the rootfs; nftables (or iptables)
+# for the bridge network's NAT; iproute2, util-linux and xz-utils for the tests; umoci and
+# skopeo, which build the tests' images; runc and crun to benchmark against.
+PACKAGES="python3 python3-venv busybox-static iproute2 util-linux nftables iptables xz-utils
+umoci skopeo runc crun"
 missing=""
 for package in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"
@@ -40,6 +42,8 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m compileall -q runtime steps
 
 .venv/bin/invoke rootfs
+# The first container uses --net none: setting up never changes this machine's network (the
+# default, --net bridge, adds a bridge and NAT rules, at the first container that uses it).
 echo "setup.sh: ready. Your first container:"
-echo "+ .venv/bin/mycontainer run busybox sh -c 'echo hello from \$(hostname), PID \$\$'"
-.venv/bin/mycontainer run busybox sh -c 'echo hello from $(hostname), PID $$'
+echo "+ .venv/bin/mycontainer run --net none busybox sh -c 'echo hello from \$(hostname), PID \$\$'"
+.venv/bin/mycontainer run --net none busybox sh -c 'echo hello from $(hostname), PID $$'

@@ -19,6 +19,7 @@ STEPS = {
     2: "step2_pid",
     3: "step3_mount",
     4: "step4_cgroups",
+    5: "step5_image",
 }
 
 
@@ -38,14 +39,15 @@ def in_vm(c, command: str) -> None:
     c.run(f"vagrant ssh -c {shlex.quote(f'cd /vagrant && sudo {command}')}", pty=True)
 
 
-@task(help={"dest": "where to build it (default: the 'busybox' image's place)"})
-def rootfs(c, dest=None):
-    """Build the busybox root filesystem from the host's busybox-static (no internet)."""
+@task
+def rootfs(c):
+    """Build the busybox root filesystem (for the steps) and the busybox image (no internet)."""
     from runtime import image
     from runtime import rootfs as builder
 
-    path = builder.build_busybox_rootfs(dest or image.built_in_rootfs("busybox"))
-    print(f"busybox rootfs ready: {path}")
+    name = builder.build_busybox_image()
+    print(f"busybox rootfs ready: {image.built_in_rootfs('busybox')}")
+    print(f"image ready: {name} (try: mycontainer run busybox)")
 
 
 @task(
@@ -63,7 +65,7 @@ def test(c, vm=False, qemu=False, arch="x86_64", pytest_args=""):
     if qemu:
         from lab import qemu as lab_qemu
 
-        command = ["python3", "-m", "pytest", *shlex.split(pytest_args)]
+        command = ["python3", "-m", "pytest", "-p", "no:cacheprovider", *shlex.split(pytest_args)]
         sys.exit(lab_qemu.run_in_vm(command, arch=arch))
     if vm or not can_run_here():
         if not vm and sys.platform == "linux":

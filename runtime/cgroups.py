@@ -155,17 +155,17 @@ def own_v1_path(controller: str, proc_cgroup: str = "/proc/self/cgroup") -> str:
 class Cgroup:
     """A container's cgroup: one directory on v2, one per controller hierarchy on v1."""
 
-    def __init__(self, layout: Layout, container_id: str):
+    def __init__(self, layout: Layout, container_id: str, parent: str = PARENT):
         self.layout = layout
         self.id = container_id
         if layout.uses_v2:
-            group = os.path.join(layout.v2_mount, PARENT, container_id)
+            group = os.path.join(layout.v2_mount, parent, container_id)
             self.paths = {controller: group for controller in layout.controllers()}
             self.directories = [group]
         else:
             self.paths = {
                 controller: os.path.join(
-                    mount, own_v1_path(controller).lstrip("/"), PARENT, self.id
+                    mount, own_v1_path(controller).lstrip("/"), parent, self.id
                 )
                 for controller, mount in layout.v1_mounts.items()
             }
@@ -299,18 +299,19 @@ def is_container_id(name: str) -> bool:
     return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
-def container_groups(layout: Layout) -> list[str]:
-    """The paths of every container group of ours on this host, in every hierarchy."""
+def container_groups(layout: Layout, parent: str = PARENT) -> list[str]:
+    """The paths of every container group under ``parent``, in every hierarchy."""
     found = []
-    for parent in Cgroup(layout, "_").parents:
-        names = os.listdir(parent) if os.path.isdir(parent) else []
-        found += [os.path.join(parent, name) for name in names if is_container_id(name)]
+    for directory in Cgroup(layout, "_", parent).parents:
+        names = os.listdir(directory) if os.path.isdir(directory) else []
+        found += [os.path.join(directory, name) for name in names if is_container_id(name)]
     return found
 
 
-def stale_groups(layout: Layout, alive) -> list[str]:
-    """Paths of our groups whose container is not ``alive(id)``, in every hierarchy."""
-    return [path for path in container_groups(layout) if not alive(os.path.basename(path))]
+def stale_groups(layout: Layout, alive, parent: str = PARENT) -> list[str]:
+    """Paths of the groups under ``parent`` whose container is not ``alive(id)``."""
+    groups = container_groups(layout, parent)
+    return [path for path in groups if not alive(os.path.basename(path))]
 
 
 def _write(directory: str, name: str, value: str) -> None:

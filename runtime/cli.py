@@ -36,13 +36,14 @@ class RunCommand(click.Command):
 
 
 def _checked_by(check):
-    """A click callback that validates a value with one of launcher.RUN_OPTIONS's checks."""
+    """A click callback that validates a value with one of launcher.RUN_OPTIONS's checks
+    (each value, as a list, for a repeatable option)."""
 
-    def callback(_ctx: click.Context, _param: click.Parameter, value: str | None):
+    def callback(_ctx: click.Context, param: click.Parameter, value):
         if value is None:
             return None
         try:
-            return check(value)
+            return [check(one) for one in value] if param.multiple else check(value)
         except ValueError as error:  # the message names the option and the bad value
             raise click.ClickException(str(error)) from None
 
@@ -57,43 +58,110 @@ def cli() -> None:
 
 @cli.command(cls=RunCommand, context_settings=CONTEXT)
 @click.argument("image")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def run(image: str, command: tuple[str, ...], **options: str | None) -> int:
-    """Run COMMAND in a new container made from IMAGE.
+    """Run COMMAND (default: the image's) in a new container made from IMAGE.
 
-    IMAGE is a root filesystem directory, or 'busybox' for the rootfs that 'invoke rootfs'
-    builds. Options may come before IMAGE or after COMMAND; put '--' before COMMAND to pass
-    it an argument that looks like one of ours (run busybox -- echo --hostname).
+    IMAGE is an image in the store ('busybox' is built by 'invoke rootfs'; see 'mycontainer
+    images'), an image file to import (OCI layout or archive, docker save archive, rootfs
+    tarball; FILE:TAG picks one of several), or a root filesystem directory. Options may
+    come before IMAGE or after COMMAND; put '--' before COMMAND to pass it an argument that
+    looks like one of ours (run busybox -- echo --hostname). After IMAGE, only long options
+    are ours: '-p' there is the command's (run busybox mkdir -p /a/b).
+
+    The network (--net bridge) is bridge mycontainer0 with subnet 10.199.0.0/16; set
+    MYCONTAINER_SUBNET (and MYCONTAINER_BRIDGE) in the environment to change them.
 
     \b
     Examples:
       mycontainer run busybox sh
       mycontainer run --hostname box busybox hostname
       mycontainer run busybox sh -c 'echo $$' --hostname box
+      mycontainer run -p 8080:80 busybox httpd -f -p 80
     """
-    args = list(command[1:] if command[0] == "--" else command)
-    if not args:
-        raise click.UsageError("missing COMMAND after '--'")
+    args = list(command[1:] if command[:1] == ("--",) else command)
     return launcher.run(image, args, **options)
 
 
 for _name, (_check, _help) in reversed(launcher.RUN_OPTIONS.items()):
-    run = click.option(_name, callback=_checked_by(_check), help=_help)(run)
+    _short = [short for short, name in launcher.SHORT_OPTIONS.items() if name == _name]
+    run = click.option(
+        _name,
+        *_short,
+        multiple=_name in launcher.REPEATABLE_OPTIONS,
+        callback=_checked_by(_check),
+        help=_help,
+    )(run)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("file")
+def load(file: str) -> int:
+    """Import an image file into the store and print its name.
+
+    FILE is an OCI image layout (directory or .tar/.tar.gz), a 'docker save' archive or a
+    root filesystem tarball (.tar, .tar.gz, .tar.xz); FILE:TAG picks one image of several.
+    Layers already in the store are not unpacked again.
+    """
+    from runtime import container, image
+
+    container.check_host()
+    click.echo(image.load(file, progress=launcher._progress_on_terminal()).name)
+    return 0
+
+
+@cli.command(context_settings=CONTEXT)
+def images() -> int:
+    """List the images in the store."""
+    from runtime import image
+
+    rows = [(i.name, len(i.layers), (i.config.get("Cmd") or [""])[0]) for i in image.list_images()]
+    width = max([len("IMAGE")] + [len(row[0]) for row in rows])
+    click.echo(f"{'IMAGE':<{width}}  LAYERS  CMD")
+    for name, count, command in rows:
+        click.echo(f"{name:<{width}}  {count:>6}  {command}")
+    return 0
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("names", nargs=-1, required=True)
+def rmi(names: tuple[str, ...]) -> int:
+    """Remove images from the store, with the layers no other image uses."""
+    from runtime import container, image
+
+    container.check_host()
+    for name in names:
+        users = container.containers_using(image.normalize(name))
+        if users:
+            raise click.ClickException(
+                f"image {name} is used by container {users[0][:12]}: stop it first"
+            )
+        image.remove(name)
+        click.echo(f"removed {image.normalize(name)}")
+    return 0
 
 
 @cli.command(context_settings=CONTEXT)
 def prune() -> int:
-    """Remove what containers whose mycontainer died left behind (state, cgroups).
+    """Remove what containers whose mycontainer died left behind (state, cgroups, network).
 
     A container lives only as long as its 'mycontainer run': if that process was killed
-    (say with SIGKILL), the container's processes are stopped and its cgroups removed here.
-    Every 'mycontainer run' does this too.
+    (say with SIGKILL), the container's processes are stopped and its cgroups, veth,
+    address and published ports removed here. Every 'mycontainer run' does this too. Then,
+    if no container is left, prune also removes the bridge and its NAT rules, which 'run'
+    keeps for the next container.
     """
-    from runtime import container
+    from runtime import container, image, network
 
     container.check_host()
     for container_id in container.prune():
         click.echo(container_id)
+    for leftover in image.prune_partial():
+        click.echo(f"removed what an interrupted import left: {leftover}")
+    try:
+        network.remove_unused_bridge(container.state_root())
+    except network.NetworkError as error:
+        raise click.ClickException(str(error)) from None
     return 0
 
 

@@ -5,7 +5,7 @@ The states are the OCI runtime spec's (runtime.md, "State")::
     creating ──create()──> created ──start()──> running ──(init exits)──> stopped ──delete()──> gone
 
 ``mycontainer run`` is exactly ``create`` + ``start`` + ``wait`` + ``delete``. Each container
-keeps its state in ``<state root>/<id>/state.json`` (id, status, init pid, rootfs, config),
+keeps its state in ``<state root>/<id>/state.json`` (id, status, init pid, image, config),
 written atomically at every change, so that later commands (``ps``, ``exec``, ``kill``,
 ``delete``) can find a container that another process created.
 
@@ -24,8 +24,9 @@ import json
 import os
 import sys
 import time
+import zlib
 
-from runtime import cgroups, filesystem, namespaces, network, process
+from runtime import cgroups, filesystem, image, namespaces, network, process
 from runtime.process import EXIT_RUNTIME_ERROR, EXIT_SIGNAL_BASE, ProcessError
 
 DEFAULT_STATE_ROOT = "/run/mycontainer"  # a tmpfs: state vanishes with a reboot, as it should
@@ -48,23 +49,31 @@ class Config:
 
     def __init__(
         self,
-        rootfs: str,
+        layers: list[str],  # the image's directories, top layer first (overlayfs's order)
         args: list[str],
+        image: str = "",  # the image's name, for people and `ps`
         hostname: str | None = None,  # default: the container's short id
         env: dict[str, str] | None = None,
         cwd: str = "/",
+        user: str | None = None,
         memory: int | None = None,  # bytes
         cpu_weight: int | None = None,  # 1-10000, cgroup v2's cpu.weight
         pids_limit: int | None = None,
+        net: str | None = None,  # bridge (default), none or host
+        publish: list[str] | None = None,  # ["8080:80/tcp"]: network.parse_publish's form
     ):
-        self.rootfs = rootfs
+        self.layers = layers
         self.args = args
+        self.image = image
         self.hostname = hostname
         self.env = env or {}
         self.cwd = cwd
+        self.user = user
         self.memory = memory
         self.cpu_weight = cpu_weight
         self.pids_limit = pids_limit
+        self.net = net or network.DEFAULT_MODE
+        self.publish = list(publish or [])
 
     def as_dict(self) -> dict:
         return dict(vars(self))
@@ -86,6 +95,24 @@ def state_root() -> str:
     return os.environ.get("MYCONTAINER_STATE", DEFAULT_STATE_ROOT)
 
 
+def cgroup_parent() -> str:
+    """The cgroup parent of this state root's containers: ``mycontainer`` for the default one.
+
+    Each state root gets its own parent, so that pruning the containers of one (say, a test's)
+    never touches those of another, whose state it cannot see.
+    """
+    root = state_root()
+    if root == DEFAULT_STATE_ROOT:
+        return cgroups.PARENT
+    return f"{cgroups.PARENT}-{zlib.crc32(os.path.abspath(root).encode()):08x}"
+
+
+def storage_directory(container_id: str) -> str:
+    """Where a container's writable layer and root mount point are: on disk beside the
+    images (``<home>/containers/<id>``), not in /run, which is memory."""
+    return os.path.join(image.home(), "containers", container_id)
+
+
 def new_id() -> str:
     """A random 64-hex-digit id, as docker makes them; the first 12 digits are its short form."""
     return os.urandom(32).hex()
@@ -102,8 +129,11 @@ class Container:
         self.oom_killed = False
         self.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.directory = os.path.join(state_root(), self.id)
-        self.cgroup = cgroups.Cgroup(cgroups.detect(), self.id)
+        self.storage = storage_directory(self.id)
+        self.root_directory = os.path.join(self.storage, "root")
+        self.cgroup = cgroups.Cgroup(cgroups.detect(), self.id, cgroup_parent())
         self._init: process.Init | None = None
+        self._network: network.Network | None = None
         self._lock = -1
 
     @property
@@ -112,20 +142,34 @@ class Container:
 
     def create(self) -> None:
         """Build the container: cgroup, namespaces, mounts, hostname, network; the program waits."""
+        try:  # checks the network settings, before anything exists
+            self._network = network.Network(
+                self.config.net, self.config.publish, self.directory, self.id
+            )
+        except network.NetworkError as error:
+            raise ContainerError(str(error)) from None
         prune()
         self._make_directory()
         try:
             self._save()
             self.cgroup.create(self.config.memory, self.config.cpu_weight, self.config.pids_limit)
+            os.makedirs(self.storage, 0o700)
+            self._network.prepare(self.hostname)  # an address, and /etc files to mount
             self._init = process.spawn(
-                self.config.args,
-                namespaces=namespaces.CONTAINER,
+                process.Program(
+                    self.config.args, self._environment(), self.config.cwd, self.config.user
+                ),
+                namespaces=(
+                    namespaces.CONTAINER & ~namespaces.NET
+                    if self.config.net == "host"
+                    else namespaces.CONTAINER
+                ),
                 before_unshare=self.cgroup.join,
                 setup=self._setup_inside,
-                env=self._environment(),
-                cwd=self.config.cwd,
             )
-        except (ProcessError, cgroups.CgroupError) as error:
+            # The init waits at its gate: plug its network namespace into the bridge.
+            self._network.connect(self._init.pid)
+        except (ProcessError, cgroups.CgroupError, network.NetworkError) as error:
             self.delete()
             code = getattr(error, "exit_code", EXIT_RUNTIME_ERROR)
             raise ContainerError(str(error), code) from None
@@ -164,20 +208,28 @@ class Container:
                 self._init.kill()
             self._init.close()
             self._init = None
+        if self._network is not None:
+            self._network.release()  # its veth, published ports and address lease
         self.cgroup.remove()
         remove_directory(self.directory)
+        if os.path.isdir(self.storage):
+            filesystem.remove_tree(self.storage)
         if self._lock != -1:
             os.close(self._lock)
             self._lock = -1
 
     def run(self) -> int:
-        """create + start + wait + delete: what ``mycontainer run`` does."""
-        self.create()
-        try:
-            self.start()
-            return self.wait()
-        finally:
-            self.delete()
+        """create + start + wait + delete: what ``mycontainer run`` does.
+
+        Signals meant for the container wait (blocked) until wait() can forward them.
+        """
+        with process.blocking_forwarded_signals():
+            self.create()
+            try:
+                self.start()
+                return self.wait()
+            finally:
+                self.delete()
 
     def state(self) -> dict:
         """The OCI runtime spec's state object, plus the config we were given."""
@@ -186,7 +238,7 @@ class Container:
             "id": self.id,
             "status": self.status,
             "pid": self.pid,
-            "bundle": self.config.rootfs,
+            "bundle": self.root_directory,
             "created": self.created,
             "config": self.config.as_dict(),
             "cgroups": self.cgroup.directories,
@@ -205,8 +257,13 @@ class Container:
     def _setup_inside(self) -> None:
         """Runs in the container's init, inside its new namespaces, before the gate."""
         namespaces.set_hostname(self.hostname)
-        network.bring_up("lo")
-        filesystem.enter_rootfs(self.config.rootfs, cgroup2=self.cgroup.layout.uses_v2)
+        if self.config.net != "host":  # with --net host, lo is the host's
+            network.bring_up("lo")
+        filesystem.mount_layers(self.config.layers, self.storage)
+        filesystem.enter_rootfs(
+            self.root_directory, cgroup2=self.cgroup.layout.uses_v2, files=self._network.files
+        )
+        os.makedirs(self.config.cwd, exist_ok=True)  # as docker does for WorkingDir
 
     def _environment(self) -> dict[str, str]:
         """A clean environment, as docker gives: nothing of the host's leaks in but TERM."""
@@ -225,7 +282,22 @@ class Container:
         path = os.path.join(self.directory, "state.json")
         with open(path + ".tmp", "w") as file:
             json.dump(self.state(), file, indent=2)
+            file.write("\n")
         os.replace(path + ".tmp", path)
+
+
+def containers_using(image_name: str) -> list[str]:
+    """The ids of the containers in the state root made from image ``image_name``."""
+    root = state_root()
+    found = []
+    for name in os.listdir(root) if os.path.isdir(root) else []:
+        try:
+            with open(os.path.join(root, name, "state.json")) as file:
+                if json.load(file)["config"].get("image") == image_name:
+                    found.append(name)
+        except (FileNotFoundError, NotADirectoryError, ValueError, KeyError):
+            continue
+    return found
 
 
 def remove_directory(directory: str) -> None:
@@ -250,11 +322,18 @@ def prune() -> list[str]:
     pruned = []
     for name in os.listdir(root) if os.path.isdir(root) else []:
         if not name.startswith(".") and _take_lock(os.path.join(root, name)):
-            cgroups.Cgroup(layout, name).remove()
+            cgroups.Cgroup(layout, name, cgroup_parent()).remove()
+            network.release_leftovers(os.path.join(root, name))  # veth, ports, lease
             remove_directory(os.path.join(root, name))
+            if os.path.isdir(storage_directory(name)):
+                filesystem.remove_tree(storage_directory(name))
             pruned.append(name)
+
     # A state directory always exists before its container's cgroup is made.
-    for path in cgroups.stale_groups(layout, lambda name: os.path.isdir(os.path.join(root, name))):
+    def alive(name: str) -> bool:
+        return os.path.isdir(os.path.join(root, name))
+
+    for path in cgroups.stale_groups(layout, alive, cgroup_parent()):
         cgroups.remove_group(path)
         pruned.append(os.path.basename(path))
     return pruned

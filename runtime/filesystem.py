@@ -17,6 +17,7 @@ https://man7.org/linux/man-pages/man5/proc.5.html
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -107,6 +108,51 @@ def mount_dev(rootfs: str) -> None:
         os.symlink(target, os.path.join(dev, name))
 
 
+def mount_layers(layers: list[str], storage: str) -> str:
+    """Stack an image's ``layers`` (top first) with a writable layer: ``storage``/root.
+
+    overlayfs(5) merges read-only *lower* directories with one writable *upper*: a file
+    the container changes is copied up, one it deletes gets a whiteout, and the image's
+    layers stay untouched and shared. ``storage`` also holds upper/ and work/ (overlayfs's
+    scratch space, on the same filesystem as upper). Where overlayfs cannot be mounted,
+    the layers are copied into root/ instead, whiteouts applied. Returns the root.
+    """
+    root, upper, work = (os.path.join(storage, name) for name in ("root", "upper", "work"))
+    for directory in (root, upper, work):
+        os.makedirs(directory, 0o755, exist_ok=True)
+    # Relative lower paths keep the mount options under their one-page limit (4096 bytes).
+    parents = {os.path.dirname(path) for path in layers}
+    lowers = [os.path.basename(path) for path in layers] if len(parents) == 1 else layers
+    os.chdir(parents.pop() if len(parents) == 1 else "/")
+    options = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}"
+    try:
+        mount("overlay", root, "overlay", 0, options)
+    except OSError as error:
+        if error.errno not in (errno.ENODEV, errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+        from runtime.layer import copy_layers  # the rare fallback: import it only then
+
+        copy_layers(layers, root)
+    return root
+
+
+def remove_tree(path: str) -> None:
+    """Remove a directory tree without following symbolic links (like ``rm -rf``).
+
+    (Not shutil.rmtree: importing shutil costs every ``mycontainer run`` milliseconds.)
+    """
+    for root, directories, files in os.walk(path, topdown=False):
+        for name in files:
+            os.unlink(os.path.join(root, name))
+        for name in directories:
+            full = os.path.join(root, name)
+            if os.path.islink(full):
+                os.unlink(full)
+            else:
+                os.rmdir(full)
+    os.rmdir(path)
+
+
 def pivot_into(rootfs: str) -> None:
     """Make ``rootfs`` this mount namespace's root and detach the old root.
 
@@ -121,14 +167,39 @@ def pivot_into(rootfs: str) -> None:
     os.chdir("/")
 
 
-def enter_rootfs(rootfs: str, cgroup2: bool = False) -> None:
-    """Steps 1 to 4 of this module's docstring: after this, "/" is ``rootfs``."""
+def enter_rootfs(rootfs: str, cgroup2: bool = False, files: dict[str, str] | None = None) -> None:
+    """Steps 1 to 4 of this module's docstring: after this, "/" is ``rootfs``.
+
+    ``files`` maps paths in the container to host files bind-mounted there before the pivot
+    (the network's /etc/hosts, /etc/hostname and /etc/resolv.conf).
+    """
     make_mounts_private()
     mount(rootfs, rootfs, None, MS_BIND | MS_REC)
     mount_proc(rootfs)
     mount_sys(rootfs, cgroup2)
     mount_dev(rootfs)
+    for target, source in (files or {}).items():
+        bind_file(source, rootfs, target)
     pivot_into(rootfs)
+
+
+def bind_file(source: str, rootfs: str, target: str) -> None:
+    """Bind-mount the host file ``source`` over ``target`` in ``rootfs`` (mount(2), MS_BIND).
+
+    A bind mount can cover a single file: the container sees ``source`` at ``target``, and
+    the image's own file stays untouched underneath. A missing ``target`` (or its directory)
+    is created empty, as a mount point. A symbolic link on the way is refused: before
+    pivot_root, an absolute one would resolve against the host's root.
+    """
+    path = rootfs
+    for name in target.strip("/").split("/"):
+        path = os.path.join(path, name)
+        if os.path.islink(path):
+            raise OSError(f"refusing to mount on {path}: it is a symbolic link")
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    if not os.path.exists(path):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
+    mount(source, path, None, MS_BIND)
 
 
 def _mount_point(rootfs: str, name: str) -> str:

@@ -14,7 +14,17 @@ import sys
 
 from runtime.cgroups import format_size, parse_cpu_weight, parse_memory, parse_pids_limit
 from runtime.namespaces import check_hostname
+from runtime.network import parse_net, parse_publish
 from runtime.process import EXIT_RUNTIME_ERROR
+
+
+def parse_env(text: str) -> tuple[str, str | None]:
+    """``KEY=VALUE`` -> (KEY, VALUE); ``KEY`` -> (KEY, its value here, or None), as docker."""
+    key, equals, value = text.partition("=")
+    if not key or " " in key:
+        raise ValueError(f"--env takes KEY=VALUE or KEY (got {text!r})")
+    return key, value if equals else os.environ.get(key)
+
 
 # The options of ``run``: name -> (check that returns the value or raises ValueError, help).
 # runtime.cli builds its click options from this table.
@@ -26,7 +36,22 @@ RUN_OPTIONS = {
         "Share of CPU time under contention, 1-10000 (default 100).",
     ),
     "--pids-limit": (parse_pids_limit, "Most processes and threads the container may have."),
+    "--entrypoint": (str, "Replace the image's ENTRYPOINT ('' clears it; CMD is then unused)."),
+    "--env": (
+        parse_env,
+        "Set a variable, KEY=VALUE (KEY alone: its value here, if set). Repeatable.",
+    ),
+    "--net": (parse_net, "Network: bridge (default; eth0 on bridge mycontainer0), none or host."),
+    "--publish": (
+        parse_publish,
+        "Publish a port, HOST_PORT:CONTAINER_PORT[/tcp|udp], with --net bridge. Repeatable.",
+    ),
 }
+# Options that may be given more than once: their value is the list of all of them.
+REPEATABLE_OPTIONS = {"--publish", "--env"}
+# Short names, recognised before IMAGE only: after it, the ``-p`` of ``mkdir -p`` is the
+# command's. (Long options are recognised anywhere, as split_run_args explains.)
+SHORT_OPTIONS = {"-p": "--publish", "-e": "--env"}
 
 
 def split_run_args(args: list[str]) -> tuple[list[str], list[str]]:
@@ -35,10 +60,12 @@ def split_run_args(args: list[str]) -> tuple[list[str], list[str]]:
     The seed's command line puts options after the command (``run busybox hostname
     --hostname a``), so an option of ours is recognised anywhere before a ``--``; any other
     token, such as the ``-l`` of ``ls -l``, stays with the command. After ``--``, nothing is
-    ours. Returns (our options with their values, the rest).
+    ours. A short option (SHORT_OPTIONS: ``-p 80:80`` or ``-p80:80``) is ours only before
+    IMAGE, and comes out under its long name. Returns (our options with their values, the rest).
     """
     ours: list[str] = []
     rest: list[str] = []
+    before_image = True
     tokens = iter(args)
     for token in tokens:
         if token == "--":
@@ -46,6 +73,9 @@ def split_run_args(args: list[str]) -> tuple[list[str], list[str]]:
             rest.extend(tokens)
             break
         name, equals, value = token.partition("=")
+        if before_image and token[:2] in SHORT_OPTIONS:  # -p VALUE, or -pVALUE
+            name, value = SHORT_OPTIONS[token[:2]], token[2:]
+            equals = value  # a value attached to the option counts as given
         if name in RUN_OPTIONS:
             value = value if equals else next(tokens, None)
             if value is None:
@@ -56,6 +86,7 @@ def split_run_args(args: list[str]) -> tuple[list[str], list[str]]:
             ours += [name, value]
         else:
             rest.append(token)
+            before_image = before_image and token.startswith("-")
     return ours, rest
 
 
@@ -70,8 +101,12 @@ def parse_plain_run(argv: list[str]) -> tuple[str, list[str], dict[str, str]] | 
     options = {}
     for name, value in zip(ours[::2], ours[1::2], strict=True):
         check, _help = RUN_OPTIONS[name]
+        key = name.lstrip("-").replace("-", "_")
         try:
-            options[name.lstrip("-").replace("-", "_")] = check(value)
+            if name in REPEATABLE_OPTIONS:
+                options.setdefault(key, []).append(check(value))
+            else:
+                options[key] = check(value)
         except ValueError:
             return None
     if not rest or rest[0].startswith("-"):
@@ -79,7 +114,7 @@ def parse_plain_run(argv: list[str]) -> tuple[str, list[str], dict[str, str]] | 
     image, command = rest[0], rest[1:]
     if command[:1] == ["--"]:
         command = command[1:]
-    return (image, command, options) if command else None
+    return image, command, options
 
 
 def run(image: str, command: list[str], **options) -> int:
@@ -91,13 +126,37 @@ def run(image: str, command: list[str], **options) -> int:
     from runtime import image as images
 
     container.check_host()
-    config = container.Config(rootfs=images.resolve(image), args=command, **options)
+    found = images.resolve(image, progress=_progress_on_terminal())
+    entrypoint = options.pop("entrypoint", None)
+    env = found.environment()
+    env.update((key, value) for key, value in options.pop("env", []) if value is not None)
+    config = container.Config(
+        found.lower_directories(),
+        found.command_line(command, entrypoint),
+        image=found.name,
+        env=env,
+        cwd=found.config.get("WorkingDir") or "/",
+        user=found.config.get("User") or None,
+        **options,
+    )
     box = container.Container(config)
     code = box.run()
     if box.oom_killed:
         limit = f" (limit {format_size(config.memory)})" if config.memory else ""
         sys.stderr.write(f"mycontainer: container killed: out of memory{limit}\n")
     return code
+
+
+def _progress_on_terminal():
+    """A progress callback for long imports when stderr is a terminal; else None."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(text: str) -> None:
+        sys.stderr.write(f"\r\x1b[K{text}")  # \x1b[K: erase the rest of the line
+        sys.stderr.flush()
+
+    return show
 
 
 def fail(message: str, exit_code: int = EXIT_RUNTIME_ERROR) -> None:

@@ -35,6 +35,7 @@ import errno
 import os
 import signal
 
+from runtime import users
 from runtime.syscalls import CLONE_NEWPID, PR_SET_CHILD_SUBREAPER, prctl, unshare
 
 # Exit codes, as docker and the shells use them.
@@ -105,10 +106,19 @@ class Init:
             self._gate = -1
 
 
-def spawn(
-    argv, *, namespaces: int, setup=None, before_unshare=None, env=None, cwd: str = "/"
-) -> Init:
-    """Create a process in new ``namespaces`` that has run ``setup()`` and waits to exec ``argv``.
+class Program:
+    """What the container's PID 1 executes, and how: arguments, environment, directory, user."""
+
+    def __init__(self, argv: list[str], env=None, cwd: str = "/", user: str | None = None):
+        self.argv = argv
+        self.env = env if env is not None else dict(os.environ)
+        self.cwd = cwd
+        self.user = user  # USER[:GROUP] as the image's config gives it; None: stay root
+
+
+def spawn(program: Program, *, namespaces: int, setup=None, before_unshare=None) -> Init:
+    """Create a process in new ``namespaces`` that has run ``setup()`` and waits to exec
+    ``program``.
 
     ``before_unshare()`` runs in the intermediate before it unshares: the place to join the
     container's cgroup, so that every process of the container is born in it and a new cgroup
@@ -122,7 +132,7 @@ def spawn(
     if intermediate == 0:
         os.close(sync_read)
         os.close(gate_write)
-        _intermediate(argv, namespaces, before_unshare, setup, env, cwd, sync_write, gate_read)
+        _intermediate(program, namespaces, before_unshare, setup, sync_write, gate_read)
     os.close(sync_write)
     os.close(gate_read)
     init = Init(sync_read, gate_write)
@@ -156,8 +166,26 @@ def exit_code_from_wait_status(status: int) -> int:
     return EXIT_SIGNAL_BASE - code if code < 0 else code
 
 
+class blocking_forwarded_signals:
+    """While in this context, FORWARDED_SIGNALS wait (blocked, pending) instead of acting.
+
+    Between fork and the moment the runtime can forward them, a Ctrl-C or a SIGTERM would
+    kill the runtime and orphan a half-made container. Blocked, they stay pending until
+    ``forwarding_signals`` is in place (sigprocmask(2)); the init unblocks them for itself.
+    """
+
+    def __enter__(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+
+    def __exit__(self, *exc_info) -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+
+
 class forwarding_signals:
-    """While in this context, pass FORWARDED_SIGNALS that reach us on to process ``pid``."""
+    """While in this context, pass FORWARDED_SIGNALS that reach us on to process ``pid``.
+
+    Signals that were pending (blocked) arrive as soon as the handlers are in place.
+    """
 
     def __init__(self, pid: int):
         self.pid = pid
@@ -166,6 +194,7 @@ class forwarding_signals:
     def __enter__(self) -> None:
         for sig in FORWARDED_SIGNALS:
             self.previous[sig] = signal.signal(sig, self._forward)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
 
     def __exit__(self, *exc_info) -> None:
         for sig, handler in self.previous.items():
@@ -224,11 +253,19 @@ def _reported_error(report: bytes) -> ProcessError:
 
 
 def _send(fd: int, line: str) -> None:
-    os.write(fd, line.replace("\n", " ").encode() + b"\n")
+    """Report one line to the runtime; if it is gone (EPIPE), there is no one to tell."""
+    try:
+        os.write(fd, line.replace("\n", " ").encode() + b"\n")
+    except OSError:
+        pass
 
 
-def _intermediate(argv, namespaces, before_unshare, setup, env, cwd, sync, gate) -> None:
-    """Runs in the first child: unshare, fork the init, report its pid, exit. Never returns."""
+def _intermediate(program, namespaces, before_unshare, setup, sync, gate) -> None:
+    """Runs in the first child: unshare, fork the init, report its pid, exit.
+
+    Never returns, whatever happens: a forked child that raised back into the caller would
+    go on running the runtime's own code (the ``finally``).
+    """
     try:
         if before_unshare:
             before_unshare()
@@ -240,15 +277,19 @@ def _intermediate(argv, namespaces, before_unshare, setup, env, cwd, sync, gate)
                 os._exit(0)
         else:
             _send(sync, f"pid {os.getpid()}")
-        _init(argv, setup, env, cwd, sync, gate)
+        _init(program, setup, sync, gate)
     except BaseException as error:
         _send(sync, f"error {EXIT_RUNTIME_ERROR} {error}")
-    os._exit(EXIT_RUNTIME_ERROR)
+    finally:
+        os._exit(EXIT_RUNTIME_ERROR)
 
 
-def _init(argv, setup, env, cwd, sync: int, gate: int) -> None:
+def _init(program: Program, setup, sync: int, gate: int) -> None:
     """Runs as the container's PID 1: set up, report ready, wait at the gate, execve."""
     try:
+        # The runtime blocks the signals it forwards while it creates us (see
+        # blocking_forwarded_signals); the mask survives execve(2), so unblock them.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
         os.setpgid(0, 0)  # its own process group, so it can be the terminal's foreground job
         if setup:
             setup()
@@ -259,15 +300,22 @@ def _init(argv, setup, env, cwd, sync: int, gate: int) -> None:
         # descriptor of a host file or directory is a way out (CVE-2024-21626).
         os.closerange(3, sync)
         os.closerange(sync + 1, os.sysconf("SC_OPEN_MAX"))
-        os.chdir(cwd)
+        if program.user:
+            home = users.switch_to(program.user)
+            if home and "HOME" not in program.env:
+                program.env["HOME"] = home
+        os.chdir(program.cwd)
     except BaseException as error:
         _send(sync, f"error {EXIT_RUNTIME_ERROR} {error}")
         os._exit(EXIT_RUNTIME_ERROR)
+    code = EXIT_RUNTIME_ERROR
     try:
-        execvpe(argv, env if env is not None else dict(os.environ))
+        execvpe(program.argv, program.env)
     except OSError as error:
-        code, reason = _exec_failure(argv[0], error)
-        _send(sync, f"error {code} cannot run {argv[0]!r}: {reason}")
+        command = program.argv[0]
+        code, reason = _exec_failure(command, error)
+        _send(sync, f"error {code} cannot run {command!r}: {reason}")
+    finally:
         os._exit(code)
 
 

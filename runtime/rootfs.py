@@ -4,14 +4,22 @@ busybox is one binary that behaves as ``sh``, ``ls``, ``ps``... depending on the
 called by (argv[0]). A rootfs of one static busybox plus a symbolic link per applet is a
 complete, if small, Linux userland: the same trick the official ``busybox`` image uses.
 It must be *statically* linked: the rootfs has no /lib with a C library to load.
+
+The same rootfs then becomes a real OCI image, ``busybox:latest``, written as an OCI image
+layout (one gzip layer, a config, a manifest, an index) and imported into the store like
+any other image.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import json
 import os
 import shutil
 import struct
 import subprocess
+import tarfile
 import tempfile
 
 DIRECTORIES = {
@@ -114,3 +122,57 @@ def _populate(root: str, busybox: str) -> None:
     for name, text in (("passwd", PASSWD), ("group", GROUP)):
         with open(os.path.join(root, "etc", name), "w") as file:
             file.write(text)
+
+
+def build_busybox_image(busybox: str | None = None) -> str:
+    """Build the busybox rootfs (for the steps) and import it as image ``busybox:latest``."""
+    from runtime import image
+
+    rootfs = build_busybox_rootfs(image.built_in_rootfs("busybox"), busybox)
+    with tempfile.TemporaryDirectory(prefix=".busybox-oci-", dir=image.home()) as layout:
+        write_oci_layout(rootfs, layout, "busybox:latest", ["sh"])
+        return image.load(layout).name
+
+
+def write_oci_layout(rootfs: str, layout: str, name: str, command: list[str]) -> None:
+    """Write ``rootfs`` as a one-layer OCI image layout at ``layout`` (image-layout.md)."""
+    blobs = os.path.join(layout, "blobs", "sha256")
+    os.makedirs(blobs, exist_ok=True)
+
+    def add_blob(data: bytes, media_type: str) -> dict:
+        digest = hashlib.sha256(data).hexdigest()
+        with open(os.path.join(blobs, digest), "wb") as file:
+            file.write(data)
+        return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+    with tempfile.TemporaryFile() as tar_file:
+        with tarfile.open(fileobj=tar_file, mode="w", format=tarfile.PAX_FORMAT) as archive:
+            archive.add(rootfs, arcname=".")
+        tar_file.seek(0)
+        layer_tar = tar_file.read()
+    diff_id = "sha256:" + hashlib.sha256(layer_tar).hexdigest()
+    layer = add_blob(
+        gzip.compress(layer_tar, mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip"
+    )
+    machine = os.uname().machine
+    config = {
+        "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine),
+        "os": "linux",
+        "config": {"Cmd": command, "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": add_blob(json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json"),
+        "layers": [layer],
+    }
+    entry = add_blob(json.dumps(manifest).encode(), manifest["mediaType"])
+    entry["annotations"] = {
+        "io.containerd.image.name": name,
+        "org.opencontainers.image.ref.name": name.rsplit(":", 1)[1],
+    }
+    with open(os.path.join(layout, "index.json"), "w") as file:
+        json.dump({"schemaVersion": 2, "manifests": [entry]}, file)
+    with open(os.path.join(layout, "oci-layout"), "w") as file:
+        json.dump({"imageLayoutVersion": "1.0.0"}, file)

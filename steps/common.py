@@ -25,16 +25,18 @@ def parser(doc: str, *, rootfs: bool = False) -> argparse.ArgumentParser:
     parser.add_argument("--hostname", default="container", help="hostname inside")
     if rootfs:
         parser.add_argument("--rootfs", required=True, type=_directory, help="root filesystem")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     return parser
 
 
-def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse ``argv``; the command is what follows ``--``."""
-    options = parser.parse_args(argv)
-    if options.command[:1] == ["--"]:
-        options.command = options.command[1:]
-    if not options.command:
+def parse(
+    parser: argparse.ArgumentParser, argv: list[str] | None, command_required: bool = True
+) -> argparse.Namespace:
+    """Parse the options before ``--``; everything after it is the command, verbatim."""
+    argv = sys.argv[1:] if argv is None else argv
+    split = argv.index("--") if "--" in argv else len(argv)
+    options = parser.parse_args(argv[:split])
+    options.command = argv[split + 1 :]
+    if command_required and not options.command:
         parser.error("give the command to run after --, e.g. -- sh")
     return options
 
@@ -66,16 +68,26 @@ def _directory(path: str) -> str:
     return os.path.realpath(path)
 
 
-def run(namespaces: int, setup, command: list[str], before_unshare=None) -> int:
+def run(namespaces: int, setup, command: list[str], before_unshare=None, ready=None) -> int:
     """Run ``command`` in new ``namespaces`` after ``setup()``; return its exit code.
 
     ``before_unshare()``, if given, runs first in the child, still outside the namespaces.
+    ``ready(pid)``, if given, runs in the parent while the child waits at its gate, set up
+    but not yet exec'd: the place to configure it from outside (step 6 plugs in a network).
     """
     try:
         check_host()
+        program = process.Program(command)
         init = process.spawn(
-            command, namespaces=namespaces, setup=setup, before_unshare=before_unshare
+            program, namespaces=namespaces, setup=setup, before_unshare=before_unshare
         )
+        if ready:
+            try:
+                ready(init.pid)
+            except BaseException:
+                init.kill()
+                init.close()
+                raise
         init.start()
     except (ContainerError, process.ProcessError) as error:
         print(f"error: {error}", file=sys.stderr)

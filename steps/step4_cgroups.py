@@ -30,14 +30,20 @@ def setup(options) -> None:
         filesystem.mount_cgroup2("/sys/fs/cgroup")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = common.parser(__doc__, rootfs=True)
+def add_limit_options(parser) -> None:
+    """--memory, --cpu-weight and --pids-limit, checked as mycontainer run checks them."""
     parser.add_argument("--memory", type=common.checked(cgroups.parse_memory), help="e.g. 64m")
     parser.add_argument(
         "--cpu-weight", type=common.checked(cgroups.parse_cpu_weight), help="1-10000"
     )
     parser.add_argument("--pids-limit", type=common.checked(cgroups.parse_pids_limit))
-    options = common.parse(parser, argv)
+
+
+def run_limited(options, setup_inside, namespaces: int = NAMESPACES, ready=None) -> int:
+    """Make the cgroup, run the command in it (``setup_inside(options)`` first), remove it.
+
+    ``namespaces`` and ``ready`` are for the steps built on this one (see common.run).
+    """
     layout = cgroups.detect()
     options.cgroup_v2 = layout.uses_v2
     group = cgroups.Cgroup(layout, f"step4-{os.getpid()}")
@@ -48,13 +54,21 @@ def main(argv: list[str] | None = None) -> int:
         return 125
     print(f"step 4: the container's cgroup is {', '.join(group.directories)}", file=sys.stderr)
     try:
-        code = common.run(NAMESPACES, lambda: setup(options), options.command, group.join)
+        code = common.run(
+            namespaces, lambda: setup_inside(options), options.command, group.join, ready
+        )
         if group.oom_kills():
             print("step 4: killed by the kernel's OOM killer", file=sys.stderr)
             code = 137
         return code
     finally:
         group.remove()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common.parser(__doc__, rootfs=True)
+    add_limit_options(parser)
+    return run_limited(common.parse(parser, argv), setup)
 
 
 if __name__ == "__main__":

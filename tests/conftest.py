@@ -21,6 +21,21 @@ def privileged_skip_reason() -> str | None:
     return None
 
 
+def pytest_configure(config):
+    """As root on Linux, run the whole session in a network namespace of its own.
+
+    Containers on the default bridge network create a bridge, veths and NAT rules in the
+    network namespace mycontainer runs in. Tests must never change the real host's network,
+    so every mycontainer a test starts runs in this session's namespace, which vanishes
+    with it (network_namespaces(7)).
+    """
+    if privileged_skip_reason() is None:
+        from runtime import network, syscalls
+
+        syscalls.unshare(syscalls.CLONE_NEWNET)
+        network.bring_up("lo")
+
+
 def pytest_collection_modifyitems(config, items):
     reason = privileged_skip_reason()
     if reason:
@@ -41,7 +56,10 @@ def home(tmp_path_factory):
     path = tmp_path_factory.mktemp("home")
     os.environ["MYCONTAINER_HOME"] = str(path)
     try:
-        rootfs.build_busybox_rootfs(image.built_in_rootfs("busybox"), busybox)
+        if privileged_skip_reason():  # unpacking an image needs root: the rootfs alone
+            rootfs.build_busybox_rootfs(image.built_in_rootfs("busybox"), busybox)
+        else:
+            rootfs.build_busybox_image(busybox)
     finally:
         del os.environ["MYCONTAINER_HOME"]
     return path
@@ -67,8 +85,11 @@ def mycontainer(home, state_root):
 
     Asserts afterwards that the container left no state directory, no mount and no cgroup.
     """
-    mounts_before = host_mounts()
-    groups_before = container_groups()
+    watched = (home, state_root, "/var/lib/mycontainer", "/run/mycontainer")
+    storage = home / "containers"
+    storage_before = sorted(os.listdir(storage)) if storage.is_dir() else []
+    mounts_before = host_mounts(*watched)
+    groups_before = container_groups(state_root)
 
     def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
         kwargs.setdefault("capture_output", True)
@@ -80,8 +101,11 @@ def mycontainer(home, state_root):
 
     yield run
     assert os.listdir(state_root) == [], "a container left its state directory behind"
-    assert host_mounts() == mounts_before, "a container left a mount on the host"
-    assert container_groups() == groups_before, "a container left a cgroup behind"
+    storage_after = sorted(os.listdir(storage)) if storage.is_dir() else []
+    assert storage_after == storage_before, "a container left its writable layer behind"
+    assert host_mounts(*watched) == mounts_before, "a container left a mount on the host"
+    assert container_groups(state_root) == groups_before, "a container left a cgroup behind"
+    remove_cgroup_parents(state_root)
 
 
 def mycontainer_command(*args: str) -> list[str]:
@@ -94,14 +118,42 @@ def environment(home, state_root) -> dict[str, str]:
     return env
 
 
-def container_groups() -> list[str]:
-    """Every container cgroup of mycontainer's on this host."""
+def container_groups(state_root) -> list[str]:
+    """The container cgroups of the containers of ``state_root`` (each root has its parent)."""
     from runtime import cgroups
 
-    return sorted(cgroups.container_groups(cgroups.detect()))
+    return sorted(cgroups.container_groups(cgroups.detect(), cgroup_parent(state_root)))
 
 
-def host_mounts() -> list[str]:
-    """The mount points of the host's mount namespace, as this process sees them."""
+def cgroup_parent(state_root) -> str:
+    from runtime import container
+
+    saved = os.environ.get("MYCONTAINER_STATE")
+    os.environ["MYCONTAINER_STATE"] = str(state_root)
+    try:
+        return container.cgroup_parent()
+    finally:
+        if saved is None:
+            del os.environ["MYCONTAINER_STATE"]
+        else:
+            os.environ["MYCONTAINER_STATE"] = saved
+
+
+def remove_cgroup_parents(state_root) -> None:
+    """Remove the (empty) cgroup parent directories that ``state_root``'s containers made."""
+    from runtime import cgroups
+
+    for parent in cgroups.Cgroup(cgroups.detect(), "_", cgroup_parent(state_root)).parents:
+        if os.path.isdir(parent):
+            os.rmdir(parent)
+
+
+def host_mounts(*under: str) -> list[str]:
+    """The host's mount points (as this process sees them), only those ``under`` given paths.
+
+    Other programs on this machine mount and unmount things too: a test looks only at the
+    places where its containers could have left something.
+    """
     with open("/proc/self/mountinfo") as file:
-        return sorted(line.split()[4] for line in file)
+        points = sorted(line.split()[4] for line in file)
+    return [point for point in points if not under or point.startswith(tuple(map(str, under)))]

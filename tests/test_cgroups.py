@@ -14,7 +14,7 @@ import pytest
 
 from runtime import cgroups
 
-from conftest import REPO, container_groups, environment, mycontainer_command
+from conftest import REPO, cgroup_parent, container_groups, environment, mycontainer_command
 
 # --- input, anywhere -------------------------------------------------------------------------
 
@@ -162,22 +162,23 @@ def test_pids_limit_stops_a_fork_loop(mycontainer):
     ],
 )
 def test_bad_values_exit_125_and_create_nothing(mycontainer, state_root, option):
-    groups = container_groups()
+    groups = container_groups(state_root)
     result = mycontainer("run", *option, "busybox", "true")
     assert result.returncode == 125
     assert result.stderr.startswith(f"mycontainer: error: {option[0]} ")
     assert result.stderr.count("\n") == 1
-    assert os.listdir(state_root) == [] and container_groups() == groups
+    assert os.listdir(state_root) == [] and container_groups(state_root) == groups
 
 
 def start_busy(home, state_root, weight):
-    """A CPU-bound container pinned, with its runtime, to CPU 0."""
+    """A CPU-bound container pinned to CPU 0 (taskset inside: joining a cgroup v2 with the
+    cpuset controller resets a process's CPU affinity to the cpuset's)."""
+    busy_loop = ["taskset", "-c", "0", "sh", "-c", "while :; do :; done"]
     return subprocess.Popen(
         mycontainer_command(
-            "run", "--cpu-weight", str(weight), "busybox", "sh", "-c", "while :; do :; done"
+            "run", "--net", "none", "--cpu-weight", str(weight), "busybox", *busy_loop
         ),
         env=environment(home, state_root),
-        preexec_fn=lambda: os.sched_setaffinity(0, {0}),
     )
 
 
@@ -202,8 +203,10 @@ def test_cpu_weight_shares_one_cpu_one_to_four(home, state_root, mycontainer):
     processes = [start_busy(home, state_root, 100), start_busy(home, state_root, 400)]
     try:
         states = running_states(state_root, 2)
+        parent = cgroup_parent(state_root)
         groups = {
-            s["config"]["cpu_weight"]: cgroups.Cgroup(cgroups.detect(), s["id"]) for s in states
+            s["config"]["cpu_weight"]: cgroups.Cgroup(cgroups.detect(), s["id"], parent)
+            for s in states
         }
         before = {weight: group.cpu_usage_usec() for weight, group in groups.items()}
         time.sleep(3)
@@ -229,7 +232,7 @@ def test_cgroups_of_a_killed_runtime_are_pruned(home, state_root, mycontainer):
     state = running_states(state_root, 1)[0]
     process.kill()
     process.wait()
-    leftover = [path for path in container_groups() if state["id"] in path]
+    leftover = [path for path in container_groups(state_root) if state["id"] in path]
     assert leftover, "expected the killed runtime's cgroups to be left behind"
     result = subprocess.run(
         [sys.executable, "-m", "runtime", "prune"],
@@ -240,7 +243,7 @@ def test_cgroups_of_a_killed_runtime_are_pruned(home, state_root, mycontainer):
     )
     assert result.returncode == 0, result.stderr
     assert state["id"] in result.stdout
-    assert not [path for path in container_groups() if state["id"] in path]
+    assert not [path for path in container_groups(state_root) if state["id"] in path]
     assert not alive(state["pid"])
 
 

@@ -30,6 +30,7 @@ def mycontainer(*args, state=None):
     ("argv", "image", "command", "options"),
     [
         (["run", "busybox", "ls", "-l"], "busybox", ["ls", "-l"], {}),
+        (["run", "busybox"], "busybox", [], {}),  # the image's own command
         (
             ["run", "--hostname", "a", "busybox", "hostname"],
             "busybox",
@@ -65,7 +66,7 @@ def test_plain_run_command_lines(argv, image, command, options):
     "argv",
     [
         ["run", "--help"],
-        ["run", "busybox"],  # no command
+        ["run"],  # no image
         ["run", "--frob", "busybox", "true"],  # unknown option before IMAGE
         ["run", "busybox", "true", "--hostname", "-bad"],
         ["run", "busybox", "echo", "--hostname"],  # option without its value
@@ -93,7 +94,7 @@ def test_help_works_anywhere():
     assert "run" in result.stdout
     result = mycontainer("run", "--help")
     assert result.returncode == 0
-    assert "Run COMMAND in a new container made from IMAGE" in result.stdout
+    assert "in a new container made from IMAGE" in result.stdout
 
 
 def test_bad_hostname_is_one_line_exit_125_and_creates_nothing(tmp_path):
@@ -110,7 +111,7 @@ def test_bad_hostname_is_one_line_exit_125_and_creates_nothing(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "busybox"], "Missing argument 'COMMAND...'"),
+        (["run"], "Missing argument 'IMAGE'"),
         (["run", "--frob", "busybox", "true"], "--frob"),
         (["run", "busybox", "echo", "--hostname"], "option --hostname needs a value"),
         (["frob"], "No such command 'frob'"),

@@ -41,7 +41,7 @@ def test_every_module_imports():
 def test_help_works():
     result = python("from runtime.launcher import main; main(['run', '--help'])")
     assert result.returncode == 0
-    assert "Run COMMAND in a new container" in result.stdout
+    assert "in a new container made from IMAGE" in result.stdout
 
 
 def test_run_says_to_use_the_vm():

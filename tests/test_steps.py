@@ -77,12 +77,10 @@ def test_step3_proc_shows_only_the_container(own_rootfs):
 
 
 def test_step3_host_mounts_invisible_and_none_left_behind(own_rootfs):
-    before = host_mounts()
     result = step("step3_mount", "--rootfs", str(own_rootfs), "--", "cat", "/proc/mounts")
     mount_points = sorted(line.split()[1] for line in result.stdout.splitlines())
     assert mount_points == ["/", "/dev", "/dev/pts", "/dev/shm", "/proc", "/sys"]
-    assert host_mounts() == before
-    assert not any(str(own_rootfs) in point for point in host_mounts())
+    assert host_mounts(own_rootfs) == []
 
 
 def test_step3_has_its_own_ipc_namespace(own_rootfs):
@@ -104,18 +102,19 @@ def test_step3_missing_rootfs_is_one_clear_line(tmp_path):
 
 
 def test_step4_memory_limit_is_enforced_and_its_cgroup_removed(own_rootfs):
-    from runtime import cgroups
+    def step4_groups() -> list[str]:
+        from runtime import cgroups
 
-    layout = cgroups.detect()
-    before = {
-        p: sorted(os.listdir(p)) for p in cgroups.Cgroup(layout, "_").parents if os.path.isdir(p)
-    }
+        parents = cgroups.Cgroup(cgroups.detect(), "_").parents
+        names = [os.path.join(p, n) for p in parents if os.path.isdir(p) for n in os.listdir(p)]
+        return [name for name in names if os.path.basename(name).startswith("step4-")]
+
+    before = step4_groups()
     args = ["--rootfs", str(own_rootfs), "--memory", "32m", "--", "tail", "/dev/zero"]
     result = step("step4_cgroups", *args)
     assert result.returncode == 137
     assert "killed by the kernel's OOM killer" in result.stderr
-    after = {p: sorted(os.listdir(p)) for p in before}
-    assert after == before
+    assert step4_groups() == before
 
 
 def test_step4_cgroup_namespace_hides_the_host_tree(own_rootfs):
@@ -127,3 +126,25 @@ def test_step4_refuses_a_bad_limit_before_creating_anything(own_rootfs):
     result = step("step4_cgroups", "--rootfs", str(own_rootfs), "--memory", "1k", "--", "true")
     assert result.returncode == 2
     assert "--memory must be at least 6m (got 1k)" in result.stderr
+
+
+def test_step5_runs_an_image_on_an_overlay_and_forgets_its_writes(home):
+    env = dict(os.environ, MYCONTAINER_HOME=str(home))
+    script = "mount | grep -c '^overlay on / '; echo written > /etc/new; cat /etc/new"
+    run = [sys.executable, "-m", "steps.step5_image", "busybox", "--", "sh", "-c", script]
+    result = subprocess.run(run, capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-2:] == ["1", "written"]
+    again = [sys.executable, "-m", "steps.step5_image", "busybox", "--", "ls", "/etc/new"]
+    result = subprocess.run(again, capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    assert result.returncode != 0  # the first container's write went to its own upper layer
+    assert not [name for name in os.listdir(home) if name.startswith(".step5-")]
+
+
+def test_step5_uses_the_images_command(home):
+    env = dict(os.environ, MYCONTAINER_HOME=str(home))
+    run = [sys.executable, "-m", "steps.step5_image", "busybox"]  # busybox's Cmd: sh
+    result = subprocess.run(
+        run, input="echo from the image sh\n", capture_output=True, text=True, cwd=REPO, env=env
+    )
+    assert result.stdout.splitlines()[-1:] == ["from the image sh"], result.stderr

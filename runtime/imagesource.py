@@ -1,0 +1,286 @@
+"""Reading image files: OCI layouts, docker archives and root filesystem tarballs.
+
+Each kind becomes a *source* with two questions: which manifest does the user mean
+(``select(tag)``: by tag, then by this machine's architecture), and where is a blob
+(``open_blob``). Small blobs (index, manifests, configs) are checked against their sha256
+here; layers are checked while they unpack (runtime.layer).
+
+Image archives (``.tar``, ``.tar.gz``) are first unpacked into a staging directory: they
+are flat files (``blobs/sha256/<hex>``, ``manifest.json``...), so only plain names,
+regular files, directories and symbolic links that stay inside are accepted.
+
+Specs: https://github.com/opencontainers/image-spec/blob/main/image-layout.md,
+https://github.com/opencontainers/image-spec/blob/main/image-index.md,
+https://github.com/moby/moby/blob/master/image/spec/v1.2.md (docker save)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tarfile
+import tempfile
+
+from runtime import image, layer
+from runtime.filesystem import remove_tree
+from runtime.image import ImageError
+
+IMAGE_MARKERS = {"oci-layout": "oci", "index.json": "oci", "manifest.json": "docker"}
+NAME_ANNOTATION = "io.containerd.image.name"  # the full name, as containerd and docker write it
+TAG_ANNOTATION = "org.opencontainers.image.ref.name"  # the tag (image-layout.md)
+SUFFIXES = (".tar.gz", ".tar.xz", ".tar.zst", ".tgz", ".txz", ".tar", ".oci")
+
+
+class Blob:
+    """Where a layer is, and what its bytes must hash to (when the image says)."""
+
+    def __init__(self, digest: str | None, media_type: str, path: str):
+        self.digest = digest
+        self.media_type = media_type
+        self.path = path  # relative to the source, or absolute for a rootfs tarball
+
+
+class Manifest:
+    """The image the user picked: its name, its config, and its layers bottom first."""
+
+    def __init__(self, name: str, config: dict, diff_ids: list[str], layers: list[Blob]):
+        if diff_ids and len(diff_ids) != len(layers):
+            raise ImageError(f"image {name}: {len(layers)} layers but {len(diff_ids)} diff_ids")
+        self.name = name
+        self.config = config
+        self.diff_ids = diff_ids
+        self.layers = layers
+
+
+@contextlib.contextmanager
+def open_source(path: str):
+    """The source for the image at ``path``, its staging directory removed afterwards."""
+    if os.path.isdir(path):
+        if not os.path.exists(os.path.join(path, "oci-layout")):
+            raise ImageError(f"{path} is not an OCI image layout (it has no oci-layout file)")
+        yield OciLayout(path, stem(path))
+        return
+    kind = sniff(path)
+    if kind == "rootfs":
+        yield RootfsTarball(path)
+        return
+    os.makedirs(image.home(), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=image.home())
+    try:
+        extract_image_files(path, staging)
+        yield (OciLayout if kind == "oci" else DockerArchive)(staging, stem(path))
+    finally:
+        remove_tree(staging)
+
+
+def stem(path: str) -> str:
+    """``/x/debian-12.tar.gz`` -> ``debian-12``: the default image name for a file."""
+    name = os.path.basename(os.path.normpath(path))
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _tar_stream(path: str):
+    """(file, decompressed stream) of a possibly compressed tar file."""
+    file = open(path, "rb")  # noqa: SIM115 (closed by the caller, with the stream)
+    return file, layer.decompressed(file, layer.compression(file.peek(6)[:6]))
+
+
+def sniff(path: str) -> str:
+    """``oci``, ``docker`` or ``rootfs``, from the names inside the (possibly compressed) tar."""
+    file, stream = _tar_stream(path)
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as archive:
+            for entry in archive:
+                kind = IMAGE_MARKERS.get(entry.name.removeprefix("./"))
+                if kind:
+                    return kind
+    except (tarfile.TarError, EOFError, OSError, layer.LayerError) as error:
+        raise ImageError(f"{path} is not an image or a tar archive ({error})") from None
+    finally:
+        file.close()
+    return "rootfs"
+
+
+def extract_image_files(path: str, staging: str) -> None:
+    """Unpack an image archive's files into ``staging``, refusing anything that could escape."""
+    file, stream = _tar_stream(path)
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as archive:
+            for entry in archive:
+                name = os.path.normpath(entry.name.removeprefix("./"))
+                if name == ".":
+                    continue
+                if name.startswith(("/", "..")):
+                    raise ImageError(f"{path}: entry {entry.name!r} points outside the archive")
+                target = os.path.join(staging, name)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                if entry.isdir():
+                    os.makedirs(target, exist_ok=True)
+                elif entry.isreg():
+                    with archive.extractfile(entry) as source, open(target, "wb") as out:
+                        while chunk := source.read(layer.CHUNK):
+                            out.write(chunk)
+                elif entry.issym() and _inside(name, entry.linkname):
+                    os.symlink(entry.linkname, target)  # docker save links repeated layers
+                else:
+                    raise ImageError(f"{path}: entry {entry.name!r} is not allowed in an image")
+    except (tarfile.TarError, EOFError) as error:
+        raise ImageError(f"{path}: truncated or broken archive ({error})") from None
+    finally:
+        file.close()
+
+
+def _inside(name: str, link: str) -> bool:
+    return not os.path.isabs(link) and not os.path.normpath(
+        os.path.join(os.path.dirname(name), link)
+    ).startswith("..")
+
+
+class Source:
+    """Files of an image in a directory (an OCI layout, or an unpacked archive)."""
+
+    def __init__(self, root: str, default_name: str):
+        self.root = root
+        self.default_name = default_name
+
+    def open_blob(self, blob: Blob) -> int:
+        path = os.path.realpath(os.path.join(self.root, blob.path))
+        if not path.startswith(os.path.realpath(self.root) + os.sep):
+            raise ImageError(f"blob {blob.path!r} points outside the image")
+        return os.open(path, os.O_RDONLY)  # FileNotFoundError: the caller names the blob
+
+    def read_json(self, path: str, digest: str | None, what: str) -> dict | list:
+        """A small JSON file, checked against ``digest`` when one is given."""
+        try:
+            fd = self.open_blob(Blob(digest, "", path))
+        except FileNotFoundError:
+            raise ImageError(
+                f"image {self.default_name}: {what} {digest or path} is missing"
+            ) from None
+        with os.fdopen(fd, "rb") as file:
+            data = file.read()
+        if digest and "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise ImageError(f"image {self.default_name}: blob {digest} ({what}): digest mismatch")
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise ImageError(f"image {self.default_name}: {what} {path} is not JSON") from None
+
+
+class OciLayout(Source):
+    """An OCI image layout: index.json, then manifests and configs under blobs/."""
+
+    def select(self, tag: str | None) -> Manifest:
+        index = self.read_json("index.json", None, "index")
+        descriptor = _pick(index.get("manifests", []), tag, self.default_name)
+        annotations = descriptor.get("annotations", {})
+        name = annotations.get(NAME_ANNOTATION) or _name(
+            self.default_name, annotations.get(TAG_ANNOTATION) or tag
+        )
+        while descriptor.get("mediaType") in image.INDEX_TYPES:  # nested index: by platform
+            nested = self.read_json(_blob_path(descriptor), descriptor["digest"], "index")
+            descriptor = _pick(nested.get("manifests", []), None, name)
+        manifest = self.read_json(_blob_path(descriptor), descriptor["digest"], "manifest")
+        config_descriptor = manifest["config"]
+        config = self.read_json(
+            _blob_path(config_descriptor), config_descriptor["digest"], "config"
+        )
+        layers = [
+            Blob(d["digest"], d.get("mediaType", ""), _blob_path(d)) for d in manifest["layers"]
+        ]
+        return Manifest(name, config.get("config") or {}, config["rootfs"]["diff_ids"], layers)
+
+
+class DockerArchive(Source):
+    """A ``docker save`` archive: manifest.json lists each image's config and layer files."""
+
+    def select(self, tag: str | None) -> Manifest:
+        everything = self.read_json("manifest.json", None, "manifest.json")
+        entries = everything
+        if tag:
+            entries = [e for e in entries if any(_has_tag(t, tag) for t in e.get("RepoTags") or [])]
+        if len(entries) != 1:
+            tags = sorted(t for e in everything for t in e.get("RepoTags") or [])
+            raise ImageError(_choose_message(self.default_name, tag, tags))
+        entry = entries[0]
+        name = (entry.get("RepoTags") or [_name(self.default_name, tag)])[0]
+        config = self.read_json(entry["Config"], _digest_in_path(entry["Config"]), "config")
+        layers = [Blob(_digest_in_path(path), "", path) for path in entry["Layers"]]
+        return Manifest(name, config.get("config") or {}, config["rootfs"]["diff_ids"], layers)
+
+
+class RootfsTarball:
+    """A plain root filesystem tarball: a single layer, with no config."""
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+
+    def select(self, tag: str | None) -> Manifest:
+        return Manifest(_name(stem(self.path), tag), {}, [], [Blob(None, "", self.path)])
+
+    def open_blob(self, blob: Blob) -> int:
+        return os.open(blob.path, os.O_RDONLY)
+
+
+def _pick(descriptors: list[dict], tag: str | None, name: str) -> dict:
+    """One descriptor of an index: by tag, else the only one, else ``latest``; of several
+    platforms (a multi-architecture index), this machine's."""
+
+    def tag_of(descriptor: dict) -> str:
+        return descriptor.get("annotations", {}).get(TAG_ANNOTATION, "")
+
+    tags = sorted({tag_of(d) for d in descriptors} - {""})
+    if tag:
+        descriptors = [d for d in descriptors if _has_tag(tag_of(d), tag)]
+    elif len(descriptors) > 1 and "latest" in tags:
+        descriptors = [d for d in descriptors if tag_of(d) == "latest"]
+    if len(descriptors) > 1 and all("platform" in d for d in descriptors):
+        machine = os.uname().machine
+        architecture = image.ARCHITECTURES.get(machine, machine)
+        descriptors = [
+            d
+            for d in descriptors
+            if d["platform"].get("architecture") == architecture
+            and d["platform"].get("os") == "linux"
+        ][:1]
+        if not descriptors:
+            raise ImageError(f"image {name} has no manifest for linux/{architecture}")
+    if len(descriptors) != 1:
+        raise ImageError(_choose_message(name, tag, tags))
+    return descriptors[0]
+
+
+def _choose_message(name: str, tag: str | None, tags: list[str]) -> str:
+    listed = ", ".join(tags) or "none"
+    if tag:
+        return f"image {name} has no tag {tag!r} (tags: {listed})"
+    return f"image {name} holds several images: pick one as FILE:TAG (tags: {listed})"
+
+
+def _has_tag(reference: str, tag: str) -> bool:
+    return reference == tag or reference.endswith(f":{tag}")
+
+
+def _name(default: str, tag: str | None) -> str:
+    """A store name from a file's stem and a tag (or a full name given as the tag)."""
+    if tag and ("/" in tag or ":" in tag):
+        return image.normalize(tag)
+    return f"{default}:{tag or 'latest'}"
+
+
+def _blob_path(descriptor: dict) -> str:
+    algorithm, _, value = descriptor["digest"].partition(":")
+    return f"blobs/{algorithm}/{value}"
+
+
+def _digest_in_path(path: str) -> str | None:
+    """``blobs/sha256/<hex>`` or ``<hex>.json`` name their own digest; ``<hex>/layer.tar`` not."""
+    base = os.path.basename(path).removesuffix(".json")
+    if len(base) == 64 and all(c in "0123456789abcdef" for c in base):
+        return f"sha256:{base}"
+    return None

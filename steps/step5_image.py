@@ -1,0 +1,53 @@
+"""Step 5: a root filesystem from an image, with overlayfs.
+
+Adds images to step 4: instead of a rootfs directory, the container's "/" is an overlay of
+an OCI image's layers (read-only, shared, unpacked once into the store) and a writable
+layer of its own that is thrown away afterwards. IMAGE is a stored image (``busybox``), an
+image file (OCI layout or archive, docker save archive, rootfs tarball) that is imported
+first, or a rootfs directory. Without a command, the image's own (ENTRYPOINT + CMD) runs.
+Try: ``sudo python3 -m steps.step5_image busybox -- sh -c 'mount | grep overlay'``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+from runtime import filesystem, image
+from steps import common, step4_cgroups
+
+
+def setup(options) -> None:
+    """Stack the image's layers at options.rootfs, then step 4's setup (which pivots into it)."""
+    filesystem.mount_layers(options.layers, options.storage)
+    step4_cgroups.setup(options)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common.parser(__doc__)
+    parser.add_argument("image", help="image name, image file or rootfs directory")
+    step4_cgroups.add_limit_options(parser)
+    options = common.parse(parser, argv, command_required=False)
+    try:
+        found = image.resolve(options.image)
+        options.command = found.command_line(options.command)
+    except image.ImageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 125
+    print(
+        f"step 5: image {found.name}, layers (top first): {found.lower_directories()}",
+        file=sys.stderr,
+    )
+    options.layers = found.lower_directories()
+    os.makedirs(image.home(), exist_ok=True)
+    options.storage = tempfile.mkdtemp(prefix=".step5-", dir=image.home())  # upper, work, root
+    options.rootfs = os.path.join(options.storage, "root")
+    try:
+        return step4_cgroups.run_limited(options, setup)
+    finally:
+        filesystem.remove_tree(options.storage)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

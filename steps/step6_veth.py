@@ -1,0 +1,76 @@
+"""Step 6: a network of its own, with a network namespace, a veth pair and a bridge.
+
+Adds CLONE_NEWNET to step 4: the container starts with nothing but a loopback interface.
+While its init waits at the gate, the step plugs it in from the host's side: a bridge
+(``mycontainer0``, 10.199.0.1/16, made once), a veth pair with one end on the bridge and the
+other, ``eth0``, in the container's namespace, an address from the runtime's allocator, a
+default route via the bridge, IPv4 forwarding and NAT out of the subnet; ``-p 8080:80``
+publishes a port. Afterwards the veth, the address and the published ports are released;
+the bridge and the NAT rule stay for the next container ('mycontainer prune' removes them).
+Try it in a network namespace of its own, so that your machine's network stays as it is:
+``sudo unshare --net python3 -m steps.step6_veth --rootfs /var/lib/mycontainer/rootfs/busybox
+-- sh -c 'ip addr; ip route; ping -c 1 10.199.0.1'``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+
+from runtime import container, namespaces, network
+from steps import common, step4_cgroups
+
+NAMESPACES = step4_cgroups.NAMESPACES | namespaces.NET
+
+
+def setup(options) -> None:
+    """Step 4's setup; the network is configured from outside, once this is done (see main)."""
+    step4_cgroups.setup(options)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common.parser(__doc__, rootfs=True)
+    step4_cgroups.add_limit_options(parser)
+    parser.add_argument(
+        "-p",
+        "--publish",
+        action="append",
+        default=[],
+        type=common.checked(network.parse_publish),
+        help="HOST_PORT:CONTAINER_PORT[/tcp|udp], repeatable",
+    )
+    options = common.parse(parser, argv)
+    # The address lease lives in a state directory beside mycontainer's containers, so the
+    # allocator sees both; locked, like theirs, so that a prune leaves it alone while we run.
+    name = f"step6-{os.getpid()}"
+    directory = os.path.join(container.state_root(), name)
+    making = os.path.join(container.state_root(), f".{name}")  # prune skips hidden names
+    os.makedirs(making, 0o700)
+    lock = os.open(os.path.join(making, "lock"), os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    os.rename(making, directory)
+    net = None
+    try:
+        net = network.Network("bridge", options.publish, directory, name)
+        net.prepare(options.hostname)  # the bridge, NAT, and an address for eth0
+        lease = net.record
+        print(
+            f"step 6: eth0 will be {lease['address']} on bridge {lease['bridge']}, "
+            f"default route via {lease['gateway']}",
+            file=sys.stderr,
+        )
+        # net.connect(pid) runs while the container waits at its gate: veth, address, route.
+        return step4_cgroups.run_limited(options, setup, NAMESPACES, ready=net.connect)
+    except network.NetworkError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 125
+    finally:
+        if net:
+            net.release()  # the veth (if the namespace has not taken it along), ports, lease
+        container.remove_directory(directory)
+        os.close(lock)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,511 @@
+"""Step 5, images: real images made by real tools (umoci, skopeo, GNU tar), a hostile set of
+our own, and a store that keeps each layer once and never lets a container change it."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+
+import pytest
+
+from conftest import environment, mycontainer_command
+
+pytestmark = pytest.mark.privileged
+
+
+def need(tool: str) -> None:
+    if not shutil.which(tool):
+        pytest.skip(f"{tool} is not installed (apt-get install {tool}; setup.sh does)")
+
+
+def sh(*args: str, **kwargs) -> None:
+    subprocess.run(args, check=True, capture_output=True, **kwargs)
+
+
+def tar_bytes(entries: list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]]) -> bytes:
+    """An uncompressed tar of ``entries``, in the order given."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for entry in entries:
+            info, data = entry if isinstance(entry, tuple) else (entry, b"")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data) if data else None)
+    return buffer.getvalue()
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "", data: bytes = b"", mode=0o644):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode = kind, link, mode
+    return (info, data) if kind == tarfile.REGTYPE else info
+
+
+# --- images built by real tools ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, home):
+    """An OCI layout of three layers made with umoci, with its docker-archive twin (skopeo),
+    OCI archives (GNU tar) and root filesystem tarballs."""
+    need("umoci")
+    rootfs = str(home / "rootfs" / "busybox")
+    work = tmp_path_factory.mktemp("images")
+    layout, bundle = work / "layout", work / "bundle"
+    sh("umoci", "init", "--layout", str(layout))
+    sh("umoci", "new", "--image", f"{layout}:merged")
+    sh("umoci", "unpack", "--image", f"{layout}:merged", str(bundle))
+    root = bundle / "rootfs"
+    sh("cp", "-a", f"{rootfs}/.", str(root))
+    (root / "data/gonedir").mkdir(parents=True)
+    for name in ("data/keep.txt", "data/gone.txt", "data/gonedir/x"):
+        (root / name).write_text(name + "\n")
+    (root / "opaque").mkdir()
+    (root / "opaque/old.txt").write_text("old\n")
+    (root / "suid").write_text("#!/bin/sh\n")
+    os.chmod(root / "suid", 0o4755)
+    os.symlink("/etc/passwd", root / "abs-link")
+    (root / "hard1").write_text("linked\n")
+    os.link(root / "hard1", root / "hard2")
+    sh("umoci", "repack", "--image", f"{layout}:merged", str(bundle))  # layer 1
+    shutil.rmtree(bundle)
+    sh("umoci", "unpack", "--image", f"{layout}:merged", str(bundle))
+    (root / "data/gone.txt").unlink()  # a file whiteout
+    shutil.rmtree(root / "data/gonedir")  # a directory whiteout
+    (root / "data/new.txt").write_text("new\n")
+    sh("umoci", "repack", "--image", f"{layout}:merged", str(bundle))  # layer 2
+    # Layer 3: an opaque directory, its marker *after* the layer's own entry in the tar.
+    third = work / "opaque.tar"
+    third.write_bytes(
+        tar_bytes([member("opaque/fresh.txt", data=b"fresh\n"), member("opaque/.wh..wh..opq")])
+    )
+    sh("umoci", "raw", "add-layer", "--image", f"{layout}:merged", str(third))
+    sh("umoci", "config", "--image", f"{layout}:merged", "--config.cmd", "sh")
+    files = {"layout": str(layout)}
+    files["oci.tar"] = str(work / "oci.tar")
+    sh("tar", "-C", str(layout), "-cf", files["oci.tar"], ".")  # members start with ./
+    files["oci.tar.gz"] = str(work / "oci.tar.gz")
+    sh("tar", "-C", str(layout), "-czf", files["oci.tar.gz"], ".")
+    if shutil.which("skopeo"):
+        files["docker.tar"] = str(work / "docker.tar")
+        sh(
+            "skopeo",
+            "copy",
+            f"oci:{layout}:merged",
+            f"docker-archive:{files['docker.tar']}:twin:latest",
+        )
+    files["rootfs.tar.gz"] = str(work / "rootfs.tar.gz")
+    sh("tar", "-C", rootfs, "-czf", files["rootfs.tar.gz"], ".")
+    files["rootfs.tar.xz"] = str(work / "rootfs.tar.xz")
+    sh("tar", "-C", rootfs, "-cJf", files["rootfs.tar.xz"], ".")
+    return files
+
+
+MERGED_VIEW = (
+    "ls /data /opaque; stat -c '%a %n' /suid; readlink /abs-link; "
+    "[ $(stat -c %i /hard1) = $(stat -c %i /hard2) ] && echo hard links kept"
+)
+MERGED_EXPECTED = (
+    "/data:\nkeep.txt\nnew.txt\n\n/opaque:\nfresh.txt\n4755 /suid\n/etc/passwd\nhard links kept\n"
+)
+
+
+@pytest.mark.parametrize("kind", ["layout", "oci.tar", "oci.tar.gz", "docker.tar"])
+def test_container_sees_exactly_the_merged_layers(mycontainer, images, kind):
+    if kind not in images:
+        pytest.skip("skopeo is not installed (apt-get install skopeo; setup.sh does)")
+    reference = images[kind] if kind == "layout" else f"{images[kind]}"
+    result = mycontainer("run", "--net", "none", reference, "sh", "-c", MERGED_VIEW)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == MERGED_EXPECTED
+
+
+@pytest.mark.parametrize("kind", ["rootfs.tar.gz", "rootfs.tar.xz"])
+def test_a_rootfs_tarball_is_an_image(mycontainer, images, kind):
+    load = mycontainer("load", images[kind])
+    assert load.returncode == 0, load.stderr
+    assert load.stdout == "rootfs:latest\n"
+    result = mycontainer("run", "--net", "none", "rootfs", "cat", "/etc/group")
+    assert result.stdout.startswith("root:x:0:")
+
+
+def test_load_names_the_image_and_images_lists_it(mycontainer, images):
+    if "docker.tar" not in images:
+        pytest.skip("skopeo is not installed (apt-get install skopeo; setup.sh does)")
+    assert mycontainer("load", images["docker.tar"]).stdout == "twin:latest\n"
+    listing = mycontainer("images").stdout
+    assert "twin:latest" in listing and "busybox:latest" in listing
+    assert mycontainer("rmi", "twin").returncode == 0
+    assert "twin:latest" not in mycontainer("images").stdout
+
+
+def layer_tree(home) -> dict[str, str]:
+    """path -> (mode, size, content hash) of everything in the store's layers."""
+    tree = {}
+    for root, directories, files in os.walk(home / "layers"):
+        for name in directories + files:
+            path = os.path.join(root, name)
+            status = os.lstat(path)
+            content = ""
+            if os.path.isfile(path) and not os.path.islink(path):
+                with open(path, "rb") as file:
+                    content = hashlib.sha256(file.read()).hexdigest()
+            tree[path] = f"{status.st_mode:o} {status.st_ino} {status.st_mtime_ns} {content}"
+    return tree
+
+
+def test_second_run_unpacks_nothing_and_writes_never_reach_the_layers(mycontainer, images, home):
+    mycontainer("load", images["layout"])
+    before = layer_tree(home)
+    script = "echo changed > /data/keep.txt; rm /bin/ls; mkdir /new; cat /data/keep.txt"
+    result = mycontainer("run", "--net", "none", images["layout"], "sh", "-c", script)
+    assert result.stdout == "changed\n"
+    assert layer_tree(home) == before  # not re-unpacked, and not written to
+    again = mycontainer("run", "--net", "none", images["layout"], "cat", "/data/keep.txt")
+    assert again.stdout == "data/keep.txt\n"
+    assert os.listdir(home / "containers") == []
+
+
+def test_two_containers_do_not_see_each_others_writes(mycontainer, home, state_root):
+    writer = subprocess.Popen(
+        mycontainer_command(
+            "run", "--net", "none", "busybox", "sh", "-c", "echo mine > /marker; sleep 30"
+        ),
+        env=environment(home, state_root),
+    )
+    try:
+        import time
+
+        deadline = time.monotonic() + 20
+        while not any(
+            os.path.exists(home / "containers" / name / "upper" / "marker")
+            for name in os.listdir(home / "containers")
+        ):
+            assert time.monotonic() < deadline, "the first container never wrote its file"
+            time.sleep(0.05)
+        reader = mycontainer("run", "--net", "none", "busybox", "ls", "/marker")
+        assert reader.returncode != 0 and "No such file" in reader.stderr
+    finally:
+        writer.terminate()  # forwarded to sh, PID 1, which ignores it; so:
+        for name in os.listdir(state_root):
+            with open(state_root / name / "state.json") as file:
+                os.kill(json.load(file)["pid"], 9)
+        writer.wait(timeout=20)
+
+
+def test_image_config_is_honoured(mycontainer, images, tmp_path):
+    layout = tmp_path / "configured"
+    shutil.copytree(images["layout"], layout)
+    sh(
+        "umoci", "config", "--image", f"{layout}:merged",
+        "--config.entrypoint", "sh", "--config.entrypoint", "-c",
+        "--config.cmd", 'echo "$(id -u) $(pwd) $GREETING"',
+        "--config.env", "GREETING=hello", "--config.workingdir", "/work",
+        "--config.user", "nobody",
+    )  # fmt: skip
+    image = str(layout)
+    assert mycontainer("run", "--net", "none", image).stdout == "65534 /work hello\n"
+    # COMMAND replaces Cmd (here: the argument of the Entrypoint's sh -c)
+    assert mycontainer("run", "--net", "none", image, "echo other").stdout == "other\n"
+    # -e adds to (and overrides) Env
+    result = mycontainer("run", "--net", "none", "-e", "GREETING=hi", image)
+    assert result.stdout == "65534 /work hi\n"
+    # --entrypoint replaces the Entrypoint, and the image's Cmd is dropped
+    result = mycontainer("run", "--net", "none", "--entrypoint", "id", image, "-u")
+    assert result.stdout == "65534\n"
+
+
+# --- hostile images, of our own -----------------------------------------------------------
+
+
+def write_layout(directory, layers: list[bytes], *, compress=True, corrupt=None) -> None:
+    """An OCI layout with ``layers`` (tar bytes, bottom first); ``corrupt`` breaks it."""
+    blobs = directory / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def add(data: bytes, media_type: str) -> dict:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+    descriptors = []
+    for data in layers:
+        blob = gzip.compress(data, mtime=0) if compress else data
+        if corrupt == "truncated":
+            blob = blob[: len(blob) // 2]
+        descriptors.append(add(blob, "application/vnd.oci.image.layer.v1.tar+gzip"))
+    diff_ids = ["sha256:" + hashlib.sha256(data).hexdigest() for data in layers]
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "config": add(json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json"),
+        "layers": descriptors,
+    }
+    entry = add(json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
+    (directory / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    (directory / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    last = blobs / descriptors[-1]["digest"].split(":")[1]
+    if corrupt == "wrong-digest":
+        data = bytearray(last.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # one flipped byte
+        last.write_bytes(bytes(data))
+    elif corrupt == "missing":
+        last.unlink()
+
+
+@pytest.fixture
+def sentinel(home):
+    """A directory beside the store that no image may touch; checked byte for byte."""
+    path = home.parent / "sentinel"
+    path.mkdir(exist_ok=True)
+    (path / "file").write_text("precious\n")
+
+    def snapshot():
+        return sorted(
+            (
+                os.path.relpath(os.path.join(root, name), path),
+                open(os.path.join(root, name), "rb").read(),
+            )
+            for root, _, names in os.walk(path)
+            for name in names
+        )
+
+    before = snapshot()
+    yield path
+    assert snapshot() == before, "a hostile image changed the sentinel directory"
+    assert sorted(os.listdir(path)) == ["file"]
+
+
+def escape(sentinel, name: str) -> str:
+    """A relative name climbing from anywhere in the store to ``sentinel``/name."""
+    return "../" * 12 + str(sentinel).lstrip("/") + "/" + name
+
+
+HOSTILE = {
+    "dot-dot": lambda s: [[member(escape(s, "pwned"), data=b"x")]],
+    "absolute name": lambda s: [[member(f"{s}/pwned", data=b"x")]],
+    "symlink then write, same layer": lambda s: [
+        [member("link", tarfile.SYMTYPE, str(s)), member("link/pwned", data=b"x")]
+    ],
+    "symlink in a lower layer": lambda s: [
+        [member("link", tarfile.SYMTYPE, str(s))],
+        [member("link/pwned", data=b"x")],
+    ],
+    "hard link outside": lambda s: [[member("h", tarfile.LNKTYPE, escape(s, "file"))]],
+    "hard link to an absolute name": lambda s: [[member("h", tarfile.LNKTYPE, f"{s}/file")]],
+    "whiteout outside": lambda s: [[member(escape(s, ".wh.file"))]],
+    "whiteout .wh.": lambda s: [[member(".wh.")]],
+    "whiteout .wh..": lambda s: [[member("a/.wh..")]],
+    "whiteout .wh...": lambda s: [[member(".wh...")]],
+}
+
+
+def store_contents(home) -> list[str]:
+    return sorted(
+        os.path.relpath(os.path.join(root, name), home)
+        for root, directories, files in os.walk(home)
+        for name in directories + files
+        if not os.path.relpath(root, home).startswith(("rootfs", "layers/"))
+    )
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_hostile_layers_are_refused(mycontainer, home, sentinel, tmp_path, case):
+    layers = [tar_bytes(entries) for entries in HOSTILE[case](sentinel)]
+    write_layout(tmp_path / "hostile", layers)
+    before = store_contents(home)
+    result = mycontainer("load", str(tmp_path / "hostile"))
+    assert result.returncode == 125
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("mycontainer: error: image hostile:latest: blob sha256:")
+    assert "refuse" in result.stderr or "malformed" in result.stderr
+    assert store_contents(home) == before  # nothing left behind
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        ("wrong-digest", "its content has digest"),
+        ("missing", "is missing"),
+        ("truncated", "truncated or not a tar archive"),
+        ("not-a-tar", "truncated or not a tar archive"),
+    ],
+)
+def test_broken_images_are_refused(mycontainer, home, sentinel, tmp_path, corrupt, message):
+    layers = (
+        [b"this is not a tar archive" * 40]
+        if corrupt == "not-a-tar"
+        else [
+            tar_bytes(
+                [member("fine", data=b"fine\n")] * 1
+                + [member(f"f{i}", data=os.urandom(4096)) for i in range(8)]
+            )
+        ]
+    )
+    write_layout(tmp_path / "broken", layers, corrupt=corrupt)
+    before = store_contents(home)
+    result = mycontainer("load", str(tmp_path / "broken"))
+    assert result.returncode == 125
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("mycontainer: error: image broken:latest: blob sha256:")
+    assert message in result.stderr
+    assert store_contents(home) == before
+
+
+def test_an_image_in_use_cannot_be_removed(mycontainer, home, state_root):
+    process = subprocess.Popen(
+        mycontainer_command("run", "--net", "none", "busybox", "sleep", "30"),
+        env=environment(home, state_root),
+    )
+    try:
+        import time
+
+        deadline = time.monotonic() + 20
+        while not os.listdir(state_root):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)
+        result = mycontainer("rmi", "busybox")
+        assert result.returncode == 125
+        assert "is used by container" in result.stderr
+    finally:
+        for name in os.listdir(state_root):
+            try:
+                with open(state_root / name / "state.json") as file:
+                    os.kill(json.load(file)["pid"], 9)
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+        process.wait(timeout=20)
+
+
+# --- index selection, docker >= 25 archives, zstd ---------------------------------------------
+
+
+def make_layout_with(directory, manifests: list[tuple[dict, bytes]], nested_platforms=False):
+    """An OCI layout whose index lists one manifest per (annotations, layer tar) given."""
+    blobs = directory / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def add(data: bytes, media_type: str) -> dict:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+    entries = []
+    for extra, layer_tar in manifests:
+        diff_id = "sha256:" + hashlib.sha256(layer_tar).hexdigest()
+        config = {"rootfs": {"type": "layers", "diff_ids": [diff_id]}, "config": {"Cmd": ["sh"]}}
+        manifest = {
+            "schemaVersion": 2,
+            "config": add(json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json"),
+            "layers": [add(layer_tar, "application/vnd.oci.image.layer.v1.tar")],
+        }
+        entry = add(json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
+        entry.update(extra)
+        entries.append(entry)
+    if nested_platforms:
+        nested = {"schemaVersion": 2, "manifests": entries}
+        entries = [add(json.dumps(nested).encode(), "application/vnd.oci.image.index.v1+json")]
+    (directory / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": entries}))
+    (directory / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+
+
+def rootfs_with(busybox_rootfs: str, marker: str) -> bytes:
+    """The busybox rootfs plus a file /which naming ``marker``, as an uncompressed tar."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(busybox_rootfs, arcname=".")
+        info = tarfile.TarInfo("which")
+        info.size = len(marker) + 1
+        archive.addfile(info, io.BytesIO(marker.encode() + b"\n"))
+    return buffer.getvalue()
+
+
+def test_the_host_architecture_is_picked_from_a_nested_index(mycontainer, busybox_rootfs, tmp_path):
+    machine = {"x86_64": "amd64", "aarch64": "arm64"}[os.uname().machine]
+    other = "arm64" if machine == "amd64" else "amd64"
+    make_layout_with(
+        tmp_path / "multi",
+        [
+            (
+                {"platform": {"architecture": other, "os": "linux"}},
+                rootfs_with(busybox_rootfs, other),
+            ),
+            (
+                {"platform": {"architecture": machine, "os": "linux"}},
+                rootfs_with(busybox_rootfs, machine),
+            ),
+        ],
+        nested_platforms=True,
+    )
+    result = mycontainer("run", "--net", "none", str(tmp_path / "multi"), "cat", "/which")
+    assert result.stdout == f"{machine}\n", result.stderr
+
+
+def test_file_colon_tag_picks_one_of_several(mycontainer, busybox_rootfs, tmp_path):
+    tag = "org.opencontainers.image.ref.name"
+    make_layout_with(
+        tmp_path / "tags",
+        [
+            ({"annotations": {tag: "one"}}, rootfs_with(busybox_rootfs, "one")),
+            ({"annotations": {tag: "two"}}, rootfs_with(busybox_rootfs, "two")),
+        ],
+    )
+    result = mycontainer("run", "--net", "none", f"{tmp_path / 'tags'}:two", "cat", "/which")
+    assert result.stdout == "two\n", result.stderr
+    ambiguous = mycontainer("run", "--net", "none", str(tmp_path / "tags"), "true")
+    assert ambiguous.returncode == 125
+    assert "pick one as FILE:TAG (tags: one, two)" in ambiguous.stderr
+
+
+def test_docker_25_archive_with_both_layouts(mycontainer, busybox_rootfs, tmp_path):
+    """Docker >= 25 saves an OCI layout and a manifest.json whose layers are blobs/sha256/..."""
+    layout = tmp_path / "d25"
+    make_layout_with(layout, [({}, rootfs_with(busybox_rootfs, "docker25"))])
+    index = json.loads((layout / "index.json").read_text())
+    manifest_path = layout / "blobs/sha256" / index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads(manifest_path.read_text())
+    blob = lambda d: f"blobs/sha256/{d['digest'].split(':')[1]}"  # noqa: E731
+    (layout / "manifest.json").write_text(
+        json.dumps(
+            [{"Config": blob(manifest["config"]), "RepoTags": ["d25:v1"],
+              "Layers": [blob(d) for d in manifest["layers"]]}]
+        )
+    )  # fmt: skip
+    archive = tmp_path / "d25.tar"
+    with tarfile.open(archive, "w") as tar:  # manifest.json first: read as a docker archive
+        tar.add(layout / "manifest.json", arcname="manifest.json")
+        tar.add(layout, arcname=".")
+    assert mycontainer("load", str(archive)).stdout == "d25:v1\n"
+    assert mycontainer("run", "--net", "none", "d25:v1", "cat", "/which").stdout == "docker25\n"
+
+
+def test_zstd_layers(mycontainer, busybox_rootfs, tmp_path):
+    zstandard = pytest.importorskip("zstandard", reason="the zstandard package is not installed")
+    layer_tar = rootfs_with(busybox_rootfs, "zstd")
+    layout = tmp_path / "zst"
+    write_layout(layout, [layer_tar], compress=False)
+    # swap the layer blob for its zstd-compressed form, with the digests to match
+    blobs = layout / "blobs/sha256"
+    index = json.loads((layout / "index.json").read_text())
+    manifest_file = blobs / index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads(manifest_file.read_text())
+    compressed = zstandard.ZstdCompressor().compress(layer_tar)
+    digest = hashlib.sha256(compressed).hexdigest()
+    (blobs / digest).write_bytes(compressed)
+    manifest["layers"][0].update(digest=f"sha256:{digest}", size=len(compressed))
+    manifest["layers"][0]["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd"
+    data = json.dumps(manifest).encode()
+    new_manifest = hashlib.sha256(data).hexdigest()
+    (blobs / new_manifest).write_bytes(data)
+    index["manifests"][0].update(digest=f"sha256:{new_manifest}", size=len(data))
+    (layout / "index.json").write_text(json.dumps(index))
+    assert mycontainer("run", "--net", "none", str(layout), "cat", "/which").stdout == "zstd\n"
