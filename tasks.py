@@ -20,6 +20,7 @@ STEPS = {
     3: "step3_mount",
     4: "step4_cgroups",
     5: "step5_image",
+    6: "step6_veth",
 }
 
 
@@ -82,23 +83,31 @@ def test(c, vm=False, qemu=False, arch="x86_64", pytest_args=""):
     help={
         "number": f"the step, 1 to {len(STEPS)}",
         "hostname": "hostname inside",
-        "rootfs-dir": "root filesystem for step 3 on (default: the busybox one)",
+        "rootfs-dir": "root filesystem of steps 3 and 4 (default: the busybox one)",
+        "image": "image of steps 5 and on (default: busybox)",
     },
 )
-def step(c, number, hostname="container", rootfs_dir=None):
-    """Run step N of the lab, here or in the VM: invoke step 3 -- ps (default command: sh)."""
-    from runtime import image
+def step(c, number, hostname="container", rootfs_dir=None, image="busybox"):
+    """Run step N of the lab, here or in the VM: invoke step 3 -- ps (default command: sh).
 
+    Step 6 changes the network of the namespace it runs in: here, it runs in a new one
+    (unshare --net), so that this machine's network stays as it is.
+    """
+    from runtime import image as images
+
+    number = int(number)
     command = c.remainder or "sh"
-    module = STEPS[int(number)]
     options = f"--hostname {shlex.quote(hostname)}"
-    if int(number) >= 3:
-        options += f" --rootfs {shlex.quote(rootfs_dir or image.built_in_rootfs('busybox'))}"
-    line = f"-m steps.{module} {options} -- {command}"
+    if number in (3, 4):
+        options += f" --rootfs {shlex.quote(rootfs_dir or images.built_in_rootfs('busybox'))}"
+    elif number >= 5:
+        options += f" {shlex.quote(image)}"
+    line = f"-m steps.{STEPS[number]} {options} -- {command}"
+    prefix = "unshare --net " if number >= 6 else ""
     if can_run_here():
-        c.run(f"{python()} {line}", pty=sys.stdin.isatty())
+        c.run(f"{prefix}{python()} {line}", pty=sys.stdin.isatty())
     else:
-        in_vm(c, f".venv/bin/python {line}")
+        in_vm(c, f"{prefix}.venv/bin/python {line}")
 
 
 @task

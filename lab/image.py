@@ -57,6 +57,10 @@ PACKAGES = (
     "iptables",
     "iputils-ping",
     "libcap2-bin",
+    "xz-utils",  # rootfs.tar.xz images
+    "umoci",  # the image tests build their images with it
+    # (not skopeo: its golang-github-containers-common fails to configure under debootstrap;
+    # the docker-archive tests skip in the VM, saying so, and run on the host)
 )
 
 # Used when pyproject.toml is missing or unreadable (Python 3.10 has no tomllib).

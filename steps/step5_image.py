@@ -17,6 +17,8 @@ import tempfile
 from runtime import filesystem, image
 from steps import common, step4_cgroups
 
+NAMESPACES = step4_cgroups.NAMESPACES
+
 
 def setup(options) -> None:
     """Stack the image's layers at options.rootfs, then step 4's setup (which pivots into it)."""
@@ -24,29 +26,37 @@ def setup(options) -> None:
     step4_cgroups.setup(options)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = common.parser(__doc__)
+def add_image_argument(parser) -> None:
     parser.add_argument("image", help="image name, image file or rootfs directory")
-    step4_cgroups.add_limit_options(parser)
-    options = common.parse(parser, argv, command_required=False)
+
+
+def run_image(options, setup_inside=setup, namespaces: int = NAMESPACES, ready=None) -> int:
+    """Find (or import) options.image, run the command on its layers, forget its writes.
+
+    ``setup_inside``, ``namespaces`` and ``ready`` are for the steps built on this one.
+    """
     try:
         found = image.resolve(options.image)
         options.command = found.command_line(options.command)
     except image.ImageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 125
-    print(
-        f"step 5: image {found.name}, layers (top first): {found.lower_directories()}",
-        file=sys.stderr,
-    )
     options.layers = found.lower_directories()
+    print(f"step 5: image {found.name}, layers (top first): {options.layers}", file=sys.stderr)
     os.makedirs(image.home(), exist_ok=True)
     options.storage = tempfile.mkdtemp(prefix=".step5-", dir=image.home())  # upper, work, root
     options.rootfs = os.path.join(options.storage, "root")
     try:
-        return step4_cgroups.run_limited(options, setup)
+        return step4_cgroups.run_limited(options, setup_inside, namespaces, ready)
     finally:
         filesystem.remove_tree(options.storage)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common.parser(__doc__)
+    add_image_argument(parser)
+    step4_cgroups.add_limit_options(parser)
+    return run_image(common.parse(parser, argv, command_required=False))
 
 
 if __name__ == "__main__":

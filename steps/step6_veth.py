@@ -1,6 +1,6 @@
 """Step 6: a network of its own, with a network namespace, a veth pair and a bridge.
 
-Adds CLONE_NEWNET to step 4: the container starts with nothing but a loopback interface.
+Adds CLONE_NEWNET to step 5: the container starts with nothing but a loopback interface.
 While its init waits at the gate, the step plugs it in from the host's side: a bridge
 (``mycontainer0``, 10.199.0.1/16, made once), a veth pair with one end on the bridge and the
 other, ``eth0``, in the container's namespace, an address from the runtime's allocator, a
@@ -8,7 +8,7 @@ default route via the bridge, IPv4 forwarding and NAT out of the subnet; ``-p 80
 publishes a port. Afterwards the veth, the address and the published ports are released;
 the bridge and the NAT rule stay for the next container ('mycontainer prune' removes them).
 Try it in a network namespace of its own, so that your machine's network stays as it is:
-``sudo unshare --net python3 -m steps.step6_veth --rootfs /var/lib/mycontainer/rootfs/busybox
+``sudo unshare --net python3 -m steps.step6_veth busybox
 -- sh -c 'ip addr; ip route; ping -c 1 10.199.0.1'``.
 """
 
@@ -19,18 +19,19 @@ import os
 import sys
 
 from runtime import container, namespaces, network
-from steps import common, step4_cgroups
+from steps import common, step4_cgroups, step5_image
 
-NAMESPACES = step4_cgroups.NAMESPACES | namespaces.NET
+NAMESPACES = step5_image.NAMESPACES | namespaces.NET
 
 
 def setup(options) -> None:
-    """Step 4's setup; the network is configured from outside, once this is done (see main)."""
-    step4_cgroups.setup(options)
+    """Step 5's setup; the network is configured from outside, once this is done (see main)."""
+    step5_image.setup(options)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.parser(__doc__, rootfs=True)
+    parser = common.parser(__doc__)
+    step5_image.add_image_argument(parser)
     step4_cgroups.add_limit_options(parser)
     parser.add_argument(
         "-p",
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         type=common.checked(network.parse_publish),
         help="HOST_PORT:CONTAINER_PORT[/tcp|udp], repeatable",
     )
-    options = common.parse(parser, argv)
+    options = common.parse(parser, argv, command_required=False)
     # The address lease lives in a state directory beside mycontainer's containers, so the
     # allocator sees both; locked, like theirs, so that a prune leaves it alone while we run.
     name = f"step6-{os.getpid()}"
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         # net.connect(pid) runs while the container waits at its gate: veth, address, route.
-        return step4_cgroups.run_limited(options, setup, NAMESPACES, ready=net.connect)
+        return step5_image.run_image(options, setup, NAMESPACES, ready=net.connect)
     except network.NetworkError as error:
         print(f"error: {error}", file=sys.stderr)
         return 125

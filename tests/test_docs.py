@@ -193,8 +193,9 @@ def transcript_env(tmp_path_factory) -> dict[str, str]:
 
     The docs are written for a root shell with the project's venv activated; in a CI VM the
     interpreter may be another venv with the repository on PYTHONPATH, so wrappers stand in.
-    When the busybox rootfs is not built at its usual place, one is built in a temporary
-    MYCONTAINER_HOME (and the commands' spelling of the usual place is rewritten to it).
+    When the busybox rootfs (for the steps) or image (for ``mycontainer run busybox``) is not
+    built at its usual place, both are built in a temporary MYCONTAINER_HOME (and the
+    commands' spelling of the usual place is rewritten to it).
     """
     bin_dir = tmp_path_factory.mktemp("bin")
     python = shlex.quote(sys.executable)
@@ -211,13 +212,28 @@ def transcript_env(tmp_path_factory) -> dict[str, str]:
     env["LC_ALL"] = "C"
     env.pop("MYCONTAINER_STATE", None)  # the docs show /run/mycontainer
     env.pop("MYCONTAINER_HOME", None)
-    if not os.path.isdir(f"{DEFAULT_HOME}/rootfs/busybox"):
+    if not busybox_is_built(DEFAULT_HOME):
         from runtime import rootfs
 
-        home = tmp_path_factory.mktemp("home")
-        rootfs.build_busybox_rootfs(str(home / "rootfs" / "busybox"))
-        env["MYCONTAINER_HOME"] = str(home)
+        home = str(tmp_path_factory.mktemp("home"))
+        saved = os.environ.get("MYCONTAINER_HOME")
+        os.environ["MYCONTAINER_HOME"] = home  # where runtime.image.home() builds it
+        try:
+            rootfs.build_busybox_image()
+        finally:
+            if saved is None:
+                del os.environ["MYCONTAINER_HOME"]
+            else:
+                os.environ["MYCONTAINER_HOME"] = saved
+        env["MYCONTAINER_HOME"] = home
     return env
+
+
+def busybox_is_built(home: str) -> bool:
+    """Are the busybox rootfs and the image ``busybox:latest`` (its record) both in ``home``?"""
+    return os.path.isdir(f"{home}/rootfs/busybox") and os.path.isfile(
+        f"{home}/images/busybox:latest.json"
+    )
 
 
 def run_command(command: str, env: dict[str, str]) -> list[str]:
@@ -240,6 +256,14 @@ def run_command(command: str, env: dict[str, str]) -> list[str]:
     while lines and not lines[-1]:
         lines.pop()
     return lines
+
+
+def stored_images(env: dict[str, str]) -> set[str]:
+    """The image records in the store the transcripts use."""
+    try:
+        return set(os.listdir(os.path.join(env.get("MYCONTAINER_HOME", DEFAULT_HOME), "images")))
+    except FileNotFoundError:
+        return set()
 
 
 def state_dirs() -> set[str]:
@@ -267,6 +291,7 @@ def leftovers(before: set[str], patience: float = 3.0) -> set[str]:
 def test_transcript(block: Block, transcript_env: dict[str, str]) -> None:
     commands = parse_transcript(block)
     hostname, containers = socket.gethostname(), state_dirs()
+    images = stored_images(transcript_env)
     for command in commands:
         actual = run_command(command.text, transcript_env)
         if not output_matches(command.expected, actual):
@@ -282,6 +307,8 @@ def test_transcript(block: Block, transcript_env: dict[str, str]) -> None:
     assert socket.gethostname() == hostname, "the transcript renamed the host"
     left = leftovers(containers)
     assert not left, f"the transcript left containers behind in /run/mycontainer: {left}"
+    added = stored_images(transcript_env) - images
+    assert not added, f"the transcript left images in the store (mycontainer rmi): {added}"
 
 
 @pytest.mark.parametrize("block", QUOTES, ids=lambda block: block.where)

@@ -222,15 +222,20 @@ def test_image_config_is_honoured(mycontainer, images, tmp_path):
 # --- hostile images, of our own -----------------------------------------------------------
 
 
+def add_blob(blobs, data: bytes, media_type: str) -> dict:
+    """Store ``data`` under its digest in ``blobs``; return its OCI descriptor."""
+    digest = hashlib.sha256(data).hexdigest()
+    (blobs / digest).write_bytes(data)
+    return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+
 def write_layout(directory, layers: list[bytes], *, compress=True, corrupt=None) -> None:
     """An OCI layout with ``layers`` (tar bytes, bottom first); ``corrupt`` breaks it."""
     blobs = directory / "blobs" / "sha256"
     blobs.mkdir(parents=True)
 
     def add(data: bytes, media_type: str) -> dict:
-        digest = hashlib.sha256(data).hexdigest()
-        (blobs / digest).write_bytes(data)
-        return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+        return add_blob(blobs, data, media_type)
 
     descriptors = []
     for data in layers:
@@ -395,9 +400,7 @@ def make_layout_with(directory, manifests: list[tuple[dict, bytes]], nested_plat
     blobs.mkdir(parents=True)
 
     def add(data: bytes, media_type: str) -> dict:
-        digest = hashlib.sha256(data).hexdigest()
-        (blobs / digest).write_bytes(data)
-        return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+        return add_blob(blobs, data, media_type)
 
     entries = []
     for extra, layer_tar in manifests:

@@ -474,9 +474,9 @@ def kill_container(world: World, process: subprocess.Popen, lease: dict) -> None
 
 
 @privileged
-def test_step6_plugs_the_container_into_the_bridge(world, busybox_rootfs):
+def test_step6_plugs_the_container_into_the_bridge(world):
     script = f"ip -4 -o addr show eth0; {WGET.format(f'{GATEWAY}:8000')}"
-    step = [sys.executable, "-m", "steps.step6_veth", "--rootfs", busybox_rootfs, "--", "sh", "-c"]
+    step = [sys.executable, "-m", "steps.step6_veth", "busybox", "--", "sh", "-c"]
     with WhoAmI(world.host):
         result = subprocess.run(
             ["nsenter", f"--net=/run/netns/{world.host}", *step, script],
