@@ -123,10 +123,20 @@ def docs(c, serve=False):
     c.run(f"{python()} -m mkdocs {'serve' if serve else 'build --strict'}")
 
 
-@task(help={"runs": "runs per tool, interleaved"})
-def bench(c, runs=30):
-    """Compare the start latency of mycontainer run with runc, crun and a bare unshare."""
-    c.run(f"{python()} bench/start_latency.py --runs {runs}", pty=sys.stdout.isatty())
+@task(
+    help={
+        "runs": "timed runs per tool (start latency, default 30) or rounds (--image, default 3)",
+        "image": "the image import benchmark: mycontainer load against umoci and GNU tar",
+        "json": "also write every sample and the summary to this file",
+    }
+)
+def bench(c, runs=None, image=False, json=None):
+    """Start latency against runc, crun and unshare; with --image, image import instead."""
+    script = "bench/image_import.py" if image else "bench/start_latency.py"
+    options = f" --runs {int(runs)}" if runs else ""
+    if json:
+        options += f" --json {shlex.quote(json)}"
+    c.run(f"{python()} {script}{options}", pty=sys.stdout.isatty())
 
 
 @task(name="up")

@@ -1,4 +1,4 @@
-"""Start latency: ``mycontainer run ROOTFS /bin/true`` against runc, crun and a bare unshare.
+"""Start latency: ``mycontainer run --net none ROOTFS /bin/true`` against runc, crun, unshare.
 
     sudo .venv/bin/invoke bench          # or: sudo .venv/bin/python bench/start_latency.py
 
@@ -6,8 +6,14 @@ What is timed
 -------------
 The wall-clock time of one whole command, from fork to exit, for each of:
 
-* ``mycontainer run ROOTFS /bin/true`` (the subject), ROOTFS being the busybox image's
-  directory (``--rootfs``), given as a path so that every tool runs the very same directory;
+* ``mycontainer run --net none ROOTFS /bin/true`` (the subject), ROOTFS being the busybox
+  image's directory (``--rootfs``), given as a path so that every tool runs the very same
+  directory; ``--net none`` (a network namespace with only loopback) because the bundle the
+  others run has no more than that either, while mycontainer's default network is a bridge
+  and a veth pair;
+* ``mycontainer run --net none busybox /bin/true``: the same through the image store (the
+  stored OCI image, its layer mounted with overlayfs), for comparison; skipped when the
+  ``busybox`` image is not in the store (``invoke rootfs`` builds it);
 * ``runc run`` and ``crun run`` of an OCI bundle whose ``root.path`` is the *same* rootfs
   directory, with a ``config.json`` from ``runc spec`` (``crun spec`` without runc), patched
   to: no terminal, args ``["/bin/true"]``, namespaces pid, mount, uts, ipc and network (the
@@ -158,8 +164,18 @@ def mycontainer_tool(path: str, rootfs: str) -> Tool:
         raise BenchError(f"mycontainer not found: run ./setup.sh (it makes {path})")
     # The rootfs as a directory (which mycontainer runs as it is), not the image name
     # "busybox": a name goes through mycontainer's image store, which may give another
-    # directory, and every tool here must run the very same one.
-    return Tool("mycontainer", lambda _id: [path, "run", rootfs, COMMAND])
+    # directory, and every tool here must run the very same one. No network but loopback,
+    # like the bundle of runc and crun: the default (a bridge and a veth pair) is more work.
+    return Tool("mycontainer", lambda _id: [path, "run", "--net", "none", rootfs, COMMAND])
+
+
+def mycontainer_image_tool(path: str) -> Tool:
+    """``mycontainer run`` of the stored busybox image: the store and overlayfs included."""
+    name = "mycontainer-image"
+    home = os.environ.get("MYCONTAINER_HOME", "/var/lib/mycontainer")
+    if not os.path.exists(os.path.join(home, "images", "busybox:latest.json")):
+        return Tool(name, skipped=f"no busybox image in {home} (invoke rootfs builds it)")
+    return Tool(name, lambda _id: [path, "run", "--net", "none", "busybox", COMMAND])
 
 
 def oci_tool(name: str, state_root: str, bundle: str) -> Tool:
@@ -268,14 +284,14 @@ def report(tools: list[Tool], args, notes: list[str]) -> dict:
     def times(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}x"
 
-    print(f"{'tool':<12} {'median':>9} {'p10':>9} {'p90':>9} {'/runc':>7} {'/crun':>7}")
+    print(f"{'tool':<17} {'median':>9} {'p10':>9} {'p90':>9} {'/runc':>7} {'/crun':>7}")
     for tool in tools:
         if tool.skipped:
-            print(f"{tool.name:<12} skipped: {tool.skipped}")
+            print(f"{tool.name:<17} skipped: {tool.skipped}")
             continue
         s = stats[tool.name]
         print(
-            f"{tool.name:<12} {s['median_ms']:>6.1f} ms {s['p10_ms']:>6.1f} ms"
+            f"{tool.name:<17} {s['median_ms']:>6.1f} ms {s['p10_ms']:>6.1f} ms"
             f" {s['p90_ms']:>6.1f} ms {times(s['ratio_to_runc']):>7} {times(s['ratio_to_crun']):>7}"
         )
     judged = verdict(stats["mycontainer"]["ratio_to_runc"])
@@ -306,7 +322,8 @@ def report(tools: list[Tool], args, notes: list[str]) -> dict:
 def make_tools(args, workdir: str, notes: list[str]) -> list[Tool]:
     """mycontainer, runc, crun and unshare; a missing peer is skipped, with the reason."""
     rootfs = args.rootfs
-    tools = [mycontainer_tool(args.mycontainer or find_mycontainer(), rootfs)]
+    path = args.mycontainer or find_mycontainer()
+    tools = [mycontainer_tool(path, rootfs), mycontainer_image_tool(path)]
     bundle = os.path.join(workdir, "bundle")
     if shutil.which("runc") or shutil.which("crun"):
         os.mkdir(bundle)
