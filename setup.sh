@@ -20,9 +20,10 @@ fi
 
 # Tools the runtime and its tests use: a static busybox for the rootfs; nftables (or iptables)
 # for the bridge network's NAT; iproute2, util-linux and xz-utils for the tests; umoci and
-# skopeo, which build the tests' images; runc and crun to benchmark against.
+# skopeo, which build the tests' images; capsh (libcap2-bin) to decode capability sets; runc
+# and crun to benchmark against.
 PACKAGES="python3 python3-venv busybox-static iproute2 util-linux nftables iptables xz-utils
-umoci skopeo runc crun"
+libcap2-bin umoci skopeo runc crun"
 missing=""
 for package in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"

@@ -27,7 +27,8 @@ import time
 V2_ROOT = "/sys/fs/cgroup"
 PARENT = "mycontainer"  # our groups' parent, in each hierarchy
 CONTROLLERS = ("memory", "cpu", "pids")
-V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids")  # cpuacct reports CPU time on v1
+# cpuacct reports CPU time on v1; devices holds the device allow-list (runtime.devices).
+V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "devices")
 MIN_MEMORY = 6 * 1024 * 1024  # docker's minimum: below it a container cannot even start
 MAX_CPU_WEIGHT = 10000
 SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}

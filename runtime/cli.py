@@ -83,7 +83,7 @@ def run(image: str, command: tuple[str, ...], **options: str | None) -> int:
     return launcher.run(image, args, **options)
 
 
-for _name, (_check, _help) in reversed(launcher.RUN_OPTIONS.items()):
+for _name, (_check, _help) in launcher.RUN_OPTIONS.items():
     _short = [short for short, name in launcher.SHORT_OPTIONS.items() if name == _name]
     run = click.option(
         _name,

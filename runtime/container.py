@@ -26,7 +26,7 @@ import sys
 import time
 import zlib
 
-from runtime import cgroups, filesystem, image, namespaces, network, process
+from runtime import cgroups, devices, filesystem, image, namespaces, network, process, security
 from runtime.process import EXIT_RUNTIME_ERROR, EXIT_SIGNAL_BASE, ProcessError
 
 DEFAULT_STATE_ROOT = "/run/mycontainer"  # a tmpfs: state vanishes with a reboot, as it should
@@ -61,6 +61,9 @@ class Config:
         pids_limit: int | None = None,
         net: str | None = None,  # bridge (default), none or host
         publish: list[str] | None = None,  # ["8080:80/tcp"]: network.parse_publish's form
+        cap_add: list[str] | None = None,  # capability names, or ALL (security.parse_cap_add)
+        cap_drop: list[str] | None = None,
+        security_opt: list[str] | None = None,  # security.parse_security_opt's forms
     ):
         self.layers = layers
         self.args = args
@@ -74,6 +77,9 @@ class Config:
         self.pids_limit = pids_limit
         self.net = net or network.DEFAULT_MODE
         self.publish = list(publish or [])
+        self.cap_add = list(cap_add or [])
+        self.cap_drop = list(cap_drop or [])
+        self.security_opt = list(security_opt or [])
 
     def as_dict(self) -> dict:
         return dict(vars(self))
@@ -132,6 +138,7 @@ class Container:
         self.storage = storage_directory(self.id)
         self.root_directory = os.path.join(self.storage, "root")
         self.cgroup = cgroups.Cgroup(cgroups.detect(), self.id, cgroup_parent())
+        self.security = security.Security(config.cap_add, config.cap_drop, config.security_opt)
         self._init: process.Init | None = None
         self._network: network.Network | None = None
         self._lock = -1
@@ -153,11 +160,16 @@ class Container:
         try:
             self._save()
             self.cgroup.create(self.config.memory, self.config.cpu_weight, self.config.pids_limit)
+            devices.restrict(self.cgroup)  # before any of its processes can open a device
             os.makedirs(self.storage, 0o700)
             self._network.prepare(self.hostname)  # an address, and /etc files to mount
             self._init = process.spawn(
                 process.Program(
-                    self.config.args, self._environment(), self.config.cwd, self.config.user
+                    self.config.args,
+                    self._environment(),
+                    self.config.cwd,
+                    self.config.user,
+                    self.security,
                 ),
                 namespaces=(
                     namespaces.CONTAINER & ~namespaces.NET
@@ -169,7 +181,12 @@ class Container:
             )
             # The init waits at its gate: plug its network namespace into the bridge.
             self._network.connect(self._init.pid)
-        except (ProcessError, cgroups.CgroupError, network.NetworkError) as error:
+        except (
+            ProcessError,
+            cgroups.CgroupError,
+            devices.DeviceError,
+            network.NetworkError,
+        ) as error:
             self.delete()
             code = getattr(error, "exit_code", EXIT_RUNTIME_ERROR)
             raise ContainerError(str(error), code) from None
@@ -263,6 +280,7 @@ class Container:
         filesystem.enter_rootfs(
             self.root_directory, cgroup2=self.cgroup.layout.uses_v2, files=self._network.files
         )
+        self.security.protect_paths()  # masked and read-only paths of /proc and /sys
         os.makedirs(self.config.cwd, exist_ok=True)  # as docker does for WorkingDir
 
     def _environment(self) -> dict[str, str]:

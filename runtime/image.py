@@ -108,10 +108,9 @@ def resolve(reference: str, progress=None) -> Image:
     A locally stored image of that name wins; then an image file or OCI layout (imported on
     the fly, then stored); then a plain root filesystem directory.
     """
-    if os.sep not in reference:
-        stored = _read_record(normalize(reference))
-        if stored:
-            return stored
+    stored = _read_record(normalize(reference))
+    if stored:
+        return stored
     path, _tag = split_reference(reference)
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "oci-layout")):
         return Image(os.path.realpath(path), {}, [], directory=os.path.realpath(path))

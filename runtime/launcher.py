@@ -16,6 +16,7 @@ from runtime.cgroups import format_size, parse_cpu_weight, parse_memory, parse_p
 from runtime.namespaces import check_hostname
 from runtime.network import parse_net, parse_publish
 from runtime.process import EXIT_RUNTIME_ERROR
+from runtime.security import parse_cap_add, parse_cap_drop, parse_security_opt
 
 
 def parse_env(text: str) -> tuple[str, str | None]:
@@ -46,9 +47,16 @@ RUN_OPTIONS = {
         parse_publish,
         "Publish a port, HOST_PORT:CONTAINER_PORT[/tcp|udp], with --net bridge. Repeatable.",
     ),
+    "--cap-add": (parse_cap_add, "Add a capability (NET_ADMIN, CAP_NET_ADMIN, ALL). Repeatable."),
+    "--cap-drop": (parse_cap_drop, "Drop a capability (as --cap-add; ALL drops all). Repeatable."),
+    "--security-opt": (
+        parse_security_opt,
+        "no-new-privileges[=true|false] (default true), seccomp=unconfined or "
+        "systempaths=unconfined. Repeatable.",
+    ),
 }
 # Options that may be given more than once: their value is the list of all of them.
-REPEATABLE_OPTIONS = {"--publish", "--env"}
+REPEATABLE_OPTIONS = {"--publish", "--env", "--cap-add", "--cap-drop", "--security-opt"}
 # Short names, recognised before IMAGE only: after it, the ``-p`` of ``mkdir -p`` is the
 # command's. (Long options are recognised anywhere, as split_run_args explains.)
 SHORT_OPTIONS = {"-p": "--publish", "-e": "--env"}

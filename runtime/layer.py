@@ -32,9 +32,11 @@ import hashlib
 import io
 import lzma
 import os
+import queue
 import shutil
 import stat
 import tarfile
+import threading
 import zlib
 
 from runtime.filesystem import remove_tree
@@ -87,6 +89,43 @@ class HashingReader(io.RawIOBase):
 
     def digest(self) -> str:
         return "sha256:" + self.sha256.hexdigest()
+
+
+class ReadAhead(io.RawIOBase):
+    """A stream that a second thread reads ahead, as ``tar -z`` runs gzip beside it.
+
+    Reading the blob, hashing it, decompressing and hashing again happen in that thread
+    (zlib, lzma, zstd and sha256 release the GIL) while this one writes files.
+    """
+
+    def __init__(self, source, depth: int = 8):
+        self.chunks: queue.Queue = queue.Queue(depth)
+        self.current = memoryview(b"")
+        self.finished = False
+        threading.Thread(target=self._produce, args=(source,), daemon=True).start()
+
+    def _produce(self, source) -> None:
+        try:
+            while chunk := source.read(CHUNK):
+                self.chunks.put(chunk)
+            self.chunks.put(b"")
+        except BaseException as error:  # raised again in the reading thread
+            self.chunks.put(error)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if not self.current and not self.finished:
+            chunk = self.chunks.get()
+            if isinstance(chunk, BaseException):
+                raise chunk
+            self.finished = not chunk
+            self.current = memoryview(chunk)
+        size = min(len(buffer), len(self.current))
+        buffer[:size] = self.current[:size]
+        self.current = self.current[size:]
+        return size
 
 
 def compression(head: bytes, media_type: str = "") -> str:
@@ -205,8 +244,9 @@ def _unpack_here(blob: HashingReader, media_type: str) -> tuple[str, str]:
     buffered = io.BufferedReader(blob, CHUNK)
     kind = compression(buffered.peek(6)[:6], media_type)
     tar_stream = HashingReader(decompressed(buffered, kind))
+    ahead = io.BufferedReader(ReadAhead(tar_stream), CHUNK)
     directories = []  # (path, TarInfo): their times are set last, after their contents
-    with tarfile.open(fileobj=tar_stream, mode="r|", errorlevel=2) as archive:
+    with tarfile.open(fileobj=ahead, mode="r|", errorlevel=2) as archive:
         for entry in archive:
             path = _checked_name(entry.name)
             if path is None:  # the layer's root directory itself
@@ -216,7 +256,8 @@ def _unpack_here(blob: HashingReader, media_type: str) -> tuple[str, str]:
                 continue
             if _apply(archive, entry, path):
                 directories.append((path, entry))
-    tar_stream.drain()
+    while ahead.read(CHUNK):  # the rest, so that both digests cover every byte
+        pass
     blob.drain()
     for path, entry in reversed(directories):
         _set_times(path, entry)
@@ -234,11 +275,17 @@ def _checked_name(name: str, entry_name: str | None = None) -> str | None:
     return "/".join(parts) or None
 
 
+# Directories of this layer known to be real ones (not links): checked once, not per entry.
+_real_directories: set[str] = set()
+
+
 def _refuse_links_in_parents(path: str, entry_name: str) -> None:
     """Refuse writing through a symbolic link: every parent must be a real directory."""
     parent = ""
     for part in path.split("/")[:-1]:
         parent = f"{parent}/{part}" if parent else part
+        if parent in _real_directories:
+            continue
         try:
             mode = os.lstat(parent).st_mode
         except FileNotFoundError:
@@ -249,6 +296,7 @@ def _refuse_links_in_parents(path: str, entry_name: str) -> None:
             )
         if not stat.S_ISDIR(mode):
             raise LayerError(f"entry {entry_name!r}: {parent!r} is not a directory")
+        _real_directories.add(parent)
 
 
 def _apply(archive: tarfile.TarFile, entry: tarfile.TarInfo, path: str) -> bool:
@@ -258,35 +306,43 @@ def _apply(archive: tarfile.TarFile, entry: tarfile.TarInfo, path: str) -> bool:
     if name.startswith(WHITEOUT_PREFIX):
         _whiteout(directory, name, entry.name)
         return False
-    if directory:
+    if directory and directory not in _real_directories:
         os.makedirs(directory, 0o755, exist_ok=True)
     if entry.isdir():
         if not os.path.isdir(path) or os.path.islink(path):
             _remove(path)
             os.mkdir(path, 0o700)
+    elif entry.isreg():
+        with archive.extractfile(entry) as source, _create(path, lambda: open(path, "xb")) as out:
+            while chunk := source.read(CHUNK):
+                out.write(chunk)
+    elif entry.issym():
+        _create(path, lambda: os.symlink(entry.linkname, path))  # absolute targets: fine
+    elif entry.islnk():
+        target = _checked_name(entry.linkname, entry.name)
+        if target is None:
+            raise LayerError(f"entry {entry.name!r}: a hard link to the root is refused")
+        _refuse_links_in_parents(target, entry.name)
+        _create(path, lambda: os.link(target, path, follow_symlinks=False))
+    elif entry.ischr() or entry.isblk() or entry.isfifo():
+        kind = stat.S_IFCHR if entry.ischr() else stat.S_IFBLK if entry.isblk() else stat.S_IFIFO
+        device = os.makedev(entry.devmajor, entry.devminor)
+        _create(path, lambda: os.mknod(path, kind | 0o600, device))
     else:
-        _remove(path)  # a later entry replaces an earlier one, a whiteout included
-        if entry.isreg():
-            with archive.extractfile(entry) as source, open(path, "xb") as target:
-                while chunk := source.read(CHUNK):
-                    target.write(chunk)
-        elif entry.issym():
-            os.symlink(entry.linkname, path)  # absolute targets are fine: they resolve in "/"
-        elif entry.islnk():
-            target = _checked_name(entry.linkname, entry.name)
-            if target is None:
-                raise LayerError(f"entry {entry.name!r}: a hard link to the root is refused")
-            _refuse_links_in_parents(target, entry.name)
-            os.link(target, path, follow_symlinks=False)
-        elif entry.ischr() or entry.isblk() or entry.isfifo():
-            kind = (
-                stat.S_IFCHR if entry.ischr() else stat.S_IFBLK if entry.isblk() else stat.S_IFIFO
-            )
-            os.mknod(path, kind | 0o600, os.makedev(entry.devmajor, entry.devminor))
-        else:
-            raise LayerError(f"entry {entry.name!r}: unsupported type {entry.type!r}")
+        raise LayerError(f"entry {entry.name!r}: unsupported type {entry.type!r}")
     _set_metadata(path, entry)
     return entry.isdir()
+
+
+def _create(path: str, make):
+    """``make()``, which creates ``path``; if something is there already, it is replaced:
+    a later entry of a layer wins over an earlier one, a whiteout included. (Trying first
+    saves a stat(2) per entry.)"""
+    try:
+        return make()
+    except FileExistsError:
+        _remove(path)
+        return make()
 
 
 def _whiteout(directory: str, name: str, entry_name: str) -> None:
@@ -332,6 +388,9 @@ def _remove(path: str) -> None:
         return
     if stat.S_ISDIR(mode):
         remove_tree(path)
+        _real_directories.difference_update(
+            [known for known in _real_directories if known == path or known.startswith(path + "/")]
+        )
     else:
         os.unlink(path)
 

@@ -46,8 +46,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import socket
 import struct
+
+from runtime.syscalls import datagram_socket
 
 MODES = ("bridge", "none", "host")
 DEFAULT_MODE = "bridge"
@@ -71,10 +72,13 @@ _IFREQ = struct.Struct("16sH22x")
 def bring_up(interface: str = "lo") -> None:
     """Set IFF_UP on ``interface`` in this process's network namespace."""
     name = interface.encode()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    sock = datagram_socket()  # any socket will do to ask the kernel about interfaces
+    try:
         reply = fcntl.ioctl(sock, SIOCGIFFLAGS, _IFREQ.pack(name, 0))
         flags = _IFREQ.unpack(reply)[1]
         fcntl.ioctl(sock, SIOCSIFFLAGS, _IFREQ.pack(name, flags | IFF_UP))
+    finally:
+        os.close(sock)
 
 
 class NetworkError(Exception):
@@ -410,6 +414,8 @@ def remove_unused_bridge(root: str) -> bool:
         if leases(root):
             return False
         try:
+            import socket  # only here: importing it costs every `run` ~3 ms
+
             socket.if_nametoindex(bridge)  # cheap: no netlink, no pyroute2
         except OSError:
             exists = False

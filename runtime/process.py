@@ -107,13 +107,17 @@ class Init:
 
 
 class Program:
-    """What the container's PID 1 executes, and how: arguments, environment, directory, user."""
+    """What the container's PID 1 executes, and how: arguments, environment, directory, user,
+    and the security boundaries it runs within (a runtime.security.Security; None: none)."""
 
-    def __init__(self, argv: list[str], env=None, cwd: str = "/", user: str | None = None):
+    def __init__(
+        self, argv: list[str], env=None, cwd: str = "/", user: str | None = None, security=None
+    ):
         self.argv = argv
         self.env = env if env is not None else dict(os.environ)
         self.cwd = cwd
         self.user = user  # USER[:GROUP] as the image's config gives it; None: stay root
+        self.security = security
 
 
 def spawn(program: Program, *, namespaces: int, setup=None, before_unshare=None) -> Init:
@@ -298,13 +302,17 @@ def _init(program: Program, setup, sync: int, gate: int) -> None:
             os._exit(EXIT_RUNTIME_ERROR)
         # Only stdin, stdout and stderr may reach the container's program: an inherited
         # descriptor of a host file or directory is a way out (CVE-2024-21626).
-        os.closerange(3, sync)
-        os.closerange(sync + 1, os.sysconf("SC_OPEN_MAX"))
+        close_descriptors(keep=sync)
+        if program.security:  # capabilities, no_new_privs, seccomp: see runtime.security
+            program.security.before_user_switch()
         if program.user:
             home = users.switch_to(program.user)
             if home and "HOME" not in program.env:
                 program.env["HOME"] = home
         os.chdir(program.cwd)
+        check_cwd_inside_root(program.cwd)
+        if program.security:
+            program.security.after_user_switch()
     except BaseException as error:
         _send(sync, f"error {EXIT_RUNTIME_ERROR} {error}")
         os._exit(EXIT_RUNTIME_ERROR)
@@ -317,6 +325,41 @@ def _init(program: Program, setup, sync: int, gate: int) -> None:
         _send(sync, f"error {code} cannot run {command!r}: {reason}")
     finally:
         os._exit(code)
+
+
+def close_descriptors(keep: int) -> None:
+    """Close every descriptor but 0, 1, 2 and ``keep``, whatever their numbers.
+
+    The list comes from /proc/self/fd (the container's own /proc by now), not from
+    ``range(RLIMIT_NOFILE)``: a descriptor opened before the limit was lowered lies above
+    it, and would slip through.
+    """
+    try:
+        open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except FileNotFoundError:  # no /proc (the early steps may lack one): the usual range
+        os.closerange(3, keep)
+        os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+        return
+    for fd in open_fds:
+        if fd > 2 and fd != keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the descriptor listdir itself used, already closed
+
+
+def check_cwd_inside_root(cwd: str) -> None:
+    """Refuse a working directory outside the container's root (CVE-2024-21626).
+
+    A cwd such as /proc/self/fd/7, with descriptor 7 a leaked host directory, lands outside
+    the root; getcwd(3) then fails (ENOENT) or names no absolute path.
+    """
+    try:
+        where = os.getcwd()
+    except OSError:
+        where = ""
+    if not where.startswith("/"):
+        raise ProcessError(f"working directory {cwd!r} is outside the container's root")
 
 
 def execvpe(argv: list[str], env: dict[str, str]) -> None:

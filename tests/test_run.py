@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from runtime import cgroups
+from runtime import cgroups, security
 
 from conftest import environment, mycontainer_command
 
@@ -88,6 +88,8 @@ def test_only_the_container_mounts_are_visible(mycontainer):
     expected += ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"]  # generated for it
     if cgroups.detect().uses_v2:
         expected.append("/sys/fs/cgroup")  # its own group, read-only
+    # masked and read-only paths of /proc and /sys (runtime.security), those this kernel has
+    expected += [p for p in security.MASKED_PATHS + security.READONLY_PATHS if os.path.exists(p)]
     assert sorted(result.stdout.split()) == sorted(expected)
 
 

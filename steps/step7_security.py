@@ -1,0 +1,76 @@
+"""Step 7: security boundaries: what the container's root may still do.
+
+Adds to step 5 the boundaries that keep the container's root from acting as the host's:
+docker's 14 capabilities (``--cap-add``, ``--cap-drop``), no_new_privs and a seccomp filter
+(``--security-opt no-new-privileges=false``, ``seccomp=unconfined``), masked and read-only
+paths in /proc and /sys (``systempaths=unconfined``), and a device allow-list on the
+cgroup. Try: ``sudo python3 -m steps.step7_security busybox -- grep Cap /proc/self/status``,
+then the same with ``--cap-add ALL --security-opt seccomp=unconfined``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+from runtime import cgroups, devices, filesystem, image, security
+from steps import common, step4_cgroups, step5_image
+
+
+def setup(options) -> None:
+    """Step 5's setup (layers, mounts, pivot_root); then hide paths and drop privileges."""
+    step5_image.setup(options)
+    options.security.protect_paths()  # masks and read-only paths, in the new root
+    # ``mycontainer run`` does the next two after the gate, around the switch to the image's
+    # USER (runtime.process). The steps never switch users, so they can do it here: nothing
+    # the init does after this (report, wait at the gate, close descriptors, execve) needs a
+    # capability or a system call that the filter denies.
+    options.security.before_user_switch()  # the bounding set
+    options.security.after_user_switch()  # the other sets, no_new_privs, seccomp
+
+
+def restrict_devices(_pid: int) -> None:
+    """Runs in the parent while the container waits at its gate: the device allow-list on
+    the cgroup that step 4 made (named after our pid), before the command can open anything."""
+    devices.restrict(cgroups.Cgroup(cgroups.detect(), f"step4-{os.getpid()}"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common.parser(__doc__)
+    parser.add_argument("image", help="image name, image file or rootfs directory")
+    step4_cgroups.add_limit_options(parser)
+    for option, check in (
+        ("--cap-add", security.parse_cap_add),
+        ("--cap-drop", security.parse_cap_drop),
+        ("--security-opt", security.parse_security_opt),
+    ):
+        parser.add_argument(option, action="append", default=[], type=common.checked(check))
+    options = common.parse(parser, argv, command_required=False)
+    options.security = security.Security(options.cap_add, options.cap_drop, options.security_opt)
+    boundaries = options.security
+    print(
+        f"step 7: capabilities {' '.join(security.names_of(boundaries.capabilities))}; "
+        f"no_new_privs {'on' if boundaries.no_new_privileges else 'off'}; "
+        f"seccomp {'on' if boundaries.seccomp else 'off'}; "
+        f"masked paths {'on' if boundaries.system_paths else 'off'}",
+        file=sys.stderr,
+    )
+    try:  # from here on, as step 5
+        found = image.resolve(options.image)
+        options.command = found.command_line(options.command)
+    except image.ImageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 125
+    options.layers = found.lower_directories()
+    os.makedirs(image.home(), exist_ok=True)
+    options.storage = tempfile.mkdtemp(prefix=".step7-", dir=image.home())
+    options.rootfs = os.path.join(options.storage, "root")
+    try:
+        return step4_cgroups.run_limited(options, setup, ready=restrict_devices)
+    finally:
+        filesystem.remove_tree(options.storage)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,820 @@
+"""Security boundaries: capabilities, no_new_privs, seccomp, masked paths, devices, fds.
+
+The heart of it is the *escape suite*: one attempt per way out of a container, each run
+with the default protections (where it must fail) and again with protections lifted, which
+shows, attempt by attempt, which protection is the one that stops it (ESCAPES below).
+
+Attempts that need a system call busybox has no applet for run a tiny static program made
+here (:func:`syscall_program`): it makes one system call with fixed arguments and exits
+with its errno (0 on success). Every argument is chosen so that even a call that gets
+through changes nothing (reboot with wrong magic numbers, init_module of nothing...).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gzip
+import hashlib
+import io
+import json
+import os
+import resource
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tarfile
+import time
+
+import pytest
+
+from runtime import devices, launcher, seccomp, security
+from runtime.syscalls import CLONE_NEWUSER, PR_SET_NO_NEW_PRIVS, prctl
+
+from conftest import environment, mycontainer_command, privileged_skip_reason
+
+MACHINE = {"arm64": "aarch64", "amd64": "x86_64"}.get(os.uname().machine, os.uname().machine)
+DEFAULT_MASK = 0x00000000A80425FB  # docker's 14, as /proc/PID/status shows them
+
+# --- options and settings (no root needed) ---------------------------------------------------
+
+
+def test_capability_names_are_checked_and_normalised():
+    assert security.parse_cap_add("net_admin") == "NET_ADMIN"
+    assert security.parse_cap_add("CAP_SYS_ADMIN") == "SYS_ADMIN"
+    assert security.parse_cap_drop("all") == "ALL"
+    with pytest.raises(ValueError, match="--cap-drop: unknown capability 'CAP_FOO'"):
+        security.parse_cap_drop("CAP_FOO")
+
+
+@pytest.mark.parametrize(
+    "text, normalised",
+    [
+        ("no-new-privileges", "no-new-privileges=true"),
+        ("no-new-privileges:false", "no-new-privileges=false"),
+        ("seccomp=unconfined", "seccomp=unconfined"),
+        ("systempaths=unconfined", "systempaths=unconfined"),
+    ],
+)
+def test_security_opts(text, normalised):
+    assert security.parse_security_opt(text) == normalised
+
+
+@pytest.mark.parametrize("text", ["seccomp=profile.json", "apparmor=x", "no-new-privileges=1"])
+def test_bad_security_opts(text):
+    with pytest.raises(ValueError, match="--security-opt"):
+        security.parse_security_opt(text)
+
+
+def test_default_capabilities_are_dockers():
+    assert security.Security().capabilities == DEFAULT_MASK
+    assert len(security.DEFAULT_CAPABILITIES) == 14
+
+
+@pytest.mark.parametrize(
+    "add, drop, expected",
+    [
+        (["NET_ADMIN"], [], DEFAULT_MASK | 1 << 12),
+        ([], ["CHOWN"], DEFAULT_MASK & ~1),
+        (["CHOWN"], ["CHOWN"], DEFAULT_MASK),  # adding wins, as in docker
+        (["ALL"], ["MKNOD"], (1 << 41) - 1 & ~(1 << 27)),
+        (["NET_RAW"], ["ALL"], 1 << 13),
+    ],
+)
+def test_cap_add_and_drop_follow_docker(add, drop, expected):
+    assert security.Security(add, drop).capabilities == expected
+
+
+def test_security_opts_set_the_switches():
+    lifted = security.Security(
+        security_opt=["no-new-privileges=false", "seccomp=unconfined", "systempaths=unconfined"]
+    )
+    assert (lifted.no_new_privileges, lifted.seccomp, lifted.system_paths) == (False,) * 3
+    default = security.Security()
+    assert (default.no_new_privileges, default.seccomp, default.system_paths) == (True,) * 3
+
+
+def test_the_fast_path_parses_the_new_options():
+    argv = [
+        "run",
+        "--cap-add",
+        "net_admin",
+        "--cap-add=ALL",
+        "--security-opt",
+        "seccomp=unconfined",
+    ]
+    image, command, options = launcher.parse_plain_run([*argv, "busybox", "true"])
+    assert options == {"cap_add": ["NET_ADMIN", "ALL"], "security_opt": ["seccomp=unconfined"]}
+    assert launcher.parse_plain_run(["run", "--cap-drop", "NOPE", "busybox"]) is None  # to click
+
+
+@pytest.mark.parametrize(
+    "header, machine",
+    [
+        ("/usr/include/x86_64-linux-gnu/asm/unistd_64.h", "x86_64"),
+        ("/usr/include/asm-generic/unistd.h", "aarch64"),
+    ],
+)
+def test_seccomp_numbers_match_the_kernel_headers(header, machine):
+    if not os.path.exists(header):
+        pytest.skip(f"{header} is missing (apt-get install linux-libc-dev)")
+    defined = {}
+    with open(header) as file:
+        for line in file:
+            words = line.split()
+            if len(words) == 3 and words[0] == "#define" and words[2].isdigit():
+                name = words[1].removeprefix("__NR3264_").removeprefix("__NR_")
+                defined[name] = int(words[2])
+    for name, number in seccomp.NUMBERS[machine].items():
+        assert defined.get(name) == number, name
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+def test_the_filter_checks_the_architecture_first(machine):
+    program = seccomp.build(DEFAULT_MASK, machine)
+    code, _, _, k = struct.unpack("=HBBI", program[8:16])
+    assert (code, k) == (seccomp.JEQ_K, seccomp.AUDIT_ARCH[machine])
+    assert struct.unpack("=HBBI", program[16:24])[3] == seccomp.RET_KILL_PROCESS
+    assert struct.unpack("=HBBI", program[-8:])[3] == seccomp.RET_ALLOW
+    # capabilities lift their rules: CAP_SYS_ADMIN lets mount through, not keyctl
+    assert len(seccomp.build((1 << 41) - 1, machine)) < len(program)
+
+
+def test_device_rules_as_cgroup_v1_lines():
+    assert devices.v1_rules()[:3] == ["c *:* m", "b *:* m", "c 1:3 rwm"]
+    assert len(devices.device_filter()) % 8 == 0
+
+
+# --- a tiny static program that makes one system call ----------------------------------------
+
+
+def syscall_program(nr: int, *args: int, machine: str = MACHINE) -> bytes:
+    """A static ELF executable that calls system call ``nr`` with ``args`` and exits with the
+    errno it got (0 on success): ``exit 1`` is EPERM. x86_64 or aarch64 machine code."""
+    args = [arg & 0xFFFFFFFFFFFFFFFF for arg in (*args, 0, 0, 0, 0, 0, 0)[:6]]
+    if machine == "x86_64":
+        code = b"".join(  # movabs rdi, rsi, rdx, r10, r8, r9 <- args
+            prefix + struct.pack("<Q", arg)
+            for prefix, arg in zip(
+                [b"\x48\xbf", b"\x48\xbe", b"\x48\xba", b"\x49\xba", b"\x49\xb8", b"\x49\xb9"],
+                args,
+                strict=True,
+            )
+        )
+        code += b"\xb8" + struct.pack("<I", nr) + b"\x0f\x05"  # mov eax, nr; syscall
+        code += b"\x48\x89\xc7\x48\xf7\xdf"  # mov rdi, rax; neg rdi (the errno, if failed)
+        code += b"\x48\x85\xc0\x79\x02\xeb\x02\x31\xff"  # test rax; jns ok; jmp; ok: xor edi
+        code += b"\xb8\xe7\x00\x00\x00\x0f\x05"  # mov eax, 231 (exit_group); syscall
+        elf_machine = 62
+    else:
+        words = [0x58000000 | ((64 + 8 * i - 4 * i) // 4) << 5 | i for i in range(6)]  # ldr
+        words += [
+            0xD2800008 | nr << 5,  # movz x8, #nr
+            0xD4000001,  # svc #0
+            0xF100001F,  # cmp x0, #0
+            0x5400006A,  # b.ge ok (+12)
+            0xCB0003E0,  # neg x0, x0
+            0x14000002,  # b exit (+8)
+            0xD2800000,  # ok: mov x0, #0
+            0xD2800BC8,  # exit: movz x8, #94 (exit_group)
+            0xD4000001,  # svc #0
+            0xD503201F,  # nop: pads the code to 64 bytes, where the literals start
+        ]
+        code = struct.pack("<16I", *words) + struct.pack("<6Q", *args)
+        elf_machine = 183
+    base, header_size = 0x400000, 64 + 56
+    size = header_size + len(code)
+    elf = b"\x7fELF\x02\x01\x01" + bytes(9)  # 64-bit, little-endian, version 1
+    elf += struct.pack(  # an executable, entry right after the headers, one program header
+        "<HHIQQQIHHHHHH", 2, elf_machine, 1, base + header_size, 64, 0, 0, 64, 56, 1, 0, 0, 0
+    )
+    elf += struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)  # PT_LOAD, R+X
+    return elf + code
+
+
+def test_syscall_program_reports_the_errno(tmp_path):
+    if MACHINE not in seccomp.NUMBERS:
+        pytest.skip(f"no machine code for {MACHINE}")
+    program = tmp_path / "probe"
+    program.write_bytes(syscall_program(seccomp.NUMBERS[MACHINE]["ioctl"], -1, 0x5401, 0))
+    program.chmod(0o755)
+    assert subprocess.run([program]).returncode == 9  # EBADF
+    program.write_bytes(syscall_program(39 if MACHINE == "x86_64" else 172))  # getpid
+    assert subprocess.run([program]).returncode == 0
+
+
+# --- the seccomp filter, on its own -------------------------------------------------------------
+
+KEYCTL_DESCRIBE, NO_SUCH_KEY = 6, 0x7FFFFFFF
+
+# For every call the default filter denies: arguments that change nothing even if the call
+# got through (as root, on the host!), should the filter be broken.
+HARMLESS_ARGUMENTS = {
+    "acct": (1,),  # a bad address, not NULL (which would switch accounting off)
+    "add_key": (0, 0, 0, 0, 0),
+    "bpf": (0xFFFF, 0, 0),
+    "clock_adjtime": (0xFFFF, 0),
+    "clock_settime": (0xFFFF, 0),
+    "create_module": (0, 0),
+    "delete_module": (0, 0),
+    "fanotify_init": (0xFFFFFFFF, 0),
+    "finit_module": (-1, 0, 0),
+    "fsconfig": (-1, 0, 0, 0, 0),
+    "fsmount": (-1, 0, 0),
+    "fsopen": (0, 0),
+    "fspick": (-1, 0, 0),
+    "get_kernel_syms": (0,),
+    "init_module": (0, 0, 0),
+    "io_uring_enter": (-1, 0, 0, 0, 0, 0),
+    "io_uring_register": (-1, 0, 0, 0),
+    "io_uring_setup": (0, 0),
+    "ioperm": (0, 0, 0),
+    "iopl": (4,),
+    "kcmp": (0, 0, 0xFF, 0, 0),
+    "kexec_file_load": (-1, -1, 0, 0, 0xFFFFFFFF),
+    "kexec_load": (0, 0, 0, 0xFFFFFFFF),
+    "keyctl": (KEYCTL_DESCRIBE, NO_SUCH_KEY, 0, 0),
+    "lookup_dcookie": (0, 0, 0),
+    "modify_ldt": (0xFF, 0, 0),
+    "mount": (0, 0, 0, 0, 0),
+    "mount_setattr": (-1, 0, 0, 0, 0),
+    "move_mount": (-1, 0, -1, 0, 0),
+    "nfsservctl": (0, 0, 0),
+    "open_by_handle_at": (-1, 0, 0),
+    "open_tree": (-1, 0, 0),
+    "perf_event_open": (0, 0, -1, -1, 0),
+    "pidfd_getfd": (-1, 0, 0),
+    "pivot_root": (0, 0),
+    "process_vm_readv": (0, 0, 0, 0, 0, 0),
+    "process_vm_writev": (0, 0, 0, 0, 0, 0),
+    "query_module": (0, 0, 0, 0, 0),
+    "quotactl": (0, 0, 0, 0),
+    "quotactl_fd": (-1, 0, 0, 0),
+    "reboot": (0, 0, 0, 0),  # wrong magic numbers: EINVAL
+    "request_key": (0, 0, 0, 0),
+    "setdomainname": (0, 100000),  # too long: EINVAL
+    "sethostname": (0, 100000),
+    "setns": (-1, 0),
+    "settimeofday": (1, 1),
+    "swapoff": (0,),
+    "swapon": (0, 0),
+    "_sysctl": (0,),
+    "sysfs": (0xFF, 0, 0),
+    "syslog": (0xFF, 0, 0),
+    "umount2": (0, 0),
+    "uselib": (0,),
+    "userfaultfd": (0xFFFFFFFF,),
+    "ustat": (0, 0),
+}
+
+
+@pytest.mark.privileged
+def test_the_filter_alone_makes_denied_calls_fail_with_eperm():
+    """In a child of the test that keeps every capability of root: only the filter says no."""
+    if MACHINE not in seccomp.NUMBERS:
+        pytest.skip(f"no seccomp filter for {MACHINE}")
+    numbers = seccomp.NUMBERS[MACHINE]
+    program = seccomp.build(DEFAULT_MASK, MACHINE)
+    denied = {name for name in numbers if _denied(program, numbers[name])}
+    assert denied == {name for name in HARMLESS_ARGUMENTS if name in numbers}
+    calls = {name: (numbers[name], *HARMLESS_ARGUMENTS[name]) for name in denied}
+    null = os.open("/dev/null", os.O_RDONLY)
+    calls["unshare(CLONE_NEWUSER)"] = (numbers["unshare"], CLONE_NEWUSER)
+    calls["clone(CLONE_NEWUSER)"] = (numbers["clone"], CLONE_NEWUSER | 17, 0, 0, 0, 0)
+    calls["ptrace(PTRACE_ATTACH)"] = (numbers["ptrace"], 16, 0)
+    calls["ptrace(PTRACE_SEIZE)"] = (numbers["ptrace"], 0x4206, 0)
+    calls["ioctl(TIOCSTI)"] = (numbers["ioctl"], null, 0x5412, 0)
+    calls["ioctl(TIOCSTI), high bits set"] = (numbers["ioctl"], null, 0x1_0000_5412, 0)
+    if MACHINE == "x86_64":
+        calls["x32 getpid"] = (39 | seccomp.X32_SYSCALL_BIT,)
+    results = _in_filtered_child(program, calls)
+    os.close(null)
+    assert results == {name: 1 for name in calls}  # EPERM, every one
+    # ...while other calls and arguments still work
+    allowed = {
+        "ioctl(TCGETS)": (numbers["ioctl"], -1, 0x5401, 0),  # EBADF: it ran
+        "ptrace(PTRACE_PEEKDATA)": (numbers["ptrace"], 2, 0, 0, 0),  # ESRCH: it ran
+        "clone3": (numbers["clone3"], 0, 0),  # ENOSYS, so that libc falls back to clone
+    }
+    results = _in_filtered_child(program, allowed)
+    assert results == {"ioctl(TCGETS)": 9, "ptrace(PTRACE_PEEKDATA)": 3, "clone3": 38}
+
+
+def _denied(program: bytes, number: int) -> bool:
+    """Whether the filter has an unconditional "deny" for ``number``."""
+    jeq = struct.pack("=HBBI", seccomp.JEQ_K, 0, 1, number)
+    deny = struct.pack("=HBBI", seccomp.RET_K, 0, 0, seccomp.RET_ERRNO | 1)
+    return jeq + deny in [program[i : i + 16] for i in range(0, len(program), 8)]
+
+
+def _in_filtered_child(program: bytes, calls: dict) -> dict[str, int]:
+    """Run ``calls`` (name -> number and arguments) under the filter in a forked child;
+    return name -> errno (0: success)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            libc = ctypes.CDLL(None, use_errno=True)
+            prctl(PR_SET_NO_NEW_PRIVS, 1)
+            seccomp.install(program)
+            results = {}
+            for name, (number, *args) in calls.items():
+                ctypes.set_errno(0)
+                result = libc.syscall(ctypes.c_long(number), *(ctypes.c_long(a) for a in args))
+                if result == 0 and name.startswith("clone"):
+                    os._exit(0)  # we are the child of a clone that got through
+                results[name] = ctypes.get_errno() if result == -1 else 0
+            os.write(write_end, json.dumps(results).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as reader:
+        output = reader.read()
+    os.waitpid(pid, 0)
+    return json.loads(output)
+
+
+# --- containers -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def probes_rootfs(tmp_path_factory, home):
+    """The busybox rootfs with /probe/NAME programs: one system call each (see ESCAPES)."""
+    if privileged_skip_reason() or MACHINE not in seccomp.NUMBERS:
+        pytest.skip(privileged_skip_reason() or f"no machine code for {MACHINE}")
+    root = tmp_path_factory.mktemp("probes") / "rootfs"
+    shutil.copytree(home / "rootfs" / "busybox", root, symlinks=True)
+    (root / "probe").mkdir()
+    numbers = seccomp.NUMBERS[MACHINE]
+    probes = {
+        name: (numbers[name], *args)
+        for name, args in HARMLESS_ARGUMENTS.items()
+        if name in numbers  # aarch64 has no iopl, create_module...
+    }
+    probes["unshare_user"] = (numbers["unshare"], CLONE_NEWUSER)
+    probes["ptrace_attach_host"] = (numbers["ptrace"], 16, os.getpid())
+    probes["ioctl_tiocsti"] = (numbers["ioctl"], 0, 0x5412, 0)
+    for name, (number, *args) in probes.items():
+        path = root / "probe" / name
+        path.write_bytes(syscall_program(number, *args))
+        path.chmod(0o755)
+    return str(root)
+
+
+@pytest.mark.privileged
+def test_capabilities_are_exactly_dockers_default(mycontainer):
+    result = mycontainer(
+        "run", "--net", "none", "busybox", "grep", "-E", "^(Cap|NoNew|Secc)", "/proc/self/status"
+    )
+    assert result.stdout.split("\n")[:-1] == [
+        "CapInh:\t00000000a80425fb",
+        "CapPrm:\t00000000a80425fb",
+        "CapEff:\t00000000a80425fb",
+        "CapBnd:\t00000000a80425fb",
+        "CapAmb:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+        "Seccomp_filters:\t1",
+    ]
+    assert security.names_of(DEFAULT_MASK) == sorted(
+        security.DEFAULT_CAPABILITIES, key=security.CAPABILITIES.index
+    )
+
+
+def status_of(result) -> dict[str, str]:
+    return dict(line.split(":\t") for line in result.stdout.splitlines())
+
+
+@pytest.mark.privileged
+def test_cap_add_cap_drop_and_security_opts(mycontainer):
+    def status(*options):
+        result = mycontainer(
+            "run", "--net", "none", *options, "busybox", "cat", "/proc/self/status"
+        )
+        assert result.returncode == 0, result.stderr
+        return status_of(result)
+
+    with open("/proc/self/status") as file:
+        ours = dict(line.rstrip("\n").split(":\t") for line in file if ":\t" in line)
+    assert status("--cap-add", "ALL")["CapEff"] == ours["CapBnd"]  # all that we have
+    assert status("--cap-drop", "ALL", "--cap-add", "CAP_NET_ADMIN")["CapBnd"] == f"{1 << 12:016x}"
+    chown = mycontainer("run", "--net", "none", "--cap-drop", "chown", "busybox", "chown", "1", "/")
+    assert "Operation not permitted" in chown.stderr
+    lifted = status(
+        "--security-opt", "no-new-privileges=false", "--security-opt", "seccomp=unconfined"
+    )
+    assert (lifted["NoNewPrivs"], lifted["Seccomp"]) == ("0", "0")
+    # no_new_privs off: the filter goes in before the capabilities are dropped (it needs
+    # CAP_SYS_ADMIN then)
+    assert status("--security-opt", "no-new-privileges=false")["Seccomp"] == "2"
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--cap-add", "FLY"], "--cap-add: unknown capability 'FLY'"),
+        (["--security-opt", "label=disable"], "--security-opt takes"),
+        (["--security-opt", "seccomp=my.json"], "seccomp profiles from a file are not supported"),
+    ],
+)
+def test_bad_security_values_are_one_line_and_125(mycontainer, state_root, args, message):
+    result = mycontainer("run", *args, "busybox", "true")
+    assert result.returncode == 125
+    assert result.stderr.startswith("mycontainer: error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert os.listdir(state_root) == []
+
+
+def oci_image(directory, rootfs: str, user: str) -> str:
+    """An OCI image layout at ``directory``: ``rootfs`` as one layer, running as ``user``."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        archive.add(rootfs, arcname=".")
+    layer = buffer.getvalue()
+    blobs = directory / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def add(data: bytes, media_type: str) -> dict:
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+    architecture = {"x86_64": "amd64", "aarch64": "arm64"}.get(MACHINE, MACHINE)
+    config = {
+        "architecture": architecture,
+        "os": "linux",
+        "config": {"User": user},
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]},
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "config": add(json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json"),
+        "layers": [add(gzip.compress(layer), "application/vnd.oci.image.layer.v1.tar+gzip")],
+    }
+    entry = add(json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
+    (directory / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    (directory / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    return str(directory)
+
+
+@pytest.mark.privileged
+def test_a_non_root_user_keeps_the_bounding_set_and_nothing_more(mycontainer, tmp_path, home):
+    image = oci_image(tmp_path / "nobody", str(home / "rootfs" / "busybox"), "nobody")
+    result = mycontainer("run", "--net", "none", image, "cat", "/proc/self/status")
+    assert result.returncode == 0, result.stderr
+    status = status_of(result)
+    assert status["Uid"].split()[0] == "65534"
+    assert status["CapBnd"] == f"{DEFAULT_MASK:016x}"
+    assert (status["CapPrm"], status["CapEff"], status["CapAmb"]) == ("0" * 16,) * 3
+    assert (status["NoNewPrivs"], status["Seccomp"]) == ("1", "2")
+
+
+@pytest.mark.privileged
+def test_denied_system_calls_fail_with_eperm_inside(mycontainer, probes_rootfs):
+    names = ["keyctl", "unshare_user", "mount", "bpf", "perf_event_open", "userfaultfd"]
+    names += ["open_by_handle_at", "kexec_load", "init_module", "reboot", "swapon"]
+    names += ["ptrace_attach_host", "ioctl_tiocsti"]
+    script = "; ".join(f'/probe/{name}; echo "{name} $?"' for name in names)
+    result = mycontainer(
+        "run", "--net", "none", probes_rootfs, "sh", "-c", script, stdin=subprocess.DEVNULL
+    )
+    assert result.stdout.splitlines() == [f"{name} 1" for name in names]  # 1: EPERM
+
+
+@pytest.mark.privileged
+def test_masked_and_read_only_paths(mycontainer):
+    script = (
+        "cat /proc/keys /proc/timer_list | wc -c; ls /sys/firmware | wc -l; "
+        "touch /sys/firmware/x /proc/acpi/x 2>&1 | grep -c 'Read-only'; "
+        "(exec 3>>/proc/sys/kernel/core_pattern) 2>&1 | grep -c 'Read-only'"
+    )
+    result = mycontainer("run", "--net", "none", "busybox", "sh", "-c", script)
+    assert result.stdout.split() == ["0", "0", "2" if os.path.isdir("/proc/acpi") else "1", "1"]
+    unconfined = mycontainer(
+        "run", "--net", "none", "--security-opt", "systempaths=unconfined", "busybox",
+        "sh", "-c", "ls /sys/firmware | wc -l; cut -d' ' -f2 /proc/mounts",
+    )  # fmt: skip
+    count, *mounts = unconfined.stdout.split()
+    assert int(count) == len(os.listdir("/sys/firmware"))
+    assert not set(mounts) & set(security.MASKED_PATHS + security.READONLY_PATHS)
+
+
+def in_private_root(tmp_path, action) -> str:
+    """Run ``action()`` in a child chrooted into ``tmp_path``, in a mount namespace of its own
+    (so nothing it might mount reaches the host); return its error message, or ''."""
+    from runtime.syscalls import CLONE_NEWNS, MS_PRIVATE, MS_REC, mount, unshare
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        message = ""
+        try:
+            os.close(read_end)
+            unshare(CLONE_NEWNS)
+            mount(None, "/", None, MS_REC | MS_PRIVATE)
+            os.chroot(tmp_path)
+            os.chdir("/")
+            action()
+        except BaseException as error:
+            message = str(error) or type(error).__name__
+        finally:
+            os.write(write_end, message.encode())
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as reader:
+        message = reader.read()
+    os.waitpid(pid, 0)
+    return message
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("planted", ["dev", "dev/null", "proc", "proc/keys", "proc/sys", "sys"])
+def test_a_planted_symbolic_link_is_never_followed(tmp_path, planted):
+    """CVE-2025-31133 and kin: a link where /dev/null, a masked or a read-only path is."""
+    for directory in ("dev", "proc", "sys", "target"):
+        (tmp_path / directory).mkdir()
+    os.mknod(tmp_path / "dev" / "null", 0o666 | 0o020000, os.makedev(1, 3))
+    planted_path = tmp_path / planted
+    if planted_path.is_dir():
+        shutil.rmtree(planted_path)
+    elif planted_path.exists():
+        planted_path.unlink()
+    planted_path.symlink_to("/target")  # were it followed, /target would be mounted on
+    message = in_private_root(tmp_path, security.Security().protect_paths)
+    assert message.startswith(f"refusing /{planted}"), message
+
+
+@pytest.mark.privileged
+def test_a_fake_dev_null_is_refused(tmp_path):
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "null").write_text("not the null device")
+    message = in_private_root(tmp_path, security.Security().protect_paths)
+    assert message == "refusing to mask with /dev/null: it is not the null device"
+
+
+@pytest.mark.privileged
+def test_a_working_directory_outside_the_root_is_refused(tmp_path):
+    """The cwd half of CVE-2024-21626: a directory reached through a leaked descriptor."""
+    from runtime import process
+
+    (tmp_path / "root").mkdir()
+
+    def enter_root_keeping_cwd_outside():
+        os.chroot("root")  # the cwd stays one level up: outside, as /proc/self/fd/N leaves it
+        process.check_cwd_inside_root("/proc/self/fd/7")
+
+    message = in_private_root(tmp_path, enter_root_keeping_cwd_outside)
+    assert message == "working directory '/proc/self/fd/7' is outside the container's root"
+    assert in_private_root(tmp_path, lambda: process.check_cwd_inside_root("/")) == ""
+
+
+@pytest.mark.privileged
+def test_the_runtime_interpreter_is_not_reachable_from_inside(mycontainer, state_root):
+    """CVE-2019-5736: the container must never get the runtime's binary open for writing.
+
+    Inside, every /proc/PID/exe is a program of the container: the init was the runtime's
+    Python only until its execve, before any process of the container existed. (See the
+    chapter for the one remaining path, the init exec'ing /proc/self/exe, and why the kernel
+    refuses to open a running program for writing, ETXTBSY.)
+    """
+    interpreter = os.stat(os.path.realpath(sys.executable))
+    script = (
+        "sleep 1002 & for exe in /proc/[0-9]*/exe; do stat -L -c '%d %i' $exe; "
+        "(exec 3>>$exe) 2>/dev/null && echo WRITABLE; done; kill %1"
+    )
+    result = mycontainer("run", "--net", "none", "busybox", "sh", "-c", script)
+    identities = result.stdout.splitlines()
+    assert len(identities) >= 2 and "WRITABLE" not in identities
+    assert f"{interpreter.st_dev} {interpreter.st_ino}" not in identities
+    # The direct attempt: execute the runtime's own binary as the container's program.
+    hijack = mycontainer("run", "--net", "none", "busybox", "/proc/self/exe", "-c", "print(1)")
+    assert hijack.returncode != 0 and hijack.stdout == ""
+
+
+@pytest.mark.privileged
+def test_a_running_program_cannot_be_opened_for_writing(tmp_path):
+    """The kernel's ETXTBSY, on which the CVE-2019-5736 reasoning rests (on a copy)."""
+    copy = tmp_path / "sleep"
+    shutil.copy2(shutil.which("sleep"), copy)
+    running = subprocess.Popen([copy, "30"])
+    try:
+        with pytest.raises(OSError, match="Text file busy"):
+            os.close(os.open(copy, os.O_WRONLY))
+    finally:
+        running.kill()
+        running.wait()
+
+
+# --- the escape suite ----------------------------------------------------------------------------
+
+SETTINGS = {
+    "default": [],
+    "cap-add-all": ["--cap-add", "ALL"],
+    "seccomp-unconfined": ["--security-opt", "seccomp=unconfined"],
+    "all-lifted": [
+        "--cap-add", "ALL", "--security-opt", "seccomp=unconfined",
+        "--security-opt", "no-new-privileges=false", "--security-opt", "systempaths=unconfined",
+    ],
+}  # fmt: skip
+
+B, E = "blocked", "escapes"
+# attempt: (what stops it, outcome under each of SETTINGS, in order). "escapes" under lifted
+# settings means the attempt got through to the kernel; each is harmless by construction.
+ESCAPES = {
+    "see_host_pids": ("PID namespace", (B, B, B, B)),
+    "write_host_file": ("mount namespace and pivot_root", (B, B, B, B)),
+    "mount": ("capabilities (SYS_ADMIN) and seccomp", (B, E, B, E)),
+    "write_proc_sys": ("read-only paths", (B, B, B, E)),
+    "reboot": ("capabilities (SYS_BOOT) and seccomp", (B, E, B, E)),
+    "load_module": ("capabilities (SYS_MODULE) and seccomp", (B, E, B, E)),
+    "read_host_disk": ("devices cgroup", (B, B, B, B)),
+    "ptrace_host_process": ("PID namespace and seccomp", (B, B, B, B)),
+    "use_leaked_fd": ("closing every descriptor but 0-2", (B, B, B, B)),
+    "set_host_hostname": ("UTS namespace", (B, B, B, B)),
+    "raise_rlimit": ("capabilities (SYS_RESOURCE)", (B, E, B, E)),
+    "keyctl": ("seccomp", (B, B, E, E)),
+    "user_namespace": ("seccomp", (B, E, E, E)),
+}
+
+
+def host_allows(attempt: str) -> bool:
+    """False where this host itself forbids what an attempt does, whatever we lift."""
+
+    def read(path: str, default: str = "") -> str:
+        try:
+            with open(path) as file:
+                return file.read().strip()
+        except OSError:
+            return default
+
+    with open("/proc/self/status") as file:
+        bounding = int(next(line for line in file if line.startswith("CapBnd")).split()[1], 16)
+    if attempt == "raise_rlimit":
+        return bool(bounding >> 24 & 1)  # CAP_SYS_RESOURCE, which the container cannot get
+    if attempt == "load_module":  # a kernel without modules, or with loading switched off
+        return os.path.exists("/proc/modules") and read("/proc/sys/kernel/modules_disabled") == "0"
+    if attempt == "user_namespace":
+        return read("/proc/sys/user/max_user_namespaces", "1") != "0"
+    return True
+
+
+def host_disk() -> tuple[int, int]:
+    """The major and minor of a disk of the host: the one holding /, else the first listed."""
+    device = os.stat("/").st_dev
+    if os.major(device) != 0:
+        return os.major(device), os.minor(device)
+    with open("/proc/partitions") as file:
+        for line in file.readlines()[2:]:
+            major, minor, *_ = line.split()
+            return int(major), int(minor)
+    pytest.skip("this host has no block device")
+
+
+def escape_attempt(name: str, tmp_path) -> tuple[str, dict]:
+    """The script that attempts escape ``name`` (it prints ESCAPED when it gets through),
+    and extra arguments for subprocess.run."""
+    if name == "see_host_pids":
+        return f"grep -qa pytest /proc/{os.getpid()}/cmdline && echo ESCAPED", {}
+    if name == "write_host_file":
+        target = tmp_path / "written-from-the-container"
+        attempts = [f"echo x > {target}", f"echo x > /proc/1/root{target}"]
+        attempts += [f"echo x > /proc/self/cwd/../../..{target}"]
+        return "; ".join(f"({a}) 2>/dev/null" for a in attempts), {"target": target}
+    if name == "mount":
+        return "mkdir /tmp/m && mount -t tmpfs none /tmp/m && echo ESCAPED", {}
+    if name == "write_proc_sys":
+        files = ["/proc/sys/kernel/core_pattern", "/proc/sysrq-trigger"]
+        # Opened for writing, never written: harmless even when it gets through.
+        return " ".join(f"[ -e {f} ] && (exec 3>>{f}) && echo ESCAPED;" for f in files), {}
+    if name in ("reboot", "load_module", "keyctl"):
+        probe = {"reboot": "reboot", "load_module": "init_module", "keyctl": "keyctl"}[name]
+        nosys = 38 if name == "load_module" and not os.path.exists("/proc/modules") else 1
+        # Anything but EPERM got through; ENOSYS too, unless the kernel has no modules at all.
+        return f"/probe/{probe}; e=$?; [ $e != 1 ] && [ $e != {nosys} ] && echo ESCAPED", {}
+    if name == "read_host_disk":
+        major, minor = host_disk()
+        return (
+            f"mknod /tmp/disk b {major} {minor} && echo made; "
+            "[ $(head -c 512 /tmp/disk | wc -c) = 512 ] && echo ESCAPED"
+        ), {"made": True}
+    if name == "ptrace_host_process":
+        return "/probe/ptrace_attach_host && echo ESCAPED", {}
+    if name == "use_leaked_fd":
+        return "[ -e /proc/self/fd/1000 ] && echo ESCAPED; ls /proc/self/fd/1000/", {"leak": 1000}
+    if name == "set_host_hostname":
+        ours = os.readlink("/proc/self/ns/uts")
+        return (
+            f'[ "$(readlink /proc/1/ns/uts)" = "{ours}" ] && echo SAME-UTS-NAMESPACE && exit; '
+            "hostname escaped-from-a-container 2>/dev/null; true"
+        ), {"hostname": socket.gethostname()}
+    if name == "raise_rlimit":
+        return "ulimit -H -c 1 2>/dev/null && echo ESCAPED", {"core_limit": True}
+    if name == "user_namespace":
+        return "unshare -U -r true 2>/dev/null && echo ESCAPED", {}
+    raise AssertionError(name)
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("attempt", list(ESCAPES))
+def test_escape(mycontainer, probes_rootfs, tmp_path, attempt, setting):
+    protection, outcomes = ESCAPES[attempt]
+    expected = outcomes[list(SETTINGS).index(setting)]
+    if expected == E and not host_allows(attempt):
+        expected = B  # this host forbids it anyway
+    script, extra = escape_attempt(attempt, tmp_path)
+    kwargs = {"stdin": subprocess.DEVNULL}
+    if "leak" in extra:  # a host directory, open at descriptor 1000, inheritable
+        directory = os.open(str(tmp_path), os.O_RDONLY | os.O_DIRECTORY)
+        os.dup2(directory, extra["leak"])
+        os.close(directory)
+        kwargs["pass_fds"] = (extra["leak"],)
+        # ...and RLIMIT_NOFILE below it, as a parent could leave it (closerange would miss it)
+        kwargs["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
+    if "core_limit" in extra:  # a hard limit to try to raise
+        kwargs["preexec_fn"] = lambda: resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    try:
+        result = mycontainer(
+            "run", "--net", "none", *SETTINGS[setting], probes_rootfs, "sh", "-c", script,
+            **kwargs,
+        )  # fmt: skip
+    finally:
+        if "leak" in extra:
+            os.close(extra["leak"])
+    assert "SAME-UTS-NAMESPACE" not in result.stdout
+    escaped = "ESCAPED" in result.stdout
+    if "target" in extra:
+        escaped = extra["target"].exists()
+    if "hostname" in extra:
+        escaped = socket.gethostname() != extra["hostname"]
+    if "made" in extra and setting == "default":
+        assert "made" in result.stdout  # CAP_MKNOD is granted: only the cgroup stops the read
+    assert (E if escaped else B) == expected, (
+        f"{attempt} under {setting}: expected {expected} (stopped by: {protection}); "
+        f"stdout {result.stdout!r}, stderr {result.stderr!r}"
+    )
+
+
+@pytest.mark.privileged
+def test_the_devices_cgroup_is_in_place_while_it_runs(home, state_root, mycontainer):
+    """Also check the rules themselves, where the cgroup v1 devices controller lists them."""
+    from runtime import cgroups
+
+    from conftest import cgroup_parent
+
+    layout = cgroups.detect()
+    if layout.uses_v2 or "devices" not in layout.v1_mounts:
+        pytest.skip("cgroup v2: the device filter is an eBPF program (see test_escape)")
+    process = subprocess.Popen(
+        mycontainer_command("run", "--net", "none", "busybox", "sleep", "1003"),
+        env=environment(home, state_root),
+    )
+    state = {}
+    try:
+        deadline = time.monotonic() + 20
+        while state.get("status") != "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            for name in os.listdir(state_root):
+                try:
+                    with open(state_root / name / "state.json") as file:
+                        state = json.load(file)
+                except (FileNotFoundError, ValueError):
+                    pass
+        group = cgroups.Cgroup(layout, state["id"], cgroup_parent(state_root)).paths["devices"]
+        with open(os.path.join(group, "devices.list")) as file:
+            assert file.read().split("\n")[:-1] == devices.v1_rules()
+    finally:
+        if state.get("pid"):
+            os.kill(state["pid"], 9)  # its PID 1 ignores SIGTERM, as every PID 1 does
+        process.wait(timeout=20)
+
+
+@pytest.mark.privileged
+def test_step7_applies_the_same_boundaries(home):
+    from conftest import REPO
+
+    def step7(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "steps.step7_security", *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+            env=dict(os.environ, MYCONTAINER_HOME=str(home)),
+        )
+
+    script = "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; unshare -U true"
+    result = step7("busybox", "--", "sh", "-c", script)
+    assert result.stdout.split("\n")[:3] == [
+        f"CapEff:\t{DEFAULT_MASK:016x}",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+    ]
+    assert "unshare(0x10000000): Operation not permitted" in result.stderr
+    lifted = step7("--security-opt", "seccomp=unconfined", "busybox", "--", "sh", "-c", script)
+    assert "Seccomp:\t0" in lifted.stdout and lifted.returncode == 0
+    assert step7("--cap-add", "FLY", "busybox", "--", "true").returncode == 2
+    assert not [name for name in os.listdir(home) if name.startswith(".step7-")]
