@@ -201,9 +201,17 @@ class Cgroup:
             raise CgroupError(f"cannot set up the container's cgroup: {error}") from None
 
     def join(self) -> None:
-        """Move the calling process into the group(s); its children are born there."""
+        """Move the calling process into the group(s); its children are born there.
+
+        Call it from a single-threaded process (a freshly forked child is one). On v1 we
+        write "0" (ourselves) to ``tasks``, which moves just the calling thread: the kernel
+        then skips the lock that stabilises a whole thread group, whose first taker waits
+        for an RCU grace period (~15 ms here, on every ``mycontainer run``). v2 has no
+        ``tasks`` file; ``cgroup.procs`` it is.
+        """
+        members = "cgroup.procs" if self.layout.uses_v2 else "tasks"
         for directory in self.directories:
-            _write(directory, "cgroup.procs", "0")  # "0": the writing process itself
+            _write(directory, members, "0")  # "0": the writing process itself
 
     def oom_kills(self) -> int:
         """How many processes the kernel's OOM killer killed in this group."""
