@@ -31,7 +31,8 @@ DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "ur
 
 
 def mount_pseudo_filesystems(root: Path) -> None:
-    """proc, sysfs, a tmpfs /dev with the usual nodes, devpts: never the host's /dev.
+    """proc, sysfs, the cgroup trees, a tmpfs /dev with the usual nodes, devpts: never the
+    host's /dev.
 
     The root itself is bind-mounted onto itself first: in a plain directory
     chroot "/" is no mount point, and the runtime's mount(/, MS_PRIVATE) in
@@ -40,6 +41,12 @@ def mount_pseudo_filesystems(root: Path) -> None:
     subprocess.run(["mount", "--bind", str(root), str(root)], check=True)
     subprocess.run(["mount", "-t", "proc", "proc", str(root / "proc")], check=True)
     subprocess.run(["mount", "-t", "sysfs", "-o", "ro", "sysfs", str(root / "sys")], check=True)
+    # The host's cgroup hierarchies, as a real machine has them: setup.sh's first container
+    # makes its groups there (on v1, under this process's own). A slave copy, so that
+    # unmounting it afterwards can never propagate back to the host's.
+    cgroup = root / "sys/fs/cgroup"
+    subprocess.run(["mount", "--rbind", "/sys/fs/cgroup", str(cgroup)], check=True)
+    subprocess.run(["mount", "--make-rslave", str(cgroup)], check=True)
     dev = root / "dev"
     subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "lab-dev", str(dev)], check=True)
     for name, (major, minor) in DEVICES.items():

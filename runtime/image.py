@@ -170,9 +170,15 @@ def remove(name: str) -> list[str]:
     if not os.path.exists(path):
         raise ImageError(f"no such image: {name}")
     os.unlink(path)
+    return remove_unused_layers()
+
+
+def remove_unused_layers() -> list[str]:
+    """Remove the layers no image uses (say, after an image was loaded again under its
+    name); return their diff_ids. Only while no container runs: one may still use them."""
     used = {diff_id for image in list_images() for diff_id in image.layers}
     removed = []
-    for entry in os.listdir(layers_root()):
+    for entry in os.listdir(layers_root()) if os.path.isdir(layers_root()) else []:
         if not entry.startswith(".") and f"sha256:{entry}" not in used:
             remove_tree(os.path.join(layers_root(), entry))
             removed.append(f"sha256:{entry}")

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 
-from runtime import cgroups, devices, filesystem, image, security
+from runtime import cgroups, devices, security
 from steps import common, step4_cgroups, step5_image
 
 
@@ -38,7 +37,7 @@ def restrict_devices(_pid: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = common.parser(__doc__)
-    parser.add_argument("image", help="image name, image file or rootfs directory")
+    step5_image.add_image_argument(parser)
     step4_cgroups.add_limit_options(parser)
     for option, check in (
         ("--cap-add", security.parse_cap_add),
@@ -56,20 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         f"masked paths {'on' if boundaries.system_paths else 'off'}",
         file=sys.stderr,
     )
-    try:  # from here on, as step 5
-        found = image.resolve(options.image)
-        options.command = found.command_line(options.command)
-    except image.ImageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 125
-    options.layers = found.lower_directories()
-    os.makedirs(image.home(), exist_ok=True)
-    options.storage = tempfile.mkdtemp(prefix=".step7-", dir=image.home())
-    options.rootfs = os.path.join(options.storage, "root")
-    try:
-        return step4_cgroups.run_limited(options, setup, ready=restrict_devices)
-    finally:
-        filesystem.remove_tree(options.storage)
+    return step5_image.run_image(options, setup, ready=restrict_devices)
 
 
 if __name__ == "__main__":
