@@ -93,7 +93,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -104,7 +103,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from start_latency import REPO, find_mycontainer, stale_bytecode  # noqa: E402
+from start_latency import (  # noqa: E402
+    REPO,
+    BenchError,
+    find_mycontainer,
+    run_cleanly,
+    stale_bytecode,
+)
 
 CACHE = os.environ.get("MYCONTAINER_BENCH_CACHE", "/var/cache/mycontainer-bench")
 HOME = os.environ.get("MYCONTAINER_HOME", "/var/lib/mycontainer")
@@ -121,10 +126,6 @@ RUN_WARMUP = 3
 LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
-
-
-class BenchError(Exception):
-    """A tool failed or the benchmark cannot run; the message says what to do."""
 
 
 def say(text: str) -> None:
@@ -767,31 +768,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
 
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     workdir = tempfile.mkdtemp(prefix="mycontainer-bench-import-")
     cleanup: list[Target] = []
-    try:
-        results = benchmark(args, workdir, cleanup)
-    except BenchError as error:
-        print(f"image_import: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("image_import: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def clean_up() -> None:
         for target in cleanup:
             target.remove()
         remove_tree(workdir)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if args.json:
-        with open(args.json, "w") as file:
-            json.dump(results, file, indent=2)
-            file.write("\n")
-        say(f"results written to {args.json}")
-    return 0
+
+    return run_cleanly(
+        "image_import", lambda: benchmark(args, workdir, cleanup), clean_up, args.json
+    )
 
 
 if __name__ == "__main__":

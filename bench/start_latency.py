@@ -419,32 +419,43 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
 
-    # SIGTERM takes the same way out as Ctrl-C, through the clean-up below.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     runner = Runner()
     workdir = tempfile.mkdtemp(prefix="mycontainer-bench-")
+
+    def clean_up() -> None:
+        for failure in runner.delete_all():
+            print(f"start_latency: could not delete a container: {failure}", file=sys.stderr)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    return run_cleanly(
+        "start_latency", lambda: benchmark(args, workdir, runner), clean_up, args.json
+    )
+
+
+def run_cleanly(name: str, work, clean_up, json_path: str | None) -> int:
+    """``work()`` then, always and uninterruptibly, ``clean_up()``; Ctrl-C and SIGTERM stop
+    the work and take the same way out. Writes ``work``'s results to ``json_path`` if given."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        results = benchmark(args, workdir, runner)
+        results = work()
     except BenchError as error:
-        print(f"start_latency: {error}", file=sys.stderr)
+        print(f"{name}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("start_latency: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
     finally:
         # No second Ctrl-C may stop the clean-up half-way.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for failure in runner.delete_all():
-            print(f"start_latency: could not delete a container: {failure}", file=sys.stderr)
-        shutil.rmtree(workdir, ignore_errors=True)
+        clean_up()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if args.json:
-        with open(args.json, "w") as file:
+    if json_path:
+        with open(json_path, "w") as file:
             json.dump(results, file, indent=2)
             file.write("\n")
-        print(f"results written to {args.json}")
+        print(f"results written to {json_path}")
     return 0
 
 
