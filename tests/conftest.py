@@ -73,10 +73,15 @@ def busybox_rootfs(home):
 
 @pytest.fixture
 def state_root(tmp_path):
-    """A state root of this test's own, to check what containers leave in it."""
+    """A state root of this test's own, to check what containers leave in it.
+
+    Its containers' cgroups get a parent of their own (see container.cgroup_parent), removed
+    once the test is over, whatever the test did.
+    """
     path = tmp_path / "state"
     path.mkdir()
-    return path
+    yield path
+    remove_cgroup_parents(path)
 
 
 @pytest.fixture
@@ -105,7 +110,6 @@ def mycontainer(home, state_root):
     assert storage_after == storage_before, "a container left its writable layer behind"
     assert host_mounts(*watched) == mounts_before, "a container left a mount on the host"
     assert container_groups(state_root) == groups_before, "a container left a cgroup behind"
-    remove_cgroup_parents(state_root)
 
 
 def mycontainer_command(*args: str) -> list[str]:
@@ -144,8 +148,10 @@ def remove_cgroup_parents(state_root) -> None:
     from runtime import cgroups
 
     for parent in cgroups.Cgroup(cgroups.detect(), "_", cgroup_parent(state_root)).parents:
-        if os.path.isdir(parent):
+        try:
             os.rmdir(parent)
+        except FileNotFoundError:
+            pass  # no container of this state root made it
 
 
 def host_mounts(*under: str) -> list[str]:
