@@ -155,7 +155,7 @@ class Container:
             )
         except network.NetworkError as error:
             raise ContainerError(str(error)) from None
-        prune()
+        prune(self.cgroup.layout)
         self._make_directory()
         try:
             self._save()
@@ -328,15 +328,15 @@ def remove_directory(directory: str) -> None:
         pass  # never created, or removed already
 
 
-def prune() -> list[str]:
+def prune(layout: cgroups.Layout | None = None) -> list[str]:
     """Remove containers whose ``mycontainer`` died (e.g. SIGKILLed); return their ids.
 
     A container directory whose lock we can take belongs to no living runtime: its processes
     are killed, its cgroups and state removed. Cgroups of ours with no state directory at all
-    are removed too.
+    are removed too. ``layout``: the host's cgroups, if the caller has read them already.
     """
     root = state_root()
-    layout = cgroups.detect()
+    layout = layout or cgroups.detect()
     pruned = []
     for name in os.listdir(root) if os.path.isdir(root) else []:
         if not name.startswith(".") and _take_lock(os.path.join(root, name)):

@@ -50,7 +50,13 @@ import ctypes
 import errno
 import struct
 
-from runtime.syscalls import CLONE_NEWUSER, PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prctl
+from runtime.syscalls import (
+    CLONE_NEWUSER,
+    PR_SET_SECCOMP,
+    SECCOMP_MODE_FILTER,
+    SYSCALL_NUMBERS,
+    prctl,
+)
 
 # seccomp_data offsets (<linux/seccomp.h>): int nr; u32 arch; u64 ip; u64 args[6].
 NR_OFFSET = 0
@@ -73,42 +79,7 @@ RET_K = 0x06  # return k
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 X32_SYSCALL_BIT = 0x40000000
 
-# The numbers of the calls we filter, from arch/x86/entry/syscalls/syscall_64.tbl and
-# include/uapi/asm-generic/unistd.h (aarch64 has no legacy calls such as iopl or uselib).
-# fmt: off
-NUMBERS = {
-    "x86_64": {
-        "acct": 163, "add_key": 248, "bpf": 321, "clock_adjtime": 305, "clock_settime": 227,
-        "clone": 56, "clone3": 435, "create_module": 174, "delete_module": 176,
-        "fanotify_init": 300, "finit_module": 313, "fsconfig": 431, "fsmount": 432,
-        "fsopen": 430, "fspick": 433, "get_kernel_syms": 177, "init_module": 175,
-        "io_uring_enter": 426, "io_uring_register": 427, "io_uring_setup": 425, "ioctl": 16,
-        "ioperm": 173, "iopl": 172, "kcmp": 312, "kexec_file_load": 320, "kexec_load": 246,
-        "keyctl": 250, "lookup_dcookie": 212, "modify_ldt": 154, "mount": 165,
-        "mount_setattr": 442, "move_mount": 429, "nfsservctl": 180, "open_by_handle_at": 304,
-        "open_tree": 428, "perf_event_open": 298, "pidfd_getfd": 438, "pivot_root": 155,
-        "process_vm_readv": 310, "process_vm_writev": 311, "ptrace": 101, "query_module": 178,
-        "quotactl": 179, "quotactl_fd": 443, "reboot": 169, "request_key": 249,
-        "setdomainname": 171, "sethostname": 170, "setns": 308, "settimeofday": 164,
-        "swapoff": 168, "swapon": 167, "_sysctl": 156, "sysfs": 139, "syslog": 103,
-        "umount2": 166, "unshare": 272, "uselib": 134, "userfaultfd": 323, "ustat": 136,
-    },
-    "aarch64": {
-        "acct": 89, "add_key": 217, "bpf": 280, "clock_adjtime": 266, "clock_settime": 112,
-        "clone": 220, "clone3": 435, "delete_module": 106, "fanotify_init": 262,
-        "finit_module": 273, "fsconfig": 431, "fsmount": 432, "fsopen": 430, "fspick": 433,
-        "init_module": 105, "io_uring_enter": 426, "io_uring_register": 427,
-        "io_uring_setup": 425, "ioctl": 29, "kcmp": 272, "kexec_file_load": 294,
-        "kexec_load": 104, "keyctl": 219, "lookup_dcookie": 18, "mount": 40,
-        "mount_setattr": 442, "move_mount": 429, "nfsservctl": 42, "open_by_handle_at": 265,
-        "open_tree": 428, "perf_event_open": 241, "pidfd_getfd": 438, "pivot_root": 41,
-        "process_vm_readv": 270, "process_vm_writev": 271, "ptrace": 117, "quotactl": 60,
-        "quotactl_fd": 443, "reboot": 142, "request_key": 218, "setdomainname": 162,
-        "sethostname": 161, "setns": 268, "settimeofday": 170, "swapoff": 225, "swapon": 224,
-        "syslog": 116, "umount2": 39, "unshare": 97, "userfaultfd": 282,
-    },
-}
-# fmt: on
+# The numbers of the calls the filter checks are in runtime.syscalls: one table for all.
 
 # Capability numbers (capabilities(7)) that lift rules, as docker's profile has them.
 CAP_DAC_READ_SEARCH, CAP_SYS_MODULE, CAP_SYS_RAWIO, CAP_SYS_PTRACE = 2, 16, 17, 19
@@ -153,7 +124,7 @@ TIOCSTI, TIOCLINUX = 0x5412, 0x541C
 def build(capabilities: int, machine: str) -> bytes:
     """The filter for a container holding ``capabilities`` (bit N = capability N), on
     ``machine`` (``x86_64`` or ``aarch64``), as the bytes of a ``struct sock_filter[]``."""
-    numbers = NUMBERS[machine]
+    numbers = SYSCALL_NUMBERS[machine]
     denied = [name for name in ALWAYS_DENIED if name in numbers]
     for caps, *names in DENIED_UNLESS:
         if not any(capabilities >> cap & 1 for cap in caps):

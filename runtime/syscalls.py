@@ -75,13 +75,45 @@ SECCOMP_MODE_FILTER = 2  # the second argument of PR_SET_SECCOMP
 # capget(2)/capset(2): version 3 of the interface carries 64 capability bits in two 32-bit words.
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
-# System call numbers of the calls glibc does not wrap. x86_64 numbers come from
+# System call numbers: of the calls glibc does not wrap (pivot_root, bpf) and of those the
+# seccomp filter (runtime.seccomp) checks. x86_64 numbers come from
 # arch/x86/entry/syscalls/syscall_64.tbl; aarch64 uses the generic table
-# (include/uapi/asm-generic/unistd.h), as do Apple Silicon VMs.
+# (include/uapi/asm-generic/unistd.h), as do Apple Silicon VMs, and has no legacy calls
+# such as iopl or uselib. tests/test_security.py checks them against the kernel's headers.
+# fmt: off
 SYSCALL_NUMBERS = {
-    "x86_64": {"pivot_root": 155, "bpf": 321},
-    "aarch64": {"pivot_root": 41, "bpf": 280},
+    "x86_64": {
+        "acct": 163, "add_key": 248, "bpf": 321, "clock_adjtime": 305, "clock_settime": 227,
+        "clone": 56, "clone3": 435, "create_module": 174, "delete_module": 176,
+        "fanotify_init": 300, "finit_module": 313, "fsconfig": 431, "fsmount": 432,
+        "fsopen": 430, "fspick": 433, "get_kernel_syms": 177, "init_module": 175,
+        "io_uring_enter": 426, "io_uring_register": 427, "io_uring_setup": 425, "ioctl": 16,
+        "ioperm": 173, "iopl": 172, "kcmp": 312, "kexec_file_load": 320, "kexec_load": 246,
+        "keyctl": 250, "lookup_dcookie": 212, "modify_ldt": 154, "mount": 165,
+        "mount_setattr": 442, "move_mount": 429, "nfsservctl": 180, "open_by_handle_at": 304,
+        "open_tree": 428, "perf_event_open": 298, "pidfd_getfd": 438, "pivot_root": 155,
+        "process_vm_readv": 310, "process_vm_writev": 311, "ptrace": 101, "query_module": 178,
+        "quotactl": 179, "quotactl_fd": 443, "reboot": 169, "request_key": 249,
+        "setdomainname": 171, "sethostname": 170, "setns": 308, "settimeofday": 164,
+        "swapoff": 168, "swapon": 167, "_sysctl": 156, "sysfs": 139, "syslog": 103,
+        "umount2": 166, "unshare": 272, "uselib": 134, "userfaultfd": 323, "ustat": 136,
+    },
+    "aarch64": {
+        "acct": 89, "add_key": 217, "bpf": 280, "clock_adjtime": 266, "clock_settime": 112,
+        "clone": 220, "clone3": 435, "delete_module": 106, "fanotify_init": 262,
+        "finit_module": 273, "fsconfig": 431, "fsmount": 432, "fsopen": 430, "fspick": 433,
+        "init_module": 105, "io_uring_enter": 426, "io_uring_register": 427,
+        "io_uring_setup": 425, "ioctl": 29, "kcmp": 272, "kexec_file_load": 294,
+        "kexec_load": 104, "keyctl": 219, "lookup_dcookie": 18, "mount": 40,
+        "mount_setattr": 442, "move_mount": 429, "nfsservctl": 42, "open_by_handle_at": 265,
+        "open_tree": 428, "perf_event_open": 241, "pidfd_getfd": 438, "pivot_root": 41,
+        "process_vm_readv": 270, "process_vm_writev": 271, "ptrace": 117, "quotactl": 60,
+        "quotactl_fd": 443, "reboot": 142, "request_key": 218, "setdomainname": 162,
+        "sethostname": 161, "setns": 268, "settimeofday": 170, "swapoff": 225, "swapon": 224,
+        "syslog": 116, "umount2": 39, "unshare": 97, "userfaultfd": 282,
+    },
 }
+# fmt: on
 
 
 # The C library (dlopen(NULL): the symbols already loaded into this process). ``use_errno``

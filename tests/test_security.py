@@ -29,7 +29,7 @@ import time
 
 import pytest
 
-from runtime import devices, launcher, seccomp, security
+from runtime import devices, launcher, seccomp, security, syscalls
 from runtime.syscalls import CLONE_NEWUSER, PR_SET_NO_NEW_PRIVS, prctl
 
 from conftest import environment, mycontainer_command, privileged_skip_reason
@@ -126,7 +126,7 @@ def test_seccomp_numbers_match_the_kernel_headers(header, machine):
             if len(words) == 3 and words[0] == "#define" and words[2].isdigit():
                 name = words[1].removeprefix("__NR3264_").removeprefix("__NR_")
                 defined[name] = int(words[2])
-    for name, number in seccomp.NUMBERS[machine].items():
+    for name, number in syscalls.SYSCALL_NUMBERS[machine].items():
         assert defined.get(name) == number, name
 
 
@@ -194,10 +194,10 @@ def syscall_program(nr: int, *args: int, machine: str = MACHINE) -> bytes:
 
 
 def test_syscall_program_reports_the_errno(tmp_path):
-    if MACHINE not in seccomp.NUMBERS:
+    if MACHINE not in syscalls.SYSCALL_NUMBERS:
         pytest.skip(f"no machine code for {MACHINE}")
     program = tmp_path / "probe"
-    program.write_bytes(syscall_program(seccomp.NUMBERS[MACHINE]["ioctl"], -1, 0x5401, 0))
+    program.write_bytes(syscall_program(syscalls.SYSCALL_NUMBERS[MACHINE]["ioctl"], -1, 0x5401, 0))
     program.chmod(0o755)
     assert subprocess.run([program]).returncode == 9  # EBADF
     program.write_bytes(syscall_program(39 if MACHINE == "x86_64" else 172))  # getpid
@@ -272,9 +272,9 @@ HARMLESS_ARGUMENTS = {
 @pytest.mark.privileged
 def test_the_filter_alone_makes_denied_calls_fail_with_eperm():
     """In a child of the test that keeps every capability of root: only the filter says no."""
-    if MACHINE not in seccomp.NUMBERS:
+    if MACHINE not in syscalls.SYSCALL_NUMBERS:
         pytest.skip(f"no seccomp filter for {MACHINE}")
-    numbers = seccomp.NUMBERS[MACHINE]
+    numbers = syscalls.SYSCALL_NUMBERS[MACHINE]
     program = seccomp.build(DEFAULT_MASK, MACHINE)
     denied = {name for name in numbers if _denied(program, numbers[name])}
     assert denied == {name for name in HARMLESS_ARGUMENTS if name in numbers}
@@ -342,12 +342,12 @@ def _in_filtered_child(program: bytes, calls: dict) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def probes_rootfs(tmp_path_factory, home):
     """The busybox rootfs with /probe/NAME programs: one system call each (see ESCAPES)."""
-    if privileged_skip_reason() or MACHINE not in seccomp.NUMBERS:
+    if privileged_skip_reason() or MACHINE not in syscalls.SYSCALL_NUMBERS:
         pytest.skip(privileged_skip_reason() or f"no machine code for {MACHINE}")
     root = tmp_path_factory.mktemp("probes") / "rootfs"
     shutil.copytree(home / "rootfs" / "busybox", root, symlinks=True)
     (root / "probe").mkdir()
-    numbers = seccomp.NUMBERS[MACHINE]
+    numbers = syscalls.SYSCALL_NUMBERS[MACHINE]
     probes = {
         name: (numbers[name], *args)
         for name, args in HARMLESS_ARGUMENTS.items()
