@@ -36,7 +36,7 @@ fi
 
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' \
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,fast]' \
     --config-settings editable_mode=compat
 # Byte-compile now: a container start should not pay for compiling the runtime each time
 # (and with PYTHONDONTWRITEBYTECODE set, it would pay every time).

@@ -658,6 +658,15 @@ def describe(layout: str) -> str:
     return f"{len(layers)} layers (gzip/tar): {'; '.join(parts)}; {total:.0f} MB of tar in all"
 
 
+def inflate_library() -> str:
+    """The inflate that runtime.layer picks in this Python: ISA-L's when isal is installed."""
+    try:
+        import isal
+    except ImportError:
+        return "zlib (the isal package is not installed: pip install isal)"
+    return f"ISA-L (isal {isal.__version__})"
+
+
 def benchmark(args, workdir: str, cleanup: list) -> dict:
     notes: list[str] = []
     layout = small_layout(workdir, args.rootfs) if args.small else debian_layout()
@@ -674,6 +683,7 @@ def benchmark(args, workdir: str, cleanup: list) -> dict:
     say(f"  {describe(layout)}")
     say(f"written to: {target.describe}")
     say(f"kernel {platform.release()}, {cpus} CPUs, load average {load_before:.2f}")
+    say(f"gzip inflate: {inflate_library()}")
     results = {"import": benchmark_import(args, layout, target.path)}
     if args.warm_runs:
         results["run"] = benchmark_run(args, layout, target.path, busybox)
@@ -699,6 +709,7 @@ def benchmark(args, workdir: str, cleanup: list) -> dict:
             "cpus": cpus,
             "python": platform.python_version(),
         },
+        "inflate": inflate_library(),
         "image": "small" if args.small else f"debian {SUITE} minbase",
         "layers": layers,
         "target": target.describe,

@@ -61,7 +61,7 @@ if [ -f "$project/setup.sh" ]; then
 	sh "$project/setup.sh"
 else
 	[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-	"$venv/bin/python" -m pip install -q --disable-pip-version-check -e "${project}[dev]"
+	"$venv/bin/python" -m pip install -q --disable-pip-version-check -e "${project}[dev,fast]"
 	(cd "$project" && "$venv/bin/invoke" rootfs)
 fi
 

@@ -105,11 +105,7 @@ def load(file: str) -> int:
     root filesystem tarball (.tar, .tar.gz, .tar.xz); FILE:TAG picks one image of several.
     Layers already in the store are not unpacked again.
     """
-    from runtime import container, image
-
-    container.check_host()
-    click.echo(image.load(file, progress=launcher._progress_on_terminal()).name)
-    return 0
+    return launcher.load(file)
 
 
 @cli.command(context_settings=CONTEXT)

@@ -20,13 +20,16 @@ a lower directory of an overlay mount: ``.wh.NAME`` is a character device 0/0 na
 and ``.wh..wh..opq`` an extended attribute ``trusted.overlay.opaque=y`` on its directory
 (https://docs.kernel.org/filesystems/overlayfs.html, "whiteouts and opaque directories").
 
-While reading, the child hashes both the compressed blob (its digest in the manifest) and
-the uncompressed tar (its diff_id in the config); the caller compares them with what the
-image claims, so a tampered or truncated blob is refused and its directory removed.
+The child works as ``tar -xzf`` does, on two cores: one thread reads the blob, hashes it
+(its digest in the manifest) and decompresses it, while the other hashes the tar (its
+diff_id in the config), parses it and writes the files. The caller compares both digests
+with what the image claims, so a tampered or truncated blob is refused and its directory
+removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -38,6 +41,7 @@ import stat
 import tarfile
 import threading
 import zlib
+from collections.abc import Iterator
 
 from runtime.filesystem import remove_tree
 
@@ -45,11 +49,18 @@ try:
     import zstandard  # optional: zstd-compressed layers
 except ImportError:
     zstandard = None
+try:  # optional (the "fast" extra): ISA-L's inflate, twice as fast as zlib's, same interface
+    from isal import isal_zlib as inflate_library
+except ImportError:
+    inflate_library = zlib
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
-CHUNK = 1 << 20
+READ_SIZE = 256 << 10  # compressed bytes read at a time
+CHUNK = 1 << 20  # uncompressed bytes at most at a time: a "gzip bomb" stays this small
+CHUNKS_AHEAD = 16  # how far decompression may run ahead of the writing
+NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class LayerError(Exception):
@@ -70,7 +81,6 @@ class HashingReader(io.RawIOBase):
     def __init__(self, raw):
         self.raw = raw
         self.sha256 = hashlib.sha256()
-        self.size = 0
 
     def readable(self) -> bool:
         return True
@@ -78,7 +88,6 @@ class HashingReader(io.RawIOBase):
     def readinto(self, buffer) -> int:
         data = self.raw.read(len(buffer))
         self.sha256.update(data)
-        self.size += len(data)
         buffer[: len(data)] = data
         return len(data)
 
@@ -89,43 +98,6 @@ class HashingReader(io.RawIOBase):
 
     def digest(self) -> str:
         return "sha256:" + self.sha256.hexdigest()
-
-
-class ReadAhead(io.RawIOBase):
-    """A stream that a second thread reads ahead, as ``tar -z`` runs gzip beside it.
-
-    Reading the blob, hashing it, decompressing and hashing again happen in that thread
-    (zlib, lzma, zstd and sha256 release the GIL) while this one writes files.
-    """
-
-    def __init__(self, source, depth: int = 8):
-        self.chunks: queue.Queue = queue.Queue(depth)
-        self.current = memoryview(b"")
-        self.finished = False
-        threading.Thread(target=self._produce, args=(source,), daemon=True).start()
-
-    def _produce(self, source) -> None:
-        try:
-            while chunk := source.read(CHUNK):
-                self.chunks.put(chunk)
-            self.chunks.put(b"")
-        except BaseException as error:  # raised again in the reading thread
-            self.chunks.put(error)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        if not self.current and not self.finished:
-            chunk = self.chunks.get()
-            if isinstance(chunk, BaseException):
-                raise chunk
-            self.finished = not chunk
-            self.current = memoryview(chunk)
-        size = min(len(buffer), len(self.current))
-        buffer[:size] = self.current[:size]
-        self.current = self.current[size:]
-        return size
 
 
 def compression(head: bytes, media_type: str = "") -> str:
@@ -156,6 +128,139 @@ def decompressed(stream, kind: str):
     return stream
 
 
+def uncompressed_chunks(blob, media_type: str) -> Iterator[bytes]:
+    """The uncompressed bytes of ``blob``, at most CHUNK at a time."""
+    stream = io.BufferedReader(blob, READ_SIZE)
+    kind = compression(stream.peek(6)[:6], media_type)
+    if kind == "gzip":
+        yield from _gunzip(stream)
+        return
+    source = decompressed(stream, kind)
+    while chunk := source.read(CHUNK):
+        yield chunk
+
+
+def _gunzip(stream) -> Iterator[bytes]:
+    """Inflate a gzip stream (RFC 1952) as ``gzip -d`` does: its members one after another,
+    zero bytes between them skipped. zlib (or ISA-L) directly, in large reads:
+    ``gzip.GzipFile`` reads 8 KB at a time and computes a second CRC."""
+    inflater = None  # while inside a member
+    pending = b""
+    while True:
+        if not pending and not (pending := stream.read(READ_SIZE)):
+            break
+        if inflater is None:
+            pending = pending.lstrip(b"\0")
+            if not pending:
+                continue
+            inflater = inflate_library.decompressobj(16 + zlib.MAX_WBITS)  # 16+: gzip's header
+        chunk = inflater.decompress(pending, CHUNK)
+        pending = inflater.unconsumed_tail
+        if inflater.eof:
+            pending, inflater = inflater.unused_data, None
+        if chunk:
+            yield chunk
+    if inflater is not None:
+        raise EOFError("the compressed stream ends before its end marker")
+
+
+class TarStream:
+    """The layer's uncompressed tar, read as ``tarfile`` wants, decompressed by a second thread.
+
+    The producer thread reads the blob (hashing it), decompresses it and queues the chunks,
+    while this thread hashes the tar, parses it and writes the files. Reading, hashing,
+    decompressing and writing all release the GIL, so the two threads keep two cores busy.
+    Reading is forward only (``seek`` skips ahead); a file's bytes go from the chunk to its
+    descriptor uncopied.
+    """
+
+    def __init__(self, blob: HashingReader, media_type: str):
+        self.blob = blob
+        self.blob_digest: str | None = None  # once the producer has read every byte
+        self.tar_sha256 = hashlib.sha256()
+        self._chunks: queue.Queue = queue.Queue(CHUNKS_AHEAD)
+        self._chunk = memoryview(b"")
+        self._position = 0  # in the current chunk
+        self._start = 0  # of the current chunk, in the tar
+        self._ended = False
+        threading.Thread(target=self._produce, args=(media_type,), daemon=True).start()
+
+    def _produce(self, media_type: str) -> None:
+        ending: bytes | BaseException = b""  # an error is raised again in the reading thread
+        try:
+            for chunk in uncompressed_chunks(self.blob, media_type):
+                self._chunks.put(chunk)
+        except BaseException as error:
+            ending = error
+        try:
+            self.blob.drain()  # the digest covers every byte, also of a broken stream
+            self.blob_digest = self.blob.digest()
+        except OSError as error:
+            ending = ending or error
+        self._chunks.put(ending)
+
+    def _next_chunk(self) -> bool:
+        """Move on to the next chunk; False at the end."""
+        if self._ended:
+            return False
+        chunk = self._chunks.get()
+        if isinstance(chunk, BaseException) or not chunk:
+            self._ended = True
+            if chunk:
+                raise chunk
+            return False
+        self.tar_sha256.update(chunk)
+        self._start += len(self._chunk)
+        self._chunk, self._position = memoryview(chunk), 0
+        return True
+
+    def _take(self, size: int) -> memoryview:
+        """Up to ``size`` next bytes, from one chunk; empty at the end."""
+        if self._position == len(self._chunk) and not self._next_chunk():
+            return memoryview(b"")
+        piece = self._chunk[self._position : self._position + size]
+        self._position += len(piece)
+        return piece
+
+    def tell(self) -> int:
+        return self._start + self._position
+
+    def read(self, size: int) -> bytes:
+        pieces = []
+        while size > 0 and (piece := self._take(size)):
+            pieces.append(piece)
+            size -= len(piece)
+        return b"".join(pieces)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Skip ahead to ``offset``: ``tarfile`` seeks over the data of what it skips."""
+        if whence != os.SEEK_SET or offset < self.tell():
+            raise io.UnsupportedOperation("a layer is read forward only")
+        while self.tell() < offset and self._take(offset - self.tell()):
+            pass
+        return self.tell()
+
+    def copy_to(self, fd: int, size: int) -> None:
+        """Write the next ``size`` bytes to ``fd``."""
+        while size > 0:
+            piece = self._take(size)
+            if not piece:
+                raise EOFError("the layer ends inside a file")
+            size -= len(piece)
+            _write_all(fd, piece)
+
+    def finish(self) -> tuple[str | None, str]:
+        """Read to the end, so both digests cover every byte: (digest, diff_id)."""
+        while self._next_chunk():
+            pass
+        return self.blob_digest, "sha256:" + self.tar_sha256.hexdigest()
+
+
+def _write_all(fd: int, data) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
 def unpack(blob_fd: int, destination: str, media_type: str = "") -> tuple[str, str]:
     """Unpack the layer blob open at ``blob_fd`` into the new directory ``destination``.
 
@@ -175,16 +280,17 @@ def start_unpack(blob_fd: int, destination: str, media_type: str = "") -> tuple[
     pid = os.fork()
     if pid == 0:  # the child: chroot into the layer's directory, unpack, report
         os.close(report_read)
-        blob = None
+        stream = None
         try:
             os.chroot(destination)
             os.chdir("/")
-            blob = HashingReader(os.fdopen(blob_fd, "rb", buffering=0))
-            digests = _unpack_here(blob, media_type)
-            os.write(report_write, ("ok " + " ".join(digests)).encode())
+            stream = TarStream(HashingReader(os.fdopen(blob_fd, "rb", buffering=0)), media_type)
+            Unpacker(stream).unpack()
+            digest, diff_id = stream.finish()
+            os.write(report_write, f"ok {digest} {diff_id}".encode())
             os._exit(0)
         except BaseException as error:  # report anything, exit, never return to the caller
-            report = f"error {_digest_of_the_rest(blob)} {_describe(error)}"
+            report = f"error {_digest_of_the_rest(stream)} {_describe(error)}"
             os.write(report_write, report.encode(errors="replace"))
         finally:
             os._exit(1)
@@ -222,46 +328,19 @@ def abandon(job: tuple[int, int], destination: str) -> None:
 def _describe(error: BaseException) -> str:
     if isinstance(error, LayerError):
         return str(error)
-    broken = (EOFError, zlib.error, lzma.LZMAError, tarfile.ReadError, gzip.BadGzipFile)
+    broken = (EOFError, zlib.error, inflate_library.error, lzma.LZMAError, tarfile.ReadError)
     if isinstance(error, broken):
         return f"the layer is truncated or not a tar archive ({error or type(error).__name__})"
     return f"{type(error).__name__}: {error}"
 
 
-def _digest_of_the_rest(blob: HashingReader | None) -> str:
-    """The blob's digest after reading what is left of it; ``-`` if even that fails."""
-    if blob is None:
+def _digest_of_the_rest(stream: TarStream | None) -> str:
+    """The blob's digest, once the producer has read all of it; ``-`` if it could not."""
+    if stream is None:
         return "-"
-    try:
-        blob.drain()
-        return blob.digest()
-    except Exception:
-        return "-"
-
-
-def _unpack_here(blob: HashingReader, media_type: str) -> tuple[str, str]:
-    """In the chroot: stream the tar, applying each entry under the refusal policy."""
-    buffered = io.BufferedReader(blob, CHUNK)
-    kind = compression(buffered.peek(6)[:6], media_type)
-    tar_stream = HashingReader(decompressed(buffered, kind))
-    ahead = io.BufferedReader(ReadAhead(tar_stream), CHUNK)
-    directories = []  # (path, TarInfo): their times are set last, after their contents
-    with tarfile.open(fileobj=ahead, mode="r|", errorlevel=2) as archive:
-        for entry in archive:
-            path = _checked_name(entry.name)
-            if path is None:  # the layer's root directory itself
-                if entry.isdir():
-                    _set_metadata(".", entry)
-                    directories.append((".", entry))
-                continue
-            if _apply(archive, entry, path):
-                directories.append((path, entry))
-    while ahead.read(CHUNK):  # the rest, so that both digests cover every byte
-        pass
-    blob.drain()
-    for path, entry in reversed(directories):
-        _set_times(path, entry)
-    return blob.digest(), tar_stream.digest()
+    with contextlib.suppress(Exception):
+        stream.finish()
+    return stream.blob_digest or "-"
 
 
 def _checked_name(name: str, entry_name: str | None = None) -> str | None:
@@ -275,82 +354,134 @@ def _checked_name(name: str, entry_name: str | None = None) -> str | None:
     return "/".join(parts) or None
 
 
-# Directories of this layer known to be real ones (not links): checked once, not per entry.
-_real_directories: set[str] = set()
+class Unpacker:
+    """Applies a layer's entries, in order, in the chroot, under the refusal policy."""
 
+    def __init__(self, stream: TarStream):
+        self.stream = stream
+        self.archive = tarfile.TarFile(fileobj=stream, mode="r")
+        # Directories of this layer known to be real ones, not links: checked once, not
+        # for every entry below them.
+        self.real_directories: set[str] = set()
+        self.directories: list[tuple[str, tarfile.TarInfo]] = []  # their times: set last
 
-def _refuse_links_in_parents(path: str, entry_name: str) -> None:
-    """Refuse writing through a symbolic link: every parent must be a real directory."""
-    parent = ""
-    for part in path.split("/")[:-1]:
-        parent = f"{parent}/{part}" if parent else part
-        if parent in _real_directories:
-            continue
+    def unpack(self) -> None:
+        for entry in self.archive:
+            path = _checked_name(entry.name)
+            if path is None:  # the layer's root directory itself
+                if entry.isdir():
+                    _set_metadata(".", entry)
+                    self.directories.append((".", entry))
+                continue
+            self.apply(entry, path)
+        for path, entry in reversed(self.directories):
+            _set_times(path, entry)
+
+    def apply(self, entry: tarfile.TarInfo, path: str) -> None:
+        """Create what ``entry`` describes at ``path``; a later entry replaces an earlier one."""
+        self._real_parents(path, entry.name, make=True)
+        directory, _, name = path.rpartition("/")
+        if name.startswith(WHITEOUT_PREFIX):
+            _whiteout(directory, name, entry.name)
+        elif entry.isdir():
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    self._remove(path)
+                    os.mkdir(path, 0o700)
+            self.real_directories.add(path)
+            self.directories.append((path, entry))
+            _set_metadata(path, entry)
+        elif entry.isreg():
+            self._write_file(entry, path)
+        elif entry.islnk():
+            target = _checked_name(entry.linkname, entry.name)
+            if target is None:
+                raise LayerError(f"entry {entry.name!r}: a hard link to the root is refused")
+            self._real_parents(target, entry.name, make=False)
+            self._create(path, lambda: os.link(target, path, follow_symlinks=False))
+            _set_metadata(path, entry)
+        else:
+            self._create(path, lambda: _make_special(entry, path))
+            _set_metadata(path, entry)
+
+    def _write_file(self, entry: tarfile.TarInfo, path: str) -> None:
+        fd = self._create(path, lambda: os.open(path, NEW_FILE, 0o600))
         try:
-            mode = os.lstat(parent).st_mode
-        except FileNotFoundError:
-            return  # created below as a plain directory
-        if stat.S_ISLNK(mode):
-            raise LayerError(
-                f"entry {entry_name!r}: refuses to write through symbolic link {parent!r}"
-            )
-        if not stat.S_ISDIR(mode):
-            raise LayerError(f"entry {entry_name!r}: {parent!r} is not a directory")
-        _real_directories.add(parent)
+            if entry.issparse():  # tarfile knows where its holes are
+                with self.archive.extractfile(entry) as source:
+                    while chunk := source.read(CHUNK):
+                        _write_all(fd, chunk)
+            else:
+                self.stream.seek(entry.offset_data)
+                self.stream.copy_to(fd, entry.size)
+            _set_metadata(fd, entry)
+        finally:
+            os.close(fd)
+
+    def _real_parents(self, path: str, entry_name: str, make: bool) -> None:
+        """Refuse writing through a symbolic link: every parent must be a real directory.
+        With ``make``, missing ones are made (as tar does)."""
+        parent = ""
+        for part in path.split("/")[:-1]:
+            parent = f"{parent}/{part}" if parent else part
+            if parent in self.real_directories:
+                continue
+            try:
+                mode = os.lstat(parent).st_mode
+            except FileNotFoundError:
+                if not make:
+                    return  # the link's target is missing: link(2) will say so
+                os.mkdir(parent, 0o755)
+                mode = stat.S_IFDIR
+            if stat.S_ISLNK(mode):
+                raise LayerError(
+                    f"entry {entry_name!r}: refuses to write through symbolic link {parent!r}"
+                )
+            if not stat.S_ISDIR(mode):
+                raise LayerError(f"entry {entry_name!r}: {parent!r} is not a directory")
+            self.real_directories.add(parent)
+
+    def _create(self, path: str, make):
+        """``make()``, which creates ``path``; if something is there already, it is replaced.
+        (Trying first saves a stat(2) per entry.)"""
+        try:
+            return make()
+        except FileExistsError:
+            self._remove(path)
+            return make()
+
+    def _remove(self, path: str) -> None:
+        """Remove whatever is at ``path``, a directory with its contents."""
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            remove_tree(path)
+            below = path + "/"
+            self.real_directories = {
+                known
+                for known in self.real_directories
+                if known != path and not known.startswith(below)
+            }
+        else:
+            os.unlink(path)
 
 
-def _apply(archive: tarfile.TarFile, entry: tarfile.TarInfo, path: str) -> bool:
-    """Create what ``entry`` describes at ``path``; True if it is a directory."""
-    _refuse_links_in_parents(path, entry.name)
-    directory, name = os.path.split(path)
-    if name.startswith(WHITEOUT_PREFIX):
-        _whiteout(directory, name, entry.name)
-        return False
-    if directory and directory not in _real_directories:
-        os.makedirs(directory, 0o755, exist_ok=True)
-    if entry.isdir():
-        if not os.path.isdir(path) or os.path.islink(path):
-            _remove(path)
-            os.mkdir(path, 0o700)
-    elif entry.isreg():
-        with archive.extractfile(entry) as source, _create(path, lambda: open(path, "xb")) as out:
-            while chunk := source.read(CHUNK):
-                out.write(chunk)
-    elif entry.issym():
-        _create(path, lambda: os.symlink(entry.linkname, path))  # absolute targets: fine
-    elif entry.islnk():
-        target = _checked_name(entry.linkname, entry.name)
-        if target is None:
-            raise LayerError(f"entry {entry.name!r}: a hard link to the root is refused")
-        _refuse_links_in_parents(target, entry.name)
-        _create(path, lambda: os.link(target, path, follow_symlinks=False))
+def _make_special(entry: tarfile.TarInfo, path: str) -> None:
+    """A symbolic link (absolute targets are fine: they resolve in the container), a device
+    node or a FIFO."""
+    if entry.issym():
+        os.symlink(entry.linkname, path)
     elif entry.ischr() or entry.isblk() or entry.isfifo():
         kind = stat.S_IFCHR if entry.ischr() else stat.S_IFBLK if entry.isblk() else stat.S_IFIFO
-        device = os.makedev(entry.devmajor, entry.devminor)
-        _create(path, lambda: os.mknod(path, kind | 0o600, device))
+        os.mknod(path, kind | 0o600, os.makedev(entry.devmajor, entry.devminor))
     else:
         raise LayerError(f"entry {entry.name!r}: unsupported type {entry.type!r}")
-    _set_metadata(path, entry)
-    return entry.isdir()
-
-
-def _create(path: str, make):
-    """``make()``, which creates ``path``; if something is there already, it is replaced:
-    a later entry of a layer wins over an earlier one, a whiteout included. (Trying first
-    saves a stat(2) per entry.)"""
-    try:
-        return make()
-    except FileExistsError:
-        _remove(path)
-        return make()
 
 
 def _whiteout(directory: str, name: str, entry_name: str) -> None:
     """Translate an OCI whiteout into overlayfs's form (see the module docstring)."""
     if name == OPAQUE_MARKER:
-        target_dir = directory or "."
-        os.makedirs(target_dir, 0o755, exist_ok=True)
-        os.setxattr(target_dir, OPAQUE_XATTR, b"y")
+        os.setxattr(directory or ".", OPAQUE_XATTR, b"y")
         return
     hidden = name[len(WHITEOUT_PREFIX) :]
     if hidden.strip(".") == "" or "/" in hidden:
@@ -358,41 +489,26 @@ def _whiteout(directory: str, name: str, entry_name: str) -> None:
     path = os.path.join(directory, hidden)
     if os.path.lexists(path):
         return  # the same layer's own file wins over its whiteout (layer.md)
-    if directory:
-        os.makedirs(directory, 0o755, exist_ok=True)
     os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(0, 0))
 
 
-def _set_metadata(path: str, entry: tarfile.TarInfo) -> None:
-    """Owner, then mode (chown(2) clears setuid bits), extended attributes, times."""
-    os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
+def _set_metadata(target: str | int, entry: tarfile.TarInfo) -> None:
+    """Owner, then mode (chown(2) clears setuid bits), extended attributes, times: of a path,
+    never following a link, or of an open file."""
+    no_follow = {"follow_symlinks": False} if isinstance(target, str) else {}
+    os.chown(target, entry.uid, entry.gid, **no_follow)
     if not entry.issym():
-        os.chmod(path, stat.S_IMODE(entry.mode))  # setuid, setgid and sticky kept
+        os.chmod(target, stat.S_IMODE(entry.mode))  # setuid, setgid and sticky kept
     for key, value in entry.pax_headers.items():
         if key.startswith("SCHILY.xattr."):
             raw = value.encode("utf-8", "surrogateescape")
-            os.setxattr(path, key[len("SCHILY.xattr.") :], raw, follow_symlinks=False)
+            os.setxattr(target, key[len("SCHILY.xattr.") :], raw, **no_follow)
     if not entry.isdir():
-        _set_times(path, entry)
+        os.utime(target, (entry.mtime, entry.mtime), **no_follow)
 
 
 def _set_times(path: str, entry: tarfile.TarInfo) -> None:
     os.utime(path, (entry.mtime, entry.mtime), follow_symlinks=False)
-
-
-def _remove(path: str) -> None:
-    """Remove whatever is at ``path`` (a directory with its contents); nothing is fine."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(mode):
-        remove_tree(path)
-        _real_directories.difference_update(
-            [known for known in _real_directories if known == path or known.startswith(path + "/")]
-        )
-    else:
-        os.unlink(path)
 
 
 def copy_layers(layers: list[str], target: str) -> None:

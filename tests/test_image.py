@@ -9,8 +9,10 @@ import io
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
+import zlib
 
 import pytest
 
@@ -112,6 +114,18 @@ MERGED_VIEW = (
 MERGED_EXPECTED = (
     "/data:\nkeep.txt\nnew.txt\n\n/opaque:\nfresh.txt\n4755 /suid\n/etc/passwd\nhard links kept\n"
 )
+
+
+def test_load_through_click_and_without_it(mycontainer, images, tmp_path):
+    """``load FILE`` skips importing click (runtime.launcher); ``load -- FILE`` goes through
+    click: the same output, the same one-line error."""
+    for argv in (["load"], ["load", "--"]):
+        assert mycontainer(*argv, images["rootfs.tar.xz"]).stdout == "rootfs:latest\n"
+        missing = mycontainer(*argv, str(tmp_path / "missing.tar"))
+        assert missing.returncode == 125
+        assert missing.stderr == (
+            f"mycontainer: error: no such image file or directory: {tmp_path}/missing.tar\n"
+        )
 
 
 @pytest.mark.parametrize("kind", ["layout", "oci.tar", "oci.tar.gz", "docker.tar"])
@@ -306,6 +320,17 @@ HOSTILE = {
     ],
     "hard link outside": lambda s: [[member("h", tarfile.LNKTYPE, escape(s, "file"))]],
     "hard link to an absolute name": lambda s: [[member("h", tarfile.LNKTYPE, f"{s}/file")]],
+    "hard link through a symlink": lambda s: [
+        [member("link", tarfile.SYMTYPE, str(s)), member("h", tarfile.LNKTYPE, "link/file")]
+    ],
+    "directory replaced by a symlink, then written through": lambda s: [
+        [
+            member("d", tarfile.DIRTYPE),
+            member("d/fine", data=b"x"),
+            member("d", tarfile.SYMTYPE, str(s)),
+            member("d/pwned", data=b"x"),
+        ]
+    ],
     "whiteout outside": lambda s: [[member(escape(s, ".wh.file"))]],
     "whiteout .wh.": lambda s: [[member(".wh.")]],
     "whiteout .wh..": lambda s: [[member("a/.wh..")]],
@@ -512,3 +537,181 @@ def test_zstd_layers(mycontainer, busybox_rootfs, tmp_path):
     index["manifests"][0].update(digest=f"sha256:{new_manifest}", size=len(data))
     (layout / "index.json").write_text(json.dumps(index))
     assert mycontainer("run", "--net", "none", str(layout), "cat", "/which").stdout == "zstd\n"
+
+
+# --- what GNU tar writes, unpacked exactly --------------------------------------------------
+
+
+def tree(root) -> dict:
+    """Everything below ``root``: type and mode, owner, mtime, content (or link target, or
+    device number) and extended attributes of each path."""
+    found = {}
+    for directory, subdirectories, files in os.walk(root):
+        for name in subdirectories + files:
+            path = os.path.join(directory, name)
+            status = os.lstat(path)
+            if stat.S_ISREG(status.st_mode):
+                with open(path, "rb") as file:
+                    what = hashlib.sha256(file.read()).hexdigest()
+            elif stat.S_ISLNK(status.st_mode):
+                what = os.readlink(path)
+            else:
+                what = status.st_rdev
+            xattrs = {
+                key: os.getxattr(path, key, follow_symlinks=False)
+                for key in os.listxattr(path, follow_symlinks=False)
+            }
+            owner = (status.st_uid, status.st_gid)
+            found[os.path.relpath(path, root)] = (
+                oct(status.st_mode),
+                owner,
+                int(status.st_mtime),
+                what,
+                xattrs,
+            )
+    return found
+
+
+def gnu_tar_source(root) -> None:
+    """A tree with what real layers hold beyond plain files: set-ID and sticky bits, other
+    owners, old mtimes, a sparse file, names and link targets over 100 characters, hard and
+    symbolic links, a FIFO, a device node, extended attributes."""
+    deep = root / ("a-long-directory-name-" * 3) / ("and-a-longer-file-name-" * 4)
+    deep.parent.mkdir(parents=True)
+    deep.write_text("deep\n")
+    os.symlink("/" + "x" * 150, root / "long-link")
+    os.symlink("/bin/busybox", root / "sh")
+    with open(root / "sparse", "wb") as file:
+        file.truncate(8 << 20)
+        file.seek(3 << 20)
+        file.write(b"data in the middle of a hole")
+    (root / "big").write_bytes(os.urandom(3 << 20))  # spans several chunks of the reader
+    (root / "hard1").write_text("linked\n")
+    os.link(root / "hard1", root / "hard2")
+    os.mkfifo(root / "fifo")
+    os.mknod(root / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    os.setxattr(root / "big", "user.origin", b"gnu tar")
+    (root / "shared").mkdir()
+    (root / "tmp").mkdir()
+    (root / "suid").write_text("#!/bin/sh\n")
+    for name, mode, owner in [
+        ("shared", 0o2775, (0, 50)),
+        ("tmp", 0o1777, (0, 0)),
+        ("suid", 0o4755, (0, 0)),
+        ("big", 0o640, (1234, 5678)),
+    ]:
+        os.chown(root / name, *owner)
+        os.chmod(root / name, mode)
+    for path in [*root.rglob("*"), root]:
+        os.utime(path, (1_000_000_000, 1_000_000_000), follow_symlinks=False)
+
+
+@pytest.mark.parametrize("tar_format", ["gnu", "posix"])
+def test_a_layer_is_unpacked_exactly_as_gnu_tar_wrote_it(mycontainer, home, tmp_path, tar_format):
+    need("tar")
+    source = tmp_path / "source"
+    source.mkdir()
+    gnu_tar_source(source)
+    layer_tar = tmp_path / "layer.tar"
+    xattrs = ["--xattrs", "--xattrs-include=user.*"] if tar_format == "posix" else []
+    sh(
+        "tar", f"--format={tar_format}", "--sparse", "--numeric-owner", *xattrs,
+        "-C", str(source), "-cf", str(layer_tar), ".",
+    )  # fmt: skip
+    data = layer_tar.read_bytes()
+    write_layout(tmp_path / "gnu", [data])
+    result = mycontainer("load", str(tmp_path / "gnu"))
+    assert result.returncode == 0, result.stderr
+    unpacked = home / "layers" / hashlib.sha256(data).hexdigest()
+    expected = tree(source)
+    if tar_format == "gnu":  # the GNU format has no extended attributes
+        expected["big"] = expected["big"][:4] + ({},)
+    assert tree(unpacked) == expected
+    assert os.lstat(unpacked / "hard1").st_ino == os.lstat(unpacked / "hard2").st_ino
+
+
+def test_a_later_entry_replaces_an_earlier_one(mycontainer, home, tmp_path):
+    """``tar -r`` appends new versions of a path: the last one wins, whatever its type."""
+    need("tar")
+    source, layer_tar = tmp_path / "source", tmp_path / "layer.tar"
+    (source / "dir-then-link").mkdir(parents=True)
+    (source / "dir-then-link/inside").write_text("gone\n")
+    (source / "file-then-dir").write_text("gone\n")
+    (source / "changed").write_text("first\n")
+    sh("tar", "-C", str(source), "-cf", str(layer_tar), ".")
+    shutil.rmtree(source / "dir-then-link")
+    os.symlink("/elsewhere", source / "dir-then-link")
+    (source / "file-then-dir").unlink()
+    (source / "file-then-dir").mkdir()
+    (source / "file-then-dir/new").write_text("new\n")
+    (source / "changed").write_text("second\n")
+    names = ["./dir-then-link", "./file-then-dir", "./file-then-dir/new", "./changed"]
+    sh("tar", "-C", str(source), "-rf", str(layer_tar), "--no-recursion", *names)
+    data = layer_tar.read_bytes()
+    write_layout(tmp_path / "appended", [data])
+    assert mycontainer("load", str(tmp_path / "appended")).returncode == 0
+    unpacked = home / "layers" / hashlib.sha256(data).hexdigest()
+    assert os.readlink(unpacked / "dir-then-link") == "/elsewhere"
+    assert os.listdir(unpacked / "file-then-dir") == ["new"]
+    assert (unpacked / "changed").read_text() == "second\n"
+
+
+# --- gzip streams, with zlib and with ISA-L -----------------------------------------------------
+
+
+def inflaters():
+    from runtime import layer
+
+    found = [pytest.param(zlib, id="zlib")]
+    isal = pytest.param(
+        layer.inflate_library,
+        id="isal",
+        marks=pytest.mark.skipif(
+            layer.inflate_library is zlib, reason="isal is not installed (pip install isal)"
+        ),
+    )
+    return [*found, isal]
+
+
+@pytest.mark.parametrize("inflate_library", inflaters())
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ("one member", None),
+        ("members with zero padding", None),
+        ("truncated", "truncated or not a tar archive"),
+        ("garbage after the end", "truncated or not a tar archive"),
+    ],
+)
+def test_gzip_streams(tmp_path, monkeypatch, inflate_library, shape, message):
+    """Unpacked in this process (the unpacking child inherits the inflate library chosen)."""
+    from runtime import layer
+
+    monkeypatch.setattr(layer, "inflate_library", inflate_library)
+    files = [member(f"f{i}", data=os.urandom(700_000)) for i in range(4)]  # > 1 chunk
+    data = tar_bytes(files)
+    if shape == "one member":
+        blob = gzip.compress(data)
+    elif shape == "members with zero padding":  # as `cat a.gz b.gz` and block padding make
+        blob = gzip.compress(data[:1_000_000]) + b"\0" * 1000 + gzip.compress(data[1_000_000:])
+    elif shape == "truncated":
+        blob = gzip.compress(data)[:-100_000]
+    else:
+        blob = gzip.compress(data) + b"this is not gzip"
+    (tmp_path / "blob").write_bytes(blob)
+    destination = str(tmp_path / "layer")
+    fd = os.open(tmp_path / "blob", os.O_RDONLY)
+    try:
+        if message:
+            with pytest.raises(layer.LayerError, match=message) as refused:
+                layer.unpack(fd, destination)
+            assert refused.value.digest == "sha256:" + hashlib.sha256(blob).hexdigest()
+            assert not os.path.exists(destination)
+            return
+        digest, diff_id = layer.unpack(fd, destination)
+    finally:
+        os.close(fd)
+    assert digest == "sha256:" + hashlib.sha256(blob).hexdigest()
+    assert diff_id == "sha256:" + hashlib.sha256(data).hexdigest()
+    for info, content in files:
+        assert (tmp_path / "layer" / info.name).read_bytes() == content
