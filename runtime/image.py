@@ -218,6 +218,7 @@ def _unpack_layers(source, manifest, progress) -> list[str]:
     count = len(manifest.layers)
     directories: list[str] = [""] * count  # where each layer is: in the store, or staged
     diff_ids: list[str] = [""] * count
+    blobs: dict[int, int] = {}  # the open blob of each layer to unpack
     staged: dict[int, str] = {}
     running: list[tuple[int, tuple]] = []
     try:
@@ -227,22 +228,24 @@ def _unpack_layers(source, manifest, progress) -> list[str]:
             if stored and os.path.isdir(stored):
                 directories[index], diff_ids[index] = stored, expected
                 continue
-            if progress:
-                progress(f"unpacking layer {index + 1}/{count} ({blob.digest or blob.path})")
-            staged[index] = os.path.join(layers_root(), f".unpacking-{os.getpid()}-{index}")
             try:
-                fd = source.open_blob(blob)
+                blobs[index] = source.open_blob(blob)
             except FileNotFoundError:
                 blob_name = _blob_name(manifest, index)
                 raise ImageError(f"image {manifest.name}: blob {blob_name} is missing") from None
-            try:
-                running.append((index, layer.start_unpack(fd, staged[index], blob.media_type)))
-            finally:
-                os.close(fd)
+        meter = _Meter(blobs, progress)
+        for index, fd in blobs.items():
+            staged[index] = os.path.join(layers_root(), f".unpacking-{os.getpid()}-{index}")
+            running.append(
+                (index, layer.start_unpack(fd, staged[index], manifest.layers[index].media_type))
+            )
             if len(running) >= max(1, os.cpu_count() or 1):
+                meter.wait(running[0][1])
                 _finish(*running.pop(0), manifest, staged, directories, diff_ids)
         while running:
+            meter.wait(running[0][1])
             _finish(*running.pop(0), manifest, staged, directories, diff_ids)
+        meter.done()
         for index in range(1, count):  # no layer may write through a lower layer's symlink
             try:
                 layer.check_against_lower_layers(directories[index], directories[:index][::-1])
@@ -262,9 +265,38 @@ def _unpack_layers(source, manifest, progress) -> list[str]:
             if os.path.lexists(staging):
                 remove_tree(staging)
         raise
-    if progress:
-        progress("")
+    finally:
+        for fd in blobs.values():
+            os.close(fd)
     return diff_ids
+
+
+class _Meter:
+    """Tells ``progress(done, total)`` how many bytes of the layer blobs the unpacking
+    children have read: the sum of their read offsets, which parent and children share
+    (fork(2): the child's descriptors refer to the same open file descriptions)."""
+
+    def __init__(self, blobs: dict[int, int], progress):
+        self.blobs = blobs
+        self.progress = progress
+        self.total = sum(os.fstat(fd).st_size for fd in blobs.values())
+
+    def wait(self, job: tuple[int, int]) -> None:
+        """Until ``job``'s child has reported, showing progress every tenth of a second."""
+        if not self.progress:
+            return
+        import select
+
+        _pid, report = job
+        while True:
+            read = sum(os.lseek(fd, 0, os.SEEK_CUR) for fd in self.blobs.values())
+            self.progress(read, self.total)
+            if select.select([report], [], [], 0.1)[0]:
+                return
+
+    def done(self) -> None:
+        if self.progress and self.blobs:
+            self.progress(self.total, self.total)
 
 
 def _blob_name(manifest, index: int) -> str:

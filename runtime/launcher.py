@@ -61,6 +61,7 @@ REPEATABLE_OPTIONS = {"--publish", "--env", "--cap-add", "--cap-drop", "--securi
 # Short names, recognised before IMAGE only: after it, the ``-p`` of ``mkdir -p`` is the
 # command's. (Long options are recognised anywhere, as split_run_args explains.)
 SHORT_OPTIONS = {"-p": "--publish", "-e": "--env"}
+PROGRESS_WIDTH = 30  # characters of the import progress bar
 
 
 def split_run_args(args: list[str]) -> tuple[list[str], list[str]]:
@@ -166,12 +167,18 @@ def load(file: str) -> int:
 
 
 def _progress_on_terminal():
-    """A progress callback for long imports when stderr is a terminal; else None."""
+    """A progress bar for imports when stderr is a terminal (else None): how much of the
+    layers' compressed bytes the unpacking has read. It is erased when the import is done."""
     if not sys.stderr.isatty():
         return None
 
-    def show(text: str) -> None:
-        sys.stderr.write(f"\r\x1b[K{text}")  # \x1b[K: erase the rest of the line
+    def show(done: int, total: int) -> None:
+        line = ""
+        if done < total:
+            filled = PROGRESS_WIDTH * done // total
+            bar = "#" * filled + "." * (PROGRESS_WIDTH - filled)
+            line = f"unpacking [{bar}] {100 * done // total:3d}%  {done >> 20}/{total >> 20} MiB"
+        sys.stderr.write(f"\r\x1b[K{line}")  # \x1b[K: erase the rest of the line
         sys.stderr.flush()
 
     return show

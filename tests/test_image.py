@@ -8,6 +8,8 @@ import hashlib
 import io
 import json
 import os
+import pty
+import re
 import shutil
 import stat
 import subprocess
@@ -120,12 +122,39 @@ def test_load_through_click_and_without_it(mycontainer, images, tmp_path):
     """``load FILE`` skips importing click (runtime.launcher); ``load -- FILE`` goes through
     click: the same output, the same one-line error."""
     for argv in (["load"], ["load", "--"]):
-        assert mycontainer(*argv, images["rootfs.tar.xz"]).stdout == "rootfs:latest\n"
+        loaded = mycontainer(*argv, images["rootfs.tar.xz"])
+        assert (loaded.stdout, loaded.stderr) == ("rootfs:latest\n", "")  # no bar: not a tty
         missing = mycontainer(*argv, str(tmp_path / "missing.tar"))
         assert missing.returncode == 125
         assert missing.stderr == (
             f"mycontainer: error: no such image file or directory: {tmp_path}/missing.tar\n"
         )
+
+
+def test_a_progress_bar_when_stderr_is_a_terminal(images, home, state_root):
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(
+        mycontainer_command("load", images["rootfs.tar.gz"]),
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        env=environment(home, state_root),
+    )
+    os.close(secondary)
+    shown = b""
+    while True:
+        try:
+            data = os.read(primary, 4096)
+        except OSError:  # EIO: the other end is closed
+            break
+        if not data:
+            break
+        shown += data
+    os.close(primary)
+    assert process.stdout.read() == b"rootfs:latest\n"
+    assert process.wait(timeout=30) == 0
+    first = re.search(rb"unpacking \[[#.]{30}\] +(\d+)%  \d+/\d+ MiB", shown)
+    assert first, shown
+    assert shown.endswith(b"\r\x1b[K"), shown  # erased when done
 
 
 @pytest.mark.parametrize("kind", ["layout", "oci.tar", "oci.tar.gz", "docker.tar"])
