@@ -57,6 +57,10 @@ except ImportError:
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
+# A layer's extended attributes are restored, except overlayfs's own: what overlayfs does
+# with a layer (redirects, metacopy, origins) comes from whiteouts only, never from the tar.
+XATTR_RECORD = "SCHILY.xattr."  # a pax record, as GNU tar and docker write them
+OVERLAY_XATTRS = "trusted.overlay."
 READ_SIZE = 256 << 10  # compressed bytes read at a time
 CHUNK = 1 << 20  # uncompressed bytes at most at a time: a "gzip bomb" stays this small
 CHUNKS_AHEAD = 16  # how far decompression may run ahead of the writing
@@ -500,9 +504,9 @@ def _set_metadata(target: str | int, entry: tarfile.TarInfo) -> None:
     if not entry.issym():
         os.chmod(target, stat.S_IMODE(entry.mode))  # setuid, setgid and sticky kept
     for key, value in entry.pax_headers.items():
-        if key.startswith("SCHILY.xattr."):
-            raw = value.encode("utf-8", "surrogateescape")
-            os.setxattr(target, key[len("SCHILY.xattr.") :], raw, **no_follow)
+        name = key.removeprefix(XATTR_RECORD)
+        if name != key and not name.startswith(OVERLAY_XATTRS):
+            os.setxattr(target, name, value.encode("utf-8", "surrogateescape"), **no_follow)
     if not entry.isdir():
         os.utime(target, (entry.mtime, entry.mtime), **no_follow)
 
