@@ -192,7 +192,9 @@ def load(reference: str, progress=None) -> Image:
     """Import the image file or OCI layout ``reference`` (``FILE[:TAG]``) into the store.
 
     Layers already in the store are not unpacked again. On any failure nothing of this
-    import is left behind. ``progress(text)``, if given, is told about long steps.
+    import is left behind. ``progress(done, total)``, if given, is told every tenth of a
+    second how many bytes of the layer blobs the unpacking has read, and (total, total) at
+    the end.
     """
     from runtime import imagesource
 
@@ -214,13 +216,17 @@ def _unpack_layers(source, manifest, progress) -> list[str]:
     """
     from runtime import layer
 
-    os.makedirs(layers_root(), exist_ok=True)
+    # Only root may enter: the layers hold set-user-ID programs and device nodes, which
+    # another user of this machine could otherwise run or open (as /var/lib/docker is).
+    os.makedirs(layers_root(), 0o700, exist_ok=True)
+    os.chmod(layers_root(), 0o700)
     count = len(manifest.layers)
     directories: list[str] = [""] * count  # where each layer is: in the store, or staged
     diff_ids: list[str] = [""] * count
     blobs: dict[int, int] = {}  # the open blob of each layer to unpack
     staged: dict[int, str] = {}
     running: list[tuple[int, tuple]] = []
+    meter = None
     try:
         for index, blob in enumerate(manifest.layers):
             expected = manifest.diff_ids[index] if manifest.diff_ids else None
@@ -245,7 +251,6 @@ def _unpack_layers(source, manifest, progress) -> list[str]:
         while running:
             meter.wait(running[0][1])
             _finish(*running.pop(0), manifest, staged, directories, diff_ids)
-        meter.done()
         for index in range(1, count):  # no layer may write through a lower layer's symlink
             try:
                 layer.check_against_lower_layers(directories[index], directories[:index][::-1])
@@ -266,6 +271,8 @@ def _unpack_layers(source, manifest, progress) -> list[str]:
                 remove_tree(staging)
         raise
     finally:
+        if meter:
+            meter.close()
         for fd in blobs.values():
             os.close(fd)
     return diff_ids
@@ -294,7 +301,8 @@ class _Meter:
             if select.select([report], [], [], 0.1)[0]:
                 return
 
-    def done(self) -> None:
+    def close(self) -> None:
+        """Done, or failed: the bar goes (an error message may follow on its line)."""
         if self.progress and self.blobs:
             self.progress(self.total, self.total)
 

@@ -13,7 +13,8 @@ So we write our own policy, and defend in depth:
    such names, malformed whiteouts (``.wh.``, ``.wh..``, ``.wh...``). The error names the entry.
 2. **Contain**: the unpacking runs in a child process that has chroot(2)ed into the
    layer's directory, as docker's chrootarchive does; whatever slipped past (1) would still
-   resolve inside it. The parent reads nothing the child writes, except one report.
+   resolve inside it. The parent takes one report from the child, and looks at what it
+   wrote only with lstat(2), which never follows a link.
 
 Whiteouts (layer.md, "Whiteouts") become what overlayfs understands, since each layer is
 a lower directory of an overlay mount: ``.wh.NAME`` is a character device 0/0 named NAME,
@@ -62,8 +63,8 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 XATTR_RECORD = "SCHILY.xattr."  # a pax record, as GNU tar and docker write them
 OVERLAY_XATTRS = "trusted.overlay."
 READ_SIZE = 256 << 10  # compressed bytes read at a time
-CHUNK = 1 << 20  # uncompressed bytes at most at a time: a "gzip bomb" stays this small
-CHUNKS_AHEAD = 16  # how far decompression may run ahead of the writing
+CHUNK = 1 << 20  # uncompressed bytes at most at a time, so that a "gzip bomb"...
+CHUNKS_AHEAD = 16  # ...and decompression may run only this far ahead of the writing
 NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -182,41 +183,51 @@ class TarStream:
         self.blob = blob
         self.blob_digest: str | None = None  # once the producer has read every byte
         self.tar_sha256 = hashlib.sha256()
+        self.last_block = b""  # of tarfile's reads, the last of one block: a header
         self._chunks: queue.Queue = queue.Queue(CHUNKS_AHEAD)
         self._chunk = memoryview(b"")
         self._position = 0  # in the current chunk
         self._start = 0  # of the current chunk, in the tar
-        self._ended = False
+        self._end: bytes | BaseException | None = None  # once reached: b"" or the error
+        self._stopping = False
         threading.Thread(target=self._produce, args=(media_type,), daemon=True).start()
 
     def _produce(self, media_type: str) -> None:
-        ending: bytes | BaseException = b""  # an error is raised again in the reading thread
+        """The producer thread. Whatever happens, its last item is b"" or the first error
+        (raised again in the reading thread), and the blob has been read to its end."""
+        errors = []
         try:
             for chunk in uncompressed_chunks(self.blob, media_type):
+                if self._stopping:
+                    break
                 self._chunks.put(chunk)
         except BaseException as error:
-            ending = error
+            errors.append(error)
         try:
             self.blob.drain()  # the digest covers every byte, also of a broken stream
             self.blob_digest = self.blob.digest()
-        except OSError as error:
-            ending = ending or error
-        self._chunks.put(ending)
+        except BaseException as error:
+            errors.append(error)
+        self._chunks.put(errors[0] if errors else b"")
+
+    def stop(self) -> None:
+        """Decompress no further (the layer is refused): the blob is only read to its end,
+        for its digest, however large the rest would inflate to."""
+        self._stopping = True
 
     def _next_chunk(self) -> bool:
-        """Move on to the next chunk; False at the end."""
-        if self._ended:
-            return False
-        chunk = self._chunks.get()
-        if isinstance(chunk, BaseException) or not chunk:
-            self._ended = True
-            if chunk:
-                raise chunk
-            return False
-        self.tar_sha256.update(chunk)
-        self._start += len(self._chunk)
-        self._chunk, self._position = memoryview(chunk), 0
-        return True
+        """Move on to the next chunk; False at the end; the producer's error, if it had one."""
+        if self._end is None:
+            chunk = self._chunks.get()
+            if chunk and not isinstance(chunk, BaseException):
+                self.tar_sha256.update(chunk)
+                self._start += len(self._chunk)
+                self._chunk, self._position = memoryview(chunk), 0
+                return True
+            self._end = chunk
+        if self._end:
+            raise self._end
+        return False
 
     def _take(self, size: int) -> memoryview:
         """Up to ``size`` next bytes, from one chunk; empty at the end."""
@@ -231,10 +242,14 @@ class TarStream:
 
     def read(self, size: int) -> bytes:
         pieces = []
-        while size > 0 and (piece := self._take(size)):
+        left = size
+        while left > 0 and (piece := self._take(left)):
             pieces.append(piece)
-            size -= len(piece)
-        return b"".join(pieces)
+            left -= len(piece)
+        data = b"".join(pieces)
+        if size == tarfile.BLOCKSIZE:
+            self.last_block = data
+        return data
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         """Skip ahead to ``offset``: ``tarfile`` seeks over the data of what it skips."""
@@ -281,7 +296,12 @@ def start_unpack(blob_fd: int, destination: str, media_type: str = "") -> tuple[
     """
     os.mkdir(destination, 0o755)
     report_read, report_write = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(report_read)
+        os.close(report_write)
+        raise
     if pid == 0:  # the child: chroot into the layer's directory, unpack, report
         os.close(report_read)
         stream = None
@@ -303,11 +323,18 @@ def start_unpack(blob_fd: int, destination: str, media_type: str = "") -> tuple[
 
 
 def finish_unpack(job: tuple[int, int], destination: str) -> tuple[str, str]:
-    """Wait for an unpacking child; (digest, diff_id), or LayerError with ``destination`` gone."""
+    """Wait for an unpacking child; (digest, diff_id), or LayerError with ``destination`` gone.
+
+    Interrupted (Ctrl-C, SIGTERM), it stops the child before it lets the interruption go on.
+    """
     pid, report_read = job
-    with os.fdopen(report_read, "rb") as pipe:
-        report = pipe.read().decode(errors="replace")
-    os.waitpid(pid, 0)
+    try:
+        with os.fdopen(report_read, "rb") as pipe:
+            report = pipe.read().decode(errors="replace")
+        os.waitpid(pid, 0)
+    except BaseException:
+        _kill(pid)
+        raise
     if not report.startswith("ok "):
         remove_tree(destination)
         _, digest, message = (report.split(" ", 2) + ["", ""])[:3]
@@ -317,22 +344,28 @@ def finish_unpack(job: tuple[int, int], destination: str) -> tuple[str, str]:
 
 
 def abandon(job: tuple[int, int], destination: str) -> None:
-    """Stop an unpacking child and remove what it wrote."""
+    """Stop an unpacking child (not yet waited for) and remove what it wrote."""
     pid, report_read = job
+    _kill(pid)
+    os.close(report_read)
+    if os.path.lexists(destination):
+        remove_tree(destination)
+
+
+def _kill(pid: int) -> None:
+    """SIGKILL our child and reap it (until reaped, its pid cannot be anybody else's)."""
     try:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
     except (ProcessLookupError, ChildProcessError):
         pass
-    os.close(report_read)
-    if os.path.lexists(destination):
-        remove_tree(destination)
 
 
 def _describe(error: BaseException) -> str:
     if isinstance(error, LayerError):
         return str(error)
     broken = (EOFError, zlib.error, inflate_library.error, lzma.LZMAError, tarfile.ReadError)
+    broken += (io.UnsupportedOperation,) + ((zstandard.ZstdError,) if zstandard else ())
     if isinstance(error, broken):
         return f"the layer is truncated or not a tar archive ({error or type(error).__name__})"
     return f"{type(error).__name__}: {error}"
@@ -342,6 +375,7 @@ def _digest_of_the_rest(stream: TarStream | None) -> str:
     """The blob's digest, once the producer has read all of it; ``-`` if it could not."""
     if stream is None:
         return "-"
+    stream.stop()
     with contextlib.suppress(Exception):
         stream.finish()
     return stream.blob_digest or "-"
@@ -378,6 +412,11 @@ class Unpacker:
                     self.directories.append((".", entry))
                 continue
             self.apply(entry, path)
+        if any(self.stream.last_block):  # tarfile stops quietly at a header it cannot read
+            raise LayerError(
+                f"the layer is truncated or not a tar archive (a broken header at byte "
+                f"{self.archive.offset})"
+            )
         for path, entry in reversed(self.directories):
             _set_times(path, entry)
 
@@ -392,8 +431,7 @@ class Unpacker:
                 os.mkdir(path, 0o700)
             except FileExistsError:
                 if not stat.S_ISDIR(os.lstat(path).st_mode):
-                    self._remove(path)
-                    os.mkdir(path, 0o700)
+                    self._replace_with_directory(path, 0o700)
             self.real_directories.add(path)
             self.directories.append((path, entry))
             _set_metadata(path, entry)
@@ -405,7 +443,8 @@ class Unpacker:
                 raise LayerError(f"entry {entry.name!r}: a hard link to the root is refused")
             self._real_parents(target, entry.name, make=False)
             self._create(path, lambda: os.link(target, path, follow_symlinks=False))
-            _set_metadata(path, entry)
+            # No metadata: the link *is* its target, whose own entry set it. (And chmod(2)
+            # would follow the link if its target is a symbolic link, as tar does not.)
         else:
             self._create(path, lambda: _make_special(entry, path))
             _set_metadata(path, entry)
@@ -432,19 +471,23 @@ class Unpacker:
             parent = f"{parent}/{part}" if parent else part
             if parent in self.real_directories:
                 continue
+            if part.startswith(WHITEOUT_PREFIX):
+                raise LayerError(f"entry {entry_name!r}: malformed whiteout {parent!r}")
             try:
-                mode = os.lstat(parent).st_mode
+                status = os.lstat(parent)
             except FileNotFoundError:
                 if not make:
                     return  # the link's target is missing: link(2) will say so
                 os.mkdir(parent, 0o755)
-                mode = stat.S_IFDIR
-            if stat.S_ISLNK(mode):
-                raise LayerError(
-                    f"entry {entry_name!r}: refuses to write through symbolic link {parent!r}"
-                )
-            if not stat.S_ISDIR(mode):
-                raise LayerError(f"entry {entry_name!r}: {parent!r} is not a directory")
+            else:
+                if stat.S_ISLNK(status.st_mode):
+                    raise LayerError(
+                        f"entry {entry_name!r}: refuses to write through symbolic link {parent!r}"
+                    )
+                if make and is_whiteout(status):  # ``.wh.a``, then ``a/x``: a new, empty ``a``
+                    self._replace_with_directory(parent, 0o755)
+                elif not stat.S_ISDIR(status.st_mode):
+                    raise LayerError(f"entry {entry_name!r}: {parent!r} is not a directory")
             self.real_directories.add(parent)
 
     def _create(self, path: str, make):
@@ -456,8 +499,19 @@ class Unpacker:
             self._remove(path)
             return make()
 
+    def _replace_with_directory(self, path: str, mode: int) -> None:
+        """Replace what is at ``path`` with an empty directory; if that was a whiteout of
+        this layer, the directory is opaque: the lower layers' one is deleted (layer.md:
+        a whiteout applies to the layers below, not to entries of its own layer)."""
+        opaque = is_whiteout(os.lstat(path))
+        self._remove(path)
+        os.mkdir(path, mode)
+        if opaque:
+            os.setxattr(path, OPAQUE_XATTR, b"y")
+
     def _remove(self, path: str) -> None:
-        """Remove whatever is at ``path``, a directory with its contents."""
+        """Remove whatever is at ``path``, a directory with its contents (which this layer
+        then no longer knows, nor sets the times of)."""
         if stat.S_ISDIR(os.lstat(path).st_mode):
             remove_tree(path)
             below = path + "/"
@@ -466,6 +520,11 @@ class Unpacker:
                 for known in self.real_directories
                 if known != path and not known.startswith(below)
             }
+            self.directories = [
+                (known, entry)
+                for known, entry in self.directories
+                if known != path and not known.startswith(below)
+            ]
         else:
             os.unlink(path)
 
@@ -488,12 +547,23 @@ def _whiteout(directory: str, name: str, entry_name: str) -> None:
         os.setxattr(directory or ".", OPAQUE_XATTR, b"y")
         return
     hidden = name[len(WHITEOUT_PREFIX) :]
-    if hidden.strip(".") == "" or "/" in hidden:
+    if hidden.strip(".") == "" or "/" in hidden or hidden.startswith(WHITEOUT_PREFIX):
         raise LayerError(f"entry {entry_name!r}: malformed whiteout")
     path = os.path.join(directory, hidden)
-    if os.path.lexists(path):
-        return  # the same layer's own file wins over its whiteout (layer.md)
-    os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+        return
+    # The same layer's own entry wins over its whiteout (layer.md), which deletes only what
+    # the layers below have there: a directory of this layer hides theirs.
+    if stat.S_ISDIR(status.st_mode):
+        os.setxattr(path, OPAQUE_XATTR, b"y")
+
+
+def is_whiteout(status: os.stat_result) -> bool:
+    """overlayfs's whiteout: a character device with device number 0/0."""
+    return stat.S_ISCHR(status.st_mode) and status.st_rdev == 0
 
 
 def _set_metadata(target: str | int, entry: tarfile.TarInfo) -> None:
@@ -526,7 +596,7 @@ def copy_layers(layers: list[str], target: str) -> None:
             for name in subdirectories + files:
                 source, copy = os.path.join(directory, name), os.path.join(destination, name)
                 status = os.lstat(source)
-                if stat.S_ISCHR(status.st_mode) and status.st_rdev == 0:  # a whiteout
+                if is_whiteout(status):
                     _remove_any(copy)
                 elif stat.S_ISDIR(status.st_mode):
                     if not os.path.isdir(copy) or os.path.islink(copy):
@@ -608,7 +678,7 @@ def merged_type(path: str, layers: list[str]) -> str | None:
                 continue
             if below:
                 break  # a directory above hides whatever this is
-            if stat.S_ISCHR(status.st_mode) and status.st_rdev == 0:
+            if is_whiteout(status):
                 return None  # a whiteout: deleted
             return "symlink" if stat.S_ISLNK(status.st_mode) else "file"
         if not below:

@@ -131,10 +131,11 @@ def test_load_through_click_and_without_it(mycontainer, images, tmp_path):
         )
 
 
-def test_a_progress_bar_when_stderr_is_a_terminal(images, home, state_root):
+def load_on_a_terminal(reference: str, home, state_root) -> tuple[int, bytes, bytes]:
+    """``mycontainer load REFERENCE`` with stderr on a pty: (exit code, stdout, stderr)."""
     primary, secondary = pty.openpty()
     process = subprocess.Popen(
-        mycontainer_command("load", images["rootfs.tar.gz"]),
+        mycontainer_command("load", reference),
         stdout=subprocess.PIPE,
         stderr=secondary,
         env=environment(home, state_root),
@@ -150,11 +151,26 @@ def test_a_progress_bar_when_stderr_is_a_terminal(images, home, state_root):
             break
         shown += data
     os.close(primary)
-    assert process.stdout.read() == b"rootfs:latest\n"
-    assert process.wait(timeout=30) == 0
-    first = re.search(rb"unpacking \[[#.]{30}\] +(\d+)%  \d+/\d+ MiB", shown)
-    assert first, shown
-    assert shown.endswith(b"\r\x1b[K"), shown  # erased when done
+    output = process.stdout.read()
+    return process.wait(timeout=30), output, shown
+
+
+BAR = rb"\r\x1b\[Kunpacking \[[#.]{30}\] +\d+%  \d+/\d+ MiB"
+
+
+def test_a_progress_bar_when_stderr_is_a_terminal(images, home, state_root):
+    code, output, shown = load_on_a_terminal(images["rootfs.tar.gz"], home, state_root)
+    assert (code, output) == (0, b"rootfs:latest\n")
+    assert re.fullmatch(rb"(%s)+\r\x1b\[K" % BAR, shown), shown  # erased when done
+
+
+def test_the_progress_bar_is_gone_before_an_error(home, state_root, tmp_path):
+    write_layout(
+        tmp_path / "broken", [tar_bytes([member("f", data=b"x" * 4096)])], corrupt="truncated"
+    )
+    code, output, shown = load_on_a_terminal(str(tmp_path / "broken"), home, state_root)
+    assert (code, output) == (125, b"")
+    assert re.fullmatch(rb"(%s)+\r\x1b\[Kmycontainer: error: [^\r\n]+\r\n" % BAR, shown), shown
 
 
 @pytest.mark.parametrize("kind", ["layout", "oci.tar", "oci.tar.gz", "docker.tar"])
@@ -364,6 +380,8 @@ HOSTILE = {
     "whiteout .wh.": lambda s: [[member(".wh.")]],
     "whiteout .wh..": lambda s: [[member("a/.wh..")]],
     "whiteout .wh...": lambda s: [[member(".wh...")]],
+    "whiteout of a whiteout": lambda s: [[member(".wh..wh.file")]],
+    "whiteout as a directory": lambda s: [[member(".wh.dir/file", data=b"x")]],
 }
 
 
@@ -688,6 +706,81 @@ def test_a_layer_cannot_set_overlayfs_attributes(mycontainer, home, tmp_path):
     assert mycontainer("load", str(tmp_path / "attributes")).returncode == 0
     unpacked = home / "layers" / hashlib.sha256(data).hexdigest() / "dir"
     assert os.listxattr(unpacked) == ["trusted.mycontainer-test"]
+
+
+def test_a_hard_link_to_a_symlink_changes_nothing_through_it(mycontainer, home, tmp_path):
+    """link(2) links the symbolic link itself; chmod(2) on the new name would follow it."""
+    data = tar_bytes(
+        [
+            member("victim", data=b"x", mode=0o644),
+            member("link", tarfile.SYMTYPE, "victim"),
+            member("hard", tarfile.LNKTYPE, "link", mode=0o4777),
+        ]
+    )
+    write_layout(tmp_path / "hardlink", [data])
+    assert mycontainer("load", str(tmp_path / "hardlink")).returncode == 0
+    unpacked = home / "layers" / hashlib.sha256(data).hexdigest()
+    assert stat.S_IMODE(os.lstat(unpacked / "victim").st_mode) == 0o644
+    assert os.readlink(unpacked / "hard") == "victim"
+
+
+def test_whiteouts_and_entries_of_one_layer(mycontainer, busybox_rootfs, tmp_path):
+    """A whiteout deletes what the layers *below* have (layer.md); this layer's own entries
+    of the same name stay, in whichever order the tar has them."""
+    lower = rootfs_with(busybox_rootfs, "lower")
+    lower_extra = [member(f"{name}/old", data=b"old\n") for name in ("a", "b", "c")]
+    upper = tar_bytes(
+        [
+            member(".wh.a"),  # then a/new, without an entry for a itself
+            member("a/new", data=b"new\n"),
+            member("b", tarfile.DIRTYPE),  # a directory, then its whiteout
+            member("b/new", data=b"new\n"),
+            member(".wh.b"),
+            member(".wh.c"),  # a whiteout, then a directory
+            member("c", tarfile.DIRTYPE),
+            member("c/new", data=b"new\n"),
+        ]
+    )
+    write_layout(tmp_path / "whiteouts", [lower, tar_bytes(lower_extra), upper])
+    result = mycontainer(
+        "run", "--net", "none", str(tmp_path / "whiteouts"), "ls", "/a", "/b", "/c"
+    )
+    assert result.stdout == "/a:\nnew\n\n/b:\nnew\n\n/c:\nnew\n", result.stderr
+
+
+def test_a_directory_replaced_by_a_file(mycontainer, home, tmp_path):
+    data = tar_bytes(
+        [member("a", tarfile.DIRTYPE), member("a/b", tarfile.DIRTYPE), member("a", data=b"file\n")]
+    )
+    write_layout(tmp_path / "replaced", [data])
+    result = mycontainer("load", str(tmp_path / "replaced"))
+    assert result.returncode == 0, result.stderr
+    assert (home / "layers" / hashlib.sha256(data).hexdigest() / "a").read_text() == "file\n"
+
+
+def test_a_broken_header_in_a_rootfs_tarball_is_refused(mycontainer, home, tmp_path):
+    """tarfile ends quietly at a header it cannot read; a rootfs tarball has no diff_id to
+    tell a whole archive from its first part, so the unpacker must notice."""
+    data = bytearray(tar_bytes([member("one", data=b"1\n"), member("two", data=b"2\n")]))
+    data[1024] ^= 0xFF  # the second header (after the first, and its one block of data)
+    (tmp_path / "rootfs.tar.gz").write_bytes(gzip.compress(bytes(data)))
+    before = store_contents(home)
+    result = mycontainer("load", str(tmp_path / "rootfs.tar.gz"))
+    assert result.returncode == 125
+    assert "truncated or not a tar archive (a broken header at byte 1024)" in result.stderr
+    assert store_contents(home) == before
+
+
+def test_only_root_can_reach_the_layers(mycontainer, home, tmp_path):
+    """Layers hold set-user-ID programs and device nodes: no other user may get at them."""
+    data = tar_bytes([member("suid", data=b"#!/bin/sh\n", mode=0o4755)])
+    write_layout(tmp_path / "suid", [data])
+    assert mycontainer("load", str(tmp_path / "suid")).returncode == 0
+    assert stat.S_IMODE(os.stat(home / "layers").st_mode) == 0o700
+    suid = home / "layers" / hashlib.sha256(data).hexdigest() / "suid"
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "stat", str(suid)]
+    result = subprocess.run(nobody, capture_output=True, text=True)
+    assert result.returncode != 0 and "Permission denied" in result.stderr
 
 
 def test_a_later_entry_replaces_an_earlier_one(mycontainer, home, tmp_path):
