@@ -65,6 +65,7 @@ OVERLAY_XATTRS = "trusted.overlay."
 READ_SIZE = 256 << 10  # compressed bytes read at a time
 CHUNK = 1 << 20  # uncompressed bytes at most at a time, so that a "gzip bomb"...
 CHUNKS_AHEAD = 16  # ...and decompression may run only this far ahead of the writing
+LARGEST_READ = 16 << 20  # tarfile reads a pax or long-name header whole: no larger than this
 NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -241,6 +242,8 @@ class TarStream:
         return self._start + self._position
 
     def read(self, size: int) -> bytes:
+        if size > LARGEST_READ:
+            raise LayerError(f"a tar header of {size} bytes (pax or long name) is refused")
         pieces = []
         left = size
         while left > 0 and (piece := self._take(left)):

@@ -353,6 +353,13 @@ def escape(sentinel, name: str) -> str:
     return "../" * 12 + str(sentinel).lstrip("/") + "/" + name
 
 
+def huge_pax_header() -> tarfile.TarInfo:
+    """A header that tarfile would read whole into memory: 20 MiB here, gigabytes in a bomb."""
+    info = tarfile.TarInfo("big-header")
+    info.pax_headers = {"comment": "x" * (20 << 20)}
+    return info
+
+
 HOSTILE = {
     "dot-dot": lambda s: [[member(escape(s, "pwned"), data=b"x")]],
     "absolute name": lambda s: [[member(f"{s}/pwned", data=b"x")]],
@@ -380,6 +387,7 @@ HOSTILE = {
     "whiteout .wh.": lambda s: [[member(".wh.")]],
     "whiteout .wh..": lambda s: [[member("a/.wh..")]],
     "whiteout .wh...": lambda s: [[member(".wh...")]],
+    "huge pax header": lambda s: [[huge_pax_header()]],
     "whiteout of a whiteout": lambda s: [[member(".wh..wh.file")]],
     "whiteout as a directory": lambda s: [[member(".wh.dir/file", data=b"x")]],
 }
@@ -403,7 +411,7 @@ def test_hostile_layers_are_refused(mycontainer, home, sentinel, tmp_path, case)
     assert result.returncode == 125
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("mycontainer: error: image hostile:latest: blob sha256:")
-    assert "refuse" in result.stderr or "malformed" in result.stderr
+    assert "refuse" in result.stderr or "malformed" in result.stderr, result.stderr
     assert store_contents(home) == before  # nothing left behind
 
 
