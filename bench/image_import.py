@@ -104,11 +104,10 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from start_latency import (  # noqa: E402
-    REPO,
     BenchError,
     find_mycontainer,
+    machine_notes,
     run_cleanly,
-    stale_bytecode,
 )
 
 CACHE = os.environ.get("MYCONTAINER_BENCH_CACHE", "/var/cache/mycontainer-bench")
@@ -687,19 +686,8 @@ def benchmark(args, workdir: str, cleanup: list) -> dict:
     results = {"import": benchmark_import(args, layout, target.path)}
     if args.warm_runs:
         results["run"] = benchmark_run(args, layout, target.path, busybox)
-    load_after = os.getloadavg()[0]
-    if load_before > 0.5 * cpus or load_after > 1.5 + 0.5 * cpus:
-        notes.append(
-            f"the machine was busy (load average {load_before:.2f} before, "
-            f"{load_after:.2f} after): the times are noisy"
-        )
-    stale = [] if args.mycontainer else stale_bytecode(os.path.join(REPO, "runtime"))
-    if stale:
-        notes.append(
-            f"runtime/__pycache__ is missing or out of date for {', '.join(stale)}: "
-            "mycontainer's times include compiling them. "
-            "Run: .venv/bin/python -m compileall runtime steps (setup.sh does)"
-        )
+    # Its own load: the import's two threads, and tar's gzip beside tar.
+    notes += machine_notes(load_before, 1.5, args.mycontainer)
     for note in notes:
         say(f"note: {note}")
     return {

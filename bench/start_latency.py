@@ -249,6 +249,30 @@ def stale_bytecode(package: str) -> list[str]:
     return stale
 
 
+def machine_notes(load_before: float, own_load: float, mycontainer: str | None) -> list[str]:
+    """What may have skewed the times: a busy machine (a load average beyond the
+    benchmark's own ``own_load`` CPUs), and this checkout's runtime without up-to-date
+    bytecode (another ``--mycontainer`` may run another checkout's: it is not checked)."""
+    notes = []
+    cpus = os.cpu_count() or 1
+    load_after = os.getloadavg()[0]
+    if load_before > 0.5 * cpus or load_after > own_load + 0.5 * cpus:
+        notes.append(
+            f"the machine was busy (load average {load_before:.2f} before, "
+            f"{load_after:.2f} after): the times are noisy"
+        )
+    stale = [] if mycontainer else stale_bytecode(os.path.join(REPO, "runtime"))
+    if stale:
+        every_start = os.environ.get("PYTHONDONTWRITEBYTECODE")
+        notes.append(
+            f"runtime/__pycache__ is missing or out of date for {', '.join(stale)}: "
+            f"mycontainer's times include compiling them"
+            f"{' at every start (PYTHONDONTWRITEBYTECODE is set)' if every_start else ''}. "
+            "Run: .venv/bin/python -m compileall runtime steps (setup.sh does)"
+        )
+    return notes
+
+
 def summarize(samples: list[float]) -> dict[str, float]:
     deciles = statistics.quantiles(samples, n=10, method="inclusive")
     return {"median_ms": statistics.median(samples), "p10_ms": deciles[0], "p90_ms": deciles[-1]}
@@ -368,22 +392,7 @@ def benchmark(args, workdir: str, runner: Runner) -> dict:
             tool.samples.append(runner.time_once(tool))
 
     # The benchmark itself keeps about one CPU busy; more than that is someone else's load.
-    load_after = os.getloadavg()[0]
-    if load_before > 0.5 * cpus or load_after > 1 + 0.5 * cpus:
-        notes.append(
-            f"the machine was busy (load average {load_before:.2f} before, "
-            f"{load_after:.2f} after): the times are noisy"
-        )
-    # (Another --mycontainer may run another checkout's runtime: this one is not checked.)
-    stale = [] if args.mycontainer else stale_bytecode(os.path.join(REPO, "runtime"))
-    if stale:
-        every_start = os.environ.get("PYTHONDONTWRITEBYTECODE")
-        notes.append(
-            f"runtime/__pycache__ is missing or out of date for {', '.join(stale)}: "
-            f"mycontainer's times include compiling them"
-            f"{' at every start (PYTHONDONTWRITEBYTECODE is set)' if every_start else ''}. "
-            "Run: .venv/bin/python -m compileall runtime steps (setup.sh does)"
-        )
+    notes += machine_notes(load_before, 1.0, args.mycontainer)
     return report(tools, args, notes)
 
 

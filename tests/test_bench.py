@@ -13,14 +13,11 @@ import sys
 
 import pytest
 
+from conftest import host_mounts
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(REPO, "bench", "start_latency.py")
 TOOLS = ("mycontainer", "runc", "crun", "unshare")
-
-
-def mount_points() -> list[str]:
-    with open("/proc/self/mountinfo") as file:
-        return sorted(line.split()[4] for line in file)
 
 
 @pytest.mark.privileged
@@ -28,7 +25,7 @@ def test_bench_prints_a_line_per_tool_and_leaves_nothing_behind(home, state_root
     results = tmp_path / "results.json"
     scratch = tmp_path / "tmp"  # the benchmark's bundle and runc/crun state go here
     scratch.mkdir()
-    mounts_before = mount_points()
+    mounts_before = host_mounts()
     completed = subprocess.run(
         [sys.executable, BENCH, "--runs", "2", "--warmup", "1", "--json", str(results)],
         capture_output=True,
@@ -59,4 +56,4 @@ def test_bench_prints_a_line_per_tool_and_leaves_nothing_behind(home, state_root
     # cgroup v2 hierarchy happens in a mount namespace of its own) is left behind.
     assert list(scratch.iterdir()) == []
     assert list(state_root.iterdir()) == []
-    assert mount_points() == mounts_before
+    assert host_mounts() == mounts_before

@@ -15,14 +15,11 @@ import sys
 
 import pytest
 
+from conftest import host_mounts
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(REPO, "bench", "image_import.py")
 TOOLS = ("mycontainer", "umoci", "tar", "tar-parallel")
-
-
-def mount_points() -> list[str]:
-    with open("/proc/self/mountinfo") as file:
-        return sorted(line.split()[4] for line in file)
 
 
 @pytest.mark.privileged
@@ -33,7 +30,7 @@ def test_import_bench_prints_a_line_per_tool_and_leaves_nothing_behind(home, tmp
     results = tmp_path / "results.json"
     scratch = tmp_path / "tmp"  # the benchmark's layouts, filesystem and outputs go here
     scratch.mkdir()
-    mounts_before = mount_points()
+    mounts_before = host_mounts()
     completed = subprocess.run(
         [sys.executable, BENCH, "--small", "--json", str(results)],
         capture_output=True,
@@ -61,5 +58,5 @@ def test_import_bench_prints_a_line_per_tool_and_leaves_nothing_behind(home, tmp
     assert set(data["run"]["tools"]) == {"image", "busybox"}
 
     # The loop-mounted filesystem is gone, and so is everything the imports wrote.
-    assert mount_points() == mounts_before
+    assert host_mounts() == mounts_before
     assert list(scratch.iterdir()) == []
