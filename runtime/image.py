@@ -287,6 +287,8 @@ class _Meter:
         self.blobs = blobs
         self.progress = progress
         self.total = sum(os.fstat(fd).st_size for fd in blobs.values())
+        if progress and blobs:  # shown from the start, however soon the layers are done
+            progress(0, self.total)
 
     def wait(self, job: tuple[int, int]) -> None:
         """Until ``job``'s child has reported, showing progress every tenth of a second."""
