@@ -202,7 +202,11 @@ def load(reference: str, progress=None) -> Image:
     if not (os.path.isdir(path) or os.path.isfile(path)):
         raise ImageError(f"no such image file or directory: {path}")
     with imagesource.open_source(path) as source:
-        manifest = source.select(tag)
+        try:
+            manifest = source.select(tag)
+        except (KeyError, IndexError, TypeError, AttributeError) as error:  # JSON of odd shape
+            detail = f"no {error} field" if isinstance(error, KeyError) else str(error)
+            raise ImageError(f"{path}: malformed image metadata ({detail})") from None
         # (a rootfs tarball's diff_id is known only once it is unpacked)
         image = Image(manifest.name, manifest.config, _unpack_layers(source, manifest, progress))
     _write_record(image)

@@ -30,6 +30,8 @@ from runtime.image import ImageError
 IMAGE_MARKERS = {"oci-layout": "oci", "index.json": "oci", "manifest.json": "docker"}
 NAME_ANNOTATION = "io.containerd.image.name"  # the full name, as containerd and docker write it
 TAG_ANNOTATION = "org.opencontainers.image.ref.name"  # the tag (image-layout.md)
+# Open for writing, but never through a symbolic link (open(2): O_NOFOLLOW).
+WRITE_NO_FOLLOW = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 SUFFIXES = (".tar.gz", ".tar.xz", ".tar.zst", ".tgz", ".txz", ".tar", ".oci")
 
 
@@ -107,7 +109,12 @@ def sniff(path: str) -> str:
 
 
 def extract_image_files(path: str, staging: str) -> None:
-    """Unpack an image archive's files into ``staging``, refusing anything that could escape."""
+    """Unpack an image archive's files into ``staging``, refusing anything that could escape.
+
+    A name is checked where it resolves, not only as text: symbolic links that each stay
+    inside (``c -> .``, ``e -> c/..``) can still chain to a parent of ``staging``.
+    """
+    root = os.path.realpath(staging)
     file, stream = _tar_stream(path)
     try:
         with tarfile.open(fileobj=stream, mode="r|") as archive:
@@ -115,14 +122,18 @@ def extract_image_files(path: str, staging: str) -> None:
                 name = os.path.normpath(entry.name.removeprefix("./"))
                 if name == ".":
                     continue
-                if name.startswith(("/", "..")):
+                target = os.path.join(root, name)
+                parent = os.path.realpath(os.path.dirname(target))
+                if name.startswith(("/", "..")) or not (parent + os.sep).startswith(root + os.sep):
                     raise ImageError(f"{path}: entry {entry.name!r} points outside the archive")
-                target = os.path.join(staging, name)
+                if os.path.islink(target) and not entry.issym():
+                    raise ImageError(f"{path}: entry {entry.name!r} would write through a link")
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 if entry.isdir():
                     os.makedirs(target, exist_ok=True)
                 elif entry.isreg():
-                    with archive.extractfile(entry) as source, open(target, "wb") as out:
+                    fd = os.open(target, WRITE_NO_FOLLOW, 0o600)
+                    with archive.extractfile(entry) as source, open(fd, "wb") as out:
                         while chunk := source.read(layer.CHUNK):
                             out.write(chunk)
                 elif entry.issym() and _inside(name, entry.linkname):

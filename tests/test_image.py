@@ -418,6 +418,75 @@ def test_hostile_layers_are_refused(mycontainer, home, sentinel, tmp_path, case)
     assert store_contents(home) == before  # nothing left behind
 
 
+def without_config(layout) -> None:
+    index = json.loads((layout / "index.json").read_text())
+    manifest_path = layout / "blobs/sha256" / index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["config"]
+    index["manifests"][0] = add_blob(
+        layout / "blobs/sha256", json.dumps(manifest).encode(), index["manifests"][0]["mediaType"]
+    )
+    (layout / "index.json").write_text(json.dumps(index))
+
+
+def without_digest(layout) -> None:
+    index = json.loads((layout / "index.json").read_text())
+    del index["manifests"][0]["digest"]
+    (layout / "index.json").write_text(json.dumps(index))
+
+
+MALFORMED = {
+    "a manifest without config": without_config,
+    "a descriptor without digest": without_digest,
+    "an index that is a list": lambda layout: (layout / "index.json").write_text("[]"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_image_metadata_is_one_line(mycontainer, home, tmp_path, case):
+    layout = tmp_path / "odd"
+    write_layout(layout, [tar_bytes([member("f", data=b"x")])])
+    MALFORMED[case](layout)
+    before = store_contents(home)
+    result = mycontainer("load", str(layout))
+    assert result.returncode == 125
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"mycontainer: error: {layout}: malformed image metadata")
+    assert store_contents(home) == before
+
+
+# Links that each stay inside the archive, chained to reach the parent of the store's
+# staging directory (staging -> home -> home's parent, where the sentinel is).
+CLIMB = [
+    member("c", tarfile.SYMTYPE, "."),
+    member("e", tarfile.SYMTYPE, "c/.."),
+    member("g", tarfile.SYMTYPE, "e/.."),
+]
+HOSTILE_ARCHIVES = {
+    "chained links, then a file through them": [*CLIMB, member("g/sentinel/pwned", data=b"x")],
+    "a link, then a file written through it": [
+        *CLIMB,
+        member("l", tarfile.SYMTYPE, "g/sentinel/file"),
+        member("l", data=b"overwritten\n"),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_ARCHIVES)
+def test_hostile_image_archives_are_refused(mycontainer, home, sentinel, tmp_path, case):
+    """An image archive is unpacked to a staging directory before its blobs are read: its
+    entries must stay there, however their links chain."""
+    archive = tmp_path / "hostile.tar"
+    layout = member("oci-layout", data=b'{"imageLayoutVersion": "1.0.0"}')
+    archive.write_bytes(tar_bytes([layout, *HOSTILE_ARCHIVES[case]]))
+    before = store_contents(home)
+    result = mycontainer("load", str(archive))
+    assert result.returncode == 125
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"mycontainer: error: {archive}: entry "), result.stderr
+    assert store_contents(home) == before
+
+
 @pytest.mark.parametrize(
     ("corrupt", "message"),
     [
