@@ -8,7 +8,6 @@ otherwise the command's own exit code. A plain ``run`` never gets here: see runt
 
 from __future__ import annotations
 
-import os
 
 import click
 
@@ -136,6 +135,7 @@ def rmi(names: tuple[str, ...]) -> int:
             )
         image.remove(name)
         click.echo(f"removed {image.normalize(name)}")
+    image.remove_unused_layers(container.layers_in_use())
     return 0
 
 
@@ -156,10 +156,8 @@ def prune() -> int:
         click.echo(container_id)
     for leftover in image.prune_partial():
         click.echo(f"removed what an interrupted import left: {leftover}")
-    root = container.state_root()
-    if not (os.path.isdir(root) and os.listdir(root)):  # no container runs: none needs them
-        for diff_id in image.remove_unused_layers():
-            click.echo(f"removed a layer no image uses: {diff_id}")
+    for diff_id in image.remove_unused_layers(container.layers_in_use()):
+        click.echo(f"removed a layer no image or container uses: {diff_id}")
     try:
         network.remove_unused_bridge(container.state_root())
     except network.NetworkError as error:

@@ -304,18 +304,26 @@ class Container:
         os.replace(path + ".tmp", path)
 
 
-def containers_using(image_name: str) -> list[str]:
-    """The ids of the containers in the state root made from image ``image_name``."""
+def _configs():
+    """(id, config) of each container in the state root whose state is written."""
     root = state_root()
-    found = []
     for name in os.listdir(root) if os.path.isdir(root) else []:
         try:
             with open(os.path.join(root, name, "state.json")) as file:
-                if json.load(file)["config"].get("image") == image_name:
-                    found.append(name)
+                yield name, json.load(file)["config"]
         except (FileNotFoundError, NotADirectoryError, ValueError, KeyError):
             continue
-    return found
+
+
+def containers_using(image_name: str) -> list[str]:
+    """The ids of the containers in the state root made from image ``image_name``."""
+    return [name for name, config in _configs() if config.get("image") == image_name]
+
+
+def layers_in_use() -> set[str]:
+    """The layer directories that the containers in the state root stack: an image may have
+    been loaded again or removed since they started, but its old layers must stay."""
+    return {directory for _, config in _configs() for directory in config.get("layers", [])}
 
 
 def remove_directory(directory: str) -> None:

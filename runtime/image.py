@@ -164,24 +164,25 @@ def _younger_than(path: str, seconds: float) -> bool:
     return time.time() - os.stat(path).st_mtime < seconds
 
 
-def remove(name: str) -> list[str]:
-    """Remove image ``name`` and the layers no other image uses; return the layers removed."""
+def remove(name: str) -> None:
+    """Remove image ``name`` from the store; its layers stay for :func:`remove_unused_layers`."""
     path = _record_path(normalize(name))
     if not os.path.exists(path):
         raise ImageError(f"no such image: {name}")
     os.unlink(path)
-    return remove_unused_layers()
 
 
-def remove_unused_layers() -> list[str]:
+def remove_unused_layers(in_use: set[str]) -> list[str]:
     """Remove the layers no image uses (say, after an image was loaded again under its
-    name); return their diff_ids. Only while no container runs: one may still use them."""
+    name) and no container stacks (``in_use``: their directories); return their diff_ids."""
     used = {diff_id for image in list_images() for diff_id in image.layers}
     removed = []
     for entry in os.listdir(layers_root()) if os.path.isdir(layers_root()) else []:
-        if not entry.startswith(".") and f"sha256:{entry}" not in used:
-            remove_tree(os.path.join(layers_root(), entry))
-            removed.append(f"sha256:{entry}")
+        directory = os.path.join(layers_root(), entry)
+        if entry.startswith(".") or f"sha256:{entry}" in used or directory in in_use:
+            continue
+        remove_tree(directory)
+        removed.append(f"sha256:{entry}")
     return removed
 
 

@@ -546,6 +546,40 @@ def test_an_image_in_use_cannot_be_removed(mycontainer, home, state_root):
 # --- index selection, docker >= 25 archives, zstd ---------------------------------------------
 
 
+def test_layers_stay_while_a_container_stacks_them(mycontainer, home, state_root, tmp_path):
+    """``x`` loaded again leaves its old layer to no image; removing another image must not
+    take that layer from under the container still running on it."""
+    make_layout_with(tmp_path / "first" / "x", [({}, rootfs_with(home / "rootfs/busybox", "1"))])
+    assert mycontainer("load", str(tmp_path / "first" / "x")).stdout == "x:latest\n"
+    process = subprocess.Popen(
+        mycontainer_command("run", "--net", "none", "x", "sh", "-c", "echo up; read _; cat /which"),
+        env=environment(home, state_root),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout.readline() == "up\n"
+        make_layout_with(
+            tmp_path / "second" / "x", [({}, rootfs_with(home / "rootfs/busybox", "2"))]
+        )
+        assert mycontainer("load", str(tmp_path / "second" / "x")).stdout == "x:latest\n"
+        write_layout(tmp_path / "other", [tar_bytes([member("f", data=b"f")])])
+        assert mycontainer("load", str(tmp_path / "other")).returncode == 0
+        assert mycontainer("rmi", "other").returncode == 0
+        process.stdin.write("go\n")
+        process.stdin.close()
+        assert process.stdout.read() == "1\n"  # the first layer, still whole
+        assert process.wait(timeout=20) == 0
+    finally:
+        process.kill()
+        process.wait()
+    pruned = mycontainer("prune").stdout
+    assert pruned.count("removed a layer no image or container uses") == 1, pruned
+    assert mycontainer("run", "--net", "none", "x", "cat", "/which").stdout == "2\n"
+    mycontainer("rmi", "x")
+
+
 def make_layout_with(directory, manifests: list[tuple[dict, bytes]], nested_platforms=False):
     """An OCI layout whose index lists one manifest per (annotations, layer tar) given."""
     blobs = directory / "blobs" / "sha256"
