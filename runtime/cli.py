@@ -8,7 +8,6 @@ otherwise the command's own exit code. A plain ``run`` never gets here: see runt
 
 from __future__ import annotations
 
-
 import click
 
 from runtime import __version__, launcher

@@ -626,7 +626,7 @@ def _copy_entry(source: str, copy: str, status: os.stat_result) -> None:
 
 def _is_opaque(directory: str) -> bool:
     try:
-        return os.getxattr(directory, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
+        return os.getxattr(directory, OPAQUE_XATTR, follow_symlinks=False) == b"y"
     except OSError:
         return False
 
@@ -639,7 +639,7 @@ def _empty(directory: str) -> None:
 
 def _remove_any(path: str) -> None:
     if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
+        remove_tree(path)
     elif os.path.lexists(path):
         os.unlink(path)
 

@@ -136,6 +136,8 @@ def build_busybox_image(busybox: str | None = None) -> str:
 
 def write_oci_layout(rootfs: str, layout: str, name: str, command: list[str]) -> None:
     """Write ``rootfs`` as a one-layer OCI image layout at ``layout`` (image-layout.md)."""
+    from runtime import image
+
     blobs = os.path.join(layout, "blobs", "sha256")
     os.makedirs(blobs, exist_ok=True)
 
@@ -156,7 +158,7 @@ def write_oci_layout(rootfs: str, layout: str, name: str, command: list[str]) ->
     )
     machine = os.uname().machine
     config = {
-        "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine),
+        "architecture": image.ARCHITECTURES.get(machine, machine),
         "os": "linux",
         "config": {"Cmd": command, "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
