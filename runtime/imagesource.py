@@ -93,19 +93,34 @@ def _tar_stream(path: str):
 
 
 def sniff(path: str) -> str:
-    """``oci``, ``docker`` or ``rootfs``, from the names inside the (possibly compressed) tar."""
+    """``oci``, ``docker`` or ``rootfs``, from the names inside the (possibly compressed) tar.
+
+    It reads until the first name that tells: a marker file, or one that no image archive
+    has at its top (``bin``, ``etc``...), so that a root filesystem is not read twice.
+    """
     file, stream = _tar_stream(path)
     try:
         with tarfile.open(fileobj=stream, mode="r|") as archive:
             for entry in archive:
-                kind = IMAGE_MARKERS.get(entry.name.removeprefix("./"))
+                name = entry.name.removeprefix("./")
+                kind = IMAGE_MARKERS.get(name)
                 if kind:
                     return kind
+                if not _may_be_in_an_image_archive(name.split("/")[0]):
+                    return "rootfs"
     except (tarfile.TarError, EOFError, OSError, layer.LayerError) as error:
         raise ImageError(f"{path} is not an image or a tar archive ({error})") from None
     finally:
         file.close()
     return "rootfs"
+
+
+def _may_be_in_an_image_archive(top: str) -> bool:
+    """Whether ``top`` can start a name in an image archive: ``blobs``, docker's
+    ``repositories``, and its ``<hex>/`` layer directories, ``<hex>.tar`` layers (skopeo)
+    and ``<hex>.json`` configs."""
+    hex_name = top.removesuffix(".json").removesuffix(".tar")
+    return top in ("", ".", "blobs", "repositories") or _digest_in_path(hex_name) is not None
 
 
 def extract_image_files(path: str, staging: str) -> None:
