@@ -19,11 +19,12 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # Tools the runtime and its tests use: a static busybox for the rootfs; nftables (or iptables)
-# for the bridge network's NAT; iproute2, util-linux and xz-utils for the tests; umoci and
-# skopeo, which build the tests' images; capsh (libcap2-bin) to decode capability sets; runc
-# and crun to benchmark against.
+# for the bridge network's NAT; iproute2, util-linux, xz-utils and cpio for the tests; procps
+# (pgrep, ps) for the docs' checked transcripts; umoci and skopeo, which build the tests'
+# images; capsh (libcap2-bin) to decode capability sets; runc and crun to benchmark against,
+# and debootstrap for the Debian image of `invoke bench --image`.
 PACKAGES="python3 python3-venv busybox-static iproute2 util-linux nftables iptables xz-utils
-libcap2-bin umoci skopeo runc crun"
+cpio procps libcap2-bin umoci skopeo runc crun debootstrap"
 missing=""
 for package in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"

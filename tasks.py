@@ -6,22 +6,25 @@ and ``step`` run inside the lab VM that ``invoke vm.up`` starts from the Vagrant
 
 from __future__ import annotations
 
+import glob
 import os
 import shlex
 import sys
 
-from invoke import Collection, task
+from invoke import Collection, Exit, task
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENV_BIN = os.path.join(HERE, ".venv", "bin")
-STEPS = {
-    1: "step1_uts",
-    2: "step2_pid",
-    3: "step3_mount",
-    4: "step4_cgroups",
-    5: "step5_image",
-    6: "step6_veth",
-}
+
+
+def find_steps() -> dict[int, str]:
+    """Every steps/stepN_*.py by N, read from the folder so that a new step needs no edit here."""
+    paths = glob.glob(os.path.join(HERE, "steps", "step[0-9]*_*.py"))
+    names = (os.path.basename(path).removesuffix(".py") for path in paths)
+    return {int(name[len("step") :].split("_")[0]): name for name in names}
+
+
+STEPS = find_steps()
 
 
 def can_run_here() -> bool:
@@ -96,6 +99,8 @@ def step(c, number, hostname="container", rootfs_dir=None, image="busybox"):
     from runtime import image as images
 
     number = int(number)
+    if number not in STEPS:
+        raise Exit(f"invoke step: no step {number}: the steps are 1 to {len(STEPS)}")
     command = c.remainder or "sh"
     options = f"--hostname {shlex.quote(hostname)}"
     if number in (3, 4):
@@ -103,7 +108,7 @@ def step(c, number, hostname="container", rootfs_dir=None, image="busybox"):
     elif number >= 5:
         options += f" {shlex.quote(image)}"
     line = f"-m steps.{STEPS[number]} {options} -- {command}"
-    prefix = "unshare --net " if number >= 6 else ""
+    prefix = "unshare --net " if number == 6 else ""
     if can_run_here():
         c.run(f"{prefix}{python()} {line}", pty=sys.stdin.isatty())
     else:

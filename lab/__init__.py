@@ -12,3 +12,12 @@ that touches cgroup v2 can only be exercised inside a virtual machine.
 
 Everything here is standard library only, so it runs from a fresh clone.
 """
+
+import signal
+import sys
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM (a CI timeout, kill) a SystemExit, so that the ``finally`` blocks run:
+    they kill QEMU and remove the temporary directories and the mounts in them."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))

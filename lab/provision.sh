@@ -5,11 +5,12 @@
 #   sudo bash lab/provision.sh [PROJECT_DIR]      # default: /vagrant
 #
 # What it does, each part skipped when already done:
-#   1. apt packages the later lab steps use on top of setup.sh's
-#      (nftables/iptables for networking, umoci/skopeo for OCI images)
-#   2. the project's own ./setup.sh: .venv with `pip install -e '.[dev]'`,
-#      the busybox rootfs (invoke rootfs) and a first container as a smoke test
-#      (without setup.sh, a minimal venv + pip install -e + invoke rootfs)
+#   1. apt packages: the lab's own (ping, kmod, CA certificates) and the base
+#      ones the fallback in 2 needs (setup.sh installs those and more itself)
+#   2. the project's own ./setup.sh: its apt packages, .venv with
+#      `pip install -e '.[dev,fast]'`, the busybox rootfs (invoke rootfs) and a
+#      first container as a smoke test (without setup.sh, a minimal venv +
+#      pip install -e + invoke rootfs)
 #   3. `invoke` and `mycontainer` on root's PATH, so `sudo invoke ...` works
 #   4. a check that the kernel gives us a pure cgroup v2 hierarchy
 #
@@ -32,6 +33,7 @@ if [ ! -f "$project/pyproject.toml" ]; then
 fi
 
 # -- 1. packages -------------------------------------------------------------
+# Partly setup.sh's too: kept here for a PROJECT_DIR without setup.sh (the fallback in 2).
 packages=(
 	python3 python3-venv busybox-static iproute2 util-linux
 	nftables iptables iputils-ping kmod procps libcap2-bin

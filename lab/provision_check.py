@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab import image
+from lab import exit_on_sigterm, image
 
 PROJECT = "/vagrant"  # where the Vagrantfile puts it, so the script's default holds
 DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9)}
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m lab.provision_check", description=__doc__)
     parser.add_argument("--keep", action="store_true", help="keep the chroot for inspection")
     args = parser.parse_args(argv)
+    exit_on_sigterm()
     if os.geteuid() != 0:
         print("provision_check: needs root (debootstrap, chroot)", file=sys.stderr)
         return 2

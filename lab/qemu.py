@@ -11,7 +11,8 @@ caches it in /var/cache/mycontainer-lab for every later run.
 
 Why: this repository's CI host is a cgroup v1 hybrid; the cgroup v2 code can
 only be tested in a VM, and it must work headless, offline and from a fresh
-clone. tasks.py calls :func:`run_in_vm`; .ci/run calls this module.
+clone. tasks.py (and so .ci/run, through ``invoke test --qemu``) calls
+:func:`run_in_vm`.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 
-from lab import image, vm
+from lab import exit_on_sigterm, image, vm
 
 DEFAULT_COMMAND = ["python3", "-m", "pytest", "-p", "no:cacheprovider", "tests"]
 
@@ -65,6 +65,7 @@ def run_in_vm(
 
     Builds the image first if the cache has none for the current recipe.
     """
+    exit_on_sigterm()
     target = vm.ARCHES[arch]
     built = image.ensure_image(target, rebuild=rebuild)
     if shutil.which(target.qemu) is None and os.geteuid() == 0:
@@ -111,10 +112,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    # A SIGTERM (CI timeout, kill) must unwind so QEMU is killed and temp dirs go.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         if args.build_only:
+            exit_on_sigterm()  # run_in_vm makes the same for the other path
             built = image.ensure_image(vm.ARCHES[args.arch], rebuild=args.rebuild)
             print(built.directory)
             return 0

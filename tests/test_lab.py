@@ -49,7 +49,7 @@ def test_vagrantfile_provisions_with_our_script():
 def test_shell_scripts_parse(script):
     """bash -n: a syntax error would only show up on a user's first `vagrant up`."""
     if shutil.which("bash") is None:
-        pytest.skip("bash is not installed here")
+        pytest.skip("bash is not installed here (apt-get install bash to run this)")
     result = subprocess.run(["bash", "-n", str(REPO / script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -90,7 +90,7 @@ def test_lab_vm_is_pure_cgroup_v2_and_root():
     assert os.geteuid() == 0
 
 
-@pytest.mark.skipif(IN_VM, reason="no VM inside the lab VM")
+@pytest.mark.skipif(IN_VM, reason="no VM inside the lab VM: run it on the host")
 @pytest.mark.skipif(
     os.environ.get("MYCONTAINER_TEST_QEMU") != "1",
     reason="boots a QEMU VM (about 10 s warm, minutes to build the image): "
@@ -108,14 +108,16 @@ def test_qemu_runner_streams_output_and_propagates_exit_code():
     assert result.stdout == "hello from the vm\n"
 
 
-@pytest.mark.skipif(IN_VM, reason="no VM inside the lab VM")
+@pytest.mark.skipif(IN_VM, reason="no VM inside the lab VM: run it on the host")
 @pytest.mark.skipif(
     os.environ.get("MYCONTAINER_TEST_VAGRANT") != "1",
     reason="runs `vagrant up` with a real provider: set MYCONTAINER_TEST_VAGRANT=1",
 )
 def test_vagrant_lab_is_cgroup_v2():
     """Our Vagrantfile, driven through pytest-vagrant's Machine (docs/lab/pytest-vagrant.md)."""
-    pytest_vagrant = pytest.importorskip("pytest_vagrant", reason="pip install pytest-vagrant")
+    pytest_vagrant = pytest.importorskip(
+        "pytest_vagrant", reason="pytest-vagrant is not installed: pip install pytest-vagrant"
+    )
     machine = pytest_vagrant.Machine(
         box=os.environ.get("MYCONTAINER_BOX", "bento/ubuntu-24.04"),
         name="mycontainer-lab",
@@ -132,7 +134,7 @@ def test_vagrant_lab_is_cgroup_v2():
         assert "memory" in ssh.run("cat /sys/fs/cgroup/cgroup.controllers").stdout
 
 
-@pytest.mark.skipif(IN_VM, reason="the lab VM has no network for apt and PyPI")
+@pytest.mark.skipif(IN_VM, reason="the lab VM has no network for apt and PyPI: run it on the host")
 @pytest.mark.skipif(
     os.environ.get("MYCONTAINER_TEST_PROVISION") != "1",
     reason="debootstraps Debian 12 and provisions it from apt and PyPI (about a minute, "
@@ -140,7 +142,7 @@ def test_vagrant_lab_is_cgroup_v2():
 )
 def test_provision_script_works_on_bare_debian_12():
     if os.geteuid() != 0:
-        pytest.skip("needs root for debootstrap and chroot")
+        pytest.skip("needs root for debootstrap and chroot: run it with sudo")
     result = subprocess.run(
         [sys.executable, "-m", "lab.provision_check"],
         cwd=REPO,
