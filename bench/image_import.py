@@ -84,7 +84,6 @@ Standard library only (Python >= 3.10), so it runs with any Python on the machin
 from __future__ import annotations
 
 import argparse
-import datetime
 import fcntl
 import glob
 import hashlib
@@ -102,17 +101,21 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from start_latency import (  # noqa: E402
+from common import (
+    BUSYBOX_ROOTFS,
     BenchError,
+    add_json_and_mycontainer_options,
+    date_and_machine,
     find_mycontainer,
+    interleave,
     machine_notes,
+    root_on_linux,
     run_cleanly,
+    times,
+    verdict,
 )
 
 CACHE = os.environ.get("MYCONTAINER_BENCH_CACHE", "/var/cache/mycontainer-bench")
-HOME = os.environ.get("MYCONTAINER_HOME", "/var/lib/mycontainer")
-BUSYBOX_ROOTFS = os.path.join(HOME, "rootfs", "busybox")
 SUITE = "bookworm"
 BUILDER_VERSION = 1  # bump when the way the image is built changes: the cache key changes
 # The layers, bottom first: top-level names of the rootfs; None is "every other name".
@@ -470,16 +473,17 @@ def tar_parallel_tool(blobs: list[str]) -> Tool:
 # --- measuring -------------------------------------------------------------------------------
 
 
-def time_once(tool: Tool, output: str) -> None:
-    """Time one import into ``output`` (then removed), after flushing earlier writes."""
+def time_once(tool: Tool, output: str) -> tuple[float, float]:
+    """Time one import into ``output`` (then removed), after flushing earlier writes: the
+    seconds of the import, and of the ``sync`` right after it."""
     os.sync()
     start = time.perf_counter()
     tool.run(output)
     elapsed = time.perf_counter() - start
     os.sync()  # what the tool left for the kernel to write back
-    tool.syncs.append(time.perf_counter() - start - elapsed)
-    tool.samples.append(elapsed)
+    synced = time.perf_counter() - start - elapsed
     remove_tree(output)
+    return elapsed, synced
 
 
 def summarize(tool: Tool) -> dict:
@@ -491,17 +495,6 @@ def summarize(tool: Tool) -> dict:
         "samples_s": [round(s, 4) for s in tool.samples],
         "sync_after_s": [round(s, 4) for s in tool.syncs],
     }
-
-
-def import_verdict(to_tar: float | None, name: str = "mycontainer") -> str:
-    if to_tar is None:
-        return f"tar was not measured: cannot judge the bar ({name} <= {BAR:.1f}x tar)"
-    said = f"{name} takes {to_tar:.2f}x GNU tar's median: "
-    if to_tar <= AIM:
-        return said + f"meets the aim (<= {AIM:.1f}x tar), and so the bar (<= {BAR:.1f}x)"
-    if to_tar <= BAR:
-        return said + f"meets the bar (<= {BAR:.1f}x tar), not yet the aim (<= {AIM:.1f}x)"
-    return said + f"MISSES the bar (<= {BAR:.1f}x tar)"
 
 
 def benchmark_import(args, layout: str, workdir: str) -> dict:
@@ -524,26 +517,17 @@ def benchmark_import(args, layout: str, workdir: str) -> dict:
         return os.path.join(workdir, f"out-{serial}")
 
     say(f"import: {args.warmup} warm-up and {args.runs} timed rounds, interleaved")
-    for _ in range(args.warmup):
-        for tool in measured:
-            time_once(tool, output())
-    for tool in measured:
-        tool.samples.clear()
-        tool.syncs.clear()
-    for iteration in range(args.runs):
-        first = iteration % len(measured)
-        for tool in measured[first:] + measured[:first]:
-            time_once(tool, output())
+    for tool, timed in interleave(measured, args.warmup, args.runs):
+        elapsed, synced = time_once(tool, output())
+        if timed:
+            tool.samples.append(elapsed)
+            tool.syncs.append(synced)
     stats = {tool.name: summarize(tool) for tool in measured}
     for summary in stats.values():
         for peer in ("tar", "tar-parallel", "umoci"):
             summary[f"ratio_to_{peer}"] = (
                 summary["median_s"] / stats[peer]["median_s"] if peer in stats else None
             )
-
-    def times(value: float | None) -> str:
-        return "-" if value is None else f"{value:.2f}x"
-
     say(
         f"\n{'tool':<13} {'median':>8} {'min':>8} {'max':>8} {'sync':>7}"
         f" {'/tar':>6} {'/tar-par':>8} {'/umoci':>6}"
@@ -558,10 +542,14 @@ def benchmark_import(args, layout: str, workdir: str) -> dict:
             f" {s['sync_after_median_s']:>5.2f} s {times(s['ratio_to_tar']):>6}"
             f" {times(s['ratio_to_tar-parallel']):>8} {times(s['ratio_to_umoci']):>6}"
         )
-    judged = import_verdict(stats["mycontainer"]["ratio_to_tar"])
+
+    def import_verdict(name: str) -> str:
+        return verdict(name, stats[name]["ratio_to_tar"], "tar", BAR, AIM, "GNU tar")
+
+    judged = import_verdict("mycontainer")
     say(f"\nimport verdict: {judged}")
     if "candidate" in stats:
-        say(f"(candidate: {import_verdict(stats['candidate']['ratio_to_tar'], 'candidate')})")
+        say(f"(candidate: {import_verdict('candidate')})")
     return {
         "tools": stats,
         "skipped": {tool.name: tool.skipped for tool in tools if tool.skipped},
@@ -602,13 +590,10 @@ def benchmark_run(args, layout: str, workdir: str, busybox: str) -> dict:
         return (time.perf_counter() - start) * 1000
 
     names = list(images)
-    for _ in range(RUN_WARMUP):
-        for name in names:
-            time_run(name)
-    for iteration in range(args.warm_runs):
-        first = iteration % len(names)
-        for name in names[first:] + names[:first]:
-            samples[name].append(time_run(name))
+    for name, timed in interleave(names, RUN_WARMUP, args.warm_runs):
+        milliseconds = time_run(name)
+        if timed:
+            samples[name].append(milliseconds)
     stats = {
         name: {
             "image": images[name],
@@ -691,12 +676,7 @@ def benchmark(args, workdir: str, cleanup: list) -> dict:
     for note in notes:
         say(f"note: {note}")
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "kernel": platform.release(),
-            "cpus": cpus,
-            "python": platform.python_version(),
-        },
+        **date_and_machine(),
         "inflate": inflate_library(),
         "image": "small" if args.small else f"debian {SUITE} minbase",
         "layers": layers,
@@ -738,12 +718,7 @@ def main(argv: list[str] | None = None) -> int:
         help="where the imports write: a new loop-mounted ext4 (default), a new tmpfs, "
         "or a new directory in DIR",
     )
-    parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
-    parser.add_argument(
-        "--mycontainer",
-        metavar="PATH",
-        help="the mycontainer to measure (default: the one next to this Python, else on PATH)",
-    )
+    add_json_and_mycontainer_options(parser)
     parser.add_argument(
         "--candidate",
         metavar="PATH",
@@ -754,11 +729,9 @@ def main(argv: list[str] | None = None) -> int:
         args.runs, args.warmup, args.warm_runs = 1, 0, min(args.warm_runs, 2)
     if args.runs < 1 or args.warmup < 0 or args.warm_runs < 0:
         parser.error("--runs needs at least 1, --warmup and --warm-runs at least 0")
-    if sys.platform != "linux" or os.geteuid() != 0:
-        print(
-            "image_import: needs root on Linux: sudo .venv/bin/python bench/image_import.py",
-            file=sys.stderr,
-        )
+    if not root_on_linux(
+        "image_import: needs root on Linux: sudo .venv/bin/python bench/image_import.py"
+    ):
         return 1
     if not os.path.exists(os.path.join(args.rootfs, "bin", "busybox")):
         print(

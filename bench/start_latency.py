@@ -47,13 +47,10 @@ Standard library only (Python >= 3.10), so it runs with any Python on the machin
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.util
 import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -62,18 +59,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_ROOTFS = os.path.join(
-    os.environ.get("MYCONTAINER_HOME", "/var/lib/mycontainer"), "rootfs", "busybox"
+from common import (
+    BUSYBOX_ROOTFS,
+    HOME,
+    BenchError,
+    add_json_and_mycontainer_options,
+    date_and_machine,
+    find_mycontainer,
+    interleave,
+    machine_notes,
+    root_on_linux,
+    run_cleanly,
+    times,
+    verdict,
 )
+
 COMMAND = "/bin/true"
 NAMESPACES = ("pid", "mount", "uts", "ipc", "network")
 BAR, AIM = 2.0, 1.0  # mycontainer's median over runc's: at most BAR, ideally at most AIM
 CGROUP_V2_HYBRID_MOUNT = "/sys/fs/cgroup/unified"
-
-
-class BenchError(Exception):
-    """A tool failed or the benchmark cannot run; the message says what to do."""
 
 
 @dataclass
@@ -150,14 +154,6 @@ class Runner:
         return f"it says: {said}" if said else "it prints nothing on stderr"
 
 
-def find_mycontainer() -> str:
-    """The console script next to this Python (the venv's), else on PATH."""
-    path = os.path.join(os.path.dirname(sys.executable), "mycontainer")
-    if not os.access(path, os.X_OK):
-        path = shutil.which("mycontainer") or os.path.join(REPO, ".venv", "bin", "mycontainer")
-    return path
-
-
 def mycontainer_tool(path: str, rootfs: str) -> Tool:
     """The subject: ``mycontainer run``."""
     if not os.access(path, os.X_OK):
@@ -172,9 +168,8 @@ def mycontainer_tool(path: str, rootfs: str) -> Tool:
 def mycontainer_image_tool(path: str) -> Tool:
     """``mycontainer run`` of the stored busybox image: the store and overlayfs included."""
     name = "mycontainer-image"
-    home = os.environ.get("MYCONTAINER_HOME", "/var/lib/mycontainer")
-    if not os.path.exists(os.path.join(home, "images", "busybox:latest.json")):
-        return Tool(name, skipped=f"no busybox image in {home} (invoke rootfs builds it)")
+    if not os.path.exists(os.path.join(HOME, "images", "busybox:latest.json")):
+        return Tool(name, skipped=f"no busybox image in {HOME} (invoke rootfs builds it)")
     return Tool(name, lambda _id: [path, "run", "--net", "none", "busybox", COMMAND])
 
 
@@ -221,58 +216,6 @@ def make_bundle(bundle: str, rootfs: str) -> str:
     return f"{generator} spec"
 
 
-def stale_bytecode(package: str) -> list[str]:
-    """The modules of ``package`` whose .pyc is missing or out of date for this Python.
-
-    ``mycontainer run`` imports its runtime at every start. Without up-to-date bytecode
-    Python compiles each module again, and with PYTHONDONTWRITEBYTECODE set (as in some
-    sessions) it never saves the result: every start pays for the compiling.
-    """
-    stale = []
-    for name in sorted(os.listdir(package)):
-        if not name.endswith(".py"):
-            continue
-        source = os.path.join(package, name)
-        try:
-            with open(importlib.util.cache_from_source(source), "rb") as file:
-                header = file.read(16)
-        except FileNotFoundError:
-            stale.append(name)
-            continue
-        magic, flags = header[:4], int.from_bytes(header[4:8], "little")
-        stat = os.stat(source)
-        recorded = (int.from_bytes(header[8:12], "little"), int.from_bytes(header[12:16], "little"))
-        actual = (int(stat.st_mtime) & 0xFFFFFFFF, stat.st_size & 0xFFFFFFFF)
-        # flags 0: a timestamp .pyc, valid while the source's mtime and size are unchanged.
-        if magic != importlib.util.MAGIC_NUMBER or (flags == 0 and recorded != actual):
-            stale.append(name)
-    return stale
-
-
-def machine_notes(load_before: float, own_load: float, mycontainer: str | None) -> list[str]:
-    """What may have skewed the times: a busy machine (a load average beyond the
-    benchmark's own ``own_load`` CPUs), and this checkout's runtime without up-to-date
-    bytecode (another ``--mycontainer`` may run another checkout's: it is not checked)."""
-    notes = []
-    cpus = os.cpu_count() or 1
-    load_after = os.getloadavg()[0]
-    if load_before > 0.5 * cpus or load_after > own_load + 0.5 * cpus:
-        notes.append(
-            f"the machine was busy (load average {load_before:.2f} before, "
-            f"{load_after:.2f} after): the times are noisy"
-        )
-    stale = [] if mycontainer else stale_bytecode(os.path.join(REPO, "runtime"))
-    if stale:
-        every_start = os.environ.get("PYTHONDONTWRITEBYTECODE")
-        notes.append(
-            f"runtime/__pycache__ is missing or out of date for {', '.join(stale)}: "
-            f"mycontainer's times include compiling them"
-            f"{' at every start (PYTHONDONTWRITEBYTECODE is set)' if every_start else ''}. "
-            "Run: .venv/bin/python -m compileall runtime steps (setup.sh does)"
-        )
-    return notes
-
-
 def summarize(samples: list[float]) -> dict[str, float]:
     deciles = statistics.quantiles(samples, n=10, method="inclusive")
     return {"median_ms": statistics.median(samples), "p10_ms": deciles[0], "p90_ms": deciles[-1]}
@@ -284,17 +227,6 @@ def ratio(numerator: dict | None, denominator: dict | None) -> float | None:
     return numerator["median_ms"] / denominator["median_ms"]
 
 
-def verdict(to_runc: float | None) -> str:
-    if to_runc is None:
-        return "runc was not measured: cannot judge the bar (mycontainer <= 2.0x runc)"
-    said = f"mycontainer takes {to_runc:.2f}x runc's median: "
-    if to_runc <= AIM:
-        return said + f"meets the aim (<= {AIM:.1f}x runc), and so the bar (<= {BAR:.1f}x)"
-    if to_runc <= BAR:
-        return said + f"meets the bar (<= {BAR:.1f}x runc), not yet the aim (<= {AIM:.1f}x)"
-    return said + f"MISSES the bar (<= {BAR:.1f}x runc)"
-
-
 def report(tools: list[Tool], args, notes: list[str]) -> dict:
     """Print the table and the verdict; return the same as a dict for --json."""
     stats = {tool.name: summarize(tool.samples) for tool in tools if not tool.skipped}
@@ -304,10 +236,6 @@ def report(tools: list[Tool], args, notes: list[str]) -> dict:
             summary["ratio_to_runc"] = ratio(summary, stats.get("runc"))
             summary["ratio_to_crun"] = ratio(summary, stats.get("crun"))
             summary["samples_ms"] = [round(ms, 3) for ms in tool.samples]
-
-    def times(value: float | None) -> str:
-        return "-" if value is None else f"{value:.2f}x"
-
     print(f"{'tool':<17} {'median':>9} {'p10':>9} {'p90':>9} {'/runc':>7} {'/crun':>7}")
     for tool in tools:
         if tool.skipped:
@@ -318,17 +246,12 @@ def report(tools: list[Tool], args, notes: list[str]) -> dict:
             f"{tool.name:<17} {s['median_ms']:>6.1f} ms {s['p10_ms']:>6.1f} ms"
             f" {s['p90_ms']:>6.1f} ms {times(s['ratio_to_runc']):>7} {times(s['ratio_to_crun']):>7}"
         )
-    judged = verdict(stats["mycontainer"]["ratio_to_runc"])
+    judged = verdict("mycontainer", stats["mycontainer"]["ratio_to_runc"], "runc", BAR, AIM)
     print(f"\nverdict: {judged}")
     for note in notes:
         print(f"note: {note}")
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "kernel": platform.release(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        **date_and_machine(),
         "command": COMMAND,
         "rootfs": args.rootfs,
         "mycontainer": args.mycontainer or find_mycontainer(),
@@ -383,13 +306,10 @@ def benchmark(args, workdir: str, runner: Runner) -> dict:
         f"start latency of {COMMAND} in {args.rootfs}: {args.warmup} warm-up and {args.runs} "
         f"timed runs per tool, interleaved; kernel {platform.release()}, {cpus} CPUs"
     )
-    for _ in range(args.warmup):
-        for tool in measured:
-            runner.time_once(tool)
-    for iteration in range(args.runs):
-        first = iteration % len(measured)  # who goes first moves on by one each iteration
-        for tool in measured[first:] + measured[:first]:
-            tool.samples.append(runner.time_once(tool))
+    for tool, timed in interleave(measured, args.warmup, args.runs):
+        milliseconds = runner.time_once(tool)
+        if timed:
+            tool.samples.append(milliseconds)
 
     # The benchmark itself keeps about one CPU busy; more than that is someone else's load.
     notes += machine_notes(load_before, 1.0, args.mycontainer)
@@ -403,22 +323,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=30, help="timed runs per tool (default 30)")
     parser.add_argument("--warmup", type=int, default=3, help="warm-up runs per tool (default 3)")
     parser.add_argument(
-        "--rootfs", default=DEFAULT_ROOTFS, help=f"root filesystem (default {DEFAULT_ROOTFS})"
+        "--rootfs", default=BUSYBOX_ROOTFS, help=f"root filesystem (default {BUSYBOX_ROOTFS})"
     )
-    parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
-    parser.add_argument(
-        "--mycontainer",
-        metavar="PATH",
-        help="the mycontainer to measure (default: the one next to this Python, else on PATH)",
-    )
+    add_json_and_mycontainer_options(parser)
     args = parser.parse_args(argv)
     if args.runs < 2 or args.warmup < 0:
         parser.error("--runs needs at least 2 (for percentiles), --warmup at least 0")
-    if sys.platform != "linux" or os.geteuid() != 0:
-        print(
-            "start_latency: containers need root on Linux: sudo .venv/bin/invoke bench",
-            file=sys.stderr,
-        )
+    if not root_on_linux(
+        "start_latency: containers need root on Linux: sudo .venv/bin/invoke bench"
+    ):
         return 1
     # runc needs an absolute root.path without symlinks; all tools get the same directory.
     args.rootfs = os.path.realpath(args.rootfs)
@@ -439,33 +352,6 @@ def main(argv: list[str] | None = None) -> int:
     return run_cleanly(
         "start_latency", lambda: benchmark(args, workdir, runner), clean_up, args.json
     )
-
-
-def run_cleanly(name: str, work, clean_up, json_path: str | None) -> int:
-    """``work()`` then, always and uninterruptibly, ``clean_up()``; Ctrl-C and SIGTERM stop
-    the work and take the same way out. Writes ``work``'s results to ``json_path`` if given."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        results = work()
-    except BenchError as error:
-        print(f"{name}: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        # No second Ctrl-C may stop the clean-up half-way.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        clean_up()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if json_path:
-        with open(json_path, "w") as file:
-            json.dump(results, file, indent=2)
-            file.write("\n")
-        print(f"results written to {json_path}")
-    return 0
 
 
 if __name__ == "__main__":
