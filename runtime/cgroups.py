@@ -211,7 +211,7 @@ class Cgroup:
         """
         members = "cgroup.procs" if self.layout.uses_v2 else "tasks"
         for directory in self.directories:
-            _write(directory, members, "0")  # "0": the writing process itself
+            write_file(directory, members, "0")  # "0": the writing process itself
 
     def oom_kills(self) -> int:
         """How many processes the kernel's OOM killer killed in this group."""
@@ -243,31 +243,33 @@ class Cgroup:
             with open(os.path.join(directory, "cgroup.subtree_control")) as file:
                 if set(file.read().split()) >= wanted:
                     continue
-            _write(directory, "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted)))
+            write_file(
+                directory, "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted))
+            )
 
     def _limit_v2(self, memory, cpu_weight, pids_limit) -> None:
         if memory is not None:
             path = self.paths["memory"]
-            _write(path, "memory.max", str(memory))
+            write_file(path, "memory.max", str(memory))
             if os.path.exists(os.path.join(path, "memory.swap.max")):
-                _write(path, "memory.swap.max", "0")  # else the limit is just a swap threshold
+                write_file(path, "memory.swap.max", "0")  # else the limit is just a swap threshold
         if cpu_weight is not None:
-            _write(self.paths["cpu"], "cpu.weight", str(cpu_weight))
+            write_file(self.paths["cpu"], "cpu.weight", str(cpu_weight))
         if pids_limit is not None:
-            _write(self.paths["pids"], "pids.max", str(pids_limit))
+            write_file(self.paths["pids"], "pids.max", str(pids_limit))
 
     # v1 ----------------------------------------------------------------------------------
 
     def _limit_v1(self, memory, cpu_weight, pids_limit) -> None:
         if memory is not None:
             path = self.paths["memory"]
-            _write(path, "memory.limit_in_bytes", str(memory))
+            write_file(path, "memory.limit_in_bytes", str(memory))
             if os.path.exists(os.path.join(path, "memory.memsw.limit_in_bytes")):
-                _write(path, "memory.memsw.limit_in_bytes", str(memory))  # memory + swap
+                write_file(path, "memory.memsw.limit_in_bytes", str(memory))  # memory + swap
         if cpu_weight is not None:
-            _write(self.paths["cpu"], "cpu.shares", str(weight_to_shares(cpu_weight)))
+            write_file(self.paths["cpu"], "cpu.shares", str(weight_to_shares(cpu_weight)))
         if pids_limit is not None:
-            _write(self.paths["pids"], "pids.max", str(pids_limit))
+            write_file(self.paths["pids"], "pids.max", str(pids_limit))
 
 
 def remove_group(path: str, timeout: float = 5.0) -> None:
@@ -289,7 +291,7 @@ def remove_group(path: str, timeout: float = 5.0) -> None:
 def _kill_members(path: str) -> None:
     """SIGKILL the group's processes: with cgroup.kill (Linux 5.14+) or one by one."""
     if os.path.exists(os.path.join(path, "cgroup.kill")):
-        _write(path, "cgroup.kill", "1")
+        write_file(path, "cgroup.kill", "1")
         return
     try:
         with open(os.path.join(path, "cgroup.procs")) as file:
@@ -323,7 +325,8 @@ def stale_groups(layout: Layout, alive, parent: str = PARENT) -> list[str]:
     return [path for path in groups if not alive(os.path.basename(path))]
 
 
-def _write(directory: str, name: str, value: str) -> None:
+def write_file(directory: str, name: str, value: str) -> None:
+    """Write ``value`` to the control file ``name`` of cgroup ``directory`` (devices too)."""
     with open(os.path.join(directory, name), "w") as file:
         file.write(value)
 

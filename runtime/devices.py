@@ -26,6 +26,7 @@ import ctypes
 import os
 import struct
 
+from runtime.cgroups import write_file
 from runtime.syscalls import bpf
 
 # docker's defaults (moby's oci/defaults.go, runc's AllowedDevices): type, major, minor
@@ -67,9 +68,9 @@ def restrict(cgroup) -> None:
             attach_v2_filter(cgroup.directories[0])
         elif "devices" in cgroup.paths:
             path = cgroup.paths["devices"]
-            _write(path, "devices.deny", "a")
+            write_file(path, "devices.deny", "a")
             for line in v1_rules():
-                _write(path, "devices.allow", line)
+                write_file(path, "devices.allow", line)
         else:
             raise DeviceError("this host has no devices cgroup controller")
     except OSError as error:
@@ -163,8 +164,3 @@ def attach_v2_filter(group: str, rules=DEFAULT_RULES) -> None:
 def _insn(code: int, dst: int, src: int, off: int = 0, imm: int = 0) -> bytes:
     """One eBPF instruction: struct bpf_insn { u8 code; u8 dst:4, src:4; s16 off; s32 imm; }."""
     return struct.pack("=BBhi", code, src << 4 | dst, off, imm)
-
-
-def _write(directory: str, name: str, value: str) -> None:
-    with open(os.path.join(directory, name), "w") as file:
-        file.write(value)
