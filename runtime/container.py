@@ -124,6 +124,22 @@ def new_id() -> str:
     return os.urandom(32).hex()
 
 
+def make_state_directory(directory: str) -> int:
+    """Create state directory ``directory`` and return the descriptor of its locked lock.
+
+    It is made under a hidden name, locked, then renamed (rename(2)), so that a concurrent
+    prune never sees it unlocked; the lock holds as long as the descriptor stays open.
+    """
+    root, name = os.path.split(directory)
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    making = os.path.join(root, f".{name}")
+    os.mkdir(making, 0o700)
+    lock = os.open(os.path.join(making, "lock"), os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    os.rename(making, directory)
+    return lock
+
+
 class Container:
     """One container, from ``create()`` to ``delete()``."""
 
@@ -262,14 +278,8 @@ class Container:
         }
 
     def _make_directory(self) -> None:
-        """Create the state directory, locked: made under a hidden name, locked, then renamed,
-        so that a concurrent prune never sees it unlocked."""
-        os.makedirs(state_root(), mode=0o700, exist_ok=True)
-        making = os.path.join(state_root(), f".{self.id}")
-        os.mkdir(making, 0o700)
-        self._lock = os.open(os.path.join(making, "lock"), os.O_CREAT | os.O_RDWR, 0o600)
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
-        os.rename(making, self.directory)
+        """The state directory, locked until delete() closes ``self._lock``."""
+        self._lock = make_state_directory(self.directory)
 
     def _setup_inside(self) -> None:
         """Runs in the container's init, inside its new namespaces, before the gate."""

@@ -26,8 +26,6 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from runtime.syscalls import CLONE_NEWNET, setns
 
-MAIN_TABLE = 254  # the routing table "main", <linux/rtnetlink.h> RT_TABLE_MAIN
-
 
 class LinkError(Exception):
     """The bridge or a veth pair could not be set up; the message says what to do."""
@@ -110,8 +108,6 @@ def connect(pid: int, host_end: str, bridge: str, address: IPv4Interface, gatewa
         (eth0,) = inside.link_lookup(ifname="eth0")
         inside.addr("add", index=eth0, address=str(address.ip), prefixlen=address.network.prefixlen)
         inside.link("set", index=eth0, state="up")
-        (lo,) = inside.link_lookup(ifname="lo")
-        inside.link("set", index=lo, state="up")
         inside.route("add", dst="0.0.0.0/0", gateway=gateway)
 
 

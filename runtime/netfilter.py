@@ -140,7 +140,11 @@ def _iptables_dnat_rule(address: str, published: str) -> list[str]:
 
 
 def ensure_masquerade(subnet: str, bridge: str, firewall: str) -> None:
-    """Install our table (or chain) and the masquerade rule, unless they are there already."""
+    """Install our table (or chain) and the masquerade rule, unless they are there already.
+
+    Later runs take an existing table or chain for complete, so a failure leaves none: nft -f
+    applies its whole script or nothing (nft(8)), and with iptables we undo what we added.
+    """
     if firewall == "nft":
         result = _nft(_nft_table(subnet, bridge))
         if result.returncode and "File exists" not in result.stderr:
@@ -151,8 +155,17 @@ def ensure_masquerade(subnet: str, bridge: str, firewall: str) -> None:
         if "exists" in created.stderr:
             return
         raise FirewallError(f"iptables: cannot create chain {CHAIN}: {_first_line(created)}")
-    for rule in _iptables_base_rules(subnet, bridge):
-        _check_iptables(_iptables("-A", *rule))
+    added = []
+    try:
+        for rule in _iptables_base_rules(subnet, bridge):
+            _check_iptables(_iptables("-A", *rule))
+            added.append(rule)
+    except FirewallError:
+        for rule in added:
+            _iptables("-D", *rule)
+        _iptables("-F", CHAIN)
+        _iptables("-X", CHAIN)
+        raise
 
 
 def publish(address: str, ports: list[str], firewall: str) -> None:

@@ -188,6 +188,12 @@ class Network:
         self.record: dict | None = None  # what network.json holds, once leased
         if self.publish and mode != "bridge":
             raise NetworkError(f"--publish needs --net bridge, not --net {mode}")
+        ports = list(map(_host_side, self.publish))
+        for port in ports:
+            if ports.count(port) > 1:
+                raise NetworkError(
+                    f"port {port} is published twice: give each -p a different host port"
+                )
         if mode == "bridge":
             self.settings = bridge_settings()
             self.host_end = f"mc{container_id[:12]}"  # IFNAMSIZ: at most 15 characters
@@ -203,8 +209,7 @@ class Network:
             address = "127.0.1.1"  # Debian's address for the machine's own name
             resolv = _read("/etc/resolv.conf")  # the host's resolvers are reachable as they are
         else:
-            self.record = self._lease()
-            address = self.record["address"].split("/")[0]
+            address = self.lease()["address"].split("/")[0]
             resolv = resolv_conf(_read("/etc/resolv.conf"), _read(SYSTEMD_RESOLV_CONF))
         for name, text in (
             ("hosts", hosts_file(hostname, address)),
@@ -244,14 +249,15 @@ class Network:
             self.record = None
         _remove(os.path.join(self.directory, STATE_FILE))  # the lease
 
-    def _lease(self) -> dict:
+    def lease(self) -> dict:
         """Make sure the bridge and NAT exist, and take the lowest free address, under a lock.
 
         The lock is an flock(2) on the state root directory: every run that leases an
         address, and prune removing the bridge, takes it, so two runs never pick one address
         and the bridge never vanishes between its check and its use. An address is taken
         as long as ``<state root>/<id>/network.json`` names it: deleting the container's
-        state directory frees it.
+        state directory frees it. The lease is kept in ``self.record`` too; prepare() calls
+        this, and so does step 6, which needs an address but no /etc files.
         """
         from runtime import netbridge, netfilter
 
@@ -293,6 +299,7 @@ class Network:
                 "netns": netns_id(),
             }
             _write(os.path.join(self.directory, STATE_FILE), json.dumps(record, indent=2))
+        self.record = record
         return record
 
 
@@ -463,8 +470,10 @@ def _interface(text: str):
 
 def _host_side(published: str) -> str:
     """``"8080:80/tcp"`` -> ``"8080/tcp"``: what two containers cannot both publish."""
-    ports, _, protocol = published.partition("/")
-    return f"{ports.split(':')[0]}/{protocol}"
+    from runtime import netfilter
+
+    host_port, _, protocol = netfilter.split_port(published)
+    return f"{host_port}/{protocol}"
 
 
 def _remove(path: str) -> None:

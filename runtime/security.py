@@ -49,6 +49,7 @@ from runtime.syscalls import (
     PR_SET_NO_NEW_PRIVS,
     capget,
     capset,
+    machine_name,
     mount,
     prctl,
 )
@@ -226,8 +227,7 @@ class Security:
                 self._install_seccomp()
 
     def _install_seccomp(self) -> None:
-        machine = os.uname().machine
-        machine = {"arm64": "aarch64", "amd64": "x86_64"}.get(machine, machine)
+        machine = machine_name()
         if machine not in seccomp.AUDIT_ARCH:
             raise OSError(
                 f"no seccomp filter for {machine}: run with --security-opt seccomp=unconfined"

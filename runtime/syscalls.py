@@ -121,10 +121,16 @@ SYSCALL_NUMBERS = {
 LIBC = ctypes.CDLL(None, use_errno=True)
 
 
+def machine_name(machine: str | None = None) -> str:
+    """``machine`` (default: uname(2)'s for this one) as SYSCALL_NUMBERS spells it: some
+    systems say arm64 or amd64 for aarch64 or x86_64."""
+    machine = machine or os.uname().machine
+    return {"arm64": "aarch64", "amd64": "x86_64"}.get(machine, machine)
+
+
 def syscall_number(name: str, machine: str | None = None) -> int:
     """The number of system call ``name`` on ``machine`` (default: this one)."""
-    machine = machine or os.uname().machine
-    machine = {"arm64": "aarch64", "amd64": "x86_64"}.get(machine, machine)
+    machine = machine_name(machine)
     try:
         return SYSCALL_NUMBERS[machine][name]
     except KeyError:

@@ -53,6 +53,7 @@ def run_limited(options, setup_inside, namespaces: int = NAMESPACES, ready=None)
         print(f"error: {error}", file=sys.stderr)
         return 125
     print(f"step 4: the container's cgroup is {', '.join(group.directories)}", file=sys.stderr)
+    options.cgroup = group  # for the steps built on this one: step 7 restricts its devices
     try:
         code = common.run(
             namespaces, lambda: setup_inside(options), options.command, group.join, ready

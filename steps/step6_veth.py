@@ -14,7 +14,6 @@ Try it in a network namespace of its own, so that your machine's network stays a
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 
@@ -25,8 +24,10 @@ NAMESPACES = step5_image.NAMESPACES | namespaces.NET
 
 
 def setup(options) -> None:
-    """Step 5's setup; the network is configured from outside, once this is done (see main)."""
+    """Step 5's setup, and ``lo`` up; the rest of the network is configured from outside,
+    once this is done (see main)."""
     step5_image.setup(options)
+    network.bring_up("lo")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,16 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     # allocator sees both; locked, like theirs, so that a prune leaves it alone while we run.
     name = f"step6-{os.getpid()}"
     directory = os.path.join(container.state_root(), name)
-    making = os.path.join(container.state_root(), f".{name}")  # prune skips hidden names
-    os.makedirs(making, 0o700)
-    lock = os.open(os.path.join(making, "lock"), os.O_CREAT | os.O_RDWR, 0o600)
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    os.rename(making, directory)
+    lock = container.make_state_directory(directory)
     net = None
     try:
         net = network.Network("bridge", options.publish, directory, name)
-        net.prepare(options.hostname)  # the bridge, NAT, and an address for eth0
-        lease = net.record
+        lease = net.lease()  # the bridge, NAT, and an address for eth0
         print(
             f"step 6: eth0 will be {lease['address']} on bridge {lease['bridge']}, "
             f"default route via {lease['gateway']}",

@@ -10,10 +10,10 @@ then the same with ``--cap-add ALL --security-opt seccomp=unconfined``.
 
 from __future__ import annotations
 
-import os
 import sys
 
-from runtime import cgroups, devices, security
+from runtime import devices, security
+from runtime.container import ContainerError
 from steps import common, step4_cgroups, step5_image
 
 
@@ -29,10 +29,13 @@ def setup(options) -> None:
     options.security.after_user_switch()  # the other sets, no_new_privs, seccomp
 
 
-def restrict_devices(_pid: int) -> None:
+def restrict_devices(options) -> None:
     """Runs in the parent while the container waits at its gate: the device allow-list on
-    the cgroup that step 4 made (named after our pid), before the command can open anything."""
-    devices.restrict(cgroups.Cgroup(cgroups.detect(), f"step4-{os.getpid()}"))
+    the cgroup that step 4 made, before the command can open anything."""
+    try:
+        devices.restrict(options.cgroup)
+    except devices.DeviceError as error:
+        raise ContainerError(str(error)) from None  # common.run prints it, in one line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         f"masked paths {'on' if boundaries.system_paths else 'off'}",
         file=sys.stderr,
     )
-    return step5_image.run_image(options, setup, ready=restrict_devices)
+    return step5_image.run_image(options, setup, ready=lambda _pid: restrict_devices(options))
 
 
 if __name__ == "__main__":

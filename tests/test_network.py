@@ -341,6 +341,37 @@ def test_nat_to_the_internet_shows_the_host_address(world, firewall):
 
 
 @privileged
+@pytest.mark.skipif(
+    "iptables" not in FIREWALLS,
+    reason="iptables is not installed (apt-get install iptables; setup.sh does)",
+)
+def test_a_failed_iptables_setup_leaves_no_chain_and_the_next_run_has_nat(world, tmp_path):
+    # The real iptables, except that adding the masquerade rule (the last one) fails.
+    fails = tmp_path / "bin"
+    fails.mkdir()
+    (fails / "iptables").write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *"-A POSTROUTING"*) echo "iptables: made to fail" >&2; exit 1;; esac\n'
+        f'exec {shutil.which("iptables")} "$@"\n'
+    )
+    (fails / "iptables").chmod(0o755)
+    env = dict(world.env, MYCONTAINER_FIREWALL="iptables")
+    result = world.run("run", "busybox", "true", env=dict(env, PATH=f"{fails}:{env['PATH']}"))
+    assert result.returncode == 125 and "made to fail" in result.stderr
+    assert result.stderr.count("\n") == 1
+    rules = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{world.host}", "iptables", "-t", "nat", "-S"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "MYCONTAINER" not in rules  # neither the chain nor the jumps into it
+    with WhoAmI(world.internet):
+        result = world.run("run", "busybox", "sh", "-c", WGET.format(f"{INTERNET_ADDRESS}:8000"),
+                           env=env)  # fmt: skip
+    assert (result.returncode, result.stdout) == (0, f"{HOST_ADDRESS}\n"), result.stderr
+
+
+@privileged
 @pytest.mark.parametrize("firewall", FIREWALLS)
 def test_published_port_reaches_the_container(world, firewall):
     env = dict(world.env, MYCONTAINER_FIREWALL=firewall)
@@ -441,6 +472,7 @@ def test_rootfs_without_etc_gets_mount_points(world, tmp_path, busybox_rootfs):
     [
         (["--net", "none", "-p", "8080:80"], {}, "--publish needs --net bridge"),
         (["-p", "8080:99999"], {}, "--publish takes HOST_PORT:CONTAINER_PORT"),
+        (["-p", "8080:80", "-p", "8080:81"], {}, "port 8080/tcp is published twice"),
         (["--net", "bridged"], {}, "--net takes bridge, none or host"),
         ([], {"MYCONTAINER_SUBNET": "10.1.2.3"}, "MYCONTAINER_SUBNET takes an IPv4 network"),
         ([], {"MYCONTAINER_SUBNET": "198.51.100.0/25"}, "overlaps the route to 198.51.100.0/24"),
@@ -475,7 +507,7 @@ def kill_container(world: World, process: subprocess.Popen, lease: dict) -> None
 
 @privileged
 def test_step6_plugs_the_container_into_the_bridge(world):
-    script = f"ip -4 -o addr show eth0; {WGET.format(f'{GATEWAY}:8000')}"
+    script = f"ip -4 -o addr show eth0; ip -o link show lo; {WGET.format(f'{GATEWAY}:8000')}"
     step = [sys.executable, "-m", "steps.step6_veth", "busybox", "--", "sh", "-c"]
     with WhoAmI(world.host):
         result = subprocess.run(
@@ -489,5 +521,6 @@ def test_step6_plugs_the_container_into_the_bridge(world):
     assert result.returncode == 0, result.stderr
     address = result.stdout.split()[3].split("/")[0]
     assert result.stdout.split()[-1] == address  # what the host saw: the container's address
+    assert "<LOOPBACK,UP," in result.stdout  # lo is up too
     assert "step 6: eth0 will be" in result.stderr
     assert world.links() == ["lo", "mycontainer0", "up0"] and world.leases() == []
