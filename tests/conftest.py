@@ -3,9 +3,12 @@ are skipped, each with the reason and what to run instead."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -110,6 +113,114 @@ def mycontainer(home, state_root):
     assert storage_after == storage_before, "a container left its writable layer behind"
     assert host_mounts(*watched) == mounts_before, "a container left a mount on the host"
     assert container_groups(state_root) == groups_before, "a container left a cgroup behind"
+
+
+@pytest.fixture
+def background(home, state_root, mycontainer):
+    """Start ``mycontainer ARGS...`` without waiting for it: ``background(*args, **popen_args)``
+    returns the Popen (stdout and stderr piped, as text, unless given otherwise).
+
+    Whatever the test did, its containers are ended at teardown (:func:`stop_containers`),
+    before the ``mycontainer`` fixture checks that nothing was left behind.
+    """
+    runtimes = []
+
+    def start(*args: str, **kwargs) -> subprocess.Popen:
+        kwargs.setdefault("env", environment(home, state_root))
+        if not {"stdout", "stderr"} & kwargs.keys():
+            kwargs.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        runtimes.append(subprocess.Popen(mycontainer_command(*args), **kwargs))
+        return runtimes[-1]
+
+    yield start
+    stuck = stop_containers(home, state_root, runtimes)
+    assert not stuck, f"mycontainer {stuck} went on running after its container's init died"
+
+
+def running_containers(
+    state_root, count: int = 1, *, runtimes=(), ignore=(), timeout: float = 30
+) -> list[dict]:
+    """Wait until ``count`` containers of ``state_root`` run; return their state.json contents.
+
+    ``ignore``: names (ids) of containers not to count, e.g. those running before. Fails at
+    once if one of ``runtimes`` (the Popen of their ``mycontainer run``) exits meanwhile.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        states = [s for s in container_states(state_root) if s["id"] not in ignore]
+        running = [state for state in states if state["status"] == "running"]
+        if len(running) == count:
+            return running
+        for runtime in runtimes:
+            if runtime.poll() is not None:
+                try:
+                    output = runtime.communicate(timeout=5)
+                except subprocess.TimeoutExpired:  # the container holds its pipes open
+                    output = "(still open)"
+                raise AssertionError(
+                    f"mycontainer exited with {runtime.returncode} before {count} container(s)"
+                    f" ran; its stdout and stderr: {output}"
+                )
+        if time.monotonic() > deadline:
+            seen = [state["status"] for state in states]
+            raise AssertionError(f"{count} container(s) should run, after {timeout} s: {seen}")
+        time.sleep(0.02)
+
+
+def container_states(state_root) -> list[dict]:
+    """The state.json of every container of ``state_root`` (those written completely)."""
+    states = []
+    for name in os.listdir(state_root):
+        try:
+            with open(os.path.join(state_root, name, "state.json")) as file:
+                states.append(json.load(file))
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+            pass  # being made (written by rename, so never half) or being removed
+    return states
+
+
+def stop_containers(home, state_root, runtimes=()) -> list[int]:
+    """End every container of ``state_root`` and the ``runtimes`` (Popens) that run them.
+
+    SIGKILL each container's init (as PID 1 it ignores SIGTERM), so that its runtime cleans
+    up as usual; SIGKILL the runtimes still alive 20 s later; then, if anything is left,
+    ``mycontainer prune``. Returns the pids of the runtimes that had to be killed.
+    """
+    for state in container_states(state_root):
+        if state["pid"] and in_container(state["pid"], state["id"]):
+            try:
+                os.kill(state["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # it exited meanwhile
+    stuck = []
+    for runtime in runtimes:
+        try:
+            runtime.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            runtime.kill()
+            runtime.wait()
+            stuck.append(runtime.pid)
+    if os.listdir(state_root) or container_groups(state_root):
+        subprocess.run(
+            mycontainer_command("prune"),
+            env=environment(home, state_root),
+            capture_output=True,
+            timeout=60,
+        )
+    for runtime in runtimes:
+        for stream in (runtime.stdin, runtime.stdout, runtime.stderr):
+            if stream:
+                stream.close()
+    return stuck
+
+
+def in_container(pid: int, container_id: str) -> bool:
+    """Is ``pid`` (still) a process of that container, in its cgroup? Not a reused pid."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as file:
+            return container_id in file.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def mycontainer_command(*args: str) -> list[str]:

@@ -15,9 +15,8 @@ import sys
 
 import pytest
 
-from conftest import host_mounts
+from conftest import REPO, host_mounts
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(REPO, "bench", "image_import.py")
 TOOLS = ("mycontainer", "umoci", "tar", "tar-parallel")
 
@@ -26,11 +25,14 @@ TOOLS = ("mycontainer", "umoci", "tar", "tar-parallel")
 @pytest.mark.skipif(
     not shutil.which("umoci"), reason="umoci is not installed (apt-get install umoci)"
 )
-def test_import_bench_prints_a_line_per_tool_and_leaves_nothing_behind(home, tmp_path):
+def test_import_bench_prints_a_line_per_tool_and_leaves_nothing_behind(home, state_root, tmp_path):
     results = tmp_path / "results.json"
     scratch = tmp_path / "tmp"  # the benchmark's layouts, filesystem and outputs go here
     scratch.mkdir()
-    mounts_before = host_mounts()
+    # Where the benchmark could leave a mount: not the whole table, which others change too.
+    watched = (home, state_root, scratch, "/var/cache/mycontainer-bench")
+    watched += ("/var/lib/mycontainer", "/run/mycontainer")
+    mounts_before = host_mounts(*watched)
     completed = subprocess.run(
         [sys.executable, BENCH, "--small", "--json", str(results)],
         capture_output=True,
@@ -39,6 +41,7 @@ def test_import_bench_prints_a_line_per_tool_and_leaves_nothing_behind(home, tmp
         env={
             **os.environ,
             "MYCONTAINER_HOME": str(home),  # its busybox rootfs is what --small imports
+            "MYCONTAINER_STATE": str(state_root),  # its warm runs' containers
             "TMPDIR": str(scratch),
         },
     )
@@ -58,5 +61,6 @@ def test_import_bench_prints_a_line_per_tool_and_leaves_nothing_behind(home, tmp
     assert set(data["run"]["tools"]) == {"image", "busybox"}
 
     # The loop-mounted filesystem is gone, and so is everything the imports wrote.
-    assert host_mounts() == mounts_before
+    assert host_mounts(*watched) == mounts_before
     assert list(scratch.iterdir()) == []
+    assert list(state_root.iterdir()) == []

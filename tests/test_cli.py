@@ -14,16 +14,14 @@ import pytest
 from runtime import launcher
 from runtime.namespaces import check_hostname
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO, mycontainer_command
 
 
 def mycontainer(*args, state=None):
     env = dict(os.environ, PYTHONPATH=REPO)
     if state:
         env["MYCONTAINER_STATE"] = str(state)
-    return subprocess.run(
-        [sys.executable, "-m", "runtime", *args], capture_output=True, text=True, env=env
-    )
+    return subprocess.run(mycontainer_command(*args), capture_output=True, text=True, env=env)
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import zlib
 
 import pytest
 
-from conftest import environment, mycontainer_command
+from conftest import environment, mycontainer_command, running_containers
 
 pytestmark = pytest.mark.privileged
 
@@ -232,31 +232,13 @@ def test_second_run_unpacks_nothing_and_writes_never_reach_the_layers(mycontaine
     assert os.listdir(home / "containers") == []
 
 
-def test_two_containers_do_not_see_each_others_writes(mycontainer, home, state_root):
-    writer = subprocess.Popen(
-        mycontainer_command(
-            "run", "--net", "none", "busybox", "sh", "-c", "echo mine > /marker; sleep 30"
-        ),
-        env=environment(home, state_root),
+def test_two_containers_do_not_see_each_others_writes(mycontainer, background):
+    writer = background(
+        "run", "--net", "none", "busybox", "sh", "-c", "echo mine > /marker; echo written; sleep 30"
     )
-    try:
-        import time
-
-        deadline = time.monotonic() + 20
-        while not any(
-            os.path.exists(home / "containers" / name / "upper" / "marker")
-            for name in os.listdir(home / "containers")
-        ):
-            assert time.monotonic() < deadline, "the first container never wrote its file"
-            time.sleep(0.05)
-        reader = mycontainer("run", "--net", "none", "busybox", "ls", "/marker")
-        assert reader.returncode != 0 and "No such file" in reader.stderr
-    finally:
-        writer.terminate()  # forwarded to sh, PID 1, which ignores it; so:
-        for name in os.listdir(state_root):
-            with open(state_root / name / "state.json") as file:
-                os.kill(json.load(file)["pid"], 9)
-        writer.wait(timeout=20)
+    assert writer.stdout.readline() == "written\n"
+    reader = mycontainer("run", "--net", "none", "busybox", "ls", "/marker")
+    assert reader.returncode != 0 and "No such file" in reader.stderr
 
 
 def test_image_config_is_honoured(mycontainer, images, tmp_path):
@@ -517,67 +499,40 @@ def test_broken_images_are_refused(mycontainer, home, sentinel, tmp_path, corrup
     assert store_contents(home) == before
 
 
-def test_an_image_in_use_cannot_be_removed(mycontainer, home, state_root):
-    process = subprocess.Popen(
-        mycontainer_command("run", "--net", "none", "busybox", "sleep", "30"),
-        env=environment(home, state_root),
-    )
-    try:
-        import time
-
-        deadline = time.monotonic() + 20
-        while not os.listdir(state_root):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        time.sleep(0.3)
-        result = mycontainer("rmi", "busybox")
-        assert result.returncode == 125
-        assert "is used by container" in result.stderr
-    finally:
-        for name in os.listdir(state_root):
-            try:
-                with open(state_root / name / "state.json") as file:
-                    os.kill(json.load(file)["pid"], 9)
-            except (FileNotFoundError, ProcessLookupError):
-                pass
-        process.wait(timeout=20)
+def test_an_image_in_use_cannot_be_removed(mycontainer, background, state_root):
+    process = background("run", "--net", "none", "busybox", "sleep", "30")
+    running_containers(state_root, runtimes=[process])
+    result = mycontainer("rmi", "busybox")
+    assert result.returncode == 125
+    assert "is used by container" in result.stderr
 
 
-# --- index selection, docker >= 25 archives, zstd ---------------------------------------------
-
-
-def test_layers_stay_while_a_container_stacks_them(mycontainer, home, state_root, tmp_path):
+def test_layers_stay_while_a_container_stacks_them(mycontainer, background, home, tmp_path):
     """``x`` loaded again leaves its old layer to no image; removing another image must not
     take that layer from under the container still running on it."""
     make_layout_with(tmp_path / "first" / "x", [({}, rootfs_with(home / "rootfs/busybox", "1"))])
     assert mycontainer("load", str(tmp_path / "first" / "x")).stdout == "x:latest\n"
-    process = subprocess.Popen(
-        mycontainer_command("run", "--net", "none", "x", "sh", "-c", "echo up; read _; cat /which"),
-        env=environment(home, state_root),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout.readline() == "up\n"
-        make_layout_with(
-            tmp_path / "second" / "x", [({}, rootfs_with(home / "rootfs/busybox", "2"))]
-        )
-        assert mycontainer("load", str(tmp_path / "second" / "x")).stdout == "x:latest\n"
-        write_layout(tmp_path / "other", [tar_bytes([member("f", data=b"f")])])
-        assert mycontainer("load", str(tmp_path / "other")).returncode == 0
-        assert mycontainer("rmi", "other").returncode == 0
-        process.stdin.write("go\n")
-        process.stdin.close()
-        assert process.stdout.read() == "1\n"  # the first layer, still whole
-        assert process.wait(timeout=20) == 0
-    finally:
-        process.kill()
-        process.wait()
+    process = background(
+        "run", "--net", "none", "x", "sh", "-c", "echo up; read _; cat /which",
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout.readline() == "up\n"
+    make_layout_with(tmp_path / "second" / "x", [({}, rootfs_with(home / "rootfs/busybox", "2"))])
+    assert mycontainer("load", str(tmp_path / "second" / "x")).stdout == "x:latest\n"
+    write_layout(tmp_path / "other", [tar_bytes([member("f", data=b"f")])])
+    assert mycontainer("load", str(tmp_path / "other")).returncode == 0
+    assert mycontainer("rmi", "other").returncode == 0
+    process.stdin.write("go\n")
+    process.stdin.close()
+    assert process.stdout.read() == "1\n"  # the first layer, still whole
+    assert process.wait(timeout=20) == 0
     pruned = mycontainer("prune").stdout
     assert pruned.count("removed a layer no image or container uses") == 1, pruned
     assert mycontainer("run", "--net", "none", "x", "cat", "/which").stdout == "2\n"
     mycontainer("rmi", "x")
+
+
+# --- index selection, docker >= 25 archives, zstd ---------------------------------------------
 
 
 def make_layout_with(directory, manifests: list[tuple[dict, bytes]], nested_platforms=False):

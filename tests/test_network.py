@@ -39,6 +39,7 @@ from conftest import (
     environment,
     mycontainer_command,
     remove_cgroup_parents,
+    running_containers,
 )
 
 HOST_ADDRESS = "198.51.100.1"
@@ -124,10 +125,12 @@ class World:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-        if os.path.exists(f"/run/netns/{self.host}"):
-            self.run("prune", timeout=60)
-        for namespace in (self.host, self.internet):
-            subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+        try:
+            if os.path.exists(f"/run/netns/{self.host}"):
+                self.run("prune", timeout=60)
+        finally:
+            for namespace in (self.host, self.internet):
+                subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
 
     def command(self, *args: str) -> list[str]:
         """``mycontainer ARGS`` in the "host" namespace (nsenter changes only that)."""
@@ -150,15 +153,8 @@ class World:
             text=True,
         )
         self.processes.append(process)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            for name in set(os.listdir(self.state_root)) - known:
-                state = read_json(self.state_root / name / "state.json")
-                if state and state["status"] == "running":
-                    return process, read_json(self.state_root / name / "network.json")
-            assert process.poll() is None, process.communicate()
-            time.sleep(0.02)
-        raise AssertionError("the container did not start")
+        [state] = running_containers(self.state_root, runtimes=[process], ignore=known)
+        return process, read_json(self.state_root / state["id"] / "network.json")
 
     def leases(self) -> list[dict]:
         """The network.json of every container of the state root that has one."""

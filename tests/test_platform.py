@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 SIMULATE_MACOS = "import sys; sys.platform = 'darwin'; "
@@ -75,10 +77,9 @@ def test_not_root_says_to_use_sudo(monkeypatch, capsys):
 
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setattr(sys, "platform", "linux")
-    try:
+    with pytest.raises(SystemExit) as exit:
         launcher.main(["run", "busybox", "true"])
-    except SystemExit as exit:
-        assert exit.code == 125
+    assert exit.value.code == 125
     assert capsys.readouterr().err == (
         "mycontainer: error: mycontainer run needs root: use sudo, or the lab VM ('invoke vm.up')\n"
     )

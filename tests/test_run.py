@@ -6,20 +6,18 @@ left no state directory and no mount on the host.
 
 from __future__ import annotations
 
-import json
 import os
 import pty
 import select
 import signal
 import socket
-import subprocess
 import time
 
 import pytest
 
 from runtime import cgroups, security
 
-from conftest import environment, mycontainer_command
+from conftest import environment, running_containers
 
 pytestmark = pytest.mark.privileged
 
@@ -98,7 +96,9 @@ def test_dev_holds_only_the_default_devices(mycontainer):
     devices = ["full", "null", "random", "tty", "urandom", "zero"]
     links = ["fd", "ptmx", "stderr", "stdin", "stdout"]
     assert sorted(result.stdout.split()) == sorted([*devices, *links, "pts", "shm"])
-    assert mycontainer("run", "busybox", "sh", "-c", "echo x > /sys/kernel/x").returncode != 0
+    # A read-write sysfs refuses new files too, but says "Permission denied"
+    sysfs = mycontainer("run", "busybox", "sh", "-c", "echo x > /sys/kernel/x")
+    assert sysfs.returncode != 0 and "Read-only file system" in sysfs.stderr, sysfs.stderr
 
 
 def test_net_none_has_only_loopback_up(mycontainer):
@@ -140,58 +140,63 @@ def test_stdin_passes_through(mycontainer):
     assert result.stdout == "HELLO\n"
 
 
-def start(home, state_root, *args):
-    """Start ``mycontainer run ARGS`` in the background; return it and its container's state."""
-    process = subprocess.Popen(
-        mycontainer_command("run", *args),
-        env=environment(home, state_root),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        for name in os.listdir(state_root):
-            try:
-                with open(state_root / name / "state.json") as file:
-                    state = json.load(file)
-            except (FileNotFoundError, json.JSONDecodeError):
-                continue
-            if state["status"] == "running":
-                return process, state
-        time.sleep(0.02)
-    process.kill()
-    raise AssertionError("the container did not reach the running state")
-
-
-def test_state_file_while_running(home, state_root, mycontainer):
-    process, state = start(home, state_root, "busybox", "sleep", "30")
-    try:
-        assert state["id"] and len(state["id"]) == 64
-        assert state["config"]["args"] == ["sleep", "30"]
-        with open(f"/proc/{state['pid']}/cmdline", "rb") as file:
-            assert file.read().split(b"\0")[0] == b"sleep"
-    finally:
-        os.kill(state["pid"], signal.SIGKILL)
-        process.wait(timeout=20)
-
-
-def test_pid1_killed_from_host_gives_137(home, state_root, mycontainer):
-    process, state = start(home, state_root, "busybox", "sleep", "30")
+def test_state_file_while_running(background, state_root):
+    process = background("run", "busybox", "sleep", "30")
+    [state] = running_containers(state_root, runtimes=[process])
+    assert state["id"] and len(state["id"]) == 64
+    assert state["config"]["args"] == ["sleep", "30"]
+    with open(f"/proc/{state['pid']}/cmdline", "rb") as file:
+        assert file.read().split(b"\0")[0] == b"sleep"
     os.kill(state["pid"], signal.SIGKILL)
     assert process.wait(timeout=20) == 137
 
 
-def test_sigterm_is_forwarded_to_pid1(home, state_root, mycontainer):
-    script = 'trap "echo got TERM; exit 3" TERM; while true; do sleep 0.1; done'
-    process, _ = start(home, state_root, "busybox", "sh", "-c", script)
+def test_pid1_killed_from_host_gives_137(background, state_root):
+    process = background("run", "busybox", "sleep", "30")
+    [state] = running_containers(state_root, runtimes=[process])
+    os.kill(state["pid"], signal.SIGKILL)
+    assert process.wait(timeout=20) == 137
+
+
+def test_sigterm_is_forwarded_to_pid1(background):
+    script = 'trap "echo got TERM; exit 3" TERM; echo ready; while true; do sleep 0.1; done'
+    process = background("run", "busybox", "sh", "-c", script)
+    first = read_until(process.stdout.fileno(), b"ready\n")  # the trap is set
     process.send_signal(signal.SIGTERM)
-    stdout, _ = process.communicate(timeout=20)
+    rest, _ = process.communicate(timeout=20)
     assert process.returncode == 3
-    assert stdout == "got TERM\n"
+    assert first.decode() + rest == "ready\ngot TERM\n"
 
 
-def test_interactive_shell_on_a_terminal(home, state_root, mycontainer):
+def read_until(fd: int, text: bytes, timeout: float = 20) -> bytes:
+    """Read from ``fd`` until ``text`` has come; return all that was read."""
+    read = b""
+    deadline = time.monotonic() + timeout
+    while text not in read:
+        ready, _, _ = select.select([fd], [], [], max(0, deadline - time.monotonic()))
+        chunk = os.read(fd, 4096) if ready else b""
+        if not chunk:
+            raise AssertionError(f"no {text!r} within {timeout} s, only {read!r}")
+        read += chunk
+    return read
+
+
+def foreground_job(init: int) -> str | None:
+    """The name of the child of ``init`` that is the foreground job of its terminal, if any."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as file:
+                stat = file.read()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        command = stat[stat.index("(") + 1 : stat.rindex(")")]
+        _, parent, group, _, _, foreground = stat[stat.rindex(")") + 2 :].split()[:6]
+        if int(parent) == init and int(group) == int(foreground) and int(group) != init:
+            return command
+    return None
+
+
+def test_interactive_shell_on_a_terminal(background, home, state_root):
     """From a terminal, `run busybox sh` is a usable shell: Ctrl-C stops its job, not it."""
     primary, secondary = pty.openpty()
 
@@ -202,38 +207,35 @@ def test_interactive_shell_on_a_terminal(home, state_root, mycontainer):
 
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-    process = subprocess.Popen(
-        mycontainer_command("run", "busybox", "sh"),
-        env=dict(environment(home, state_root), TERM="dumb", PS1="$ "),
-        stdin=secondary,
-        stdout=secondary,
-        stderr=secondary,
-        preexec_fn=become_terminal_session,
-    )
-    os.close(secondary)
-    transcript = b""
-
-    def read_until(text: bytes, timeout: float = 20) -> None:
-        nonlocal transcript
-        deadline = time.monotonic() + timeout
-        while text not in transcript:
-            ready, _, _ = select.select([primary], [], [], max(0, deadline - time.monotonic()))
-            if not ready:
-                raise AssertionError(f"no {text!r} on the terminal: {transcript!r}")
-            transcript += os.read(primary, 4096)
-
     try:
-        os.write(primary, b"echo $((6 * 7))\n")
-        read_until(b"42")
+        process = background(
+            "run", "busybox", "sh",
+            env=dict(environment(home, state_root), TERM="dumb"),
+            stdin=secondary, stdout=secondary, stderr=secondary,
+            preexec_fn=become_terminal_session,
+        )  # fmt: skip
+    finally:
+        os.close(secondary)
+    try:
+        [state] = running_containers(state_root, runtimes=[process])
+        transcript = b""
+
+        def type_and_read(line: bytes, expected: bytes) -> None:
+            nonlocal transcript
+            os.write(primary, line)
+            transcript += read_until(primary, expected)  # (typed text is echoed, not its output)
+
+        type_and_read(b"echo $((6 * 7))\n", b"42")
         os.write(primary, b"sleep 60\n")
-        time.sleep(0.5)
+        deadline = time.monotonic() + 20
+        while foreground_job(state["pid"]) != "sleep":
+            assert time.monotonic() < deadline, f"sleep never ran in the foreground: {transcript}"
+            time.sleep(0.02)
         os.write(primary, b"\x03")  # Ctrl-C, as typed
-        os.write(primary, b"echo still $((1 + 1))\n")
-        read_until(b"still 2")
+        # 130: sleep died of SIGINT (the echo of the typed line shows "$?", not "130")
+        type_and_read(b"echo status $?\n", b"status 130")
+        type_and_read(b"echo still $((1 + 1))\n", b"still 2")
         os.write(primary, b"exit 5\n")
         assert process.wait(timeout=20) == 5
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
         os.close(primary)
