@@ -18,6 +18,8 @@ What ``mycontainer run IMAGE`` and ``mycontainer load FILE`` accept, told apart 
 The store, under ``home()`` (``/var/lib/mycontainer``, or ``$MYCONTAINER_HOME``)::
 
     layers/<hex of diff_id>/     one directory per layer, unpacked once, shared by images
+    layers/.by-blob/<hex>        the diff_id of a root filesystem tarball of that sha256,
+                                 which has no config to say it
     images/<name>.json           name, config and the diff_ids of its layers, bottom first
     rootfs/busybox/              the busybox root filesystem that steps 3 and 4 use
 """
@@ -53,6 +55,10 @@ def built_in_rootfs(name: str) -> str:
 
 def layers_root() -> str:
     return os.path.join(home(), "layers")
+
+
+def _by_blob_root() -> str:
+    return os.path.join(layers_root(), ".by-blob")
 
 
 def normalize(name: str) -> str:
@@ -183,6 +189,10 @@ def remove_unused_layers(in_use: set[str]) -> list[str]:
             continue
         remove_tree(directory)
         removed.append(f"sha256:{entry}")
+    for rootfs_digest in os.listdir(_by_blob_root()) if os.path.isdir(_by_blob_root()) else []:
+        diff_id = "." not in rootfs_digest and _diff_id_seen(rootfs_digest)  # not a .PID
+        if diff_id and not os.path.isdir(os.path.join(layers_root(), _hex(diff_id))):
+            os.unlink(os.path.join(_by_blob_root(), rootfs_digest))
     return removed
 
 
@@ -230,11 +240,16 @@ def _unpack_layers(source, manifest, progress) -> list[str]:
     diff_ids: list[str] = [""] * count
     blobs: dict[int, int] = {}  # the open blob of each layer to unpack
     staged: dict[int, str] = {}
+    rootfs_digests: dict[int, str] = {}  # the sha256 of each rootfs tarball
     running: list[tuple[int, tuple]] = []
     meter = None
     try:
         for index, blob in enumerate(manifest.layers):
-            expected = manifest.diff_ids[index] if manifest.diff_ids else None
+            if manifest.diff_ids:
+                expected = manifest.diff_ids[index]
+            else:  # a rootfs tarball: no config names its diff_id, but the store may know it
+                rootfs_digests[index] = _sha256_of(blob.path)
+                expected = _diff_id_seen(rootfs_digests[index])
             stored = os.path.join(layers_root(), _hex(expected)) if expected else ""
             if stored and os.path.isdir(stored):
                 directories[index], diff_ids[index] = stored, expected
@@ -268,6 +283,8 @@ def _unpack_layers(source, manifest, progress) -> list[str]:
                 os.rename(staging, final)
             except OSError:  # unpacked meanwhile by another import: keep that one
                 remove_tree(staging)
+            if index in rootfs_digests:
+                _remember_diff_id(rootfs_digests[index], diff_ids[index])
     except BaseException:
         for index, job in running:
             layer.abandon(job, staged[index])
@@ -281,6 +298,35 @@ def _unpack_layers(source, manifest, progress) -> list[str]:
         for fd in blobs.values():
             os.close(fd)
     return diff_ids
+
+
+def _diff_id_seen(rootfs_digest: str) -> str | None:
+    """The diff_id of the rootfs tarball whose sha256 is ``rootfs_digest``, if the store has
+    imported it before: so that running the same file again unpacks nothing (hashing a
+    file is much cheaper than unpacking it)."""
+    try:
+        with open(os.path.join(_by_blob_root(), rootfs_digest)) as file:
+            return file.read()
+    except FileNotFoundError:
+        return None
+
+
+def _remember_diff_id(rootfs_digest: str, diff_id: str) -> None:
+    os.makedirs(_by_blob_root(), 0o700, exist_ok=True)
+    path = os.path.join(_by_blob_root(), rootfs_digest)
+    with open(f"{path}.{os.getpid()}", "w") as file:
+        file.write(diff_id)
+    os.replace(f"{path}.{os.getpid()}", path)  # rename(2): never seen half written
+
+
+def _sha256_of(path: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 class _Meter:

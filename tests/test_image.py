@@ -176,6 +176,21 @@ def test_the_progress_bar_is_gone_before_an_error(home, state_root, tmp_path):
     assert re.fullmatch(DRAWN + ERASE + rb"mycontainer: error: [^\r\n]+\r\n", shown), shown
 
 
+def test_a_rootfs_tarball_is_unpacked_once(mycontainer, home, state_root, tmp_path):
+    """A rootfs tarball has no config to name its layer: the store remembers which layer a
+    file of that sha256 gave, so importing it again unpacks nothing (and draws no bar)."""
+    tarball = tmp_path / "once.tar.gz"
+    tarball.write_bytes(gzip.compress(rootfs_with(str(home / "rootfs/busybox"), "once")))
+    code, output, shown = load_on_a_terminal(str(tarball), home, state_root)
+    assert (code, output) == (0, b"once:latest\n")
+    assert re.fullmatch(DRAWN + ERASE, shown), shown
+    code, output, shown = load_on_a_terminal(str(tarball), home, state_root)
+    assert (code, output, shown) == (0, b"once:latest\n", b"")  # nothing to unpack
+    result = mycontainer("run", "--net", "none", str(tarball), "cat", "/which")
+    assert (result.stdout, result.stderr) == ("once\n", "")
+    assert mycontainer("rmi", "once").returncode == 0
+
+
 @pytest.mark.parametrize("kind", ["layout", "oci.tar", "oci.tar.gz", "docker.tar"])
 def test_container_sees_exactly_the_merged_layers(mycontainer, images, kind):
     if kind not in images:
