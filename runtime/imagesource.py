@@ -95,8 +95,9 @@ def _tar_stream(path: str):
 def sniff(path: str) -> str:
     """``oci``, ``docker`` or ``rootfs``, from the names inside the (possibly compressed) tar.
 
-    It reads until the first name that tells: a marker file, or one that no image archive
-    has at its top (``bin``, ``etc``...), so that a root filesystem is not read twice.
+    It reads until a marker file, or until a top-level directory that no image archive has
+    (``bin/``, ``etc/``...): a root filesystem is then not read twice. Top-level files decide
+    nothing (crane writes ``sha256:<hex>`` before its manifest.json; macOS tar, ``._*``).
     """
     file, stream = _tar_stream(path)
     try:
@@ -106,7 +107,8 @@ def sniff(path: str) -> str:
                 kind = IMAGE_MARKERS.get(name)
                 if kind:
                     return kind
-                if not _may_be_in_an_image_archive(name.split("/")[0]):
+                top, slash, _ = name.partition("/")
+                if (slash or entry.isdir() or entry.issym()) and not _image_directory(top):
                     return "rootfs"
     except (tarfile.TarError, EOFError, OSError, layer.LayerError) as error:
         raise ImageError(f"{path} is not an image or a tar archive ({error})") from None
@@ -115,12 +117,10 @@ def sniff(path: str) -> str:
     return "rootfs"
 
 
-def _may_be_in_an_image_archive(top: str) -> bool:
-    """Whether ``top`` can start a name in an image archive: ``blobs``, docker's
-    ``repositories``, and its ``<hex>/`` layer directories, ``<hex>.tar`` layers (skopeo)
-    and ``<hex>.json`` configs."""
-    hex_name = top.removesuffix(".json").removesuffix(".tar")
-    return top in ("", ".", "blobs", "repositories") or _digest_in_path(hex_name) is not None
+def _image_directory(top: str) -> bool:
+    """Whether an image archive may have directory ``top``: ``blobs`` (OCI), or a legacy
+    ``docker save`` layer directory, named by a 64-digit hex."""
+    return top in ("", ".", "blobs") or _digest_in_path(top) is not None
 
 
 def extract_image_files(path: str, staging: str) -> None:

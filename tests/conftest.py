@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -165,6 +166,19 @@ def running_containers(
             seen = [state["status"] for state in states]
             raise AssertionError(f"{count} container(s) should run, after {timeout} s: {seen}")
         time.sleep(0.02)
+
+
+def read_until(fd: int, text: bytes, timeout: float = 20) -> bytes:
+    """Read from ``fd`` until ``text`` has come; return all that was read."""
+    read = b""
+    deadline = time.monotonic() + timeout
+    while text not in read:
+        ready, _, _ = select.select([fd], [], [], max(0, deadline - time.monotonic()))
+        chunk = os.read(fd, 4096) if ready else b""
+        if not chunk:
+            raise AssertionError(f"no {text!r} within {timeout} s, only {read!r}")
+        read += chunk
+    return read
 
 
 def container_states(state_root) -> list[dict]:

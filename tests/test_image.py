@@ -18,7 +18,7 @@ import zlib
 
 import pytest
 
-from conftest import environment, mycontainer_command, running_containers
+from conftest import environment, mycontainer_command, read_until, running_containers
 
 pytestmark = pytest.mark.privileged
 
@@ -251,7 +251,7 @@ def test_two_containers_do_not_see_each_others_writes(mycontainer, background):
     writer = background(
         "run", "--net", "none", "busybox", "sh", "-c", "echo mine > /marker; echo written; sleep 30"
     )
-    assert writer.stdout.readline() == "written\n"
+    assert read_until(writer.stdout.fileno(), b"written\n") == b"written\n"
     reader = mycontainer("run", "--net", "none", "busybox", "ls", "/marker")
     assert reader.returncode != 0 and "No such file" in reader.stderr
 
@@ -531,7 +531,7 @@ def test_layers_stay_while_a_container_stacks_them(mycontainer, background, home
         "run", "--net", "none", "x", "sh", "-c", "echo up; read _; cat /which",
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert process.stdout.readline() == "up\n"
+    assert read_until(process.stdout.fileno(), b"up\n") == b"up\n"
     make_layout_with(tmp_path / "second" / "x", [({}, rootfs_with(home / "rootfs/busybox", "2"))])
     assert mycontainer("load", str(tmp_path / "second" / "x")).stdout == "x:latest\n"
     write_layout(tmp_path / "other", [tar_bytes([member("f", data=b"f")])])
@@ -623,6 +623,53 @@ def test_file_colon_tag_picks_one_of_several(mycontainer, busybox_rootfs, tmp_pa
     ambiguous = mycontainer("run", "--net", "none", str(tmp_path / "tags"), "true")
     assert ambiguous.returncode == 125
     assert "pick one as FILE:TAG (tags: one, two)" in ambiguous.stderr
+
+
+def test_archives_that_start_with_files_are_images(mycontainer, busybox_rootfs, tmp_path):
+    """Top-level files before the marker do not make an archive a rootfs: crane (and ko,
+    kaniko) write the config as ``sha256:<hex>`` and ``manifest.json`` last; macOS tar
+    puts ``._*`` files first."""
+    layer_tar = rootfs_with(busybox_rootfs, "crane")
+    layer_gz = gzip.compress(layer_tar, mtime=0)
+    machine = os.uname().machine
+    config = json.dumps(
+        {
+            "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine),
+            "os": "linux",
+            "config": {"Cmd": ["sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{sha256(layer_tar)}"]},
+        }
+    ).encode()
+    config_name, layer_name = f"sha256:{sha256(config)}", f"{sha256(layer_gz)}.tar.gz"
+    manifest = [{"Config": config_name, "RepoTags": ["crane:v1"], "Layers": [layer_name]}]
+    crane = tmp_path / "crane.tar"
+    crane.write_bytes(
+        tar_bytes(
+            [
+                member(config_name, data=config),
+                member(layer_name, data=layer_gz),
+                member("manifest.json", data=json.dumps(manifest).encode()),
+            ]
+        )
+    )
+    assert mycontainer("load", str(crane)).stdout == "crane:v1\n"
+    assert mycontainer("run", "--net", "none", "crane:v1", "cat", "/which").stdout == "crane\n"
+
+    layout = tmp_path / "mac"
+    make_layout_with(layout, [({}, rootfs_with(busybox_rootfs, "mac"))])
+    mac = tmp_path / "mac.tar"
+    with tarfile.open(mac, "w") as tar:
+        for name in ("./._blobs", "./.DS_Store"):
+            info = tarfile.TarInfo(name)
+            tar.addfile(info)
+        tar.add(layout, arcname=".")
+    assert mycontainer("load", str(mac)).stdout == "mac:latest\n"
+    assert mycontainer("run", "--net", "none", "mac", "cat", "/which").stdout == "mac\n"
+    mycontainer("rmi", "crane:v1", "mac")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def test_docker_25_archive_with_both_layouts(mycontainer, busybox_rootfs, tmp_path):

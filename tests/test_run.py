@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import pty
-import select
 import signal
 import socket
 import time
@@ -17,7 +16,7 @@ import pytest
 
 from runtime import cgroups, security
 
-from conftest import environment, running_containers
+from conftest import environment, read_until, running_containers
 
 pytestmark = pytest.mark.privileged
 
@@ -166,19 +165,6 @@ def test_sigterm_is_forwarded_to_pid1(background):
     rest, _ = process.communicate(timeout=20)
     assert process.returncode == 3
     assert first.decode() + rest == "ready\ngot TERM\n"
-
-
-def read_until(fd: int, text: bytes, timeout: float = 20) -> bytes:
-    """Read from ``fd`` until ``text`` has come; return all that was read."""
-    read = b""
-    deadline = time.monotonic() + timeout
-    while text not in read:
-        ready, _, _ = select.select([fd], [], [], max(0, deadline - time.monotonic()))
-        chunk = os.read(fd, 4096) if ready else b""
-        if not chunk:
-            raise AssertionError(f"no {text!r} within {timeout} s, only {read!r}")
-        read += chunk
-    return read
 
 
 def foreground_job(init: int) -> str | None:
