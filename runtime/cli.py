@@ -126,15 +126,17 @@ def rmi(names: tuple[str, ...]) -> int:
     from runtime import container, image
 
     container.check_host()
-    for name in names:
-        users = container.containers_using(image.normalize(name))
-        if users:
-            raise click.ClickException(
-                f"image {name} is used by container {users[0][:12]}: stop it first"
-            )
-        image.remove(name)
-        click.echo(f"removed {image.normalize(name)}")
-    image.remove_unused_layers(container.layers_in_use())
+    try:
+        for name in names:
+            users = container.containers_using(image.normalize(name))
+            if users:
+                raise click.ClickException(
+                    f"image {name} is used by container {users[0][:12]}: stop it first"
+                )
+            image.remove(name)
+            click.echo(f"removed {image.normalize(name)}")
+    finally:  # the layers of the images removed before an error go too
+        image.remove_unused_layers(container.layers_in_use())
     return 0
 
 

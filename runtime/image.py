@@ -190,8 +190,8 @@ def remove_unused_layers(in_use: set[str]) -> list[str]:
         remove_tree(directory)
         removed.append(f"sha256:{entry}")
     for rootfs_digest in os.listdir(_by_blob_root()) if os.path.isdir(_by_blob_root()) else []:
-        diff_id = "." not in rootfs_digest and _diff_id_seen(rootfs_digest)  # not a .PID
-        if diff_id and not os.path.isdir(os.path.join(layers_root(), _hex(diff_id))):
+        diff_id = _diff_id_seen(rootfs_digest)
+        if not (diff_id and os.path.isdir(os.path.join(layers_root(), _hex(diff_id)))):
             os.unlink(os.path.join(_by_blob_root(), rootfs_digest))
     return removed
 
@@ -240,7 +240,6 @@ def _unpack_layers(source, manifest, progress) -> list[str]:
     diff_ids: list[str] = [""] * count
     blobs: dict[int, int] = {}  # the open blob of each layer to unpack
     staged: dict[int, str] = {}
-    rootfs_digests: dict[int, str] = {}  # the sha256 of each rootfs tarball
     running: list[tuple[int, tuple]] = []
     meter = None
     try:
@@ -248,8 +247,7 @@ def _unpack_layers(source, manifest, progress) -> list[str]:
             if manifest.diff_ids:
                 expected = manifest.diff_ids[index]
             else:  # a rootfs tarball: no config names its diff_id, but the store may know it
-                rootfs_digests[index] = _sha256_of(blob.path)
-                expected = _diff_id_seen(rootfs_digests[index])
+                expected = _diff_id_seen(_hex(blob.digest))
             stored = os.path.join(layers_root(), _hex(expected)) if expected else ""
             if stored and os.path.isdir(stored):
                 directories[index], diff_ids[index] = stored, expected
@@ -283,8 +281,8 @@ def _unpack_layers(source, manifest, progress) -> list[str]:
                 os.rename(staging, final)
             except OSError:  # unpacked meanwhile by another import: keep that one
                 remove_tree(staging)
-            if index in rootfs_digests:
-                _remember_diff_id(rootfs_digests[index], diff_ids[index])
+            if not manifest.diff_ids:
+                _remember_diff_id(_hex(manifest.layers[index].digest), diff_ids[index])
     except BaseException:
         for index, job in running:
             layer.abandon(job, staged[index])
@@ -306,27 +304,18 @@ def _diff_id_seen(rootfs_digest: str) -> str | None:
     file is much cheaper than unpacking it)."""
     try:
         with open(os.path.join(_by_blob_root(), rootfs_digest)) as file:
-            return file.read()
-    except FileNotFoundError:
+            diff_id = file.read()
+        _hex(diff_id)
+        return diff_id
+    except (FileNotFoundError, ImageError):  # not seen, or a record cut short
         return None
 
 
 def _remember_diff_id(rootfs_digest: str, diff_id: str) -> None:
     os.makedirs(_by_blob_root(), 0o700, exist_ok=True)
     path = os.path.join(_by_blob_root(), rootfs_digest)
-    with open(f"{path}.{os.getpid()}", "w") as file:
+    with open(path, "w") as file:
         file.write(diff_id)
-    os.replace(f"{path}.{os.getpid()}", path)  # rename(2): never seen half written
-
-
-def _sha256_of(path: str) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class _Meter:
@@ -361,8 +350,10 @@ class _Meter:
 
 
 def _blob_name(manifest, index: int) -> str:
+    """How errors name a layer: by digest, or by file for a rootfs tarball (or docker's
+    legacy ``<hex>/layer.tar``), whose own digest no config names."""
     blob = manifest.layers[index]
-    return blob.digest or blob.path
+    return blob.digest if blob.digest and manifest.diff_ids else blob.path
 
 
 def _finish(index: int, job, manifest, staged, directories, diff_ids) -> None:
