@@ -130,23 +130,6 @@ def mount_layers(layers: list[str], storage: str) -> str:
     return root
 
 
-def remove_tree(path: str) -> None:
-    """Remove a directory tree without following symbolic links (like ``rm -rf``).
-
-    (Not shutil.rmtree: importing shutil costs every ``mycontainer run`` milliseconds.)
-    """
-    for root, directories, files in os.walk(path, topdown=False):
-        for name in files:
-            os.unlink(os.path.join(root, name))
-        for name in directories:
-            full = os.path.join(root, name)
-            if os.path.islink(full):
-                os.unlink(full)
-            else:
-                os.rmdir(full)
-    os.rmdir(path)
-
-
 def pivot_into(rootfs: str) -> None:
     """Make ``rootfs`` this mount namespace's root and detach the old root.
 
