@@ -125,7 +125,7 @@ def detect(mountinfo: str = "/proc/self/mountinfo") -> Layout:
     """Tell unified v2, hybrid (v1 controllers beside an empty v2 tree), v1 or none apart."""
     v2_mount = None
     v1_mounts: dict[str, str] = {}
-    with open(mountinfo) as file:
+    with open(mountinfo, errors="surrogateescape") as file:  # mount points need not be UTF-8
         for line in file:
             mount_point, rest = line.split()[4], line.split(" - ", 1)[1].split()
             fstype, super_options = rest[0], rest[2].split(",")

@@ -141,17 +141,32 @@ def new_id() -> str:
 def make_state_directory(directory: str) -> int:
     """Create state directory ``directory`` and return the descriptor of its locked lock.
 
-    It is made under a hidden name, locked, then renamed (rename(2)), so that a concurrent
-    prune never sees it unlocked; the lock holds as long as the descriptor stays open.
+    It is made under a hidden name, its lock file created and locked, then renamed
+    (rename(2)): a directory of that name never lacks a held lock while its runtime lives.
+    A concurrent prune may take the hidden directory for an abandoned one before it is
+    locked; prune unlinks a lock file before it lets go of it, so a lock file with no links
+    left, or a directory gone, means: start again. The lock holds as long as the descriptor
+    stays open.
     """
     root, name = os.path.split(directory)
     os.makedirs(root, mode=0o700, exist_ok=True)
     making = os.path.join(root, f".{name}")
-    os.mkdir(making, 0o700)
-    lock = os.open(os.path.join(making, "lock"), os.O_CREAT | os.O_RDWR, 0o600)
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    os.rename(making, directory)
-    return lock
+    while True:
+        os.mkdir(making, 0o700)
+        try:
+            lock = os.open(
+                os.path.join(making, "lock"), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600
+            )
+        except FileNotFoundError:
+            continue
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if os.fstat(lock).st_nlink > 0:
+                os.rename(making, directory)
+                return lock
+        except FileNotFoundError:
+            pass
+        os.close(lock)
 
 
 def make_storage_directory(directory: str) -> int:
@@ -288,6 +303,8 @@ class Container:
             removal.remove_tree(self.storage)
         except OSError as error:
             self.leftovers = f"{error} (then run 'mycontainer prune')"
+        except KeyboardInterrupt:  # a huge tree takes a while: Ctrl-C leaves it to prune
+            self.leftovers = f"interrupted: run 'mycontainer prune' to remove {self.storage}"
         remove_directory(self.directory)
         for lock in (self._storage_lock, self._lock):
             if lock != -1:
@@ -380,9 +397,13 @@ def layers_in_use() -> set[str]:
 
 
 def remove_directory(directory: str) -> None:
-    """Remove a container's state directory (it holds only files); missing is fine."""
+    """Remove a container's state directory (it holds only files); missing is fine.
+
+    The caller holds its lock, whose file goes last: a directory without one is then only
+    ever a removal cut short (or a making barely begun), which prune recognises.
+    """
     try:
-        for name in os.listdir(directory):
+        for name in sorted(os.listdir(directory), key=lambda name: name == "lock"):
             os.unlink(os.path.join(directory, name))
         os.rmdir(directory)
     except FileNotFoundError:
@@ -393,21 +414,36 @@ def prune(layout: cgroups.Layout | None = None, problems: list[str] | None = Non
     """Remove containers whose ``mycontainer`` died (e.g. SIGKILLed); return their ids.
 
     A container directory whose lock we can take belongs to no living runtime: its processes
-    are killed, its cgroups and state removed. Cgroups of ours with no state directory at all
-    are removed too, and storage directories whose lock we can take, whatever state root they
-    belonged to. ``layout``: the host's cgroups, if the caller has read them already;
-    ``problems`` gets a line for each storage directory that could not be removed.
+    are killed, its cgroups and state removed (one without a lock file is a removal cut
+    short: only the empty directory is left to remove). Cgroups of ours with no state
+    directory at all are removed too, and storage directories whose lock we can take,
+    whatever state root they belonged to. ``layout``: the host's cgroups, if the caller has
+    read them already; ``problems`` gets a line for each storage directory that could not be
+    removed.
     """
     root = state_root()
     layout = layout or cgroups.detect()
     pruned = []
     for name in os.listdir(root) if os.path.isdir(root) else []:
-        if not name.startswith(".") and _take_lock(os.path.join(root, name)):
-            cgroups.Cgroup(layout, name, cgroup_parent()).remove()
-            network.release_leftovers(os.path.join(root, name))  # veth, ports, lease
-            remove_directory(os.path.join(root, name))
+        path = os.path.join(root, name)
+        lock = _lock_if_abandoned(path)
+        if lock is None:
+            continue  # its runtime is alive
+        if lock == -1:
+            try:
+                os.rmdir(path)
+            except OSError:
+                continue  # ENOTEMPTY: a making that has just begun; or gone meanwhile
+        else:
+            try:
+                cgroups.Cgroup(layout, name.lstrip("."), cgroup_parent()).remove()
+                network.release_leftovers(path)  # veth, ports, lease
+                remove_directory(path)
+            finally:
+                os.close(lock)
+        if not name.startswith("."):
             pruned.append(name)
-    pruned += [name for name in _prune_storage(problems) if name not in pruned]
+    pruned += [name for name in _prune_storage(layout, problems) if name not in pruned]
 
     # A state directory always exists before its container's cgroup is made.
     def alive(name: str) -> bool:
@@ -419,15 +455,20 @@ def prune(layout: cgroups.Layout | None = None, problems: list[str] | None = Non
     return pruned
 
 
-def _prune_storage(problems: list[str] | None) -> list[str]:
+def _prune_storage(layout: cgroups.Layout, problems: list[str] | None) -> list[str]:
     """Remove the storage directories that no living runtime holds locked; return their ids.
 
     Storage may outlive its state: the runtime was killed between removing the one and the
-    other, or the machine rebooted (the state is in /run). Its lock says whether it is alive.
+    other, or the machine rebooted (the state is in /run). Its lock says whether its runtime
+    is alive; if not, what may be left of the container in another state root's cgroup
+    parent is ended first. Only container ids are looked at: a home shared with other tools
+    keeps their directories.
     """
     parent = os.path.join(image.home(), "containers")
     pruned = []
     for name in os.listdir(parent) if os.path.isdir(parent) else []:
+        if not cgroups.is_container_id(name) or os.path.isdir(os.path.join(state_root(), name)):
+            continue  # not a container's, or a living container of this state root
         path = os.path.join(parent, name)
         try:
             lock = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -435,6 +476,7 @@ def _prune_storage(problems: list[str] | None) -> list[str]:
             continue  # gone meanwhile, or not a directory: not ours
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _end_processes(layout, name)
             removal.remove_tree(path)
             pruned.append(name)
         except BlockingIOError:
@@ -447,16 +489,29 @@ def _prune_storage(problems: list[str] | None) -> list[str]:
     return pruned
 
 
-def _take_lock(directory: str) -> bool:
-    """True if no living process holds the container's lock (we briefly take it ourselves)."""
+def _end_processes(layout: cgroups.Layout, container_id: str) -> None:
+    """Kill and remove container ``container_id``'s cgroups under the cgroup parent of any
+    state root (``mycontainer``, ``mycontainer-<crc>``): its runtime is dead, but the
+    container outlives it until its own state root is pruned."""
+    for directory in cgroups.Cgroup(layout, container_id).parents:
+        base = os.path.dirname(directory)
+        for parent in os.listdir(base) if os.path.isdir(base) else []:
+            if parent.startswith(cgroups.PARENT):
+                cgroups.remove_group(os.path.join(base, parent, container_id))
+
+
+def _lock_if_abandoned(directory: str) -> int | None:
+    """The state directory's lock, taken, if no living process holds it; -1 if it has no
+    lock file (see remove_directory); None while its runtime lives."""
     try:
-        lock = os.open(os.path.join(directory, "lock"), os.O_RDWR)
+        lock = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
-        return False
+        return -1
+    except NotADirectoryError:
+        return None  # not a container's
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
     except BlockingIOError:
-        return False  # its runtime is alive
-    finally:
         os.close(lock)
+        return None
+    return lock

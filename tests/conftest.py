@@ -294,6 +294,6 @@ def host_mounts(*under: str) -> list[str]:
     Other programs on this machine mount and unmount things too: a test looks only at the
     places where its containers could have left something.
     """
-    with open("/proc/self/mountinfo") as file:
+    with open("/proc/self/mountinfo", errors="surrogateescape") as file:
         points = sorted(line.split()[4] for line in file)
     return [point for point in points if not under or point.startswith(tuple(map(str, under)))]

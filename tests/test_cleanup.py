@@ -17,6 +17,8 @@ import pytest
 
 from conftest import (
     environment,
+    host_mounts,
+    in_container,
     mycontainer_command,
     read_until,
     remove_cgroup_parents,
@@ -54,7 +56,7 @@ def test_no_mount_reaches_the_host_whatever_its_propagation(
     try:
         read_until(host.stdout.fileno(), b"ready\n")
         (state,) = running_containers(state_root)
-        with open(f"/proc/{host.pid}/mountinfo") as file:  # the host, during the run
+        with open(f"/proc/{host.pid}/mountinfo", errors="surrogateescape") as file:  # during
             during = [line for line in file if state["id"] in line or "overlay" in line]
         out, err = host.communicate(b"\n", timeout=60)
     finally:
@@ -72,20 +74,63 @@ def test_delete_unmounts_and_never_enters_what_is_mounted_in_the_storage(
     home, background, state_root, tmp_path
 ):
     """A directory bind-mounted into a container's storage keeps its files: the runtime
-    unmounts it before removing the storage, and the command's exit code stands."""
+    unmounts it before removing the storage, and the command's exit code stands. Reached
+    through a symbolic link to the home, as a store moved to a bigger disk is."""
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "sentinel").write_text("keep me")
-    runtime = background("run", "--net", "none", "busybox", "sleep", "60")
+    linked_home = tmp_path / "linked-home"
+    linked_home.symlink_to(home)
+    runtime = background(
+        "run", "--net", "none", "busybox", "sleep", "60", env=environment(linked_home, state_root)
+    )
     (state,) = running_containers(state_root, runtimes=[runtime])
     target = os.path.join(storage_of(home, state), "upper", "mounted")
     os.mkdir(target)
     subprocess.run(["mount", "--bind", str(outside), target], check=True)
-    os.kill(state["pid"], signal.SIGKILL)
-    assert runtime.wait(timeout=30) == 137
-    assert (outside / "sentinel").read_text() == "keep me"
-    assert not os.path.exists(storage_of(home, state))  # and no mount: the fixture checks
-    assert runtime.stderr.read() == ""
+    try:
+        os.kill(state["pid"], signal.SIGKILL)
+        assert runtime.wait(timeout=30) == 137
+        assert (outside / "sentinel").read_text() == "keep me"
+        assert not os.path.exists(storage_of(home, state))  # no mount left: the fixture checks
+        assert runtime.stderr.read() == ""
+    finally:
+        subprocess.run(["umount", "-l", target], capture_output=True)
+
+
+def test_unmounting_the_storage_never_unmounts_the_host(home, background, state_root, tmp_path):
+    """A recursive bind mount in the storage, of a tree whose mounts are shared (as all are
+    under systemd, and in this session): removing it leaves the host's mounts in place."""
+    source = tmp_path / "source"
+    (source / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "host-tmpfs", str(source / "sub")], check=True)
+    try:
+        runtime = background("run", "--net", "none", "busybox", "sleep", "60")
+        (state,) = running_containers(state_root, runtimes=[runtime])
+        target = os.path.join(storage_of(home, state), "upper", "bound")
+        os.mkdir(target)
+        subprocess.run(["mount", "--rbind", str(source), target], check=True)
+        os.kill(state["pid"], signal.SIGKILL)
+        assert runtime.wait(timeout=30) == 137
+        assert runtime.stderr.read() == ""
+        assert str(source / "sub") in host_mounts(str(tmp_path))
+    finally:
+        subprocess.run(["umount", "-l", str(source / "sub")], capture_output=True)
+
+
+def test_a_mount_point_that_is_not_utf8_anywhere_is_no_traceback(mycontainer, tmp_path):
+    """Mount points are bytes: one named with invalid UTF-8 elsewhere on the host must not
+    break run or prune (mountinfo is read by both)."""
+    odd = os.path.join(os.fsencode(tmp_path), b"odd\xff")
+    os.mkdir(odd)
+    subprocess.run([b"mount", b"-t", b"tmpfs", b"odd", odd], check=True)
+    try:
+        result = mycontainer("run", "--net", "none", "busybox", "true")
+        assert (result.returncode, result.stderr) == (0, "")
+        result = mycontainer("prune")
+        assert (result.returncode, result.stderr) == (0, "")
+    finally:
+        subprocess.run([b"umount", b"-l", odd], capture_output=True)
 
 
 def test_any_tree_the_container_makes_is_removed_and_its_exit_code_kept(mycontainer, home):
@@ -128,23 +173,24 @@ def test_immutable_and_append_only_files_are_removed(home, background, state_roo
 
 def test_prune_finds_storage_that_no_state_owns(home, background, state_root, tmp_path):
     """A runtime SIGKILLed after its state went (or a reboot, which empties /run) leaves
-    storage only: prune removes it; it spares the storage of a living container of another
-    state root."""
+    storage only: prune ends what runs of that container and removes the storage; it spares
+    the storage of a living container of another state root, and what is not a container's."""
     other_root = tmp_path / "other-state"
     other_root.mkdir()
+    not_ours = home / "containers" / "storage"
     alive = background("run", "--net", "none", "busybox", "sleep", "60")
     (living,) = running_containers(state_root, runtimes=[alive])
-    killed = subprocess.Popen(
+    orphaned = subprocess.Popen(
         mycontainer_command("run", "--net", "none", "busybox", "sleep", "60"),
         env=environment(home, other_root),
     )
     try:
-        (dead,) = running_containers(other_root, runtimes=[killed])
-        killed.kill()
-        killed.wait()
-        os.kill(dead["pid"], signal.SIGKILL)
+        (dead,) = running_containers(other_root, runtimes=[orphaned])
+        orphaned.kill()  # the runtime; its container goes on running
+        orphaned.wait()
         subprocess.run(["rm", "-rf", str(other_root / dead["id"])], check=True)  # the state
-        assert os.path.isdir(storage_of(home, dead))
+        not_ours.mkdir()
+        (not_ours / "file").write_text("another tool's")
         prune = subprocess.run(
             mycontainer_command("prune"),
             env=environment(home, state_root),
@@ -155,11 +201,27 @@ def test_prune_finds_storage_that_no_state_owns(home, background, state_root, tm
         assert prune.returncode == 0, prune.stderr
         assert dead["id"] in prune.stdout.split()
         assert not os.path.exists(storage_of(home, dead))
+        assert not in_container(dead["pid"], dead["id"])
         assert os.path.isdir(os.path.join(storage_of(home, living), "upper"))
+        assert (not_ours / "file").read_text() == "another tool's"
     finally:
-        killed.kill()
-        killed.wait()
+        orphaned.kill()
+        orphaned.wait()
+        subprocess.run(["rm", "-rf", str(not_ours)])
         subprocess.run(
             mycontainer_command("prune"), env=environment(home, other_root), capture_output=True
         )
         remove_cgroup_parents(other_root)
+
+
+def test_prune_removes_state_directories_a_crash_cut_short(mycontainer, state_root):
+    """A runtime killed just before rmdir leaves its state directory without a lock file; one
+    killed while making it leaves a hidden, unlocked one. prune removes both."""
+    cut_short = state_root / ("a" * 64)
+    cut_short.mkdir()
+    being_made = state_root / ("." + "b" * 64)
+    being_made.mkdir()
+    (being_made / "lock").write_text("")
+    result = mycontainer("prune")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert os.listdir(state_root) == []
