@@ -126,17 +126,18 @@ def rmi(names: tuple[str, ...]) -> int:
     from runtime import container, image
 
     container.check_host()
-    try:
-        for name in names:
-            users = container.containers_using(image.normalize(name))
-            if users:
-                raise click.ClickException(
-                    f"image {name} is used by container {users[0][:12]}: stop it first"
-                )
-            image.remove(name)
-            click.echo(f"removed {image.normalize(name)}")
-    finally:  # the layers of the images removed before an error go too
-        image.remove_unused_layers(container.layers_in_use())
+    with image.StoreLock(exclusive=True):  # no import or starting container meanwhile
+        try:
+            for name in names:
+                users = container.containers_using(image.normalize(name))
+                if users:
+                    raise click.ClickException(
+                        f"image {name} is used by container {users[0][:12]}: stop it first"
+                    )
+                image.remove(name)
+                click.echo(f"removed {image.normalize(name)}")
+        finally:  # the layers of the images removed before an error go too
+            image.remove_unused_layers(container.layers_in_use())
     return 0
 
 
@@ -155,10 +156,11 @@ def prune() -> int:
     container.check_host()
     for container_id in container.prune():
         click.echo(container_id)
-    for leftover in image.prune_partial():
-        click.echo(f"removed what an interrupted import left: {leftover}")
-    for diff_id in image.remove_unused_layers(container.layers_in_use()):
-        click.echo(f"removed a layer no image or container uses: {diff_id}")
+    with image.StoreLock(exclusive=True):  # waits for running imports, and starting containers
+        for leftover in image.prune_partial():
+            click.echo(f"removed what an interrupted import left: {leftover}")
+        for diff_id in image.remove_unused_layers(container.layers_in_use()):
+            click.echo(f"removed a layer no image or container uses: {diff_id}")
     try:
         network.remove_unused_bridge(container.state_root())
     except network.NetworkError as error:

@@ -11,9 +11,11 @@ import os
 import pty
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import tarfile
+import time
 import zlib
 
 import pytest
@@ -450,6 +452,263 @@ def test_malformed_image_metadata_is_one_line(mycontainer, home, tmp_path, case)
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"mycontainer: error: {layout}: malformed image metadata")
     assert store_contents(home) == before
+
+
+def rewrite(layout, index=None, manifest=None, config=None) -> None:
+    """Change the JSON documents of the one-image ``layout`` (each function edits one in
+    place), storing each changed blob under its new digest and chaining the digests up."""
+    blobs = layout / "blobs" / "sha256"
+    index_json = json.loads((layout / "index.json").read_text())
+    entry = index_json["manifests"][0]
+    manifest_json = json.loads((blobs / entry["digest"].split(":")[1]).read_text())
+    config_json = json.loads((blobs / manifest_json["config"]["digest"].split(":")[1]).read_text())
+    if config:
+        config(config_json)
+        media_type = "application/vnd.oci.image.config.v1+json"
+        manifest_json["config"] = add_blob(blobs, json.dumps(config_json).encode(), media_type)
+    if manifest:
+        manifest(manifest_json)
+    index_json["manifests"][0] = {
+        **entry,
+        **add_blob(blobs, json.dumps(manifest_json).encode(), entry["mediaType"]),
+    }
+    if index:
+        index(index_json)
+    (layout / "index.json").write_text(json.dumps(index_json))
+
+
+def settings(**fields):
+    """A change of the config's "config" object: its fields set to ``fields``."""
+    return lambda config: config.setdefault("config", {}).update(fields)
+
+
+def first_descriptor(**fields):
+    return lambda index: index["manifests"][0].update(fields)
+
+
+# Hostile image metadata: (how to change a good image, the field the error must name).
+HOSTILE_METADATA = {
+    "Cmd a string": ({"config": settings(Cmd="sh")}, '"config.Cmd"'),
+    "Entrypoint a string": ({"config": settings(Entrypoint="/bin/sh -c")}, '"config.Entrypoint"'),
+    "Cmd of numbers": ({"config": settings(Cmd=[1, 2])}, '"config.Cmd"'),
+    "Cmd with a NUL byte": ({"config": settings(Cmd=["ec\u0000ho"])}, '"config.Cmd"'),
+    "Env a string": ({"config": settings(Env="PATH=/bin")}, '"config.Env"'),
+    "Env of numbers": ({"config": settings(Env=[1])}, '"config.Env"'),
+    "Env without =": ({"config": settings(Env=["JUSTAWORD"])}, '"config.Env"'),
+    "WorkingDir a number": ({"config": settings(WorkingDir=5)}, '"config.WorkingDir"'),
+    "WorkingDir relative": ({"config": settings(WorkingDir="relative")}, '"config.WorkingDir"'),
+    "User a number": ({"config": settings(User=0)}, '"config.User"'),
+    "User a list": ({"config": settings(User=["root"])}, '"config.User"'),
+    "ExposedPorts a list": ({"config": settings(ExposedPorts=["80/tcp"])}, '"config.ExposedPorts"'),
+    "ExposedPorts a name": ({"config": settings(ExposedPorts={"http": {}})}, "ExposedPorts"),
+    "ExposedPorts too high": ({"config": settings(ExposedPorts={"99999/tcp": {}})}, "ExposedPorts"),
+    "ExposedPorts Unicode digits": ({"config": settings(ExposedPorts={"²/tcp": {}})}, "Exposed"),
+    "ExposedPorts odd protocol": ({"config": settings(ExposedPorts={"80/icmp": {}})}, "Exposed"),
+    "ExposedPorts odd value": ({"config": settings(ExposedPorts={"80/tcp": 1})}, "ExposedPorts"),
+    "Volumes a list": ({"config": settings(Volumes=["/data"])}, '"config.Volumes"'),
+    "Labels of numbers": ({"config": settings(Labels={"a": 1})}, '"config.Labels"'),
+    "StopSignal a number": ({"config": settings(StopSignal=9)}, '"config.StopSignal"'),
+    "config a string": ({"config": lambda c: c.update(config="sh")}, 'field "config"'),
+    "rootfs missing": ({"config": lambda c: c.pop("rootfs")}, '"rootfs"'),
+    "rootfs a string": ({"config": lambda c: c.update(rootfs="layers")}, '"rootfs"'),
+    "diff_ids a string": (
+        {"config": lambda c: c["rootfs"].update(diff_ids=c["rootfs"]["diff_ids"][0])},
+        '"rootfs.diff_ids"',
+    ),
+    "a diff_id a number": (
+        {"config": lambda c: c["rootfs"].update(diff_ids=[7])},
+        '"rootfs.diff_ids"',
+    ),
+    "a diff_id not sha256": (
+        {"config": lambda c: c["rootfs"].update(diff_ids=["md5:0123"])},
+        '"rootfs.diff_ids[0]"',
+    ),
+    "a config that is a list": ({"config": lambda c: (c.clear(), c.update(x=[]))}, '"rootfs"'),
+    "layers a string": ({"manifest": lambda m: m.update(layers="x")}, '"layers"'),
+    "a layer a string": ({"manifest": lambda m: m.update(layers=["x"])}, '"layers[0]"'),
+    "a layer's digest a number": (
+        {"manifest": lambda m: m["layers"][0].update(digest=5)},
+        '"layers[0].digest"',
+    ),
+    "a layer's digest a path": (
+        {"manifest": lambda m: m["layers"][0].update(digest="sha256:../../../etc/passwd")},
+        '"layers[0].digest"',
+    ),
+    "a layer's mediaType a list": (
+        {"manifest": lambda m: m["layers"][0].update(mediaType=["gzip"])},
+        '"layers[0].mediaType"',
+    ),
+    "config descriptor a string": ({"manifest": lambda m: m.update(config="x")}, '"config"'),
+    "manifests a string": ({"index": lambda i: i.update(manifests="x")}, '"manifests"'),
+    "a manifest descriptor a number": ({"index": lambda i: i.update(manifests=[5])}, "[0]"),
+    "annotations a list": (
+        {"index": first_descriptor(annotations=["x"])},
+        '"manifests[0].annotations"',
+    ),
+    "an annotation a number": (
+        {"index": first_descriptor(annotations={"org.opencontainers.image.ref.name": 1})},
+        '"manifests[0].annotations"',
+    ),
+    "platform a string": ({"index": first_descriptor(platform="linux")}, '"manifests[0].platform"'),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_METADATA)
+def test_hostile_image_metadata_is_one_line_naming_the_field(mycontainer, home, tmp_path, case):
+    """Each malformed field: exit 125, one line naming it, before anything is unpacked."""
+    changes, field = HOSTILE_METADATA[case]
+    layout = tmp_path / "odd"
+    write_layout(layout, [tar_bytes([member("f", data=os.urandom(64))])])  # a layer of its own
+    rewrite(layout, **changes)
+    before = store_contents(home)
+    result = mycontainer("load", str(layout))
+    assert (result.returncode, result.stdout) == (125, "")
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"mycontainer: error: {layout}: malformed image metadata")
+    assert field in result.stderr, result.stderr
+    assert store_contents(home) == before
+
+
+BAD_NAMES = {
+    "300 characters": ("a" * 300, "too long (307 characters"),  # with :latest
+    "a space": ("my image:1", "invalid image name 'my image:1'"),
+    "a tag of 129 characters": ("x:" + "t" * 129, "a tag is 1 to 128"),
+    "a component of dots": ("../x:1", "starts or ends with"),
+    "a NUL byte": ("x\u0000y:1", '"manifests[0].annotations"'),
+}
+
+
+@pytest.mark.parametrize("case", BAD_NAMES)
+def test_an_invalid_name_is_refused_before_any_work(mycontainer, home, tmp_path, case):
+    """The name is checked before any layer is unpacked (the layer is new to the store: a
+    late failure would leave it there)."""
+    name, message = BAD_NAMES[case]
+    layout = tmp_path / "named"
+    write_layout(layout, [tar_bytes([member("f", data=os.urandom(64))])])
+    rewrite(layout, index=first_descriptor(annotations={"io.containerd.image.name": name}))
+    before = store_contents(home)
+    result = mycontainer("load", str(layout))
+    assert (result.returncode, result.stdout) == (125, "")
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+    assert store_contents(home) == before
+
+
+HOSTILE_DOCKER_MANIFESTS = {
+    "an object": ({"Config": "c.json"}, 'manifest.json field ""'),
+    "Layers a string": ([{"Config": "c.json", "Layers": "l.tar"}], '"[0].Layers"'),
+    "Config a number": ([{"Config": 1, "Layers": []}], '"[0].Config"'),
+    "RepoTags a string": ([{"Config": "c.json", "Layers": [], "RepoTags": "x"}], '"[0].RepoTags"'),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_DOCKER_MANIFESTS)
+def test_hostile_docker_manifests_are_one_line(mycontainer, home, tmp_path, case):
+    manifest, field = HOSTILE_DOCKER_MANIFESTS[case]
+    archive = tmp_path / "odd.tar"
+    archive.write_bytes(tar_bytes([member("manifest.json", data=json.dumps(manifest).encode())]))
+    before = store_contents(home)
+    result = mycontainer("load", str(archive))
+    assert (result.returncode, result.stdout) == (125, "")
+    assert (
+        result.stderr
+        == f"mycontainer: error: {archive}: malformed image metadata: "
+        + (result.stderr.split("malformed image metadata: ", 1)[1])
+    )
+    assert result.stderr.count("\n") == 1 and field in result.stderr, result.stderr
+    assert store_contents(home) == before
+
+
+BIG = 512 << 20  # bytes of zeros in the big image's one file: a second or so to unpack
+
+
+@pytest.fixture(scope="module")
+def big_layout(tmp_path_factory):
+    """An OCI layout whose one layer inflates from under a megabyte to half a gigabyte."""
+    layout = tmp_path_factory.mktemp("big") / "big"
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    header = tarfile.TarInfo("big")
+    header.size = BIG
+    diff_id = hashlib.sha256()
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip
+    compressed = []
+    zeros = bytes(1 << 20)
+    for piece in [header.tobuf(tarfile.PAX_FORMAT), *[zeros] * (BIG >> 20), bytes(1024)]:
+        diff_id.update(piece)
+        compressed.append(compressor.compress(piece))
+    compressed.append(compressor.flush())
+    layer = add_blob(blobs, b"".join(compressed), "application/vnd.oci.image.layer.v1.tar+gzip")
+    config = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["true"]}}
+    config["rootfs"] = {"type": "layers", "diff_ids": ["sha256:" + diff_id.hexdigest()]}
+    manifest = {
+        "schemaVersion": 2,
+        "config": add_blob(
+            blobs, json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json"
+        ),
+        "layers": [layer],
+    }
+    entry = add_blob(
+        blobs, json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json"
+    )
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    return layout
+
+
+def unpacking(home) -> bool:
+    """Whether an import is writing the big file, a megabyte of it written already."""
+    for name in os.listdir(home / "layers"):
+        try:
+            if (
+                name.startswith(".unpacking-")
+                and (home / "layers" / name / "big").stat().st_size > 1 << 20
+            ):
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
+@pytest.mark.parametrize(
+    ("command", "signum"),
+    [
+        (["load"], signal.SIGINT),
+        (["load"], signal.SIGTERM),
+        (["load"], signal.SIGHUP),
+        (["run", "--net", "none"], signal.SIGINT),  # run imports an image file first
+    ],
+    ids=["load SIGINT", "load SIGTERM", "load SIGHUP", "run SIGINT"],
+)
+def test_an_interrupted_import_leaves_the_store_as_it_was(
+    home, state_root, big_layout, command, signum
+):
+    """A real signal, sent while the layer unpacks: one line, exit 128+N, no traceback, and
+    the store exactly as before, named entry by named entry."""
+    before = store_contents(home)
+    process = subprocess.Popen(
+        mycontainer_command(*command, str(big_layout)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(home, state_root),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not unpacking(home):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the big layer never started to unpack"
+            time.sleep(0.005)
+        process.send_signal(signum)
+        output, errors = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert (process.returncode, output) == (128 + signum, "")
+    assert errors == f"mycontainer: error: interrupted by {signal.Signals(signum).name}\n"
+    assert store_contents(home) == before
+    assert os.listdir(state_root) == []
 
 
 # Links that each stay inside the archive, chained to reach the parent of the store's
