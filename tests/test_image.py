@@ -3,6 +3,7 @@ our own, and a store that keeps each layer once and never lets a container chang
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -622,12 +623,9 @@ def test_hostile_docker_manifests_are_one_line(mycontainer, home, tmp_path, case
 BIG = 512 << 20  # bytes of zeros in the big image's one file: a second or so to unpack
 
 
-@pytest.fixture(scope="module")
-def big_layout(tmp_path_factory):
-    """An OCI layout whose one layer inflates from under a megabyte to half a gigabyte."""
-    layout = tmp_path_factory.mktemp("big") / "big"
-    blobs = layout / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
+@functools.cache
+def big_layer() -> tuple[bytes, str]:
+    """(gzip blob, diff_id) of a layer that inflates from under a megabyte to half a gigabyte."""
     header = tarfile.TarInfo("big")
     header.size = BIG
     diff_id = hashlib.sha256()
@@ -638,21 +636,29 @@ def big_layout(tmp_path_factory):
         diff_id.update(piece)
         compressed.append(compressor.compress(piece))
     compressed.append(compressor.flush())
-    layer = add_blob(blobs, b"".join(compressed), "application/vnd.oci.image.layer.v1.tar+gzip")
-    config = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["true"]}}
-    config["rootfs"] = {"type": "layers", "diff_ids": ["sha256:" + diff_id.hexdigest()]}
-    manifest = {
-        "schemaVersion": 2,
-        "config": add_blob(
-            blobs, json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json"
-        ),
-        "layers": [layer],
-    }
-    entry = add_blob(
-        blobs, json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json"
-    )
-    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
-    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    return b"".join(compressed), "sha256:" + diff_id.hexdigest()
+
+
+def write_big_layout(layout, lower: list[bytes] = ()) -> None:
+    """An OCI layout of the ``lower`` layers (tar bytes, bottom first), then the big one."""
+    write_layout(layout, list(lower) or [tar_bytes([])])
+    blob, diff_id = big_layer()
+    media_type = "application/vnd.oci.image.layer.v1.tar+gzip"
+    descriptor = add_blob(layout / "blobs" / "sha256", blob, media_type)
+
+    def on_top(config):
+        config["rootfs"]["diff_ids"] = config["rootfs"]["diff_ids"][: len(lower)] + [diff_id]
+
+    def manifest(document):
+        document["layers"] = document["layers"][: len(lower)] + [descriptor]
+
+    rewrite(layout, config=on_top, manifest=manifest)
+
+
+@pytest.fixture(scope="module")
+def big_layout(tmp_path_factory):
+    layout = tmp_path_factory.mktemp("big") / "big"
+    write_big_layout(layout)
     return layout
 
 
@@ -709,6 +715,95 @@ def test_an_interrupted_import_leaves_the_store_as_it_was(
     assert errors == f"mycontainer: error: interrupted by {signal.Signals(signum).name}\n"
     assert store_contents(home) == before
     assert os.listdir(state_root) == []
+
+
+def consistent_store(home) -> dict[str, list[str]]:
+    """The store's images and their layers, asserting that every layer they name is there
+    and that nothing is left under a temporary name."""
+    images = {}
+    for name in os.listdir(home / "images"):
+        assert not name.startswith("."), f"left behind: images/{name}"
+        record = json.loads((home / "images" / name).read_text())
+        images[record["name"]] = record["layers"]
+        for diff_id in record["layers"]:
+            assert (home / "layers" / diff_id.split(":")[1]).is_dir(), f"{name}: {diff_id} gone"
+    leftovers = [n for n in os.listdir(home / "layers") if n.startswith(".") and n != ".by-blob"]
+    leftovers += [n for n in os.listdir(home) if n.startswith(".")]
+    assert leftovers == []
+    return images
+
+
+def start(home, state_root, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        mycontainer_command(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(home, state_root),
+    )
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    output, errors = process.communicate(timeout=120)
+    return process.returncode, output, errors
+
+
+def test_parallel_loads_all_succeed(mycontainer, home, state_root, tmp_path):
+    """Eight loads of one image at once, four times, then eight of different images."""
+    same = tmp_path / "same"
+    write_layout(same, [tar_bytes([member("f", data=os.urandom(1 << 16))])])
+    for _round in range(4):
+        loads = [start(home, state_root, "load", str(same)) for _ in range(8)]
+        assert [finish(load) for load in loads] == [(0, "same:latest\n", "")] * 8
+    assert "same:latest" in consistent_store(home)
+    names = [f"other{i}" for i in range(8)]
+    for name in names:
+        write_layout(tmp_path / name, [tar_bytes([member(name, data=os.urandom(1 << 16))])])
+    loads = [start(home, state_root, "load", str(tmp_path / name)) for name in names]
+    assert [finish(load) for load in loads] == [(0, f"{name}:latest\n", "") for name in names]
+    assert set(names) | {"same"} <= {name.split(":")[0] for name in consistent_store(home)}
+    assert mycontainer("rmi", "same", *names).returncode == 0
+    consistent_store(home)
+
+
+def test_rmi_and_prune_racing_loads_leave_no_image_without_its_layers(
+    mycontainer, home, state_root, tmp_path
+):
+    """rmi and prune remove layers no image names: never one that a load has moved in and
+    not yet named in its record. Each round's image is new, so its layer is moved in."""
+    for round_ in range(6):
+        layout = tmp_path / f"race{round_}"
+        write_layout(layout, [tar_bytes([member("f", data=os.urandom(1 << 16))])])
+        loads = [start(home, state_root, "load", str(layout)) for _ in range(3)]
+        removers = [
+            start(home, state_root, "rmi", f"race{round_}"),
+            start(home, state_root, "prune"),
+        ]
+        assert [finish(load)[0] for load in loads] == [0, 0, 0]
+        for code, _output, errors in map(finish, removers):
+            assert code == 0 or errors == f"mycontainer: error: no such image: race{round_}\n"
+        if f"race{round_}:latest" in consistent_store(home):
+            assert mycontainer("rmi", f"race{round_}").returncode == 0
+
+
+def test_rmi_waits_for_a_load_that_uses_a_layer_it_would_remove(
+    mycontainer, home, state_root, tmp_path
+):
+    """A load finds layer A in the store (image "lower" has it) and so does not unpack it;
+    while it unpacks its big layer, rmi removes "lower": A must stay, for the new image."""
+    layer_a = tar_bytes([member("a", data=os.urandom(64))])
+    write_layout(tmp_path / "lower", [layer_a])
+    assert mycontainer("load", str(tmp_path / "lower")).returncode == 0
+    write_big_layout(tmp_path / "upper", [layer_a])
+    load = start(home, state_root, "load", str(tmp_path / "upper"))
+    deadline = time.monotonic() + 60
+    while not unpacking(home):
+        assert load.poll() is None and time.monotonic() < deadline, load.communicate()
+        time.sleep(0.005)
+    assert mycontainer("rmi", "lower").returncode == 0
+    assert finish(load) == (0, "upper:latest\n", "")
+    assert consistent_store(home)["upper:latest"][0] == "sha256:" + sha256(layer_a)
+    assert mycontainer("rmi", "upper").returncode == 0
 
 
 # Links that each stay inside the archive, chained to reach the parent of the store's
