@@ -806,6 +806,28 @@ def test_rmi_waits_for_a_load_that_uses_a_layer_it_would_remove(
     assert mycontainer("rmi", "upper").returncode == 0
 
 
+@pytest.mark.parametrize(
+    "record",
+    ['{"name": "edited:latest", "config": {"Cmd": "sh"}, "layers": []}', '{"name": ', "[]"],
+    ids=["Cmd a string", "cut short", "a list"],
+)
+def test_a_broken_record_in_the_store_is_one_line(mycontainer, home, record):
+    """A record edited by hand (or by an older mycontainer): what to do, not a traceback."""
+    path = home / "images" / "edited:latest.json"
+    path.write_text(record)
+    try:
+        result = mycontainer("run", "--net", "none", "edited", "true")
+        assert result.returncode == 125
+        assert result.stderr == (
+            f"mycontainer: error: the store's record {path} is broken "
+            + result.stderr.split(" is broken ", 1)[1]
+        )
+        assert result.stderr.count("\n") == 1 and "'mycontainer rmi'" in result.stderr
+        assert mycontainer("rmi", "edited").returncode == 0
+    finally:
+        path.unlink(missing_ok=True)
+
+
 # Links that each stay inside the archive, chained to reach the parent of the store's
 # staging directory (staging -> home -> home's parent, where the sentinel is).
 CLIMB = [
