@@ -334,7 +334,9 @@ def subnet_and_bridge():
             f"(got {text!r})"
         )
     bridge = os.environ.get("MYCONTAINER_BRIDGE", DEFAULT_BRIDGE)
-    if not 0 < len(bridge) < 16 or not all(c.isalnum() or c in "-_." for c in bridge):
+    if not 0 < len(bridge) < 16 or not all(
+        c.isascii() and c.isalnum() or c in "-_." for c in bridge
+    ):
         raise NetworkError(
             f"MYCONTAINER_BRIDGE takes an interface name of 1 to 15 letters, digits, '-', '_' "
             f"or '.' (got {bridge!r})"

@@ -188,3 +188,17 @@ def test_an_empty_command_is_not_found(args, home, state_root):
     )
     assert os.listdir(state_root) == []
     assert (os.listdir(storage) if storage.exists() else []) == before
+
+
+@pytest.mark.privileged
+def test_a_bridge_name_is_ascii(home, state_root):
+    """IFNAMSIZ counts bytes: 13 letters of which 11 are 'ü' are 24 of them. Refused by
+    name before any container exists (it was the kernel's 'Numerical result out of range')."""
+    env = dict(environment(home, state_root), MYCONTAINER_BRIDGE="br" + "ü" * 11)
+    result = subprocess.run(
+        mycontainer_command("run", "busybox", "true"), capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 125
+    assert result.stderr.startswith("mycontainer: error: MYCONTAINER_BRIDGE takes an interface")
+    assert result.stderr.count("\n") == 1
+    assert os.listdir(state_root) == []
