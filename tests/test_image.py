@@ -682,9 +682,10 @@ def unpacking(home) -> bool:
         (["load"], signal.SIGINT),
         (["load"], signal.SIGTERM),
         (["load"], signal.SIGHUP),
+        (["load", "--"], signal.SIGINT),  # through click, which catches KeyboardInterrupt
         (["run", "--net", "none"], signal.SIGINT),  # run imports an image file first
     ],
-    ids=["load SIGINT", "load SIGTERM", "load SIGHUP", "run SIGINT"],
+    ids=["load SIGINT", "load SIGTERM", "load SIGHUP", "load -- SIGINT", "run SIGINT"],
 )
 def test_an_interrupted_import_leaves_the_store_as_it_was(
     home, state_root, big_layout, command, signum
@@ -826,6 +827,33 @@ def test_a_broken_record_in_the_store_is_one_line(mycontainer, home, record):
         assert mycontainer("rmi", "edited").returncode == 0
     finally:
         path.unlink(missing_ok=True)
+
+
+def test_rmi_racing_run_never_removes_the_layers_run_found(mycontainer, home, state_root, tmp_path):
+    """run finds its image, then writes its state naming the layers; rmi in between must not
+    remove them. Either run finds no image, or it runs; rmi removes the image, or says it
+    is in use. (The window is a few milliseconds: this guards the outcome, and
+    test_rmi_waits_for_a_load_that_uses_a_layer_it_would_remove the lock, for certain.)"""
+    layout = tmp_path / "raced"
+    write_layout(layout, [rootfs_with(str(home / "rootfs/busybox"), "raced")])
+    run_command = ["run", "--net", "none", "raced", "cat", "/which"]
+    for delay in range(-6, 6):  # each started up to 60 ms before the other
+        assert mycontainer("load", str(layout)).returncode == 0
+        first, second = (["rmi", "raced"], run_command)[:: 1 if delay < 0 else -1]
+        started = [start(home, state_root, *first)]
+        time.sleep(0.01 * abs(delay))
+        started.append(start(home, state_root, *second))
+        run, rmi = started[:: 1 if delay >= 0 else -1]
+        code, output, errors = finish(run)
+        rmi = subprocess.CompletedProcess(rmi.args, *finish(rmi))
+        assert (code, output, errors) in [
+            (0, "raced\n", ""),
+            (125, "", "mycontainer: error: no such image, file or directory: raced\n"),
+        ], errors
+        assert rmi.returncode == 0 or "is used by container" in rmi.stderr, rmi.stderr
+        if rmi.returncode != 0:
+            assert mycontainer("rmi", "raced").returncode == 0
+        consistent_store(home)
 
 
 # Links that each stay inside the archive, chained to reach the parent of the store's
