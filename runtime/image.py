@@ -232,8 +232,8 @@ def config_problem(config) -> tuple[str, str, object] | None:
     return None
 
 
-def _shown(value) -> str:
-    """A value as an error message shows it: JSON, cut short."""
+def excerpt(value) -> str:
+    """A value of an image's metadata as an error message shows it: JSON, cut short."""
     text = json.dumps(value, ensure_ascii=True)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -269,7 +269,7 @@ def _is_set_of(valid):
     )
 
 
-def _is_text_map(value) -> bool:
+def is_text_map(value) -> bool:
     return isinstance(value, dict) and all(map(_is_text, value.values()))
 
 
@@ -281,7 +281,7 @@ CONFIG_FIELDS = {
     "Cmd": (_is_text_list, "a list of strings"),
     "ExposedPorts": (_is_set_of(_is_port), 'an object of "PORT/PROTOCOL": {} entries'),
     "Volumes": (_is_set_of(_is_absolute_path), 'an object of "/PATH": {} entries'),
-    "Labels": (_is_text_map, "an object of strings"),
+    "Labels": (is_text_map, "an object of strings"),
     "StopSignal": (_is_text, "a string"),
 }
 
@@ -390,8 +390,9 @@ def load(reference: str, progress=None) -> Image:
     from runtime import imagesource
 
     path, tag = split_reference(reference)
-    if tag is not None and tag_problem(tag) and ("/" not in tag and ":" not in tag):
-        raise ImageError(f"invalid tag {tag[:60]!r}: {tag_problem(tag)}")
+    problem = tag_problem(tag) if tag is not None and not {"/", ":"} & set(tag) else None
+    if problem:  # (a TAG with '/' or ':' is a whole name: checked with the image's)
+        raise ImageError(f"invalid tag {tag[:60]!r}: {problem}")
     if not (os.path.isdir(path) or os.path.isfile(path)):
         raise ImageError(f"no such image file or directory: {path}")
     with StoreLock(), imagesource.open_source(path) as source:
@@ -612,6 +613,14 @@ def _finish(index: int, job, manifest, staged, directories, diff_ids) -> None:
 
 
 # --- the records ---------------------------------------------------------------------------
+
+
+def is_digest(value) -> bool:
+    """A digest mycontainer can check: ``sha256:`` and 64 lower-case hex digits."""
+    try:
+        return isinstance(value, str) and bool(_hex(value))
+    except ImageError:
+        return False
 
 
 def _hex(digest: str) -> str:

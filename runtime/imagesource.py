@@ -47,7 +47,7 @@ class Malformed(Exception):
     the document and the field (``config field "config.Cmd" must be...``)."""
 
     def __init__(self, document: str, field: str, shape: str, value=None):
-        got = "it is missing" if value is None else f"got {image._shown(value)}"
+        got = "it is missing" if value is None else f"got {image.excerpt(value)}"
         super().__init__(f'{document} field "{field}" must be {shape} ({got})')
 
 
@@ -320,12 +320,8 @@ def _strings(value, document: str, field: str) -> list[str]:
 
 def _digest(value, document: str, field: str) -> str:
     """A digest mycontainer can check: sha256, 64 lower-case hex digits (descriptor.md)."""
-    if not isinstance(value, str):
+    if not image.is_digest(value):
         raise Malformed(document, field, "a digest, sha256:<64 hex digits>", value)
-    try:
-        image._hex(value)
-    except ImageError:
-        raise Malformed(document, field, "a digest, sha256:<64 hex digits>", value) from None
     return value
 
 
@@ -336,7 +332,7 @@ def _descriptor(value, document: str, field: str) -> dict:
     if value.get("mediaType") is not None:
         _take(value, "mediaType", str, document, f"{field}.mediaType")
     annotations = value.get("annotations")
-    if annotations is not None and not image._is_text_map(annotations):
+    if annotations is not None and not image.is_text_map(annotations):
         raise Malformed(document, f"{field}.annotations", "an object of strings", annotations)
     platform = value.get("platform")
     if platform is not None:

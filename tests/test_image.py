@@ -595,6 +595,18 @@ def test_an_invalid_name_is_refused_before_any_work(mycontainer, home, tmp_path,
     assert store_contents(home) == before
 
 
+def test_an_invalid_tag_is_refused_before_the_file_is_read(mycontainer, home, tmp_path):
+    write_layout(tmp_path / "tagged", [tar_bytes([member("f", data=os.urandom(64))])])
+    before = store_contents(home)
+    result = mycontainer("load", f"{tmp_path / 'tagged'}:-v1")
+    assert (result.returncode, result.stdout) == (125, "")
+    assert result.stderr == (
+        "mycontainer: error: invalid tag '-v1': a tag is 1 to 128 letters, digits, '.', '_' "
+        "or '-', not first '.' or '-'\n"
+    )
+    assert store_contents(home) == before
+
+
 HOSTILE_DOCKER_MANIFESTS = {
     "an object": ({"Config": "c.json"}, 'manifest.json field ""'),
     "Layers a string": ([{"Config": "c.json", "Layers": "l.tar"}], '"[0].Layers"'),
