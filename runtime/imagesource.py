@@ -194,7 +194,7 @@ class Source:
         path = os.path.realpath(os.path.join(self.root, blob.path))
         if not path.startswith(os.path.realpath(self.root) + os.sep):
             raise ImageError(f"blob {blob.path!r} points outside the image")
-        return open_regular(path)  # FileNotFoundError: the caller names the blob
+        return open_regular(path, f"image {self.default_name}: {blob.path}")
 
     def read_json(self, path: str, digest: str | None, what: str) -> dict | list:
         """A small JSON file, checked against ``digest`` when one is given."""
@@ -216,13 +216,16 @@ class Source:
             raise ImageError(f"image {self.default_name}: {what} {path} is not JSON") from None
 
 
-def open_regular(path: str) -> int:
-    """Open an image's file for reading; refuse what is not a regular file (a FIFO would
-    block forever, a device read without end) without blocking on it (O_NONBLOCK)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+def open_regular(path: str, shown: str) -> int:
+    """Open an image's file for reading, FileNotFoundError if it is missing. What is not a
+    regular file is refused (``shown`` names it): a FIFO would block forever, a device would
+    be read without end, or opening it would do something (open(2) of a tape rewinds it)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ImageError(f"{shown} is not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # (swapped meanwhile?)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise ImageError(f"{path} is not a regular file")
+        raise ImageError(f"{shown} is not a regular file")
     return fd
 
 

@@ -595,6 +595,30 @@ def test_an_invalid_name_is_refused_before_any_work(mycontainer, home, tmp_path,
     assert store_contents(home) == before
 
 
+@pytest.mark.parametrize("which", ["layer", "index.json"])
+def test_an_image_file_that_is_a_fifo_is_refused_without_hanging(
+    mycontainer, home, tmp_path, which
+):
+    layout = tmp_path / "fifo"
+    write_layout(layout, [tar_bytes([member("f", data=os.urandom(64))])])
+    if which == "layer":
+        index = json.loads((layout / "index.json").read_text())
+        manifest = json.loads(
+            (layout / "blobs/sha256" / index["manifests"][0]["digest"][7:]).read_text()
+        )
+        path = layout / "blobs/sha256" / manifest["layers"][0]["digest"][7:]
+        shown = f"blobs/sha256/{path.name}"
+    else:
+        path, shown = layout / "index.json", "index.json"
+    path.unlink()
+    os.mkfifo(path)
+    before = store_contents(home)
+    result = mycontainer("load", str(layout), timeout=20)
+    assert (result.returncode, result.stdout) == (125, "")
+    assert result.stderr == f"mycontainer: error: image fifo: {shown} is not a regular file\n"
+    assert store_contents(home) == before
+
+
 def test_an_invalid_tag_is_refused_before_the_file_is_read(mycontainer, home, tmp_path):
     write_layout(tmp_path / "tagged", [tar_bytes([member("f", data=os.urandom(64))])])
     before = store_contents(home)
