@@ -48,7 +48,8 @@ class Malformed(Exception):
 
     def __init__(self, document: str, field: str, shape: str, value=None):
         got = "it is missing" if value is None else f"got {image.excerpt(value)}"
-        super().__init__(f'{document} field "{field}" must be {shape} ({got})')
+        what = f'{document} field "{field}"' if field else document
+        super().__init__(f"{what} must be {shape} ({got})")
 
 
 class Blob:
@@ -251,7 +252,7 @@ class OciLayout(Source):
             _blob_path(config_descriptor), config_descriptor["digest"], "config"
         )
         layers = [
-            Blob(d["digest"], d.get("mediaType", ""), _blob_path(d))
+            Blob(d["digest"], d.get("mediaType") or "", _blob_path(d))
             for d in _descriptors(manifest, where, "layers")
         ]
         return Manifest(name, *_image_config(config), layers)

@@ -541,7 +541,10 @@ HOSTILE_METADATA = {
     ),
     "config descriptor a string": ({"manifest": lambda m: m.update(config="x")}, '"config"'),
     "manifests a string": ({"index": lambda i: i.update(manifests="x")}, '"manifests"'),
-    "a manifest descriptor a number": ({"index": lambda i: i.update(manifests=[5])}, "[0]"),
+    "a manifest descriptor a number": (
+        {"index": lambda i: i.update(manifests=[5])},
+        '"manifests[0]" must be an object (got 5)',
+    ),
     "annotations a list": (
         {"index": first_descriptor(annotations=["x"])},
         '"manifests[0].annotations"',
@@ -567,6 +570,30 @@ def test_hostile_image_metadata_is_one_line_naming_the_field(mycontainer, home, 
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"mycontainer: error: {layout}: malformed image metadata")
     assert field in result.stderr, result.stderr
+    assert store_contents(home) == before
+
+
+def test_an_empty_index_and_null_fields(mycontainer, home, tmp_path):
+    """An index that lists nothing is one line; null stands for unset, as in docker's own
+    configs (a layer's mediaType, Cmd, Env...), and loads."""
+    layout = tmp_path / "nulls"
+    write_layout(layout, [tar_bytes([member("f", data=os.urandom(64))])])
+    nulls = dict.fromkeys(["Cmd", "Entrypoint", "Env", "WorkingDir", "User", "ExposedPorts"])
+    rewrite(
+        layout,
+        config=settings(**nulls),
+        manifest=lambda m: m["layers"][0].update(mediaType=None),
+    )
+    result = mycontainer("load", str(layout))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "nulls:latest\n", "")
+    assert mycontainer("rmi", "nulls").returncode == 0
+    (layout / "index.json").write_text('{"schemaVersion": 2, "manifests": []}')
+    before = store_contents(home)
+    result = mycontainer("load", str(layout))
+    assert (result.returncode, result.stderr) == (
+        125,
+        "mycontainer: error: image nulls lists no image in its index\n",
+    )
     assert store_contents(home) == before
 
 
@@ -632,7 +659,7 @@ def test_an_invalid_tag_is_refused_before_the_file_is_read(mycontainer, home, tm
 
 
 HOSTILE_DOCKER_MANIFESTS = {
-    "an object": ({"Config": "c.json"}, 'manifest.json field ""'),
+    "an object": ({"Config": "c.json"}, "manifest.json must be a list"),
     "Layers a string": ([{"Config": "c.json", "Layers": "l.tar"}], '"[0].Layers"'),
     "Config a number": ([{"Config": 1, "Layers": []}], '"[0].Config"'),
     "RepoTags a string": ([{"Config": "c.json", "Layers": [], "RepoTags": "x"}], '"[0].RepoTags"'),
