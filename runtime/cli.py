@@ -169,11 +169,16 @@ def prune() -> int:
 
 
 def main(argv: list[str]) -> None:
-    """Run the click CLI; every failure becomes one line and an exit code (125 for ours)."""
+    """Run the click CLI; every failure becomes one line and an exit code (125 for ours).
+
+    Interrupted (SIGINT, SIGTERM, SIGHUP), a command undoes what it began and says so in one
+    line, exit code 128+N; click itself would print an empty line, then "aborted", exit 1.
+    """
     try:
-        launcher.exit_with_result(
-            cli.main, args=argv, prog_name="mycontainer", standalone_mode=False
-        )
+        with launcher.interruptible():
+            launcher.exit_with_result(
+                cli.main, args=argv, prog_name="mycontainer", standalone_mode=False
+            )
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx else "mycontainer"
         launcher.fail(f"{error.format_message().rstrip('.')} (see '{command} --help')")

@@ -3,6 +3,7 @@ our own, and a store that keeps each layer once and never lets a container chang
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import gzip
 import hashlib
@@ -890,6 +891,32 @@ def test_a_broken_record_in_the_store_is_one_line(mycontainer, home, record):
         assert mycontainer("rmi", "edited").returncode == 0
     finally:
         path.unlink(missing_ok=True)
+
+
+def blocked_on_a_lock(pid: int) -> bool:
+    """Whether ``pid`` waits for a flock(2): /proc/locks marks such requests '->'
+    (proc(5))."""
+    with open("/proc/locks") as file:
+        return any("->" in line and line.split("->", 1)[1].split()[3] == str(pid) for line in file)
+
+
+@pytest.mark.parametrize("command", [["rmi", "nothing"], ["prune"]])
+def test_rmi_and_prune_wait_for_the_store_and_can_be_interrupted(home, state_root, command):
+    """While an import holds the store (here: this test, as one), rmi and prune wait; Ctrl-C
+    then ends them with one line, exit 130."""
+    lock = os.open(home / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        waiting = start(home, state_root, *command)
+        deadline = time.monotonic() + 30
+        while not blocked_on_a_lock(waiting.pid):
+            assert waiting.poll() is None, finish(waiting)
+            assert time.monotonic() < deadline, "it never waited for the store's lock"
+            time.sleep(0.01)
+        waiting.send_signal(signal.SIGINT)
+        assert finish(waiting) == (130, "", "mycontainer: error: interrupted by SIGINT\n")
+    finally:
+        os.close(lock)
 
 
 def test_rmi_racing_run_never_removes_the_layers_run_found(mycontainer, home, state_root, tmp_path):
