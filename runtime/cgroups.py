@@ -44,7 +44,8 @@ class CgroupError(Exception):
 def parse_memory(text: str) -> int:
     """Bytes from a docker-style size: ``64m``, ``1g``, ``512k``, ``1.5g``, bytes when bare.
 
-    Units are binary (k = 1024), as in docker; a trailing ``b`` or ``ib`` is accepted.
+    Units are binary (k = 1024), as in docker; a trailing ``b`` or ``ib`` is accepted. Digits
+    are ASCII ones: str.isdigit() also takes ``²`` and ``١``, which int() refuses or reads.
     """
     value = text.strip().lower()
     for suffix in ("ib", "b"):
@@ -53,7 +54,8 @@ def parse_memory(text: str) -> int:
             break
     unit = value[-1:] if value[-1:].isalpha() else ""
     number = value[: len(value) - len(unit)]
-    if unit not in SIZE_UNITS or not number.replace(".", "", 1).isdigit():
+    digits = number.replace(".", "", 1)
+    if unit not in SIZE_UNITS or not (digits.isascii() and digits.isdigit()):
         raise ValueError(f"--memory takes a size such as 64m, 1g or 512k (got {text})")
     size = (
         int(float(number) * SIZE_UNITS[unit]) if "." in number else int(number) * SIZE_UNITS[unit]
@@ -67,16 +69,22 @@ def parse_memory(text: str) -> int:
 
 def parse_cpu_weight(text: str) -> int:
     """A cgroup v2 ``cpu.weight``: an integer from 1 to 10000 (the kernel's default is 100)."""
-    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_CPU_WEIGHT:
+    if not _is_number(text) or not 1 <= int(text) <= MAX_CPU_WEIGHT:
         raise ValueError(f"--cpu-weight must be an integer from 1 to 10000 (got {text})")
     return int(text)
 
 
 def parse_pids_limit(text: str) -> int:
     """The most processes (and threads) the container may have at once: a positive integer."""
-    if not text.strip().isdigit() or int(text) < 1:
+    if not _is_number(text) or int(text) < 1:
         raise ValueError(f"--pids-limit must be a positive integer (got {text})")
     return int(text)
+
+
+def _is_number(text: str) -> bool:
+    """Only ASCII digits (spaces around them aside), as parse_memory explains."""
+    digits = text.strip()
+    return digits.isascii() and digits.isdigit()
 
 
 def weight_to_shares(weight: int) -> int:

@@ -126,17 +126,18 @@ def rmi(names: tuple[str, ...]) -> int:
     from runtime import container, image
 
     container.check_host()
-    try:
-        for name in names:
-            users = container.containers_using(image.normalize(name))
-            if users:
-                raise click.ClickException(
-                    f"image {name} is used by container {users[0][:12]}: stop it first"
-                )
-            image.remove(name)
-            click.echo(f"removed {image.normalize(name)}")
-    finally:  # the layers of the images removed before an error go too
-        image.remove_unused_layers(container.layers_in_use())
+    with image.StoreLock(exclusive=True):  # no import or starting container meanwhile
+        try:
+            for name in names:
+                users = container.containers_using(image.normalize(name))
+                if users:
+                    raise click.ClickException(
+                        f"image {name} is used by container {users[0][:12]}: stop it first"
+                    )
+                image.remove(name)
+                click.echo(f"removed {image.normalize(name)}")
+        finally:  # the layers of the images removed before an error go too
+            image.remove_unused_layers(container.layers_in_use())
     return 0
 
 
@@ -158,10 +159,11 @@ def prune() -> int:
         click.echo(container_id)
     for problem in problems:
         click.echo(f"mycontainer: warning: {problem}", err=True)
-    for leftover in image.prune_partial():
-        click.echo(f"removed what an interrupted import left: {leftover}")
-    for diff_id in image.remove_unused_layers(container.layers_in_use()):
-        click.echo(f"removed a layer no image or container uses: {diff_id}")
+    with image.StoreLock(exclusive=True):  # waits for running imports, and starting containers
+        for leftover in image.prune_partial():
+            click.echo(f"removed what an interrupted import left: {leftover}")
+        for diff_id in image.remove_unused_layers(container.layers_in_use()):
+            click.echo(f"removed a layer no image or container uses: {diff_id}")
     try:
         network.remove_unused_bridge(container.state_root())
     except network.NetworkError as error:
@@ -170,11 +172,16 @@ def prune() -> int:
 
 
 def main(argv: list[str]) -> None:
-    """Run the click CLI; every failure becomes one line and an exit code (125 for ours)."""
+    """Run the click CLI; every failure becomes one line and an exit code (125 for ours).
+
+    Interrupted (SIGINT, SIGTERM, SIGHUP), a command undoes what it began and says so in one
+    line, exit code 128+N; click itself would print an empty line, then "aborted", exit 1.
+    """
     try:
-        launcher.exit_with_result(
-            cli.main, args=argv, prog_name="mycontainer", standalone_mode=False
-        )
+        with launcher.interruptible():
+            launcher.exit_with_result(
+                cli.main, args=argv, prog_name="mycontainer", standalone_mode=False
+            )
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx else "mycontainer"
         launcher.fail(f"{error.format_message().rstrip('.')} (see '{command} --help')")

@@ -311,14 +311,18 @@ class Container:
                 os.close(lock)
         self._lock = self._storage_lock = -1
 
-    def run(self) -> int:
+    def run(self, created=None) -> int:
         """create + start + wait + delete: what ``mycontainer run`` does.
 
         Signals meant for the container wait (blocked) until wait() can forward them.
+        ``created()``, if given, runs once the container exists: where the caller lets go of
+        what creating it needed (the image store's lock).
         """
         with process.blocking_forwarded_signals():
             self.create()
             try:
+                if created:
+                    created()
                 self.start()
                 return self.wait()
             finally:

@@ -22,12 +22,19 @@ The store, under ``home()`` (``/var/lib/mycontainer``, or ``$MYCONTAINER_HOME``)
                                  which has no config to say it
     images/<name>.json           name, config and the diff_ids of its layers, bottom first
     rootfs/busybox/              the busybox root filesystem that steps 3 and 4 use
+    lock                         the store's lock (see StoreLock)
+
+An import changes the store all at once or not at all: layers unpack under temporary names
+(``.unpacking-*``, unique to each import), the record is written to a ``.tmp-*`` file, and
+only then are they renamed into place, together, with the signals that end a command held
+back. Whatever is left under a temporary name, a killed import left: ``prune`` removes it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 
 from runtime.removal import remove_tree
 
@@ -37,10 +44,27 @@ INDEX_TYPES = (
     "application/vnd.docker.distribution.manifest.list.v2+json",
 )
 ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64", "amd64": "amd64"}
+TEMPORARY_PREFIXES = (".unpacking-", ".staging-", ".busybox-oci-", ".tmp-")
+# Image names, as docker's reference grammar (distribution/reference) allows them, except
+# that upper case is kept (a file's name may give an image its name).
+NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+SEPARATORS = "._-"
+MAX_TAG = 128
+MAX_RECORD_NAME = 255 - len(".json")  # NAME_MAX, with '/' written as %2F
+# The signals that end a command: an import holds them back while it moves its work in.
+ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class ImageError(Exception):
-    """IMAGE names nothing runnable, or could not be imported; the message says what to do."""
+    """IMAGE names nothing runnable, or could not be imported; the message says what to do.
+
+    ``exit_code`` is what ``mycontainer`` exits with: 125, or docker's 127 for a command
+    that cannot be found.
+    """
+
+    def __init__(self, message: str, exit_code: int = 125):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def home() -> str:
@@ -61,12 +85,97 @@ def _by_blob_root() -> str:
     return os.path.join(layers_root(), ".by-blob")
 
 
+class StoreLock:
+    """The store's lock, flock(2) on ``<home>/lock``: held from ``with`` to :meth:`release`.
+
+    Importers, and ``run`` from finding its image until its container's state names the
+    layers, share it; ``rmi`` and ``prune``, which remove what no image or container uses,
+    take it alone (``exclusive``). So they never remove a layer that an import has moved in
+    and not yet named in its record, nor one that a starting container has found and not
+    yet written in its state, nor the temporary files of a running import. The kernel drops
+    the lock of a killed holder with its last descriptor.
+    """
+
+    def __init__(self, exclusive: bool = False):
+        self.exclusive = exclusive
+        self.fd = -1
+
+    def __enter__(self) -> StoreLock:
+        import fcntl
+
+        path = os.path.join(home(), "lock")
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        try:
+            self.fd = os.open(path, flags, 0o600)
+        except FileNotFoundError:  # no store yet
+            os.makedirs(home(), exist_ok=True)
+            self.fd = os.open(path, flags, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH)
+        except BaseException:  # interrupted while waiting
+            self.release()
+            raise
+        return self
+
+    def __exit__(self, *_exception) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self.fd != -1:
+            os.close(self.fd)
+            self.fd = -1
+
+
 def normalize(name: str) -> str:
     """The name as the store keeps it: ``busybox`` -> ``busybox:latest`` (no tag means
     latest) and ``docker.io/library/busybox:1`` -> ``busybox:1`` (docker's short form)."""
     for registry in ("docker.io/library/", "docker.io/"):
         name = name.removeprefix(registry)
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def name_problem(name: str) -> str | None:
+    """What makes ``name`` (``REPOSITORY:TAG``, normalized) no name for the store, or None.
+
+    docker's grammar: REPOSITORY is components of letters, digits and separators (``._-``,
+    neither first nor last) joined by ``/``, the first of several may be a registry's
+    ``host:port``; TAG is at most 128 of the same characters, not starting with ``.`` or
+    ``-``. And the record's file name must fit NAME_MAX (255 bytes).
+    """
+    repository, _, tag = name.rpartition(":")
+    problem = tag_problem(tag)
+    if problem:
+        return problem
+    components = repository.split("/")
+    for position, component in enumerate(components):
+        host, colon, port = component.partition(":")
+        if colon and not (
+            position == 0 < len(components) - 1 and port.isascii() and port.isdigit()
+        ):
+            return f"':' only goes before a tag or a registry's port (in {component!r})"
+        if not host or host[0] in SEPARATORS or host[-1] in SEPARATORS:
+            return "a name component is empty, or starts or ends with '.', '_' or '-'"
+        if not NAME_CHARACTERS.issuperset(host):
+            return "names have only letters, digits, '.', '_', '-', '/' and one ':TAG'"
+    if len(_escaped(name)) > MAX_RECORD_NAME:
+        return f"too long ({len(name)} characters; at most {MAX_RECORD_NAME}, a '/' counting 3)"
+    return None
+
+
+def tag_problem(tag: str) -> str | None:
+    """What makes ``tag`` no tag (see :func:`name_problem`), or None."""
+    if not 0 < len(tag) <= MAX_TAG or not NAME_CHARACTERS.issuperset(tag) or tag[0] in ".-":
+        return f"a tag is 1 to {MAX_TAG} letters, digits, '.', '_' or '-', not first '.' or '-'"
+    return None
+
+
+def check_name(name: str) -> str:
+    """``name``, or ImageError saying why the store cannot keep it (see :func:`name_problem`)."""
+    problem = name_problem(name)
+    if problem:
+        shown = repr(name) if len(name) <= 80 else f"{name[:60]!r}..."
+        raise ImageError(f"invalid image name {shown}: {problem}")
+    return name
 
 
 class Image:
@@ -97,6 +206,8 @@ class Image:
         args = head + (command or default)
         if not args:
             raise ImageError(f"image {self.name} has no command: give one after the image name")
+        if not args[0]:  # execve(2) of "" fails; say so as docker does, before creating anything
+            raise ImageError("cannot run '': executable file not found in $PATH", 127)
         return args
 
     def environment(self) -> dict[str, str]:
@@ -108,13 +219,81 @@ class Image:
         return {"name": self.name, "config": self.config, "layers": self.layers}
 
 
+def config_problem(config) -> tuple[str, str, object] | None:
+    """The first field of an image config's ``config`` object (image-spec config.md) with
+    the wrong shape, as (field, the shape it must have, its value); None if all are fine.
+    Only the fields docker reads are looked at; null means unset, as in docker's configs."""
+    if not isinstance(config, dict):
+        return "", "an object", config
+    for field, (valid, shape) in CONFIG_FIELDS.items():
+        value = config.get(field)
+        if value is not None and not valid(value):
+            return field, shape, value
+    return None
+
+
+def excerpt(value) -> str:
+    """A value of an image's metadata as an error message shows it: JSON, cut short."""
+    text = json.dumps(value, ensure_ascii=True)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_text(value) -> bool:
+    return isinstance(value, str) and "\0" not in value  # no NUL: execve(2) takes C strings
+
+
+def _is_text_list(value) -> bool:
+    return isinstance(value, list) and all(map(_is_text, value))
+
+
+def _is_environment(value) -> bool:
+    return _is_text_list(value) and all("=" in entry[1:] for entry in value)
+
+
+def _is_absolute_path(value) -> bool:
+    return _is_text(value) and (value == "" or value.startswith("/"))
+
+
+def _is_port(value) -> bool:
+    """``80``, ``80/tcp``, ``53/udp``, ``9/sctp``: an exposed port, as docker writes it."""
+    port, _, protocol = value.partition("/")
+    number = port.isascii() and port.isdigit() and 0 < int(port) < 65536
+    return number and protocol in ("", "tcp", "udp", "sctp")
+
+
+def _is_set_of(valid):
+    """An object whose keys are ``valid`` and whose values are ``{}`` (docker's sets)."""
+    return lambda value: (
+        isinstance(value, dict)
+        and all(valid(key) and isinstance(item, dict) for key, item in value.items())
+    )
+
+
+def is_text_map(value) -> bool:
+    return isinstance(value, dict) and all(map(_is_text, value.values()))
+
+
+CONFIG_FIELDS = {
+    "User": (_is_text, "a string, USER[:GROUP]"),
+    "WorkingDir": (_is_absolute_path, "an absolute path"),
+    "Env": (_is_environment, "a list of KEY=VALUE strings"),
+    "Entrypoint": (_is_text_list, "a list of strings"),
+    "Cmd": (_is_text_list, "a list of strings"),
+    "ExposedPorts": (_is_set_of(_is_port), 'an object of "PORT/PROTOCOL": {} entries'),
+    "Volumes": (_is_set_of(_is_absolute_path), 'an object of "/PATH": {} entries'),
+    "Labels": (is_text_map, "an object of strings"),
+    "StopSignal": (_is_text, "a string"),
+}
+
+
 def resolve(reference: str, progress=None) -> Image:
     """The image ``reference`` names: a stored name, else a file or directory to import.
 
     A locally stored image of that name wins; then an image file or OCI layout (imported on
     the fly, then stored); then a plain root filesystem directory.
     """
-    stored = _read_record(normalize(reference))
+    name = normalize(reference)
+    stored = None if name_problem(name) else _read_record(name)  # else never a stored name
     if stored:
         return stored
     path, _tag = split_reference(reference)
@@ -145,33 +324,29 @@ def list_images() -> list[Image]:
 
 
 def prune_partial() -> list[str]:
-    """Remove what interrupted imports left in the store (their process is gone)."""
+    """Remove what killed imports left in the store: whatever has a temporary name.
+
+    Call it with the store locked exclusively (StoreLock): no import is running then.
+    """
     removed = []
-    for parent in (layers_root(), home()):
-        names = os.listdir(parent) if os.path.isdir(parent) else []
-        for name in names:
-            if not name.startswith((".unpacking-", ".staging-", ".busybox-oci-")):
-                continue
-            pid = name.split("-")[1] if name.startswith(".unpacking-") else ""
-            if pid.isdigit() and os.path.exists(f"/proc/{pid}"):
-                continue  # an import still running
-            if name.startswith((".staging-", ".busybox-oci-")) and _younger_than(
-                os.path.join(parent, name), 3600
-            ):
-                continue  # no pid in the name: leave recent ones to their import
-            remove_tree(os.path.join(parent, name))
-            removed.append(name)
+    for parent in (home(), layers_root(), _by_blob_root(), os.path.join(home(), "images")):
+        for name in os.listdir(parent) if os.path.isdir(parent) else []:
+            if name.startswith(TEMPORARY_PREFIXES):
+                _remove_any(os.path.join(parent, name))
+                removed.append(name)
     return removed
 
 
-def _younger_than(path: str, seconds: float) -> bool:
-    import time
-
-    return time.time() - os.stat(path).st_mtime < seconds
+def _remove_any(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        remove_tree(path)
+    else:
+        os.unlink(path)
 
 
 def remove(name: str) -> None:
-    """Remove image ``name`` from the store; its layers stay for :func:`remove_unused_layers`."""
+    """Remove image ``name`` from the store; its layers stay for :func:`remove_unused_layers`.
+    (With the store locked exclusively, as rmi does.)"""
     path = _record_path(normalize(name))
     if not os.path.exists(path):
         raise ImageError(f"no such image: {name}")
@@ -180,7 +355,11 @@ def remove(name: str) -> None:
 
 def remove_unused_layers(in_use: set[str]) -> list[str]:
     """Remove the layers no image uses (say, after an image was loaded again under its
-    name) and no container stacks (``in_use``: their directories); return their diff_ids."""
+    name) and no container stacks (``in_use``: their directories); return their diff_ids.
+
+    Call it with the store locked exclusively (StoreLock), ``in_use`` read under that lock:
+    otherwise an import or a starting container may be about to name a layer it removes.
+    """
     used = {diff_id for image in list_images() for diff_id in image.layers}
     removed = []
     for entry in os.listdir(layers_root()) if os.path.isdir(layers_root()) else []:
@@ -202,32 +381,94 @@ def remove_unused_layers(in_use: set[str]) -> list[str]:
 def load(reference: str, progress=None) -> Image:
     """Import the image file or OCI layout ``reference`` (``FILE[:TAG]``) into the store.
 
-    Layers already in the store are not unpacked again. On any failure nothing of this
-    import is left behind. ``progress(done, total)``, if given, is told every tenth of a
-    second how many bytes of the layer blobs the unpacking has read, and (total, total) at
-    the end.
+    Every field of the image's metadata and its name are checked before anything is
+    unpacked. Layers already in the store are not unpacked again. The store changes all at
+    once, or, on any failure or interruption, not at all. ``progress(done, total)``, if
+    given, is told every tenth of a second how many bytes of the layer blobs the unpacking
+    has read, and (total, total) at the end.
     """
     from runtime import imagesource
 
     path, tag = split_reference(reference)
+    problem = tag_problem(tag) if tag is not None and not {"/", ":"} & set(tag) else None
+    if problem:  # (a TAG with '/' or ':' is a whole name: checked with the image's)
+        raise ImageError(f"invalid tag {tag[:60]!r}: {problem}")
     if not (os.path.isdir(path) or os.path.isfile(path)):
         raise ImageError(f"no such image file or directory: {path}")
-    with imagesource.open_source(path) as source:
+    with StoreLock(), imagesource.open_source(path) as source:
         try:
             manifest = source.select(tag)
-        except (KeyError, IndexError, TypeError, AttributeError) as error:  # JSON of odd shape
+        except imagesource.Malformed as error:
+            raise ImageError(f"{path}: malformed image metadata: {error}") from None
+        except (KeyError, IndexError, TypeError, AttributeError) as error:  # what select missed
             detail = f"no {error} field" if isinstance(error, KeyError) else str(error)
             raise ImageError(f"{path}: malformed image metadata ({detail})") from None
+        staged, diff_ids = _unpack_layers(source, manifest, progress)
         # (a rootfs tarball's diff_id is known only once it is unpacked)
-        image = Image(manifest.name, manifest.config, _unpack_layers(source, manifest, progress))
-    _write_record(image)
+        image = Image(manifest.name, manifest.config, diff_ids)
+        _move_in(image, staged, None if manifest.diff_ids else manifest.layers)
     return image
 
 
-def _unpack_layers(source, manifest, progress) -> list[str]:
-    """Unpack the missing layers, several at once; check them; move them into the store.
+def _move_in(image: Image, staged: dict[int, str], rootfs_blobs) -> None:
+    """Rename the unpacked layers and the image's record into place, all together: the
+    signals that end a command wait meanwhile. A staged layer that another import has moved
+    in meanwhile is dropped for that one. ``rootfs_blobs``: a rootfs tarball's, whose
+    diff_id the store then remembers. Whatever happens, no staged layer is left."""
+    record = ""
+    try:
+        record = _write_new(os.path.join(home(), "images"), json.dumps(image.record(), indent=2))
+        with _Uninterrupted():
+            for index, staging in staged.items():
+                final = os.path.join(layers_root(), _hex(image.layers[index]))
+                try:
+                    os.rename(staging, final)
+                except OSError:
+                    if not os.path.isdir(final):
+                        raise
+                    # else another import moved the same layer in meanwhile: keep that one
+            for index, blob in enumerate(rootfs_blobs or []):
+                _remember_diff_id(_hex(blob.digest), image.layers[index])
+            os.replace(record, _record_path(image.name))
+    finally:
+        for staging in staged.values():
+            if os.path.lexists(staging):
+                remove_tree(staging)
+        if record and os.path.lexists(record):
+            os.unlink(record)
 
-    Returns the diff_ids, bottom layer first. On any failure nothing of this import remains.
+
+class _Uninterrupted:
+    """Hold back the signals that end a command (sigprocmask(2)) for the ``with`` block:
+    they are delivered, and raise, once it is over."""
+
+    def __enter__(self) -> None:
+        self.previous = signal.pthread_sigmask(signal.SIG_BLOCK, ENDING_SIGNALS)
+
+    def __exit__(self, *_exception) -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.previous)
+
+
+def _write_new(directory: str, text: str) -> str:
+    """Write ``text`` to a new file of a name of its own in ``directory`` (``.tmp-*``, for
+    whoever renames it into place); returns its path."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f".tmp-{os.getpid()}-{os.urandom(6).hex()}")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        with open(fd, "w") as file:
+            file.write(text)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
+def _unpack_layers(source, manifest, progress) -> tuple[dict[int, str], list[str]]:
+    """Unpack the missing layers, several at once, into temporary directories; check them.
+
+    Returns those directories (by layer index) and the diff_ids, bottom layer first. On any
+    failure nothing of this import remains.
     """
     from runtime import layer
 
@@ -258,8 +499,9 @@ def _unpack_layers(source, manifest, progress) -> list[str]:
                 blob_name = _blob_name(manifest, index)
                 raise ImageError(f"image {manifest.name}: blob {blob_name} is missing") from None
         meter = _Meter(blobs, progress)
+        unique = f"{os.getpid()}-{os.urandom(6).hex()}"  # a pid alone may be a dead import's
         for index, fd in blobs.items():
-            staged[index] = os.path.join(layers_root(), f".unpacking-{os.getpid()}-{index}")
+            staged[index] = os.path.join(layers_root(), f".unpacking-{unique}-{index}")
             running.append(
                 (index, layer.start_unpack(fd, staged[index], manifest.layers[index].media_type))
             )
@@ -275,14 +517,6 @@ def _unpack_layers(source, manifest, progress) -> list[str]:
             except layer.LayerError as error:
                 blob = _blob_name(manifest, index)
                 raise ImageError(f"image {manifest.name}: blob {blob}: {error}") from None
-        for index, staging in staged.items():
-            final = os.path.join(layers_root(), _hex(diff_ids[index]))
-            try:
-                os.rename(staging, final)
-            except OSError:  # unpacked meanwhile by another import: keep that one
-                remove_tree(staging)
-            if not manifest.diff_ids:
-                _remember_diff_id(_hex(manifest.layers[index].digest), diff_ids[index])
     except BaseException:
         for index, job in running:
             layer.abandon(job, staged[index])
@@ -295,7 +529,7 @@ def _unpack_layers(source, manifest, progress) -> list[str]:
             meter.close()
         for fd in blobs.values():
             os.close(fd)
-    return diff_ids
+    return staged, diff_ids
 
 
 def _diff_id_seen(rootfs_digest: str) -> str | None:
@@ -313,9 +547,8 @@ def _diff_id_seen(rootfs_digest: str) -> str | None:
 
 def _remember_diff_id(rootfs_digest: str, diff_id: str) -> None:
     os.makedirs(_by_blob_root(), 0o700, exist_ok=True)
-    path = os.path.join(_by_blob_root(), rootfs_digest)
-    with open(path, "w") as file:
-        file.write(diff_id)
+    path = _write_new(_by_blob_root(), diff_id)
+    os.replace(path, os.path.join(_by_blob_root(), rootfs_digest))
 
 
 class _Meter:
@@ -382,6 +615,14 @@ def _finish(index: int, job, manifest, staged, directories, diff_ids) -> None:
 # --- the records ---------------------------------------------------------------------------
 
 
+def is_digest(value) -> bool:
+    """A digest mycontainer can check: ``sha256:`` and 64 lower-case hex digits."""
+    try:
+        return isinstance(value, str) and bool(_hex(value))
+    except ImageError:
+        return False
+
+
 def _hex(digest: str) -> str:
     algorithm, _, value = digest.partition(":")
     if algorithm != "sha256" or len(value) != 64 or not all(c in "0123456789abcdef" for c in value):
@@ -391,16 +632,11 @@ def _hex(digest: str) -> str:
 
 def _record_path(name: str) -> str:
     """images/<name>.json, with '/' and other unsafe characters %-escaped."""
-    safe = "".join(c if c.isalnum() or c in "-_.:" else f"%{ord(c):02X}" for c in name)
-    return os.path.join(home(), "images", f"{safe}.json")
+    return os.path.join(home(), "images", f"{_escaped(name)}.json")
 
 
-def _write_record(image: Image) -> None:
-    path = _record_path(image.name)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as file:
-        json.dump(image.record(), file, indent=2)
-    os.replace(path + ".tmp", path)
+def _escaped(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.:" else f"%{ord(c):02X}" for c in name)
 
 
 def _read_record(name: str) -> Image | None:
@@ -408,11 +644,31 @@ def _read_record(name: str) -> Image | None:
 
 
 def _read_record_file(path: str) -> Image | None:
+    """The image recorded in ``path``; None if there is none; ImageError if the record is
+    not one that load writes (say, edited by hand): what to do about it."""
     if not path.endswith(".json"):
         return None
     try:
-        with open(path) as file:
-            record = json.load(file)
+        with open(path, "rb") as file:
+            record = json.loads(file.read())
     except FileNotFoundError:
         return None
-    return Image(record["name"], record["config"], record["layers"])
+    except ValueError:
+        record = None
+    try:
+        if not (isinstance(record, dict) and isinstance(record.get("name"), str)):
+            raise ValueError("no name")
+        problem = config_problem(record.get("config"))
+        if problem:
+            raise ValueError(f"config field {problem[0]!r} must be {problem[1]}")
+        layers = record.get("layers")
+        if not (isinstance(layers, list) and all(isinstance(d, str) for d in layers)):
+            raise ValueError("layers must be a list of digests")
+        for diff_id in layers:
+            _hex(diff_id)
+    except (ValueError, ImageError) as error:
+        raise ImageError(
+            f"the store's record {path} is broken ({error}): remove the image with "
+            "'mycontainer rmi', then load it again"
+        ) from None
+    return Image(record["name"], record["config"], layers)

@@ -5,6 +5,10 @@ Each kind becomes a *source* with two questions: which manifest does the user me
 (``open_blob``). Small blobs (index, manifests, configs) are checked against their sha256
 here; layers are checked while they unpack (runtime.layer).
 
+Every field that mycontainer reads from the metadata (index, manifests, config, docker's
+manifest.json) is checked for its shape first: a wrong one is :class:`Malformed`, naming
+the field, before any layer is unpacked.
+
 Image archives (``.tar``, ``.tar.gz``) are first unpacked into a staging directory: they
 are flat files (``blobs/sha256/<hex>``, ``manifest.json``...), so only plain names,
 regular files, directories and symbolic links that stay inside are accepted.
@@ -20,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import tarfile
 import tempfile
 
@@ -33,6 +38,18 @@ TAG_ANNOTATION = "org.opencontainers.image.ref.name"  # the tag (image-layout.md
 # Open for writing, but never through a symbolic link (open(2): O_NOFOLLOW).
 WRITE_NO_FOLLOW = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
 SUFFIXES = (".tar.gz", ".tar.xz", ".tar.zst", ".tgz", ".txz", ".tar", ".oci")
+MAX_JSON = 16 << 20  # bytes of an index, manifest or config: read whole, so bounded
+SHAPES = {dict: "an object", list: "a list", str: "a string"}
+
+
+class Malformed(Exception):
+    """A field of the image's metadata is missing or of the wrong shape; the message names
+    the document and the field (``config field "config.Cmd" must be...``)."""
+
+    def __init__(self, document: str, field: str, shape: str, value=None):
+        got = "it is missing" if value is None else f"got {image.excerpt(value)}"
+        what = f'{document} field "{field}"' if field else document
+        super().__init__(f"{what} must be {shape} ({got})")
 
 
 class Blob:
@@ -50,7 +67,7 @@ class Manifest:
     def __init__(self, name: str, config: dict, diff_ids: list[str], layers: list[Blob]):
         if diff_ids and len(diff_ids) != len(layers):
             raise ImageError(f"image {name}: {len(layers)} layers but {len(diff_ids)} diff_ids")
-        self.name = name
+        self.name = image.check_name(image.normalize(name))
         self.config = config
         self.diff_ids = diff_ids
         self.layers = layers
@@ -178,7 +195,7 @@ class Source:
         path = os.path.realpath(os.path.join(self.root, blob.path))
         if not path.startswith(os.path.realpath(self.root) + os.sep):
             raise ImageError(f"blob {blob.path!r} points outside the image")
-        return os.open(path, os.O_RDONLY)  # FileNotFoundError: the caller names the blob
+        return open_regular(path, f"image {self.default_name}: {blob.path}")
 
     def read_json(self, path: str, digest: str | None, what: str) -> dict | list:
         """A small JSON file, checked against ``digest`` when one is given."""
@@ -189,37 +206,56 @@ class Source:
                 f"image {self.default_name}: {what} {digest or path} is missing"
             ) from None
         with os.fdopen(fd, "rb") as file:
-            data = file.read()
+            data = file.read(MAX_JSON + 1)
+        if len(data) > MAX_JSON:
+            raise ImageError(f"image {self.default_name}: {what} {path} is over 16 MiB")
         if digest and "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             raise ImageError(f"image {self.default_name}: blob {digest} ({what}): digest mismatch")
         try:
             return json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: [[[[... nested too deep
             raise ImageError(f"image {self.default_name}: {what} {path} is not JSON") from None
+
+
+def open_regular(path: str, shown: str) -> int:
+    """Open an image's file for reading, FileNotFoundError if it is missing. What is not a
+    regular file is refused (``shown`` names it): a FIFO would block forever, a device would
+    be read without end, or opening it would do something (open(2) of a tape rewinds it)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ImageError(f"{shown} is not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # (swapped meanwhile?)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ImageError(f"{shown} is not a regular file")
+    return fd
 
 
 class OciLayout(Source):
     """An OCI image layout: index.json, then manifests and configs under blobs/."""
 
     def select(self, tag: str | None) -> Manifest:
-        index = self.read_json("index.json", None, "index")
-        descriptor = _pick(index.get("manifests", []), tag, self.default_name)
-        annotations = descriptor.get("annotations", {})
+        index = _object(self.read_json("index.json", None, "index"), "index.json", "")
+        descriptor = _pick(_descriptors(index, "index.json"), tag, self.default_name)
+        annotations = descriptor.get("annotations") or {}
         name = annotations.get(NAME_ANNOTATION) or _name(
             self.default_name, annotations.get(TAG_ANNOTATION) or tag
         )
         while descriptor.get("mediaType") in image.INDEX_TYPES:  # nested index: by platform
+            where = f"index {descriptor['digest']}"
             nested = self.read_json(_blob_path(descriptor), descriptor["digest"], "index")
-            descriptor = _pick(nested.get("manifests", []), None, name)
+            descriptor = _pick(_descriptors(_object(nested, where, ""), where), None, name)
+        where = f"manifest {descriptor['digest']}"
         manifest = self.read_json(_blob_path(descriptor), descriptor["digest"], "manifest")
-        config_descriptor = manifest["config"]
+        manifest = _object(manifest, where, "")
+        config_descriptor = _descriptor(manifest.get("config"), where, "config")
         config = self.read_json(
             _blob_path(config_descriptor), config_descriptor["digest"], "config"
         )
         layers = [
-            Blob(d["digest"], d.get("mediaType", ""), _blob_path(d)) for d in manifest["layers"]
+            Blob(d["digest"], d.get("mediaType") or "", _blob_path(d))
+            for d in _descriptors(manifest, where, "layers")
         ]
-        return Manifest(name, config.get("config") or {}, config["rootfs"]["diff_ids"], layers)
+        return Manifest(name, *_image_config(config), layers)
 
 
 class DockerArchive(Source):
@@ -227,6 +263,14 @@ class DockerArchive(Source):
 
     def select(self, tag: str | None) -> Manifest:
         everything = self.read_json("manifest.json", None, "manifest.json")
+        if not isinstance(everything, list):
+            raise Malformed("manifest.json", "", "a list", everything)
+        for number, entry in enumerate(everything):
+            _object(entry, "manifest.json", f"[{number}]")
+            _take(entry, "Config", str, "manifest.json", f"[{number}].Config")
+            _strings(entry.get("Layers"), "manifest.json", f"[{number}].Layers")
+            if entry.get("RepoTags") is not None:
+                _strings(entry["RepoTags"], "manifest.json", f"[{number}].RepoTags")
         entries = everything
         if tag:
             entries = [e for e in entries if any(_has_tag(t, tag) for t in e.get("RepoTags") or [])]
@@ -237,7 +281,75 @@ class DockerArchive(Source):
         name = (entry.get("RepoTags") or [_name(self.default_name, tag)])[0]
         config = self.read_json(entry["Config"], _digest_in_path(entry["Config"]), "config")
         layers = [Blob(_digest_in_path(path), "", path) for path in entry["Layers"]]
-        return Manifest(name, config.get("config") or {}, config["rootfs"]["diff_ids"], layers)
+        return Manifest(name, *_image_config(config), layers)
+
+
+def _image_config(config) -> tuple[dict, list[str]]:
+    """(the ``config`` object, the diff_ids) of an image config (config.md), checked."""
+    _object(config, "config", "")
+    settings = {} if config.get("config") is None else config["config"]
+    problem = image.config_problem(settings)
+    if problem:
+        field, shape, value = problem
+        raise Malformed("config", f"config.{field}".rstrip("."), shape, value)
+    rootfs = _take(config, "rootfs", dict, "config", "rootfs")
+    diff_ids = _strings(rootfs.get("diff_ids"), "config", "rootfs.diff_ids")
+    for number, diff_id in enumerate(diff_ids):
+        _digest(diff_id, "config", f"rootfs.diff_ids[{number}]")
+    return settings, diff_ids
+
+
+# --- the shapes of fields -------------------------------------------------------------------
+
+
+def _object(value, document: str, field: str) -> dict:
+    if not isinstance(value, dict):
+        raise Malformed(document, field, "an object", value)
+    return value
+
+
+def _take(parent: dict, key: str, kind: type, document: str, field: str):
+    """``parent[key]``, which must be of ``kind`` (dict, list or str)."""
+    value = parent.get(key)
+    if not isinstance(value, kind):
+        raise Malformed(document, field, SHAPES[kind], value)
+    return value
+
+
+def _strings(value, document: str, field: str) -> list[str]:
+    if not (isinstance(value, list) and all(isinstance(item, str) for item in value)):
+        raise Malformed(document, field, "a list of strings", value)
+    return value
+
+
+def _digest(value, document: str, field: str) -> str:
+    """A digest mycontainer can check: sha256, 64 lower-case hex digits (descriptor.md)."""
+    if not image.is_digest(value):
+        raise Malformed(document, field, "a digest, sha256:<64 hex digits>", value)
+    return value
+
+
+def _descriptor(value, document: str, field: str) -> dict:
+    """A descriptor (descriptor.md), with the fields mycontainer reads checked."""
+    _object(value, document, field)
+    _digest(value.get("digest"), document, f"{field}.digest")
+    if value.get("mediaType") is not None:
+        _take(value, "mediaType", str, document, f"{field}.mediaType")
+    annotations = value.get("annotations")
+    if annotations is not None and not image.is_text_map(annotations):
+        raise Malformed(document, f"{field}.annotations", "an object of strings", annotations)
+    platform = value.get("platform")
+    if platform is not None:
+        _object(platform, document, f"{field}.platform")
+        for key in ("architecture", "os"):
+            if platform.get(key) is not None:
+                _take(platform, key, str, document, f"{field}.platform.{key}")
+    return value
+
+
+def _descriptors(parent: dict, document: str, key: str = "manifests") -> list[dict]:
+    descriptors = _take(parent, key, list, document, key)
+    return [_descriptor(d, document, f"{key}[{number}]") for number, d in enumerate(descriptors)]
 
 
 class RootfsTarball:
@@ -265,9 +377,11 @@ def _pick(descriptors: list[dict], tag: str | None, name: str) -> dict:
     platforms (a multi-architecture index), this machine's."""
 
     def tag_of(descriptor: dict) -> str:
-        return descriptor.get("annotations", {}).get(TAG_ANNOTATION, "")
+        return (descriptor.get("annotations") or {}).get(TAG_ANNOTATION, "")
 
     tags = sorted({tag_of(d) for d in descriptors} - {""})
+    if not descriptors:
+        raise ImageError(f"image {name} lists no image in its index")
     if tag:
         descriptors = [d for d in descriptors if _has_tag(tag_of(d), tag)]
     elif len(descriptors) > 1 and "latest" in tags:

@@ -11,13 +11,44 @@ option, another command) goes to click, which explains it.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from runtime.cgroups import format_size, parse_cpu_weight, parse_memory, parse_pids_limit
 from runtime.namespaces import check_hostname
 from runtime.network import parse_net, parse_publish
-from runtime.process import EXIT_RUNTIME_ERROR
+from runtime.process import EXIT_RUNTIME_ERROR, EXIT_SIGNAL_BASE
 from runtime.security import parse_cap_add, parse_cap_drop, parse_security_opt
+
+
+class Interrupted(BaseException):
+    """SIGINT, SIGTERM or SIGHUP arrived while mycontainer itself was at work (importing an
+    image, say): raised wherever it was, so that what it had begun is undone on the way
+    out. A BaseException, as KeyboardInterrupt, so that no ``except Exception`` stops it."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.exit_code = EXIT_SIGNAL_BASE + signum  # 130 for SIGINT, as shells and docker
+
+
+class interruptible:
+    """Within the ``with`` block, SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted`
+    (SIGTERM and SIGHUP would otherwise end the process at once, leaving its work behind).
+    After the first, they are ignored: the clean-up they started runs to its end."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __enter__(self) -> None:
+        self.previous = {sig: signal.signal(sig, self._interrupt) for sig in self.SIGNALS}
+
+    def __exit__(self, *_exception) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _interrupt(self, signum: int, _frame) -> None:
+        for sig in self.SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise Interrupted(signum)
 
 
 def parse_env(text: str) -> tuple[str, str | None]:
@@ -131,30 +162,36 @@ def run(image: str, command: list[str], **options) -> int:
     """``mycontainer run``: create, start, wait for and delete one container.
 
     ``options`` are RUN_OPTIONS' values by name (``hostname``, ``memory``, ``cpu_weight``...).
+
+    The store stays locked (shared) from finding the image until the container's state
+    names its layers: ``rmi`` and ``prune`` wait, and never remove them in between.
+    Container.run lets go of it once the container is created.
     """
     from runtime import container
     from runtime import image as images
 
     container.check_host()
-    found = images.resolve(image, progress=_progress_on_terminal())
-    entrypoint = options.pop("entrypoint", None)
-    env = found.environment()
-    env.update((key, value) for key, value in options.pop("env", []) if value is not None)
-    config = container.Config(
-        found.lower_directories(),
-        found.command_line(command, entrypoint),
-        image=found.name,
-        env=env,
-        cwd=found.config.get("WorkingDir") or "/",
-        user=found.config.get("User") or None,
-        **options,
-    )
-    box = container.Container(config)
-    try:
-        code = box.run()
-    finally:
-        if box.leftovers:  # the command's exit code stands; this is one more line
-            sys.stderr.write(f"mycontainer: warning: {box.leftovers}\n")
+    with images.StoreLock() as store:
+        with interruptible():  # an image file may be imported: undone if interrupted
+            found = images.resolve(image, progress=_progress_on_terminal())
+        entrypoint = options.pop("entrypoint", None)
+        env = found.environment()
+        env.update((key, value) for key, value in options.pop("env", []) if value is not None)
+        config = container.Config(
+            found.lower_directories(),
+            found.command_line(command, entrypoint),
+            image=found.name,
+            env=env,
+            cwd=found.config.get("WorkingDir") or "/",
+            user=found.config.get("User") or None,
+            **options,
+        )
+        box = container.Container(config)
+        try:  # once the container stacks its layers, rmi and prune may go on
+            code = box.run(created=store.release)
+        finally:
+            if box.leftovers:  # the command's exit code stands; this is one more line
+                sys.stderr.write(f"mycontainer: warning: {box.leftovers}\n")
     if box.oom_killed:
         limit = f" (limit {format_size(config.memory)})" if config.memory else ""
         sys.stderr.write(f"mycontainer: container killed: out of memory{limit}\n")
@@ -166,7 +203,9 @@ def load(file: str) -> int:
     from runtime import container, image
 
     container.check_host()
-    print(image.load(file, progress=_progress_on_terminal()).name)
+    with interruptible():
+        loaded = image.load(file, progress=_progress_on_terminal())
+    print(loaded.name)
     return 0
 
 
@@ -205,9 +244,11 @@ def exit_with_result(action, *args, **kwargs) -> None:
 
     try:
         code = action(*args, **kwargs)
-    except ContainerError as error:
+    except (ContainerError, ImageError, Interrupted) as error:
         fail(str(error), error.exit_code)
-    except (ImageError, OSError) as error:
+    except KeyboardInterrupt:  # SIGINT outside an interruptible() block
+        fail(str(Interrupted(signal.SIGINT)), EXIT_SIGNAL_BASE + signal.SIGINT)
+    except OSError as error:
         fail(str(error))
     # Skip the interpreter's teardown (garbage collection, module cleanup): ~5 ms per run,
     # and nothing is left to clean up. Buffered output must go out first.

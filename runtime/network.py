@@ -102,7 +102,9 @@ def parse_publish(text: str) -> str:
     protocol = protocol or "tcp"
     valid = (
         len(numbers) == 2
-        and all(number.isdigit() and 0 < int(number) < 65536 for number in numbers)
+        and all(
+            number.isascii() and number.isdigit() and 0 < int(number) < 65536 for number in numbers
+        )
         and protocol in PROTOCOLS
     )
     if not valid:
@@ -152,7 +154,7 @@ def resolv_conf(host: str, upstream: str = "") -> str:
 
 def _reachable_nameserver(address: str) -> bool:
     parts = address.split(".")
-    return len(parts) == 4 and all(part.isdigit() for part in parts) and parts[0] != "127"
+    return len(parts) == 4 and all(p.isascii() and p.isdigit() for p in parts) and parts[0] != "127"
 
 
 def _read(path: str) -> str:
@@ -332,7 +334,9 @@ def subnet_and_bridge():
             f"(got {text!r})"
         )
     bridge = os.environ.get("MYCONTAINER_BRIDGE", DEFAULT_BRIDGE)
-    if not 0 < len(bridge) < 16 or not all(c.isalnum() or c in "-_." for c in bridge):
+    if not 0 < len(bridge) < 16 or not all(
+        c.isascii() and c.isalnum() or c in "-_." for c in bridge
+    ):
         raise NetworkError(
             f"MYCONTAINER_BRIDGE takes an interface name of 1 to 15 letters, digits, '-', '_' "
             f"or '.' (got {bridge!r})"

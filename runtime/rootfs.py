@@ -129,7 +129,11 @@ def build_busybox_image(busybox: str | None = None) -> str:
     from runtime import image
 
     rootfs = build_busybox_rootfs(image.built_in_rootfs("busybox"), busybox)
-    with tempfile.TemporaryDirectory(prefix=".busybox-oci-", dir=image.home()) as layout:
+    # Locked as an import, so that prune leaves the layout alone until it is imported.
+    with (
+        image.StoreLock(),
+        tempfile.TemporaryDirectory(prefix=".busybox-oci-", dir=image.home()) as layout,
+    ):
         write_oci_layout(rootfs, layout, "busybox:latest", ["sh"])
         return image.load(layout).name
 

@@ -14,7 +14,7 @@ import pytest
 from runtime import launcher
 from runtime.namespaces import check_hostname
 
-from conftest import REPO, mycontainer_command
+from conftest import REPO, environment, mycontainer_command
 
 
 def mycontainer(*args, state=None):
@@ -138,3 +138,67 @@ def test_library_does_not_import_click():
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+# Digits that str.isdigit() accepts and int() refuses (²) or reads (١٢: Arabic-Indic 12).
+UNICODE_DIGITS = [
+    ("--memory", "²m"),
+    ("--memory", "١٢m"),
+    ("--memory", "1.²g"),
+    ("--pids-limit", "²"),
+    ("--pids-limit", "١٢"),
+    ("--cpu-weight", "١٢"),
+    ("--publish", "²:80"),
+    ("--publish", "8080:٨٠"),
+]
+
+
+@pytest.mark.parametrize(("option", "value"), UNICODE_DIGITS)
+def test_only_ascii_digits_are_numbers(option, value, tmp_path):
+    """Each option's parser, and the command line: one line naming the option, exit 125."""
+    check, _help = launcher.RUN_OPTIONS[option]
+    with pytest.raises(ValueError, match=f"^{option} "):
+        check(value)
+    result = mycontainer("run", option, value, "busybox", "true", state=tmp_path)
+    assert result.returncode == 125
+    assert result.stderr.startswith(f"mycontainer: error: {option} ")
+    assert result.stderr.count("\n") == 1 and value in result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize(
+    "args",
+    [["busybox", ""], ["--entrypoint", "", "busybox", ""]],
+    ids=["empty command", "empty command, no entrypoint"],
+)
+def test_an_empty_command_is_not_found(args, home, state_root):
+    """docker: exit 127, 'exec: "": executable file not found in $PATH'; nothing made."""
+    storage = home / "containers"
+    before = os.listdir(storage) if storage.exists() else []
+    result = subprocess.run(
+        mycontainer_command("run", "--net", "none", *args),
+        capture_output=True,
+        text=True,
+        env=environment(home, state_root),
+    )
+    assert result.returncode == 127
+    assert result.stderr == (
+        "mycontainer: error: cannot run '': executable file not found in $PATH\n"
+    )
+    assert os.listdir(state_root) == []
+    assert (os.listdir(storage) if storage.exists() else []) == before
+
+
+@pytest.mark.privileged
+def test_a_bridge_name_is_ascii(home, state_root):
+    """IFNAMSIZ counts bytes: 13 letters of which 11 are 'ü' are 24 of them. Refused by
+    name before any container exists (it was the kernel's 'Numerical result out of range')."""
+    env = dict(environment(home, state_root), MYCONTAINER_BRIDGE="br" + "ü" * 11)
+    result = subprocess.run(
+        mycontainer_command("run", "busybox", "true"), capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 125
+    assert result.stderr.startswith("mycontainer: error: MYCONTAINER_BRIDGE takes an interface")
+    assert result.stderr.count("\n") == 1
+    assert os.listdir(state_root) == []

@@ -3,6 +3,8 @@ our own, and a store that keeps each layer once and never lets a container chang
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import gzip
 import hashlib
 import io
@@ -11,9 +13,11 @@ import os
 import pty
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import tarfile
+import time
 import zlib
 
 import pytest
@@ -450,6 +454,496 @@ def test_malformed_image_metadata_is_one_line(mycontainer, home, tmp_path, case)
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"mycontainer: error: {layout}: malformed image metadata")
     assert store_contents(home) == before
+
+
+def rewrite(layout, index=None, manifest=None, config=None) -> None:
+    """Change the JSON documents of the one-image ``layout`` (each function edits one in
+    place), storing each changed blob under its new digest and chaining the digests up."""
+    blobs = layout / "blobs" / "sha256"
+    index_json = json.loads((layout / "index.json").read_text())
+    entry = index_json["manifests"][0]
+    manifest_json = json.loads((blobs / entry["digest"].split(":")[1]).read_text())
+    config_json = json.loads((blobs / manifest_json["config"]["digest"].split(":")[1]).read_text())
+    if config:
+        config(config_json)
+        media_type = "application/vnd.oci.image.config.v1+json"
+        manifest_json["config"] = add_blob(blobs, json.dumps(config_json).encode(), media_type)
+    if manifest:
+        manifest(manifest_json)
+    index_json["manifests"][0] = {
+        **entry,
+        **add_blob(blobs, json.dumps(manifest_json).encode(), entry["mediaType"]),
+    }
+    if index:
+        index(index_json)
+    (layout / "index.json").write_text(json.dumps(index_json))
+
+
+def settings(**fields):
+    """A change of the config's "config" object: its fields set to ``fields``."""
+    return lambda config: config.setdefault("config", {}).update(fields)
+
+
+def first_descriptor(**fields):
+    return lambda index: index["manifests"][0].update(fields)
+
+
+# Hostile image metadata: (how to change a good image, the field the error must name).
+HOSTILE_METADATA = {
+    "Cmd a string": ({"config": settings(Cmd="sh")}, '"config.Cmd"'),
+    "Entrypoint a string": ({"config": settings(Entrypoint="/bin/sh -c")}, '"config.Entrypoint"'),
+    "Cmd of numbers": ({"config": settings(Cmd=[1, 2])}, '"config.Cmd"'),
+    "Cmd with a NUL byte": ({"config": settings(Cmd=["ec\u0000ho"])}, '"config.Cmd"'),
+    "Env a string": ({"config": settings(Env="PATH=/bin")}, '"config.Env"'),
+    "Env of numbers": ({"config": settings(Env=[1])}, '"config.Env"'),
+    "Env without =": ({"config": settings(Env=["JUSTAWORD"])}, '"config.Env"'),
+    "WorkingDir a number": ({"config": settings(WorkingDir=5)}, '"config.WorkingDir"'),
+    "WorkingDir relative": ({"config": settings(WorkingDir="relative")}, '"config.WorkingDir"'),
+    "User a number": ({"config": settings(User=0)}, '"config.User"'),
+    "User a list": ({"config": settings(User=["root"])}, '"config.User"'),
+    "ExposedPorts a list": ({"config": settings(ExposedPorts=["80/tcp"])}, '"config.ExposedPorts"'),
+    "ExposedPorts a name": ({"config": settings(ExposedPorts={"http": {}})}, "ExposedPorts"),
+    "ExposedPorts too high": ({"config": settings(ExposedPorts={"99999/tcp": {}})}, "ExposedPorts"),
+    "ExposedPorts Unicode digits": ({"config": settings(ExposedPorts={"²/tcp": {}})}, "Exposed"),
+    "ExposedPorts odd protocol": ({"config": settings(ExposedPorts={"80/icmp": {}})}, "Exposed"),
+    "ExposedPorts odd value": ({"config": settings(ExposedPorts={"80/tcp": 1})}, "ExposedPorts"),
+    "Volumes a list": ({"config": settings(Volumes=["/data"])}, '"config.Volumes"'),
+    "Labels of numbers": ({"config": settings(Labels={"a": 1})}, '"config.Labels"'),
+    "StopSignal a number": ({"config": settings(StopSignal=9)}, '"config.StopSignal"'),
+    "config a string": ({"config": lambda c: c.update(config="sh")}, 'field "config"'),
+    "rootfs missing": ({"config": lambda c: c.pop("rootfs")}, '"rootfs"'),
+    "rootfs a string": ({"config": lambda c: c.update(rootfs="layers")}, '"rootfs"'),
+    "diff_ids a string": (
+        {"config": lambda c: c["rootfs"].update(diff_ids=c["rootfs"]["diff_ids"][0])},
+        '"rootfs.diff_ids"',
+    ),
+    "a diff_id a number": (
+        {"config": lambda c: c["rootfs"].update(diff_ids=[7])},
+        '"rootfs.diff_ids"',
+    ),
+    "a diff_id not sha256": (
+        {"config": lambda c: c["rootfs"].update(diff_ids=["md5:0123"])},
+        '"rootfs.diff_ids[0]"',
+    ),
+    "a config that is a list": ({"config": lambda c: (c.clear(), c.update(x=[]))}, '"rootfs"'),
+    "layers a string": ({"manifest": lambda m: m.update(layers="x")}, '"layers"'),
+    "a layer a string": ({"manifest": lambda m: m.update(layers=["x"])}, '"layers[0]"'),
+    "a layer's digest a number": (
+        {"manifest": lambda m: m["layers"][0].update(digest=5)},
+        '"layers[0].digest"',
+    ),
+    "a layer's digest a path": (
+        {"manifest": lambda m: m["layers"][0].update(digest="sha256:../../../etc/passwd")},
+        '"layers[0].digest"',
+    ),
+    "a layer's mediaType a list": (
+        {"manifest": lambda m: m["layers"][0].update(mediaType=["gzip"])},
+        '"layers[0].mediaType"',
+    ),
+    "config descriptor a string": ({"manifest": lambda m: m.update(config="x")}, '"config"'),
+    "manifests a string": ({"index": lambda i: i.update(manifests="x")}, '"manifests"'),
+    "a manifest descriptor a number": (
+        {"index": lambda i: i.update(manifests=[5])},
+        '"manifests[0]" must be an object (got 5)',
+    ),
+    "annotations a list": (
+        {"index": first_descriptor(annotations=["x"])},
+        '"manifests[0].annotations"',
+    ),
+    "an annotation a number": (
+        {"index": first_descriptor(annotations={"org.opencontainers.image.ref.name": 1})},
+        '"manifests[0].annotations"',
+    ),
+    "platform a string": ({"index": first_descriptor(platform="linux")}, '"manifests[0].platform"'),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_METADATA)
+def test_hostile_image_metadata_is_one_line_naming_the_field(mycontainer, home, tmp_path, case):
+    """Each malformed field: exit 125, one line naming it, before anything is unpacked."""
+    changes, field = HOSTILE_METADATA[case]
+    layout = tmp_path / "odd"
+    write_layout(layout, [tar_bytes([member("f", data=os.urandom(64))])])  # a layer of its own
+    rewrite(layout, **changes)
+    before = store_contents(home)
+    result = mycontainer("load", str(layout))
+    assert (result.returncode, result.stdout) == (125, "")
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"mycontainer: error: {layout}: malformed image metadata")
+    assert field in result.stderr, result.stderr
+    assert store_contents(home) == before
+
+
+def test_an_empty_index_and_null_fields(mycontainer, home, tmp_path):
+    """An index that lists nothing is one line; null stands for unset, as in docker's own
+    configs (a layer's mediaType, Cmd, Env...), and loads."""
+    layout = tmp_path / "nulls"
+    write_layout(layout, [tar_bytes([member("f", data=os.urandom(64))])])
+    nulls = dict.fromkeys(["Cmd", "Entrypoint", "Env", "WorkingDir", "User", "ExposedPorts"])
+    rewrite(
+        layout,
+        config=settings(**nulls),
+        manifest=lambda m: m["layers"][0].update(mediaType=None),
+    )
+    result = mycontainer("load", str(layout))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "nulls:latest\n", "")
+    assert mycontainer("rmi", "nulls").returncode == 0
+    (layout / "index.json").write_text('{"schemaVersion": 2, "manifests": []}')
+    before = store_contents(home)
+    result = mycontainer("load", str(layout))
+    assert (result.returncode, result.stderr) == (
+        125,
+        "mycontainer: error: image nulls lists no image in its index\n",
+    )
+    assert store_contents(home) == before
+
+
+BAD_NAMES = {
+    "300 characters": ("a" * 300, "too long (307 characters"),  # with :latest
+    "a space": ("my image:1", "invalid image name 'my image:1'"),
+    "a tag of 129 characters": ("x:" + "t" * 129, "a tag is 1 to 128"),
+    "a component of dots": ("../x:1", "starts or ends with"),
+    "a NUL byte": ("x\u0000y:1", '"manifests[0].annotations"'),
+}
+
+
+@pytest.mark.parametrize("case", BAD_NAMES)
+def test_an_invalid_name_is_refused_before_any_work(mycontainer, home, tmp_path, case):
+    """The name is checked before any layer is unpacked (the layer is new to the store: a
+    late failure would leave it there)."""
+    name, message = BAD_NAMES[case]
+    layout = tmp_path / "named"
+    write_layout(layout, [tar_bytes([member("f", data=os.urandom(64))])])
+    rewrite(layout, index=first_descriptor(annotations={"io.containerd.image.name": name}))
+    before = store_contents(home)
+    result = mycontainer("load", str(layout))
+    assert (result.returncode, result.stdout) == (125, "")
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+    assert store_contents(home) == before
+
+
+@pytest.mark.parametrize("which", ["layer", "index.json"])
+def test_an_image_file_that_is_a_fifo_is_refused_without_hanging(
+    mycontainer, home, tmp_path, which
+):
+    layout = tmp_path / "fifo"
+    write_layout(layout, [tar_bytes([member("f", data=os.urandom(64))])])
+    if which == "layer":
+        index = json.loads((layout / "index.json").read_text())
+        manifest = json.loads(
+            (layout / "blobs/sha256" / index["manifests"][0]["digest"][7:]).read_text()
+        )
+        path = layout / "blobs/sha256" / manifest["layers"][0]["digest"][7:]
+        shown = f"blobs/sha256/{path.name}"
+    else:
+        path, shown = layout / "index.json", "index.json"
+    path.unlink()
+    os.mkfifo(path)
+    before = store_contents(home)
+    result = mycontainer("load", str(layout), timeout=20)
+    assert (result.returncode, result.stdout) == (125, "")
+    assert result.stderr == f"mycontainer: error: image fifo: {shown} is not a regular file\n"
+    assert store_contents(home) == before
+
+
+def test_an_invalid_tag_is_refused_before_the_file_is_read(mycontainer, home, tmp_path):
+    write_layout(tmp_path / "tagged", [tar_bytes([member("f", data=os.urandom(64))])])
+    before = store_contents(home)
+    result = mycontainer("load", f"{tmp_path / 'tagged'}:-v1")
+    assert (result.returncode, result.stdout) == (125, "")
+    assert result.stderr == (
+        "mycontainer: error: invalid tag '-v1': a tag is 1 to 128 letters, digits, '.', '_' "
+        "or '-', not first '.' or '-'\n"
+    )
+    assert store_contents(home) == before
+
+
+HOSTILE_DOCKER_MANIFESTS = {
+    "an object": ({"Config": "c.json"}, "manifest.json must be a list"),
+    "Layers a string": ([{"Config": "c.json", "Layers": "l.tar"}], '"[0].Layers"'),
+    "Config a number": ([{"Config": 1, "Layers": []}], '"[0].Config"'),
+    "RepoTags a string": ([{"Config": "c.json", "Layers": [], "RepoTags": "x"}], '"[0].RepoTags"'),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_DOCKER_MANIFESTS)
+def test_hostile_docker_manifests_are_one_line(mycontainer, home, tmp_path, case):
+    manifest, field = HOSTILE_DOCKER_MANIFESTS[case]
+    archive = tmp_path / "odd.tar"
+    archive.write_bytes(tar_bytes([member("manifest.json", data=json.dumps(manifest).encode())]))
+    before = store_contents(home)
+    result = mycontainer("load", str(archive))
+    assert (result.returncode, result.stdout) == (125, "")
+    assert (
+        result.stderr
+        == f"mycontainer: error: {archive}: malformed image metadata: "
+        + (result.stderr.split("malformed image metadata: ", 1)[1])
+    )
+    assert result.stderr.count("\n") == 1 and field in result.stderr, result.stderr
+    assert store_contents(home) == before
+
+
+BIG = 512 << 20  # bytes of zeros in the big image's one file: a second or so to unpack
+
+
+@functools.cache
+def big_layer() -> tuple[bytes, str]:
+    """(gzip blob, diff_id) of a layer that inflates from under a megabyte to half a gigabyte."""
+    header = tarfile.TarInfo("big")
+    header.size = BIG
+    diff_id = hashlib.sha256()
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip
+    compressed = []
+    zeros = bytes(1 << 20)
+    for piece in [header.tobuf(tarfile.PAX_FORMAT), *[zeros] * (BIG >> 20), bytes(1024)]:
+        diff_id.update(piece)
+        compressed.append(compressor.compress(piece))
+    compressed.append(compressor.flush())
+    return b"".join(compressed), "sha256:" + diff_id.hexdigest()
+
+
+def write_big_layout(layout, lower: list[bytes] = ()) -> None:
+    """An OCI layout of the ``lower`` layers (tar bytes, bottom first), then the big one."""
+    write_layout(layout, list(lower) or [tar_bytes([])])
+    blob, diff_id = big_layer()
+    media_type = "application/vnd.oci.image.layer.v1.tar+gzip"
+    descriptor = add_blob(layout / "blobs" / "sha256", blob, media_type)
+
+    def on_top(config):
+        config["rootfs"]["diff_ids"] = config["rootfs"]["diff_ids"][: len(lower)] + [diff_id]
+
+    def manifest(document):
+        document["layers"] = document["layers"][: len(lower)] + [descriptor]
+
+    rewrite(layout, config=on_top, manifest=manifest)
+
+
+@pytest.fixture(scope="module")
+def big_layout(tmp_path_factory):
+    layout = tmp_path_factory.mktemp("big") / "big"
+    write_big_layout(layout)
+    return layout
+
+
+def unpacking(home) -> bool:
+    """Whether an import is writing the big file, a megabyte of it written already."""
+    for name in os.listdir(home / "layers"):
+        try:
+            if (
+                name.startswith(".unpacking-")
+                and (home / "layers" / name / "big").stat().st_size > 1 << 20
+            ):
+                return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
+@pytest.mark.parametrize(
+    ("command", "signum"),
+    [
+        (["load"], signal.SIGINT),
+        (["load"], signal.SIGTERM),
+        (["load"], signal.SIGHUP),
+        (["load", "--"], signal.SIGINT),  # through click, which catches KeyboardInterrupt
+        (["run", "--net", "none"], signal.SIGINT),  # run imports an image file first
+    ],
+    ids=["load SIGINT", "load SIGTERM", "load SIGHUP", "load -- SIGINT", "run SIGINT"],
+)
+def test_an_interrupted_import_leaves_the_store_as_it_was(
+    home, state_root, big_layout, command, signum
+):
+    """A real signal, sent while the layer unpacks: one line, exit 128+N, no traceback, and
+    the store exactly as before, named entry by named entry."""
+    before = store_contents(home)
+    process = subprocess.Popen(
+        mycontainer_command(*command, str(big_layout)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(home, state_root),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not unpacking(home):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the big layer never started to unpack"
+            time.sleep(0.005)
+        process.send_signal(signum)
+        output, errors = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert (process.returncode, output) == (128 + signum, "")
+    assert errors == f"mycontainer: error: interrupted by {signal.Signals(signum).name}\n"
+    assert store_contents(home) == before
+    assert os.listdir(state_root) == []
+
+
+def consistent_store(home) -> dict[str, list[str]]:
+    """The store's images and their layers, asserting that every layer they name is there
+    and that nothing is left under a temporary name."""
+    images = {}
+    for name in os.listdir(home / "images"):
+        assert not name.startswith("."), f"left behind: images/{name}"
+        record = json.loads((home / "images" / name).read_text())
+        images[record["name"]] = record["layers"]
+        for diff_id in record["layers"]:
+            assert (home / "layers" / diff_id.split(":")[1]).is_dir(), f"{name}: {diff_id} gone"
+    leftovers = [n for n in os.listdir(home / "layers") if n.startswith(".") and n != ".by-blob"]
+    leftovers += [n for n in os.listdir(home) if n.startswith(".")]
+    assert leftovers == []
+    return images
+
+
+def start(home, state_root, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        mycontainer_command(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(home, state_root),
+    )
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    output, errors = process.communicate(timeout=120)
+    return process.returncode, output, errors
+
+
+def test_parallel_loads_all_succeed(mycontainer, home, state_root, tmp_path):
+    """Eight loads of one image at once, four times, then eight of different images."""
+    same = tmp_path / "same"
+    write_layout(same, [tar_bytes([member("f", data=os.urandom(1 << 16))])])
+    for _round in range(4):
+        loads = [start(home, state_root, "load", str(same)) for _ in range(8)]
+        assert [finish(load) for load in loads] == [(0, "same:latest\n", "")] * 8
+    assert "same:latest" in consistent_store(home)
+    names = [f"other{i}" for i in range(8)]
+    for name in names:
+        write_layout(tmp_path / name, [tar_bytes([member(name, data=os.urandom(1 << 16))])])
+    loads = [start(home, state_root, "load", str(tmp_path / name)) for name in names]
+    assert [finish(load) for load in loads] == [(0, f"{name}:latest\n", "") for name in names]
+    assert set(names) | {"same"} <= {name.split(":")[0] for name in consistent_store(home)}
+    assert mycontainer("rmi", "same", *names).returncode == 0
+    consistent_store(home)
+
+
+def test_rmi_and_prune_racing_loads_leave_no_image_without_its_layers(
+    mycontainer, home, state_root, tmp_path
+):
+    """rmi and prune remove layers no image names: never one that a load has moved in and
+    not yet named in its record. Each round's image is new, so its layer is moved in."""
+    for round_ in range(6):
+        layout = tmp_path / f"race{round_}"
+        write_layout(layout, [tar_bytes([member("f", data=os.urandom(1 << 16))])])
+        loads = [start(home, state_root, "load", str(layout)) for _ in range(3)]
+        removers = [
+            start(home, state_root, "rmi", f"race{round_}"),
+            start(home, state_root, "prune"),
+        ]
+        assert [finish(load)[0] for load in loads] == [0, 0, 0]
+        for code, _output, errors in map(finish, removers):
+            assert code == 0 or errors == f"mycontainer: error: no such image: race{round_}\n"
+        if f"race{round_}:latest" in consistent_store(home):
+            assert mycontainer("rmi", f"race{round_}").returncode == 0
+
+
+def test_rmi_waits_for_a_load_that_uses_a_layer_it_would_remove(
+    mycontainer, home, state_root, tmp_path
+):
+    """A load finds layer A in the store (image "lower" has it) and so does not unpack it;
+    while it unpacks its big layer, rmi removes "lower": A must stay, for the new image."""
+    layer_a = tar_bytes([member("a", data=os.urandom(64))])
+    write_layout(tmp_path / "lower", [layer_a])
+    assert mycontainer("load", str(tmp_path / "lower")).returncode == 0
+    write_big_layout(tmp_path / "upper", [layer_a])
+    load = start(home, state_root, "load", str(tmp_path / "upper"))
+    deadline = time.monotonic() + 60
+    while not unpacking(home):
+        assert load.poll() is None and time.monotonic() < deadline, load.communicate()
+        time.sleep(0.005)
+    assert mycontainer("rmi", "lower").returncode == 0
+    assert finish(load) == (0, "upper:latest\n", "")
+    assert consistent_store(home)["upper:latest"][0] == "sha256:" + sha256(layer_a)
+    assert mycontainer("rmi", "upper").returncode == 0
+
+
+@pytest.mark.parametrize(
+    "record",
+    ['{"name": "edited:latest", "config": {"Cmd": "sh"}, "layers": []}', '{"name": ', "[]"],
+    ids=["Cmd a string", "cut short", "a list"],
+)
+def test_a_broken_record_in_the_store_is_one_line(mycontainer, home, record):
+    """A record edited by hand (or by an older mycontainer): what to do, not a traceback."""
+    path = home / "images" / "edited:latest.json"
+    path.write_text(record)
+    try:
+        result = mycontainer("run", "--net", "none", "edited", "true")
+        assert result.returncode == 125
+        assert result.stderr == (
+            f"mycontainer: error: the store's record {path} is broken "
+            + result.stderr.split(" is broken ", 1)[1]
+        )
+        assert result.stderr.count("\n") == 1 and "'mycontainer rmi'" in result.stderr
+        assert mycontainer("rmi", "edited").returncode == 0
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def blocked_on_a_lock(pid: int) -> bool:
+    """Whether ``pid`` waits for a flock(2): /proc/locks marks such requests '->'
+    (proc(5))."""
+    with open("/proc/locks") as file:
+        return any("->" in line and line.split("->", 1)[1].split()[3] == str(pid) for line in file)
+
+
+@pytest.mark.parametrize("command", [["rmi", "nothing"], ["prune"]])
+def test_rmi_and_prune_wait_for_the_store_and_can_be_interrupted(home, state_root, command):
+    """While an import holds the store (here: this test, as one), rmi and prune wait; Ctrl-C
+    then ends them with one line, exit 130."""
+    lock = os.open(home / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        waiting = start(home, state_root, *command)
+        deadline = time.monotonic() + 30
+        while not blocked_on_a_lock(waiting.pid):
+            assert waiting.poll() is None, finish(waiting)
+            assert time.monotonic() < deadline, "it never waited for the store's lock"
+            time.sleep(0.01)
+        waiting.send_signal(signal.SIGINT)
+        assert finish(waiting) == (130, "", "mycontainer: error: interrupted by SIGINT\n")
+    finally:
+        os.close(lock)
+
+
+def test_rmi_racing_run_never_removes_the_layers_run_found(mycontainer, home, state_root, tmp_path):
+    """run finds its image, then writes its state naming the layers; rmi in between must not
+    remove them. Either run finds no image, or it runs; rmi removes the image, or says it
+    is in use. (The window is a few milliseconds: this guards the outcome, and
+    test_rmi_waits_for_a_load_that_uses_a_layer_it_would_remove the lock, for certain.)"""
+    layout = tmp_path / "raced"
+    write_layout(layout, [rootfs_with(str(home / "rootfs/busybox"), "raced")])
+    run_command = ["run", "--net", "none", "raced", "cat", "/which"]
+    for delay in range(-6, 6):  # each started up to 60 ms before the other
+        assert mycontainer("load", str(layout)).returncode == 0
+        first, second = (["rmi", "raced"], run_command)[:: 1 if delay < 0 else -1]
+        started = [start(home, state_root, *first)]
+        time.sleep(0.01 * abs(delay))
+        started.append(start(home, state_root, *second))
+        run, rmi = started[:: 1 if delay >= 0 else -1]
+        code, output, errors = finish(run)
+        rmi = subprocess.CompletedProcess(rmi.args, *finish(rmi))
+        assert (code, output, errors) in [
+            (0, "raced\n", ""),
+            (125, "", "mycontainer: error: no such image, file or directory: raced\n"),
+        ], errors
+        assert rmi.returncode == 0 or "is used by container" in rmi.stderr, rmi.stderr
+        if rmi.returncode != 0:
+            assert mycontainer("rmi", "raced").returncode == 0
+        consistent_store(home)
 
 
 # Links that each stay inside the archive, chained to reach the parent of the store's
