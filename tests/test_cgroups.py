@@ -243,13 +243,19 @@ def require_v2() -> cgroups.Layout:
     return layout
 
 
+def beside_us() -> str:
+    """The parent of this process's cgroup v2 group, from /proc/self/cgroup's ``0::`` line."""
+    with open("/proc/self/cgroup") as file:
+        [own] = [line[3:].strip() for line in file if line.startswith("0::")]
+    return os.path.dirname(own)
+
+
 @pytest.fixture
 def own_group():
     """An empty cgroup v2 group of this test's own, beside the test's group (where
     mycontainer puts its groups too); removed at the end with everything in it."""
     layout = require_v2()
-    beside = os.path.dirname(cgroups.own_v2_path()).lstrip("/")
-    path = os.path.join(layout.v2_mount, beside, f"test-{uuid.uuid4().hex[:12]}")
+    path = os.path.join(layout.v2_mount, beside_us().lstrip("/"), f"test-{uuid.uuid4().hex[:12]}")
     os.mkdir(path)
     yield path
     for directory, _, _ in os.walk(path, topdown=False):  # children first
@@ -281,16 +287,12 @@ def test_group_lies_beside_the_runtimes_own_with_every_limit(background, state_r
     holds processes: its containers' groups go beside it, and every limit still works, cpu
     included, which systemd's slices do not enable."""
     require_v2()
-    own = cgroups.own_v2_path()
     limits = ["--memory", "64m", "--cpu-weight", "300", "--pids-limit", "50"]
     process = background("run", "--net", "none", *limits, "busybox", "sleep", "60")
     [state] = running_containers(state_root, runtimes=[process])
     with open(f"/proc/{state['pid']}/cgroup") as file:
         where = file.read()
-    assert (
-        where
-        == f"0::{os.path.join(os.path.dirname(own), cgroup_parent(state_root), state['id'])}\n"
-    )
+    assert where == f"0::{os.path.join(beside_us(), cgroup_parent(state_root), state['id'])}\n"
     group = cgroups.Cgroup(cgroups.detect(), state["id"], cgroup_parent(state_root))
     values = {}
     for name in ("memory.max", "cpu.weight", "pids.max"):
