@@ -146,15 +146,18 @@ def prune() -> int:
 
     A container lives only as long as its 'mycontainer run': if that process was killed
     (say with SIGKILL), the container's processes are stopped and its cgroups, veth,
-    address and published ports removed here. Every 'mycontainer run' does this too. Then,
+    address, published ports and storage removed here. Every 'mycontainer run' does this too. Then,
     if no container is left, prune also removes the bridge and its NAT rules, which 'run'
     keeps for the next container.
     """
     from runtime import container, image, network
 
     container.check_host()
-    for container_id in container.prune():
+    problems: list[str] = []
+    for container_id in container.prune(problems=problems):
         click.echo(container_id)
+    for problem in problems:
+        click.echo(f"mycontainer: warning: {problem}", err=True)
     for leftover in image.prune_partial():
         click.echo(f"removed what an interrupted import left: {leftover}")
     for diff_id in image.remove_unused_layers(container.layers_in_use()):

@@ -10,9 +10,13 @@ written atomically at every change, so that later commands (``ps``, ``exec``, ``
 ``delete``) can find a container that another process created.
 
 The process that created a container holds an exclusive flock(2) on ``<id>/lock`` for as long
-as it lives; the kernel drops it when that process dies, even by SIGKILL. So a container
+as it lives, and another on the container's storage directory (``<home>/containers/<id>``);
+the kernel drops them when that process dies, even by SIGKILL. So a state or storage
 directory whose lock can be taken belongs to no one any more: :func:`prune` (called by every
-``create``, and by ``mycontainer prune``) stops what is left of it and removes it.
+``create``, and by ``mycontainer prune``) stops what is left of it and removes it. ``delete``
+removes the storage before the state, so that a runtime killed at any point leaves one of
+them for ``prune`` to find, and a reboot (which empties /run) leaves storage that no state
+owns, which ``prune`` finds by its lock alone.
 
 Spec: https://github.com/opencontainers/runtime-spec/blob/main/runtime.md
 """
@@ -26,7 +30,17 @@ import sys
 import time
 import zlib
 
-from runtime import cgroups, devices, filesystem, image, namespaces, network, process, security
+from runtime import (
+    cgroups,
+    devices,
+    filesystem,
+    image,
+    namespaces,
+    network,
+    process,
+    removal,
+    security,
+)
 from runtime.process import EXIT_RUNTIME_ERROR, EXIT_SIGNAL_BASE, ProcessError
 
 DEFAULT_STATE_ROOT = "/run/mycontainer"  # a tmpfs: state vanishes with a reboot, as it should
@@ -140,6 +154,26 @@ def make_state_directory(directory: str) -> int:
     return lock
 
 
+def make_storage_directory(directory: str) -> int:
+    """Create storage directory ``directory`` and return a descriptor holding its lock.
+
+    flock(2) needs the directory to exist, so a concurrent prune may lock and remove it
+    between mkdir and flock: then the descriptor names a removed directory (no links left)
+    and we make it again.
+    """
+    os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
+    while True:
+        os.mkdir(directory, 0o700)
+        try:
+            lock = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.fstat(lock).st_nlink > 0:
+            return lock
+        os.close(lock)
+
+
 class Container:
     """One container, from ``create()`` to ``delete()``."""
 
@@ -158,6 +192,8 @@ class Container:
         self._init: process.Init | None = None
         self._network: network.Network | None = None
         self._lock = -1
+        self._storage_lock = -1
+        self.leftovers = ""  # what delete() could not remove, in one line
 
     @property
     def hostname(self) -> str:
@@ -177,7 +213,7 @@ class Container:
             self._save()
             self.cgroup.create(self.config.memory, self.config.cpu_weight, self.config.pids_limit)
             devices.restrict(self.cgroup)  # before any of its processes can open a device
-            os.makedirs(self.storage, 0o700)
+            self._storage_lock = make_storage_directory(self.storage)
             self._network.prepare(self.hostname)  # an address, and /etc files to mount
             self._init = process.spawn(
                 process.Program(
@@ -233,8 +269,12 @@ class Container:
     def delete(self) -> None:
         """Remove everything the container made; kill it first if it still runs.
 
-        Its mounts need no unmounting: they live in its own mount namespace, which the
-        kernel destroys with its last process.
+        Its mounts live in its own mount namespace, which the kernel destroys with its last
+        process (and which never shared them with the host: ``namespaces.enter_new``); the
+        storage is removed by ``removal.remove_tree``, which unmounts anything found there
+        all the same, and never enters what stays mounted. What could not be removed is
+        kept in ``leftovers``, one line, for the caller to report: it does not change the
+        command's exit code, and ``prune`` tries again.
         """
         if self._init is not None:
             if self.status != STOPPED:
@@ -244,12 +284,15 @@ class Container:
         if self._network is not None:
             self._network.release()  # its veth, published ports and address lease
         self.cgroup.remove()
+        try:  # storage first: while the state stays, prune finds both
+            removal.remove_tree(self.storage)
+        except OSError as error:
+            self.leftovers = f"{error} (then run 'mycontainer prune')"
         remove_directory(self.directory)
-        if os.path.isdir(self.storage):
-            filesystem.remove_tree(self.storage)
-        if self._lock != -1:
-            os.close(self._lock)
-            self._lock = -1
+        for lock in (self._storage_lock, self._lock):
+            if lock != -1:
+                os.close(lock)
+        self._lock = self._storage_lock = -1
 
     def run(self) -> int:
         """create + start + wait + delete: what ``mycontainer run`` does.
@@ -346,12 +389,14 @@ def remove_directory(directory: str) -> None:
         pass  # never created, or removed already
 
 
-def prune(layout: cgroups.Layout | None = None) -> list[str]:
+def prune(layout: cgroups.Layout | None = None, problems: list[str] | None = None) -> list[str]:
     """Remove containers whose ``mycontainer`` died (e.g. SIGKILLed); return their ids.
 
     A container directory whose lock we can take belongs to no living runtime: its processes
     are killed, its cgroups and state removed. Cgroups of ours with no state directory at all
-    are removed too. ``layout``: the host's cgroups, if the caller has read them already.
+    are removed too, and storage directories whose lock we can take, whatever state root they
+    belonged to. ``layout``: the host's cgroups, if the caller has read them already;
+    ``problems`` gets a line for each storage directory that could not be removed.
     """
     root = state_root()
     layout = layout or cgroups.detect()
@@ -361,9 +406,8 @@ def prune(layout: cgroups.Layout | None = None) -> list[str]:
             cgroups.Cgroup(layout, name, cgroup_parent()).remove()
             network.release_leftovers(os.path.join(root, name))  # veth, ports, lease
             remove_directory(os.path.join(root, name))
-            if os.path.isdir(storage_directory(name)):
-                filesystem.remove_tree(storage_directory(name))
             pruned.append(name)
+    pruned += [name for name in _prune_storage(problems) if name not in pruned]
 
     # A state directory always exists before its container's cgroup is made.
     def alive(name: str) -> bool:
@@ -372,6 +416,34 @@ def prune(layout: cgroups.Layout | None = None) -> list[str]:
     for path in cgroups.stale_groups(layout, alive, cgroup_parent()):
         cgroups.remove_group(path)
         pruned.append(os.path.basename(path))
+    return pruned
+
+
+def _prune_storage(problems: list[str] | None) -> list[str]:
+    """Remove the storage directories that no living runtime holds locked; return their ids.
+
+    Storage may outlive its state: the runtime was killed between removing the one and the
+    other, or the machine rebooted (the state is in /run). Its lock says whether it is alive.
+    """
+    parent = os.path.join(image.home(), "containers")
+    pruned = []
+    for name in os.listdir(parent) if os.path.isdir(parent) else []:
+        path = os.path.join(parent, name)
+        try:
+            lock = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # gone meanwhile, or not a directory: not ours
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            removal.remove_tree(path)
+            pruned.append(name)
+        except BlockingIOError:
+            pass  # its runtime is alive
+        except OSError as error:  # left for a later prune, which tries again
+            if problems is not None:
+                problems.append(str(error))
+        finally:
+            os.close(lock)
     return pruned
 
 

@@ -1,13 +1,13 @@
 """The container's filesystem: a private mount table whose root is the container's rootfs.
 
-Runs inside the container's new mount namespace (mount_namespaces(7)), in this order:
+Runs inside the container's new mount namespace (mount_namespaces(7)), which
+``namespaces.enter_new`` made private the moment it was created, so nothing mounted here
+propagates to the host, even where systemd made ``/`` shared. Then, in this order:
 
-1. make every mount private (``MS_REC | MS_PRIVATE``), so that nothing we mount propagates
-   back to the host through shared mounts (systemd makes ``/`` shared by default);
-2. bind-mount the rootfs onto itself, because pivot_root(2) needs a mount point;
-3. mount ``/proc``, ``/sys`` (read-only) and a minimal ``/dev`` inside it, as the OCI runtime
+1. bind-mount the rootfs onto itself, because pivot_root(2) needs a mount point;
+2. mount ``/proc``, ``/sys`` (read-only) and a minimal ``/dev`` inside it, as the OCI runtime
    spec lists them (config-linux.md, "Default Filesystems" and "Default Devices");
-4. pivot_root(2) into it and detach the old root, so the host's mounts are not merely hidden
+3. pivot_root(2) into it and detach the old root, so the host's mounts are not merely hidden
    (as chroot(2) would leave them) but gone from this namespace.
 
 Man pages: https://man7.org/linux/man-pages/man2/pivot_root.2.html,
@@ -27,7 +27,6 @@ from runtime.syscalls import (
     MS_NODEV,
     MS_NOEXEC,
     MS_NOSUID,
-    MS_PRIVATE,
     MS_RDONLY,
     MS_REC,
     MS_STRICTATIME,
@@ -54,11 +53,6 @@ DEFAULT_DEV_LINKS = (
     ("stderr", "/proc/self/fd/2"),
     ("ptmx", "pts/ptmx"),
 )
-
-
-def make_mounts_private() -> None:
-    """Stop mount events propagating between this mount namespace and the host's."""
-    mount(None, "/", None, MS_REC | MS_PRIVATE)
 
 
 def mount_proc(rootfs: str) -> None:
@@ -136,23 +130,6 @@ def mount_layers(layers: list[str], storage: str) -> str:
     return root
 
 
-def remove_tree(path: str) -> None:
-    """Remove a directory tree without following symbolic links (like ``rm -rf``).
-
-    (Not shutil.rmtree: importing shutil costs every ``mycontainer run`` milliseconds.)
-    """
-    for root, directories, files in os.walk(path, topdown=False):
-        for name in files:
-            os.unlink(os.path.join(root, name))
-        for name in directories:
-            full = os.path.join(root, name)
-            if os.path.islink(full):
-                os.unlink(full)
-            else:
-                os.rmdir(full)
-    os.rmdir(path)
-
-
 def pivot_into(rootfs: str) -> None:
     """Make ``rootfs`` this mount namespace's root and detach the old root.
 
@@ -168,12 +145,11 @@ def pivot_into(rootfs: str) -> None:
 
 
 def enter_rootfs(rootfs: str, cgroup2: bool = False, files: dict[str, str] | None = None) -> None:
-    """Steps 1 to 4 of this module's docstring: after this, "/" is ``rootfs``.
+    """Steps 1 to 3 of this module's docstring: after this, "/" is ``rootfs``.
 
     ``files`` maps paths in the container to host files bind-mounted there before the pivot
     (the network's /etc/hosts, /etc/hostname and /etc/resolv.conf).
     """
-    make_mounts_private()
     mount(rootfs, rootfs, None, MS_BIND | MS_REC)
     mount_proc(rootfs)
     mount_sys(rootfs, cgroup2)

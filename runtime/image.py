@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 
-from runtime.filesystem import remove_tree
+from runtime.removal import remove_tree
 
 DEFAULT_HOME = "/var/lib/mycontainer"
 INDEX_TYPES = (

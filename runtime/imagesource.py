@@ -24,8 +24,8 @@ import tarfile
 import tempfile
 
 from runtime import image, layer
-from runtime.filesystem import remove_tree
 from runtime.image import ImageError
+from runtime.removal import remove_tree
 
 IMAGE_MARKERS = {"oci-layout": "oci", "index.json": "oci", "manifest.json": "docker"}
 NAME_ANNOTATION = "io.containerd.image.name"  # the full name, as containerd and docker write it

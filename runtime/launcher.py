@@ -150,7 +150,11 @@ def run(image: str, command: list[str], **options) -> int:
         **options,
     )
     box = container.Container(config)
-    code = box.run()
+    try:
+        code = box.run()
+    finally:
+        if box.leftovers:  # the command's exit code stands; this is one more line
+            sys.stderr.write(f"mycontainer: warning: {box.leftovers}\n")
     if box.oom_killed:
         limit = f" (limit {format_size(config.memory)})" if config.memory else ""
         sys.stderr.write(f"mycontainer: container killed: out of memory{limit}\n")

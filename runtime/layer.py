@@ -44,7 +44,7 @@ import threading
 import zlib
 from collections.abc import Iterator
 
-from runtime.filesystem import remove_tree
+from runtime.removal import remove_tree
 
 try:
     import zstandard  # optional: zstd-compressed layers

@@ -26,7 +26,11 @@ from runtime.syscalls import (
     CLONE_NEWNS,
     CLONE_NEWPID,
     CLONE_NEWUTS,
+    MS_PRIVATE,
+    MS_REC,
+    mount,
     sethostname,
+    unshare,
 )
 
 # The namespaces every mycontainer container gets, in the order the steps add them.
@@ -39,6 +43,23 @@ CGROUP = CLONE_NEWCGROUP
 CONTAINER = UTS | PID | MOUNT | IPC | NET | CGROUP
 
 HOSTNAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+
+
+def enter_new(kinds: int) -> None:
+    """Move the calling process into new namespaces of ``kinds`` (unshare(2)), isolated at once.
+
+    A new mount namespace starts as a *copy* of the caller's mount table, and the copy of a
+    *shared* mount is a peer of the original: whatever is mounted or unmounted under it in one
+    namespace happens in the other too (mount_namespaces(7), "Shared subtrees"). systemd makes
+    every mount shared at boot, so on most machines a fresh mount namespace is not yet
+    isolated at all. Its mounts are therefore made private (``MS_REC | MS_PRIVATE``) right
+    here, before anything else runs in it: no mount the container makes (overlay, bind mounts,
+    /proc...) can reach the host, whatever the host's propagation, and none of the host's
+    later mounts reaches the container.
+    """
+    unshare(kinds)
+    if kinds & MOUNT:
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
 
 
 def check_hostname(name: str) -> str:

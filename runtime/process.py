@@ -36,7 +36,8 @@ import os
 import signal
 
 from runtime import users
-from runtime.syscalls import CLONE_NEWPID, PR_SET_CHILD_SUBREAPER, prctl, unshare
+from runtime.namespaces import enter_new
+from runtime.syscalls import CLONE_NEWPID, PR_SET_CHILD_SUBREAPER, prctl
 
 # Exit codes, as docker and the shells use them.
 EXIT_RUNTIME_ERROR = 125  # the runtime itself failed
@@ -273,7 +274,7 @@ def _intermediate(program, namespaces, before_unshare, setup, sync, gate) -> Non
     try:
         if before_unshare:
             before_unshare()
-        unshare(namespaces)
+        enter_new(namespaces)  # a new mount namespace is made private at once
         if namespaces & CLONE_NEWPID:
             pid = os.fork()
             if pid:

@@ -53,6 +53,7 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
 MS_STRICTATIME = 1 << 24
 
 MOUNT_FLAG_NAMES = {name: value for name, value in globals().items() if name.startswith("MS_")}

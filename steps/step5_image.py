@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 
-from runtime import filesystem, image
+from runtime import filesystem, image, removal
 from steps import common, step4_cgroups
 
 NAMESPACES = step4_cgroups.NAMESPACES
@@ -49,7 +49,7 @@ def run_image(options, setup_inside=setup, namespaces: int = NAMESPACES, ready=N
     try:
         return step4_cgroups.run_limited(options, setup_inside, namespaces, ready)
     finally:
-        filesystem.remove_tree(options.storage)
+        removal.remove_tree(options.storage)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,17 +26,26 @@ def privileged_skip_reason() -> str | None:
 
 
 def pytest_configure(config):
-    """As root on Linux, run the whole session in a network namespace of its own.
+    """As root on Linux, run the whole session in a network and a mount namespace of its own,
+    where ``/`` is a shared mount, as on the machines of mycontainer's users.
 
     Containers on the default bridge network create a bridge, veths and NAT rules in the
     network namespace mycontainer runs in. Tests must never change the real host's network,
     so every mycontainer a test starts runs in this session's namespace, which vanishes
     with it (network_namespaces(7)).
+
+    systemd makes every mount shared at boot (mount_namespaces(7)), so on users' machines a
+    mount made in a badly isolated container shows up on the host. CI's machines boot
+    without systemd, with ``/`` private, where such a bug hides: so the session gets a mount
+    namespace of its own and makes its mounts shared (``mount --make-rshared /``), and every
+    test meets the users' propagation. The ``mycontainer`` fixture checks that no container
+    left a mount in it. (In the session's own namespace, this changes nothing on the host.)
     """
     if privileged_skip_reason() is None:
         from runtime import network, syscalls
 
-        syscalls.unshare(syscalls.CLONE_NEWNET)
+        syscalls.unshare(syscalls.CLONE_NEWNET | syscalls.CLONE_NEWNS)
+        syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_SHARED)
         network.bring_up("lo")
 
 
