@@ -320,7 +320,7 @@ def _why_not_enabled(directory: str, controllers: list[str], error: OSError) -> 
             " controllers to child groups (no-internal-process rule): move them into a child"
             " group, or run mycontainer from a group whose parent holds none"
         )
-    if error.errno in (errno.EOPNOTSUPP, errno.ENOTSUP):
+    if error.errno == errno.EOPNOTSUPP:
         with open(os.path.join(directory, "cgroup.type")) as file:
             kind = file.read().strip()
         return f"{what}: its cgroup.type is {kind!r}, and memory needs 'domain' groups"

@@ -94,6 +94,18 @@ def test_detect_tells_the_layouts_apart(tmp_path, version):
     assert cgroups.detect(str(path)).version == version
 
 
+def test_the_v2_tree_is_told_from_a_bind_mounted_part_of_it(tmp_path):
+    """systemd-nspawn and LXC mount the tree read-only and a container's own group writable
+    on top: the groups' paths are relative to the whole tree."""
+    path = tmp_path / "mountinfo"
+    path.write_text(
+        "30 23 0:26 / /sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+        "31 30 0:26 /machine.slice/c.scope /sys/fs/cgroup/machine.slice/c.scope rw,nosuid"
+        " - cgroup2 cgroup2 rw,nsdelegate\n"
+    )
+    assert cgroups.detect(str(path)).v2_mount == "/sys/fs/cgroup"
+
+
 def test_co_mounted_v1_controllers_share_one_group(tmp_path):
     path = tmp_path / "mountinfo"
     path.write_text(MOUNTINFO["v1"])

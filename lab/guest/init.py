@@ -5,9 +5,9 @@ so that the runtime meets the machines its users have: a pure cgroup v2 tree
 laid out as systemd lays it out (itself in init.scope, the command in
 user.slice/user-1000.slice/session-1.scope, like a ``sudo`` shell on Ubuntu)
 and ``/`` mounted shared. It runs one command with its output on the virtio
-console, reaps every orphan while it waits (a shell
-as PID 1 would leave zombies behind the container tests), then prints the
-exit marker the host is waiting for and powers the VM off.
+console, reaps every orphan while it waits (a shell as PID 1 would leave
+zombies behind the container tests), then prints the exit marker the host is
+waiting for and powers the VM off.
 
 Reads /run/lab/run.json, written by lab/vm.py: argv, cwd, env, shares, marker.
 """
