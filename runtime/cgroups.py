@@ -11,11 +11,26 @@ Namespaces decide what a container *sees*; cgroups decide how much it may *use*
   other file names (``memory.limit_in_bytes``, ``cpu.shares``). Older hosts, and "hybrid"
   hosts that mount an empty v2 tree beside the v1 ones, still use it.
 
-Each container gets a group of its own, ``mycontainer/<id>``. On v2 it lies under the root of
-the tree; on v1 under the group the runtime itself runs in, in each hierarchy, so that we
-never move a process out of the subtree we were given. The container joins its group before
-it executes anything, then unshares a cgroup namespace so that it sees its group as ``/``
-(cgroup_namespaces(7)).
+Each container gets a group of its own, ``mycontainer/<id>``, near the group the runtime
+itself runs in (the one /proc/self/cgroup names), so that we never move a process out of
+the part of the tree we were started in, as systemd asks of every cgroup user
+(https://systemd.io/CGROUP_DELEGATION/):
+
+- **v2**: *beside* our own group, in its parent: a ``sudo`` shell's mycontainer, in
+  ``/user.slice/user-1000.slice/session-1.scope``, makes
+  ``/user.slice/user-1000.slice/mycontainer/<id>``. Not inside it: our group holds processes
+  (ours, the shell's), and a v2 group with processes cannot hand controllers to child groups
+  (the *no-internal-process* rule: ``cgroup.subtree_control`` answers EBUSY). Its parent holds
+  none (a systemd slice never does; nor does a service's delegated cgroup when its processes
+  sit in ``DelegateSubgroup=``). Run from the root, or from the root of a cgroup namespace,
+  the parent is that root. Each group on the way down must list our controllers in its
+  ``cgroup.subtree_control``; we add them where they are missing (systemd's slices enable
+  only what their units need). runc places a relative cgroupsPath the same way
+  (libcontainer/cgroups/fs2/defaultpath.go).
+- **v1**: *inside* our own group, in each hierarchy: v1 has no such rule.
+
+The container joins its group before it executes anything, then unshares a cgroup
+namespace so that it sees its group as ``/`` (cgroup_namespaces(7)).
 """
 
 from __future__ import annotations
@@ -133,12 +148,16 @@ def detect(mountinfo: str = "/proc/self/mountinfo") -> Layout:
     """Tell unified v2, hybrid (v1 controllers beside an empty v2 tree), v1 or none apart."""
     v2_mount = None
     v1_mounts: dict[str, str] = {}
+    v2_root = None
     with open(mountinfo, errors="surrogateescape") as file:  # mount points need not be UTF-8
         for line in file:
-            mount_point, rest = line.split()[4], line.split(" - ", 1)[1].split()
+            root, mount_point = line.split()[3:5]
+            rest = line.split(" - ", 1)[1].split()
             fstype, super_options = rest[0], rest[2].split(",")
-            if fstype == "cgroup2":
-                v2_mount = mount_point
+            if fstype == "cgroup2" and v2_root != "/":
+                # The whole tree, not a part of it bind-mounted (as systemd-nspawn and LXC
+                # give a container its own group, writable below a read-only tree).
+                v2_mount, v2_root = mount_point, root
             elif fstype == "cgroup":
                 for controller in super_options:
                     if controller in V1_CONTROLLERS:
@@ -146,6 +165,15 @@ def detect(mountinfo: str = "/proc/self/mountinfo") -> Layout:
     if v1_mounts:
         return Layout("hybrid" if v2_mount else "v1", v2_mount, v1_mounts)
     return Layout("unified" if v2_mount else "none", v2_mount, {})
+
+
+def own_v2_path(proc_cgroup: str = "/proc/self/cgroup") -> str:
+    """Our cgroup v2 group, relative to our cgroup namespace's root (the ``0::`` line)."""
+    with open(proc_cgroup) as file:
+        for line in file:
+            if line.startswith("0::"):
+                return line[3:].rstrip("\n")
+    return "/"
 
 
 def own_v1_path(controller: str, proc_cgroup: str = "/proc/self/cgroup") -> str:
@@ -168,7 +196,8 @@ class Cgroup:
         self.layout = layout
         self.id = container_id
         if layout.uses_v2:
-            group = os.path.join(layout.v2_mount, parent, container_id)
+            beside = os.path.dirname(own_v2_path()).lstrip("/")  # "/" for "/" and "/init.scope"
+            group = os.path.join(layout.v2_mount, beside, parent, container_id)
             self.paths = {controller: group for controller in layout.controllers()}
             self.directories = [group]
         else:
@@ -204,6 +233,9 @@ class Cgroup:
                 self._limit_v2(memory, cpu_weight, pids_limit)
             else:
                 self._limit_v1(memory, cpu_weight, pids_limit)
+        except CgroupError:
+            self.remove()
+            raise
         except OSError as error:
             self.remove()
             raise CgroupError(f"cannot set up the container's cgroup: {error}") from None
@@ -243,17 +275,24 @@ class Cgroup:
     # v2 ----------------------------------------------------------------------------------
 
     def _enable_v2_controllers(self) -> None:
-        """Let our groups use the controllers: list them in subtree_control down the tree."""
+        """Let our groups use the controllers: list them in subtree_control down the tree.
+
+        Every group from the root to our parent must list them; where one already does
+        (a read-only root, as in systemd-nspawn, often does), we write nothing.
+        """
         wanted = {c for c in CONTROLLERS if c in self.paths}
         parent = self.parents[0]
         os.makedirs(parent, exist_ok=True)
-        for directory in (self.layout.v2_mount, parent):
+        below = os.path.relpath(parent, self.layout.v2_mount).split(os.sep)
+        for depth in range(len(below) + 1):
+            directory = os.path.join(self.layout.v2_mount, *below[:depth])
             with open(os.path.join(directory, "cgroup.subtree_control")) as file:
-                if set(file.read().split()) >= wanted:
-                    continue
-            write_file(
-                directory, "cgroup.subtree_control", " ".join(f"+{c}" for c in sorted(wanted))
-            )
+                missing = sorted(wanted - set(file.read().split()))
+            try:
+                if missing:
+                    write_file(directory, "cgroup.subtree_control", "+" + " +".join(missing))
+            except OSError as error:
+                raise CgroupError(_why_not_enabled(directory, missing, error)) from None
 
     def _limit_v2(self, memory, cpu_weight, pids_limit) -> None:
         if memory is not None:
@@ -278,6 +317,27 @@ class Cgroup:
             write_file(self.paths["cpu"], "cpu.shares", str(weight_to_shares(cpu_weight)))
         if pids_limit is not None:
             write_file(self.paths["pids"], "pids.max", str(pids_limit))
+
+
+def _why_not_enabled(directory: str, controllers: list[str], error: OSError) -> str:
+    """One line: why ``directory`` refused to pass ``controllers`` on, and what to do."""
+    what = f"cannot enable the cgroup controllers {', '.join(controllers)} in {directory}"
+    if error.errno == errno.EBUSY:
+        return (
+            f"{what}: it holds processes, and a cgroup v2 group with processes cannot hand"
+            " controllers to child groups (no-internal-process rule): move them into a child"
+            " group, or run mycontainer from a group whose parent holds none"
+        )
+    if error.errno == errno.EOPNOTSUPP:
+        with open(os.path.join(directory, "cgroup.type")) as file:
+            kind = file.read().strip()
+        return f"{what}: its cgroup.type is {kind!r}, and memory needs 'domain' groups"
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (
+            f"{what}: it is not ours to change ({error.strerror}): enable them there, or run"
+            " mycontainer in a subtree delegated with them (systemd: Delegate=yes)"
+        )
+    return f"{what}: {error.strerror}"
 
 
 def remove_group(path: str, timeout: float = 5.0) -> None:
@@ -319,7 +379,11 @@ def is_container_id(name: str) -> bool:
 
 
 def container_groups(layout: Layout, parent: str = PARENT) -> list[str]:
-    """The paths of every container group under ``parent``, in every hierarchy."""
+    """The paths of every container group under ``parent``, in every hierarchy.
+
+    Those of the runtimes started where we run, or beside it: the groups of containers
+    started from elsewhere (another user's session, a service) lie elsewhere.
+    """
     found = []
     for directory in Cgroup(layout, "_", parent).parents:
         names = os.listdir(directory) if os.path.isdir(directory) else []

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
+import uuid
 
 import pytest
 
 from runtime import cgroups
 
-from conftest import cgroup_parent, container_groups, running_containers
+from conftest import (
+    cgroup_parent,
+    container_groups,
+    environment,
+    mycontainer_command,
+    running_containers,
+)
 
 # --- input, anywhere -------------------------------------------------------------------------
 
@@ -84,6 +92,18 @@ def test_detect_tells_the_layouts_apart(tmp_path, version):
     path = tmp_path / "mountinfo"
     path.write_text(MOUNTINFO[version])
     assert cgroups.detect(str(path)).version == version
+
+
+def test_the_v2_tree_is_told_from_a_bind_mounted_part_of_it(tmp_path):
+    """systemd-nspawn and LXC mount the tree read-only and a container's own group writable
+    on top: the groups' paths are relative to the whole tree."""
+    path = tmp_path / "mountinfo"
+    path.write_text(
+        "30 23 0:26 / /sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+        "31 30 0:26 /machine.slice/c.scope /sys/fs/cgroup/machine.slice/c.scope rw,nosuid"
+        " - cgroup2 cgroup2 rw,nsdelegate\n"
+    )
+    assert cgroups.detect(str(path)).v2_mount == "/sys/fs/cgroup"
 
 
 def test_co_mounted_v1_controllers_share_one_group(tmp_path):
@@ -220,3 +240,122 @@ def alive(pid: int) -> bool:
             return file.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+# --- where the groups go, on a host laid out by systemd ---------------------------------------
+
+
+def require_v2() -> cgroups.Layout:
+    layout = cgroups.detect()
+    if not layout.uses_v2:
+        pytest.skip(
+            "cgroup v1 host: where a container's group goes beside the runtime's own is a"
+            " cgroup v2 rule; 'invoke test --qemu' runs this in a v2 VM laid out as systemd does"
+        )
+    return layout
+
+
+def beside_us() -> str:
+    """The parent of this process's cgroup v2 group, from /proc/self/cgroup's ``0::`` line."""
+    with open("/proc/self/cgroup") as file:
+        [own] = [line[3:].strip() for line in file if line.startswith("0::")]
+    return os.path.dirname(own)
+
+
+@pytest.fixture
+def own_group():
+    """An empty cgroup v2 group of this test's own, beside the test's group (where
+    mycontainer puts its groups too); removed at the end with everything in it."""
+    layout = require_v2()
+    path = os.path.join(layout.v2_mount, beside_us().lstrip("/"), f"test-{uuid.uuid4().hex[:12]}")
+    os.mkdir(path)
+    yield path
+    for directory, _, _ in os.walk(path, topdown=False):  # children first
+        cgroups.remove_group(directory)
+    assert not os.path.exists(path)
+
+
+def run_from(group, home, state_root, *args, prefix=()) -> subprocess.CompletedProcess:
+    """``mycontainer ARGS`` started from a shell in cgroup ``group`` (made if missing), as
+    if a user's shell or a service sat there; ``prefix``: a command to exec it through."""
+    script = 'mkdir -p "$1" && echo $$ > "$1/cgroup.procs" && shift && exec "$@"'
+    command = ["sh", "-c", script, "sh", group, *prefix, *mycontainer_command(*args)]
+    env = environment(home, state_root)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+
+def enable_down_to(group: str) -> None:
+    """Let ``group``'s children use memory, cpu and pids, as systemd does for Delegate=yes."""
+    mount = cgroups.detect().v2_mount
+    below = os.path.relpath(group, mount).split(os.sep)
+    for depth in range(len(below) + 1):
+        directory = os.path.join(mount, *below[:depth])
+        cgroups.write_file(directory, "cgroup.subtree_control", "+memory +cpu +pids")
+
+
+@privileged
+def test_group_lies_beside_the_runtimes_own_with_every_limit(background, state_root):
+    """A sudo shell on a systemd host runs in user.slice/user-N.slice/session-M.scope, which
+    holds processes: its containers' groups go beside it, and every limit still works, cpu
+    included, which systemd's slices do not enable."""
+    require_v2()
+    limits = ["--memory", "64m", "--cpu-weight", "300", "--pids-limit", "50"]
+    process = background("run", "--net", "none", *limits, "busybox", "sleep", "60")
+    [state] = running_containers(state_root, runtimes=[process])
+    with open(f"/proc/{state['pid']}/cgroup") as file:
+        where = file.read()
+    assert where == f"0::{os.path.join(beside_us(), cgroup_parent(state_root), state['id'])}\n"
+    group = cgroups.Cgroup(cgroups.detect(), state["id"], cgroup_parent(state_root))
+    values = {}
+    for name in ("memory.max", "cpu.weight", "pids.max"):
+        with open(os.path.join(group.directories[0], name)) as file:
+            values[name] = file.read().strip()
+    assert values == {"memory.max": str(64 << 20), "cpu.weight": "300", "pids.max": "50"}
+
+
+@privileged
+def test_a_parent_holding_processes_is_refused_in_one_line(home, state_root, own_group):
+    """Run from X/runner while X itself holds a process (a Delegate=yes service's main
+    process, say): X cannot hand controllers to a group beside us. One line says why, and
+    nothing is left; the root, outside what we were given, is not used instead."""
+    script = f"echo $$ > {own_group}/cgroup.procs && echo in && exec sleep 60"
+    sleeper = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert sleeper.stdout.readline() == "in\n", "the sleeper could not join its group"
+        runner = os.path.join(own_group, "runner")
+        result = run_from(runner, home, state_root, "run", "--net", "none", "busybox", "true")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        sleeper.stdout.close()
+    assert result.returncode == 125
+    assert result.stderr.startswith("mycontainer: error: cannot enable the cgroup controllers "), (
+        result.stderr
+    )
+    assert f" in {own_group}: it holds processes" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert os.listdir(state_root) == []
+    assert [name for name in os.listdir(own_group) if cgroups.is_container_id(name)] == []
+
+
+@privileged
+def test_runs_in_a_delegated_subtree_below_a_read_only_tree(home, state_root, own_group):
+    """As systemd-nspawn and LXC give a container its cgroup: the tree mounted read-only,
+    the container's own group bind-mounted writable on top, and the controllers already
+    enabled down to it. Our runtime, run in there, keeps to that group."""
+    enable_down_to(own_group)
+    mount = cgroups.detect().v2_mount
+    lock_tree = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$2" && shift 2 && exec "$@"'
+    prefix = ["unshare", "--mount", "sh", "-c", lock_tree, "sh", own_group, mount]
+    show = ["cat", "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/cpu.weight"]
+    limits = ["--memory", "32m", "--cpu-weight", "300"]
+    runner = os.path.join(own_group, "payload")
+    result = run_from(
+        runner, home, state_root, "run", "--net", "none", *limits, "busybox", *show, prefix=prefix
+    )
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert result.stdout == f"{32 << 20}\n300\n"
+    parent = os.path.join(own_group, cgroup_parent(state_root))
+    assert os.listdir(state_root) == [] and not any(
+        map(cgroups.is_container_id, os.listdir(parent))
+    )

@@ -1,10 +1,13 @@
 """Stage 2 of the lab VM: PID 1 on the root filesystem image.
 
-Runs with the guest's Debian python3. It sets up what a systemd host would
-(so the runtime meets a normal pure cgroup v2 machine), runs one command with
-its output on the virtio console, reaps every orphan while it waits (a shell
-as PID 1 would leave zombies behind the container tests), then prints the
-exit marker the host is waiting for and powers the VM off.
+Runs with the guest's Debian python3. It sets up what a systemd host would,
+so that the runtime meets the machines its users have: a pure cgroup v2 tree
+laid out as systemd lays it out (itself in init.scope, the command in
+user.slice/user-1000.slice/session-1.scope, like a ``sudo`` shell on Ubuntu)
+and ``/`` mounted shared. It runs one command with its output on the virtio
+console, reaps every orphan while it waits (a shell as PID 1 would leave
+zombies behind the container tests), then prints the exit marker the host is
+waiting for and powers the VM off.
 
 Reads /run/lab/run.json, written by lab/vm.py: argv, cwd, env, shares, marker.
 """
@@ -24,6 +27,8 @@ import tomllib
 
 RUN = "/run/lab"
 CONSOLE = "/dev/hvc0"
+CGROUP = "/sys/fs/cgroup"
+SESSION = "user.slice/user-1000.slice/session-1.scope"  # where a sudo shell runs
 
 # Loaded after switch_root with the rootfs's modprobe. 9p carries the shares,
 # virtio_console the output; the rest is what container tests ask of a host
@@ -68,8 +73,8 @@ def mount(fstype: str, source: str, target: str, options: str = "") -> None:
 def setup_filesystems() -> None:
     mount("proc", "proc", "/proc", "nosuid,nodev,noexec")
     mount("sysfs", "sysfs", "/sys", "nosuid,nodev,noexec")
-    # Pure cgroup v2: the unified hierarchy only, as systemd mounts it.
-    mount("cgroup2", "cgroup2", "/sys/fs/cgroup", "nosuid,nodev,noexec,nsdelegate")
+    # Pure cgroup v2: the unified hierarchy only, with systemd's options.
+    mount("cgroup2", "cgroup2", CGROUP, "nosuid,nodev,noexec,nsdelegate,memory_recursiveprot")
     mount("devpts", "devpts", "/dev/pts", "newinstance,ptmxmode=0666,mode=0620,gid=5")
     mount("tmpfs", "shm", "/dev/shm", "nosuid,nodev,mode=1777")
     mount("mqueue", "mqueue", "/dev/mqueue", "nosuid,nodev,noexec")
@@ -93,17 +98,37 @@ def setup_filesystems() -> None:
             os.symlink(target, path)
 
 
-def enable_controllers() -> None:
-    """Delegate every controller to child cgroups, as systemd does at the root."""
-    root = "/sys/fs/cgroup"
-    with open(f"{root}/cgroup.controllers") as f:
-        controllers = f.read().split()
-    for name in controllers:
+def enable_controllers(group: str, names) -> None:
+    """List ``names`` in ``group``'s cgroup.subtree_control, as far as its parent offers them."""
+    with open(f"{CGROUP}/{group}/cgroup.controllers") as f:
+        offered = f.read().split()
+    for name in (n for n in names if n in offered):
         try:
-            with open(f"{root}/cgroup.subtree_control", "w") as f:
+            with open(f"{CGROUP}/{group}/cgroup.subtree_control", "w") as f:
                 f.write(f"+{name}")
         except OSError as err:
-            log(f"cannot enable the {name} controller: {err}")
+            log(f"cannot enable the {name} controller in /{group}: {err}")
+
+
+def systemd_cgroups() -> None:
+    """Lay out the cgroup tree as systemd does on a booted Debian or Ubuntu host.
+
+    The root delegates every controller; PID 1 sits in init.scope; services
+    would go to system.slice; a login session, and so a ``sudo`` shell and all
+    it runs, to user.slice/user-1000.slice/session-1.scope. Slices enable what
+    systemd's default accounting needs (memory and pids), so a runtime must
+    enable the rest itself; the session scope holds processes, so by the
+    no-internal-process rule it can hand no controller to a child group.
+    (https://systemd.io/CGROUP_DELEGATION/, systemd.special(7))
+    """
+    with open(f"{CGROUP}/cgroup.controllers") as f:
+        enable_controllers("", f.read().split())
+    for group in ("init.scope", "system.slice", SESSION):
+        os.makedirs(f"{CGROUP}/{group}", exist_ok=True)
+    for slice_ in ("system.slice", "user.slice", "user.slice/user-1000.slice"):
+        enable_controllers(slice_, ("memory", "pids"))
+    with open(f"{CGROUP}/init.scope/cgroup.procs", "w") as f:
+        f.write(str(os.getpid()))
 
 
 def wait_for(path: str, seconds: float = 10) -> None:
@@ -164,6 +189,8 @@ def run(argv: list[str], cwd: str, env: dict, out: int) -> int:
     if pid == 0:
         try:
             os.setsid()
+            with open(f"{CGROUP}/{SESSION}/cgroup.procs", "w") as f:
+                f.write("0")  # "0": the writing process itself
             os.chdir(cwd)
             null = os.open("/dev/null", os.O_RDONLY)
             os.dup2(null, 0)
@@ -201,7 +228,10 @@ def main() -> None:
         setup_filesystems()
         subprocess.run(["modprobe", "-q", "-a", *MODULES], check=False)
         out = open_console()
-        enable_controllers()
+        systemd_cgroups()
+        # systemd makes every mount shared at boot (mount_namespaces(7)):
+        # a runtime must make its own mounts private, or they leak out.
+        subprocess.run(["mount", "--make-rshared", "/"], check=True)
         socket.sethostname("mycontainer-lab")
         subprocess.run(["ip", "link", "set", "lo", "up"], check=False)
         mount_shares(job["shares"])
