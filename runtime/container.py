@@ -440,7 +440,7 @@ def prune(layout: cgroups.Layout | None = None, problems: list[str] | None = Non
                 continue  # ENOTEMPTY: a making that has just begun; or gone meanwhile
         else:
             try:
-                cgroups.Cgroup(layout, name.lstrip("."), cgroup_parent()).remove()
+                _remove_groups(layout, name.lstrip("."), path)
                 network.release_leftovers(path)  # veth, ports, lease
                 remove_directory(path)
             finally:
@@ -457,6 +457,32 @@ def prune(layout: cgroups.Layout | None = None, problems: list[str] | None = Non
         cgroups.remove_group(path)
         pruned.append(os.path.basename(path))
     return pruned
+
+
+def _remove_groups(layout: cgroups.Layout, container_id: str, directory: str) -> None:
+    """Kill and remove the cgroups of the container whose state is in ``directory``.
+
+    Where they are depends on the cgroup its runtime ran in (cgroups.py), which need not be
+    ours: the state names them. Only paths in a hierarchy of this host, ending in the
+    container's id, are taken from it; where the group would be from here is added.
+    """
+    try:
+        with open(os.path.join(directory, "state.json")) as file:
+            recorded = json.load(file).get("cgroups", [])
+    except (OSError, ValueError, AttributeError):
+        recorded = []
+    mounts = [layout.v2_mount or "", *layout.v1_mounts.values()]
+    groups = {
+        group
+        for group in recorded
+        if isinstance(group, str)
+        and os.path.basename(group) == container_id
+        and ".." not in group.split("/")
+        and any(mount and group.startswith(mount.rstrip("/") + "/") for mount in mounts)
+    }
+    groups.update(cgroups.Cgroup(layout, container_id, cgroup_parent()).directories)
+    for group in sorted(groups):
+        cgroups.remove_group(group)
 
 
 def _prune_storage(layout: cgroups.Layout, problems: list[str] | None) -> list[str]:

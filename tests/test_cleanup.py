@@ -225,3 +225,42 @@ def test_prune_removes_state_directories_a_crash_cut_short(mycontainer, state_ro
     result = mycontainer("prune")
     assert (result.returncode, result.stderr) == (0, "")
     assert os.listdir(state_root) == []
+
+
+def test_prune_from_another_cgroup_removes_a_dead_containers_groups(
+    home, background, state_root, tmp_path
+):
+    """Where a container's groups are depends on the cgroup its runtime ran in; a prune run
+    from elsewhere (another shell, a service) finds them through the container's state."""
+    from runtime import cgroups
+
+    layout = cgroups.detect()
+    if layout.uses_v2:
+        own = [os.path.join(layout.v2_mount, cgroups.own_v2_path().lstrip("/"))]
+    else:
+        own = [
+            os.path.join(mount, cgroups.own_v1_path(controller).lstrip("/"))
+            for controller, mount in layout.v1_mounts.items()
+        ]
+    probes = sorted({os.path.join(directory, "prune-probe") for directory in own})
+    runtime = background("run", "--net", "none", "busybox", "sleep", "60")
+    (state,) = running_containers(state_root, runtimes=[runtime])
+    runtime.kill()  # the runtime only: its container goes on, its state is left
+    runtime.wait()
+    try:
+        for probe in probes:
+            os.mkdir(probe)
+        join = "; ".join(f"echo $$ > {probe}/cgroup.procs" for probe in probes)
+        prune = subprocess.run(
+            ["sh", "-c", f'{join}; exec "$@"', "sh", *mycontainer_command("prune")],
+            env=environment(home, state_root),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert prune.returncode == 0, prune.stderr
+        assert state["id"] in prune.stdout.split()
+        assert not in_container(state["pid"], state["id"])
+    finally:
+        for probe in probes:
+            os.rmdir(probe)  # the prune's process has exited: the group is empty
