@@ -16,7 +16,7 @@ the container's init (runtime.process) after the gate, in this order (runc's):
 2. **no_new_privs** (prctl(2) PR_SET_NO_NEW_PRIVS): from now on, execve(2) never grants
    privileges (set-user-ID bits, file capabilities are ignored). On by default;
    ``--security-opt no-new-privileges=false`` lifts it.
-3. **seccomp** (runtime.seccomp): a filter that makes ~60 dangerous system calls fail with
+3. **seccomp** (runtime.seccomp): a filter that makes ~70 dangerous system calls fail with
    EPERM. ``--security-opt seccomp=unconfined`` lifts it.
 4. **Masked and read-only paths** (the OCI runtime spec's defaults): files of /proc and /sys
    that leak host information (/proc/kcore, /proc/keys, ...) are covered with /dev/null or

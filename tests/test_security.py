@@ -241,6 +241,7 @@ HARMLESS_ARGUMENTS = {
     "fsopen": (0, 0),
     "fspick": (-1, 0, 0),
     "get_kernel_syms": (0,),
+    "get_mempolicy": (0, 0, 0, 0, 0xFFFF),  # unknown flags: EINVAL
     "init_module": (0, 0, 0),
     "io_uring_enter": (-1, 0, 0, 0, 0, 0),
     "io_uring_register": (-1, 0, 0, 0),
@@ -252,16 +253,20 @@ HARMLESS_ARGUMENTS = {
     "kexec_load": (0, 0, 0, 0xFFFFFFFF),
     "keyctl": (KEYCTL_DESCRIBE, NO_SUCH_KEY, 0, 0),
     "lookup_dcookie": (0, 0, 0),
+    "mbind": (0, 0, 0xFFFF, 0, 0, 0),  # unknown mode: EINVAL
+    "migrate_pages": (0x7FFFFFFF, 0, 0, 0),  # no such process: ESRCH
     "modify_ldt": (0xFF, 0, 0),
     "mount": (0, 0, 0, 0, 0),
     "mount_setattr": (-1, 0, 0, 0, 0),
     "move_mount": (-1, 0, -1, 0, 0),
+    "move_pages": (0x7FFFFFFF, 0, 0, 0, 0, 0),
     "nfsservctl": (0, 0, 0),
     "open_by_handle_at": (-1, 0, 0),
     "open_tree": (-1, 0, 0),
     "perf_event_open": (0, 0, -1, -1, 0),
     "pidfd_getfd": (-1, 0, 0),
     "pivot_root": (0, 0),
+    "process_madvise": (-1, 0, 0, 0, 0),
     "process_vm_readv": (0, 0, 0, 0, 0, 0),
     "process_vm_writev": (0, 0, 0, 0, 0, 0),
     "query_module": (0, 0, 0, 0, 0),
@@ -269,6 +274,8 @@ HARMLESS_ARGUMENTS = {
     "quotactl_fd": (-1, 0, 0, 0),
     "reboot": (0, 0, 0, 0),  # wrong magic numbers: EINVAL
     "request_key": (0, 0, 0, 0),
+    "set_mempolicy": (0xFFFF, 0, 0),
+    "set_mempolicy_home_node": (0, 0, 0, 0xFFFF),
     "setdomainname": (0, 100000),  # too long: EINVAL
     "sethostname": (0, 100000),
     "setns": (-1, 0),
@@ -282,6 +289,7 @@ HARMLESS_ARGUMENTS = {
     "uselib": (0,),
     "userfaultfd": (0xFFFFFFFF,),
     "ustat": (0, 0),
+    "vhangup": (),  # run without a controlling terminal (setsid): nothing to hang up
 }
 
 
@@ -302,6 +310,10 @@ def test_the_filter_alone_makes_denied_calls_fail_with_eperm():
     calls["ptrace(PTRACE_SEIZE)"] = (numbers["ptrace"], 0x4206, 0)
     calls["ioctl(TIOCSTI)"] = (numbers["ioctl"], null, 0x5412, 0)
     calls["ioctl(TIOCSTI), high bits set"] = (numbers["ioctl"], null, 0x1_0000_5412, 0)
+    calls["socket(AF_VSOCK)"] = (numbers["socket"], 40, 1, 0)
+    calls["socket(AF_ALG)"] = (numbers["socket"], 38, 5, 0)
+    calls["personality(ADDR_NO_RANDOMIZE)"] = (numbers["personality"], 0x0040000)
+    calls["personality(READ_IMPLIES_EXEC)"] = (numbers["personality"], 0x0400000)
     if MACHINE == "x86_64":
         calls["x32 getpid"] = (39 | seccomp.X32_SYSCALL_BIT,)
     results = _in_filtered_child(program, calls)
@@ -312,9 +324,18 @@ def test_the_filter_alone_makes_denied_calls_fail_with_eperm():
         "ioctl(TCGETS)": (numbers["ioctl"], -1, 0x5401, 0),  # EBADF: it ran
         "ptrace(PTRACE_PEEKDATA)": (numbers["ptrace"], 2, 0, 0, 0),  # ESRCH: it ran
         "clone3": (numbers["clone3"], 0, 0),  # ENOSYS, so that libc falls back to clone
+        "socket(AF_UNIX)": (numbers["socket"], 1, 1, 0),
+        "socket(AF_INET6)": (numbers["socket"], 10, 2, 0),
     }
+    for persona in seccomp.PERSONALITIES:  # docker's list: 0xffffffff asks, the rest set
+        allowed[f"personality({persona:#x})"] = (numbers["personality"], persona)
     results = _in_filtered_child(program, allowed)
-    assert results == {"ioctl(TCGETS)": 9, "ptrace(PTRACE_PEEKDATA)": 3, "clone3": 38}
+    assert results == {
+        "ioctl(TCGETS)": 9,
+        "ptrace(PTRACE_PEEKDATA)": 3,
+        "clone3": 38,
+        **{name: 0 for name in allowed if name.startswith(("socket", "personality"))},
+    }
 
 
 def _denied(program: bytes, number: int) -> bool:
@@ -332,6 +353,7 @@ def _in_filtered_child(program: bytes, calls: dict) -> dict[str, int]:
     if pid == 0:
         try:
             os.close(read_end)
+            os.setsid()  # no controlling terminal, for vhangup to hang up
             libc = ctypes.CDLL(None, use_errno=True)
             prctl(PR_SET_NO_NEW_PRIVS, 1)
             seccomp.install(program)
@@ -372,6 +394,12 @@ def probes_rootfs(tmp_path_factory, home):
     probes["unshare_user"] = (numbers["unshare"], CLONE_NEWUSER)
     probes["ptrace_attach_host"] = (numbers["ptrace"], 16, os.getpid())
     probes["ioctl_tiocsti"] = (numbers["ioctl"], 0, 0x5412, 0)
+    probes["socket_vsock"] = (numbers["socket"], 40, 1, 0)  # AF_VSOCK, SOCK_STREAM
+    probes["socket_alg"] = (numbers["socket"], 38, 5, 0)  # AF_ALG, SOCK_SEQPACKET
+    probes["socket_unix"] = (numbers["socket"], 1, 1, 0)
+    probes["personality_no_aslr"] = (numbers["personality"], 0x0040000)  # ADDR_NO_RANDOMIZE
+    probes["personality_query"] = (numbers["personality"], 0xFFFFFFFF)
+    probes["personality_linux32"] = (numbers["personality"], 0x8)
     for name, (number, *args) in probes.items():
         path = root / "probe" / name
         path.write_bytes(syscall_program(number, *args))
@@ -539,12 +567,15 @@ def test_file_capabilities_give_a_non_root_user_nothing(
 def test_denied_system_calls_fail_with_eperm_inside(mycontainer, probes_rootfs):
     names = ["keyctl", "unshare_user", "mount", "bpf", "perf_event_open", "userfaultfd"]
     names += ["open_by_handle_at", "kexec_load", "init_module", "reboot", "swapon"]
-    names += ["ptrace_attach_host", "ioctl_tiocsti"]
-    script = "; ".join(f'/probe/{name}; echo "{name} $?"' for name in names)
+    names += ["ptrace_attach_host", "ioctl_tiocsti", "socket_vsock", "socket_alg"]
+    names += ["personality_no_aslr", "vhangup", "get_mempolicy", "move_pages"]
+    allowed = ["socket_unix", "personality_query", "personality_linux32"]
+    script = "; ".join(f'/probe/{name}; echo "{name} $?"' for name in names + allowed)
     result = mycontainer(
         "run", "--net", "none", probes_rootfs, "sh", "-c", script, stdin=subprocess.DEVNULL
     )
-    assert result.stdout.splitlines() == [f"{name} 1" for name in names]  # 1: EPERM
+    expected = [f"{name} 1" for name in names] + [f"{name} 0" for name in allowed]  # 1: EPERM
+    assert result.stdout.splitlines() == expected
 
 
 @pytest.mark.privileged
