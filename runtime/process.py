@@ -430,11 +430,15 @@ def default_signals() -> None:
 
     execve(2) keeps ignored signals ignored and the mask as it is (signal(7)), and Python
     ignores SIGPIPE and SIGXFSZ: inherited, they make ``yes | head -1`` spin forever.
-    Caught signals would be reset by execve anyway; setting all is simpler than sorting them.
+    Python knows every disposition (it reads them all at startup, and every change since
+    went through it), so only those not at SIG_DFL cost a sigaction(2) call.
     """
-    for sig in signal.valid_signals():
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):
-            signal.signal(sig, signal.SIG_DFL)
+    for sig in range(1, signal.NSIG):  # plain numbers: valid_signals() makes enums, slowly
+        if sig not in (signal.SIGKILL, signal.SIGSTOP) and signal.getsignal(sig) != signal.SIG_DFL:
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except OSError:
+                pass  # one the C library keeps for itself (32 and 33 under glibc)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 

@@ -110,7 +110,7 @@ def _open(root: int, parent: int, names: list[str], flags: int) -> int:
                 raise
             _openat2_missing = True
     if names[-1] == "..":
-        raise PathError(errno.EXDEV, '".." needs openat2(2), which this kernel lacks')
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))  # see _refusal
     return os.open(names[-1], flags | os.O_NOFOLLOW, dir_fd=parent)
 
 
@@ -118,13 +118,20 @@ def _refusal(path: str, error: OSError) -> PathError:
     """``error`` (from resolving ``path``) as one line that says what was refused and why."""
     if isinstance(error, PathError):
         return error
-    reasons = {
-        errno.ELOOP: "it leads through a magic link of /proc (such as /proc/self/fd/N) or "
-        "through too many symbolic links",
-        errno.ENOTDIR: "a component of it is not a directory",
-        errno.EEXIST: "a component of it is a symbolic link to nothing",
-    }
     if _openat2_missing:
-        reasons[errno.ELOOP] = "it leads through a symbolic link (refused without openat2(2))"
+        reasons = {
+            errno.ELOOP: "it leads through a symbolic link (refused without openat2(2))",
+            errno.ENOTDIR: "a component of it is not a directory (or a symbolic link, "
+            "refused without openat2(2))",
+            errno.EXDEV: '".." needs openat2(2), which this kernel lacks',
+        }
+    else:
+        reasons = {
+            errno.ELOOP: "it leads through a magic link of /proc (such as /proc/self/fd/N) "
+            "or through too many symbolic links",
+            errno.ENOTDIR: "a component of it is not a directory",
+            errno.EXDEV: "it leads outside the container's root",
+        }
+    reasons[errno.EEXIST] = "a component of it is a symbolic link to nothing"
     reason = reasons.get(error.errno) or os.strerror(error.errno or errno.EINVAL)
     return PathError(error.errno, f"refusing {path}: {reason}")

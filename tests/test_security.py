@@ -665,6 +665,54 @@ def test_a_working_directory_outside_the_root_is_refused(tmp_path):
     assert in_private_root(tmp_path, lambda: process.check_cwd_inside_root("/")) == ""
 
 
+@pytest.mark.privileged
+@pytest.mark.parametrize("openat2", [True, False], ids=["openat2", "walk-without-openat2"])
+def test_image_paths_resolve_inside_the_root(tmp_path, openat2):
+    """runtime.rootpath on its own, chrooted into tmp_path (the root), with openat2 and with
+    the component walk of kernels before 5.6: links are followed inside the root by the
+    first, refused by the second; neither ever leaves the root or blocks."""
+    from runtime import rootpath
+
+    (tmp_path / "root" / "etc").mkdir(parents=True)
+    (tmp_path / "root" / "etc" / "group").write_text("root:x:0:\n")
+    (tmp_path / "root" / "etc" / "passwd").symlink_to("../../../../etc/group")  # inside: /etc/group
+    os.mkfifo(tmp_path / "root" / "fifo")
+    (tmp_path / "root" / "up").symlink_to("../../../..")
+
+    def resolve(action, *args):
+        def attempt():
+            rootpath._openat2_missing = not openat2
+            result = getattr(rootpath, action)(*args)
+            if action == "open_directory":
+                os.close(result)
+                result = sorted(os.listdir("/"))
+            raise SystemExit(repr(result))  # in_private_root reports the message
+
+        return in_private_root(tmp_path / "root", attempt)
+
+    made = resolve("open_directory", "/up/x/y", True)
+    read = resolve("read_file", "/etc/passwd")
+    if openat2:
+        assert made == "['etc', 'fifo', 'up', 'x']"  # /up is /, inside
+        assert read == repr(b"root:x:0:\n")
+    else:
+        assert made == (
+            "refusing /up/x/y: a component of it is not a directory (or a symbolic link, "
+            "refused without openat2(2))"
+        )
+        assert read == "refusing /etc/passwd: it is not a regular file"
+    assert os.listdir(tmp_path) == ["root"]  # nothing outside the root
+    fifo = resolve("read_file", "/fifo")
+    assert fifo == "refusing /fifo: it is not a regular file"
+    assert resolve("read_file", "/nothing/here") == "None"
+    dotdot = resolve("open_directory", "/etc/../..")
+    assert dotdot == (
+        "['etc', 'fifo', 'up', 'x']"
+        if openat2
+        else 'refusing /etc/../..: ".." needs openat2(2), which this kernel lacks'
+    )
+
+
 def leak_at_100_or_above(fd: int) -> int:
     """``fd`` moved to a free number of 100 or more (a number the runtime never opens)."""
     moved = fcntl.fcntl(fd, fcntl.F_DUPFD, 100)
