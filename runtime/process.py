@@ -9,7 +9,7 @@ not move the caller into the new PID namespace (its PID cannot change); only the
 forks afterwards are born there, the first of them as PID 1. So::
 
     runtime (host)                       pid_namespaces(7), unshare(2), fork(2)
-     └─ fork ─> intermediate: join cgroup; unshare(namespaces); fork; report the pid; exit
+     └─ fork ─> intermediate: close inherited fds; join cgroup; unshare; fork; report pid; exit
                   └─ fork ─> init: PID 1 inside; setup(); "ready"; wait at the gate; execve
 
 The intermediate exits at once. Because the runtime marked itself a *child subreaper*
@@ -23,7 +23,9 @@ That splits the lifecycle the way the OCI runtime spec does: after ``create`` ev
 exists but the user's program has not run; ``start`` opens the gate and the init execs it.
 A *sync* pipe carries the init's reports back, one line each: ``pid N``, ``ready``, or
 ``error CODE MESSAGE`` with the exit code the user should see. The sync pipe is
-close-on-exec, so EOF on it means execve succeeded.
+close-on-exec, so EOF on it means execve succeeded. While the runtime waits for those
+reports, SIGINT, SIGTERM, SIGHUP and SIGQUIT end the run (Interrupted): a stalled setup
+must not make it deaf to them.
 
 This module sits on the hot path of ``mycontainer run``; it imports no more than it must
 (no typing, contextlib or json: each costs milliseconds at every start).

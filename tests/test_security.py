@@ -27,6 +27,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 
@@ -883,12 +884,24 @@ def test_a_malformed_users_file_is_one_line_naming_it(
     assert result.stderr.count("\n") == 1
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid``, children first."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as file:
+            children = [int(child) for child in file.read().split()]
+    except FileNotFoundError:
+        return []
+    return children + [grandchild for child in children for grandchild in descendants(child)]
+
+
 @pytest.mark.privileged
+@pytest.mark.parametrize("stalled", ["runtime", "container"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
-def test_a_signal_before_the_program_runs_ends_the_run(background, state_root, signum):
-    """Caught while it creates the container (stopped there, so that the signal surely comes
-    first), mycontainer ends at once with 128+N: the program never runs, nothing is left.
-    (Forwarded instead, the signal would reach a PID 1 that ignores it, or none at all.)"""
+def test_a_signal_before_the_program_runs_ends_the_run(background, state_root, signum, stalled):
+    """Caught while it creates the container, mycontainer ends at once with 128+N: the
+    program never runs, nothing is left. (Forwarded instead, the signal would reach a PID 1
+    that ignores it, or none at all.) The runtime is stopped there, so that the signal surely
+    comes first; or the container's processes are, and the runtime waits for them forever."""
     for _attempt in range(20):
         runtime = background("run", "--net", "none", "busybox", "sh", "-c", "echo ran")
         status = None
@@ -899,10 +912,18 @@ def test_a_signal_before_the_program_runs_ends_the_run(background, state_root, s
             continue
         os.kill(runtime.pid, signal.SIGSTOP)
         status = next((s["status"] for s in container_states(state_root)), None)
+        caught = status == "creating"  # else it was too late: try again
+        if stalled == "container":
+            stopped = descendants(runtime.pid)
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)
+            os.kill(runtime.pid, signal.SIGCONT)
+            time.sleep(0.3)  # until it waits for them
+            caught = caught and stopped  # else too early: nothing to wait for
         os.kill(runtime.pid, signum)
         os.kill(runtime.pid, signal.SIGCONT)
         stdout, stderr = runtime.communicate(timeout=20)
-        if status == "creating":  # else it was too late: try again
+        if caught:
             assert runtime.returncode == 128 + signum, (stdout, stderr)
             assert stdout == "" and stderr.count("\n") == 1, (stdout, stderr)
             assert os.listdir(state_root) == []
