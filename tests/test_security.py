@@ -150,6 +150,26 @@ def test_the_filter_checks_the_architecture_first(machine):
     assert len(seccomp.build((1 << 41) - 1, machine)) < len(program)
 
 
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+@pytest.mark.parametrize(
+    "capability, calls",
+    [
+        (23, ["mbind", "get_mempolicy", "set_mempolicy", "set_mempolicy_home_node"]),  # NICE
+        (26, ["vhangup"]),  # SYS_TTY_CONFIG
+        (19, ["process_madvise", "process_vm_readv"]),  # SYS_PTRACE
+        (34, ["syslog"]),  # SYSLOG
+    ],
+)
+def test_capabilities_lift_their_rules_as_in_dockers_profile(machine, capability, calls):
+    numbers = syscalls.SYSCALL_NUMBERS[machine]
+    default = seccomp.build(DEFAULT_MASK, machine)
+    lifted = seccomp.build(DEFAULT_MASK | 1 << capability, machine)
+    for name in calls:
+        assert _denied(default, numbers[name]) and not _denied(lifted, numbers[name]), name
+    everything = seccomp.build((1 << 41) - 1, machine)
+    assert _denied(everything, numbers["move_pages"])  # no capability lifts it, as in docker
+
+
 def test_device_rules_as_cgroup_v1_lines():
     assert devices.v1_rules()[:3] == ["c *:* m", "b *:* m", "c 1:3 rwm"]
     assert len(devices.device_filter()) % 8 == 0
