@@ -257,19 +257,24 @@ def _interrupt(signum: int, _frame) -> None:
 class forwarding_signals:
     """While in this context, pass FORWARDED_SIGNALS that reach us on to process ``pid``.
 
-    Signals that were pending (blocked) arrive as soon as the handlers are in place.
+    Signals that were pending (blocked) arrive as soon as the handlers are in place. On the
+    way out, the signal mask is restored before the handlers: under blocking_forwarded_signals
+    a late SIGTERM then waits until the container is deleted, instead of killing the runtime
+    (the default action) halfway through the deletion.
     """
 
     def __init__(self, pid: int):
         self.pid = pid
         self.previous = {}
+        self.mask = set()
 
     def __enter__(self) -> None:
         for sig in FORWARDED_SIGNALS:
             self.previous[sig] = signal.signal(sig, self._forward)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+        self.mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
 
     def __exit__(self, *exc_info) -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 

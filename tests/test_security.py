@@ -924,9 +924,10 @@ def test_a_signal_before_the_program_runs_ends_the_run(background, state_root, s
     comes first; or the container's processes are, and the runtime waits for them forever."""
     for _attempt in range(20):
         runtime = background("run", "--net", "none", "busybox", "sh", "-c", "echo ran")
-        status = None
-        while status != "creating" and runtime.poll() is None:
+        while runtime.poll() is None:  # until it creates (and, to stall them, has children)
             status = next((s["status"] for s in container_states(state_root)), None)
+            if status == "creating" and (stalled == "runtime" or descendants(runtime.pid)):
+                break
         if runtime.poll() is not None:  # too late: it ran already
             runtime.communicate()
             continue
@@ -949,6 +950,30 @@ def test_a_signal_before_the_program_runs_ends_the_run(background, state_root, s
             assert os.listdir(state_root) == []
             return
     pytest.fail("never caught mycontainer while it created the container")
+
+
+@pytest.mark.privileged
+def test_a_signal_while_the_container_is_deleted_waits_for_the_deletion(background, state_root):
+    """A SIGTERM that comes after the program ended, while mycontainer deletes the container
+    (caught there by stopping mycontainer), ends it only once nothing is left."""
+    for _attempt in range(30):
+        runtime = background("run", "--net", "none", "busybox", "true")
+        status = None
+        while status != "stopped" and runtime.poll() is None:
+            status = next((s["status"] for s in container_states(state_root)), None)
+        if runtime.poll() is not None:  # too late: it has deleted it already
+            runtime.communicate()
+            continue
+        os.kill(runtime.pid, signal.SIGSTOP)
+        status = next((s["status"] for s in container_states(state_root)), "deleted")
+        os.kill(runtime.pid, signal.SIGTERM)
+        os.kill(runtime.pid, signal.SIGCONT)
+        runtime.communicate(timeout=20)
+        assert os.listdir(state_root) == []  # (and the mycontainer fixture checks the rest)
+        if status == "stopped":
+            assert runtime.returncode == -signal.SIGTERM  # after the deletion, not during it
+            return
+    pytest.fail("never caught mycontainer while it deleted the container")
 
 
 @pytest.mark.privileged
