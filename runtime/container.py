@@ -39,6 +39,7 @@ from runtime import (
     network,
     process,
     removal,
+    rootpath,
     security,
 )
 from runtime.process import EXIT_RUNTIME_ERROR, EXIT_SIGNAL_BASE, ProcessError
@@ -355,7 +356,7 @@ class Container:
             self.root_directory, cgroup2=self.cgroup.layout.uses_v2, files=self._network.files
         )
         self.security.protect_paths()  # masked and read-only paths of /proc and /sys
-        os.makedirs(self.config.cwd, exist_ok=True)  # as docker does for WorkingDir
+        os.close(rootpath.open_directory(self.config.cwd, create=True))  # as docker does
 
     def _environment(self) -> dict[str, str]:
         """A clean environment, as docker gives: nothing of the host's leaks in but TERM."""

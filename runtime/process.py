@@ -9,7 +9,7 @@ not move the caller into the new PID namespace (its PID cannot change); only the
 forks afterwards are born there, the first of them as PID 1. So::
 
     runtime (host)                       pid_namespaces(7), unshare(2), fork(2)
-     └─ fork ─> intermediate: join cgroup; unshare(namespaces); fork; report the pid; exit
+     └─ fork ─> intermediate: close inherited fds; join cgroup; unshare; fork; report pid; exit
                   └─ fork ─> init: PID 1 inside; setup(); "ready"; wait at the gate; execve
 
 The intermediate exits at once. Because the runtime marked itself a *child subreaper*
@@ -23,7 +23,9 @@ That splits the lifecycle the way the OCI runtime spec does: after ``create`` ev
 exists but the user's program has not run; ``start`` opens the gate and the init execs it.
 A *sync* pipe carries the init's reports back, one line each: ``pid N``, ``ready``, or
 ``error CODE MESSAGE`` with the exit code the user should see. The sync pipe is
-close-on-exec, so EOF on it means execve succeeded.
+close-on-exec, so EOF on it means execve succeeded. While the runtime waits for those
+reports, SIGINT, SIGTERM, SIGHUP and SIGQUIT end the run (Interrupted): a stalled setup
+must not make it deaf to them.
 
 This module sits on the hot path of ``mycontainer run``; it imports no more than it must
 (no typing, contextlib or json: each costs milliseconds at every start).
@@ -35,7 +37,7 @@ import errno
 import os
 import signal
 
-from runtime import users
+from runtime import rootpath, users
 from runtime.namespaces import enter_new
 from runtime.syscalls import CLONE_NEWPID, PR_SET_CHILD_SUBREAPER, prctl
 
@@ -56,6 +58,10 @@ FORWARDED_SIGNALS = (
     signal.SIGWINCH,
 )
 
+# Of those, the ones that end a run whose program has not started yet: forwarded to a
+# program that may never run (or, as PID 1, ignore them), they would hang the runtime.
+STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
 
 class ProcessError(Exception):
     """The container's process could not be set up or executed; ``exit_code`` says how."""
@@ -63,6 +69,14 @@ class ProcessError(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_RUNTIME_ERROR):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Interrupted(ProcessError):
+    """A STOPPING_SIGNALS signal reached the runtime before the container's program ran."""
+
+    def __init__(self, signum: int):
+        name = signal.Signals(signum).name
+        super().__init__(f"{name} before the container started", EXIT_SIGNAL_BASE + signum)
 
 
 class Init:
@@ -74,10 +88,19 @@ class Init:
         self._gate = gate  # write end of the gate pipe; closed by start()
 
     def start(self) -> None:
-        """Open the gate and wait until execve(2) succeeded or the init reported why not."""
-        os.write(self._gate, b"go")
-        self._close_gate()
-        report = self._sync.readline()
+        """Open the gate and wait until execve(2) succeeded or the init reported why not.
+
+        A stopping signal (STOPPING_SIGNALS), pending or arriving meanwhile, kills the init
+        and raises Interrupted: its program does not run, or is not left running unwatched.
+        """
+        try:
+            with stopping_on_signals():
+                os.write(self._gate, b"go")
+                self._close_gate()
+                report = self._sync.readline()
+        except Interrupted:
+            self.kill()
+            raise
         self._sync.close()
         if report:
             self.wait()  # it exits right after reporting; reap it
@@ -128,7 +151,8 @@ def spawn(program: Program, *, namespaces: int, setup=None, before_unshare=None)
     ``before_unshare()`` runs in the intermediate before it unshares: the place to join the
     container's cgroup, so that every process of the container is born in it and a new cgroup
     namespace is rooted at it. Returns once the process is ready, or raises ProcessError with
-    what went wrong inside. Marks the calling process a child subreaper (see above).
+    what went wrong inside, or Interrupted if a stopping signal came first (the process is
+    killed then). Marks the calling process a child subreaper (see above).
     """
     sync_read, sync_write = os.pipe()  # both ends close-on-exec (PEP 446)
     gate_read, gate_write = os.pipe()
@@ -141,28 +165,42 @@ def spawn(program: Program, *, namespaces: int, setup=None, before_unshare=None)
     os.close(sync_write)
     os.close(gate_read)
     init = Init(sync_read, gate_write)
-    ready = False
     try:
-        # Two reports come, in either order: "pid N" from the intermediate, "ready" from the
-        # init; or an error from either.
-        while not (init.pid and ready):
-            report = init._sync.readline()
-            if report.startswith(b"pid "):
-                init.pid = int(report.split()[1])
-                if init.pid != intermediate:  # without a new PID namespace, it is the init
-                    os.waitpid(intermediate, 0)  # from here on, the init is our child
-            elif report == b"ready\n":
-                ready = True
-            else:
-                if not init.pid:
-                    os.waitpid(intermediate, 0)
-                raise _reported_error(report)
+        with stopping_on_signals():
+            _await_ready(init, intermediate)
     except BaseException:
         if init.pid:
             init.kill()
+        else:  # the intermediate has not reported: it may be stuck before its fork
+            _kill_and_reap(intermediate)
         init.close()
         raise
     return init
+
+
+def _await_ready(init: Init, intermediate: int) -> None:
+    """Read the reports of a new init until it is ready; raise what went wrong if not.
+
+    Two reports come, in either order: "pid N" from the intermediate, "ready" from the init;
+    or an error from either.
+    """
+    ready = False
+    while not (init.pid and ready):
+        report = init._sync.readline()
+        if report.startswith(b"pid "):
+            init.pid = int(report.split()[1])
+            if init.pid != intermediate:  # without a new PID namespace, it is the init
+                os.waitpid(intermediate, 0)  # from here on, the init is our child
+        elif report == b"ready\n":
+            ready = True
+        else:
+            raise _reported_error(report)  # spawn() reaps whoever reported it
+
+
+def _kill_and_reap(pid: int) -> None:
+    """SIGKILL our child ``pid`` (still unreaped, so the number is still its) and reap it."""
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
 
 
 def exit_code_from_wait_status(status: int) -> int:
@@ -177,6 +215,7 @@ class blocking_forwarded_signals:
     Between fork and the moment the runtime can forward them, a Ctrl-C or a SIGTERM would
     kill the runtime and orphan a half-made container. Blocked, they stay pending until
     ``forwarding_signals`` is in place (sigprocmask(2)); the init unblocks them for itself.
+    The stopping ones do not wait that long: see stopping_on_signals.
     """
 
     def __enter__(self) -> None:
@@ -186,22 +225,57 @@ class blocking_forwarded_signals:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
 
 
+class stopping_on_signals:
+    """While in this context, a STOPPING_SIGNALS signal raises Interrupted, including one
+    that arrived earlier and waits, blocked (see blocking_forwarded_signals).
+
+    For the runtime's waits on a container that is not running yet (its setup, its
+    execve): a stalled one must not make the runtime deaf to Ctrl-C and SIGTERM. Outside
+    these waits the signals stay blocked, so that Interrupted never cuts a step in half.
+    """
+
+    def __enter__(self) -> None:
+        self.previous = {sig: signal.signal(sig, _interrupt) for sig in STOPPING_SIGNALS}
+        self.mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+        try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING_SIGNALS)  # pending: raises
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
+        finally:
+            for sig, handler in self.previous.items():
+                signal.signal(sig, handler)
+
+
+def _interrupt(signum: int, _frame) -> None:
+    raise Interrupted(signum)
+
+
 class forwarding_signals:
     """While in this context, pass FORWARDED_SIGNALS that reach us on to process ``pid``.
 
-    Signals that were pending (blocked) arrive as soon as the handlers are in place.
+    Signals that were pending (blocked) arrive as soon as the handlers are in place. On the
+    way out, the signal mask is restored before the handlers: under blocking_forwarded_signals
+    a late SIGTERM then waits until the container is deleted, instead of killing the runtime
+    (the default action) halfway through the deletion.
     """
 
     def __init__(self, pid: int):
         self.pid = pid
         self.previous = {}
+        self.mask = set()
 
     def __enter__(self) -> None:
         for sig in FORWARDED_SIGNALS:
             self.previous[sig] = signal.signal(sig, self._forward)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+        self.mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
 
     def __exit__(self, *exc_info) -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
@@ -272,6 +346,10 @@ def _intermediate(program, namespaces, before_unshare, setup, sync, gate) -> Non
     go on running the runtime's own code (the ``finally``).
     """
     try:
+        # First of all, before anything resolves a path: only stdin, stdout and stderr may
+        # reach the container; an inherited descriptor of a host directory is a way out
+        # through /proc/self/fd/N (CVE-2024-21626).
+        close_descriptors(keep=(sync, gate))
         if before_unshare:
             before_unshare()
         enter_new(namespaces)  # a new mount namespace is made private at once
@@ -301,17 +379,19 @@ def _init(program: Program, setup, sync: int, gate: int) -> None:
         _send(sync, "ready")
         if os.read(gate, 2) != b"go":  # EOF: the runtime gave up on us
             os._exit(EXIT_RUNTIME_ERROR)
-        # Only stdin, stdout and stderr may reach the container's program: an inherited
-        # descriptor of a host file or directory is a way out (CVE-2024-21626).
-        close_descriptors(keep=sync)
+        close_descriptors(keep=(sync,))  # and any that setup() left open
+        # Enter the working directory as root, resolved inside the root only (runc too
+        # enters it before the user switch, so a directory closed to the user still works).
+        cwd = rootpath.open_directory(program.cwd)
+        os.fchdir(cwd)
+        os.close(cwd)
+        check_cwd_inside_root(program.cwd)
         if program.security:  # capabilities, no_new_privs, seccomp: see runtime.security
             program.security.before_user_switch()
         if program.user:
             home = users.switch_to(program.user)
             if home and "HOME" not in program.env:
                 program.env["HOME"] = home
-        os.chdir(program.cwd)
-        check_cwd_inside_root(program.cwd)
         if program.security:
             program.security.after_user_switch()
     except BaseException as error:
@@ -319,6 +399,7 @@ def _init(program: Program, setup, sync: int, gate: int) -> None:
         os._exit(EXIT_RUNTIME_ERROR)
     code = EXIT_RUNTIME_ERROR
     try:
+        default_signals()
         execvpe(program.argv, program.env)
     except OSError as error:
         command = program.argv[0]
@@ -328,8 +409,8 @@ def _init(program: Program, setup, sync: int, gate: int) -> None:
         os._exit(code)
 
 
-def close_descriptors(keep: int) -> None:
-    """Close every descriptor but 0, 1, 2 and ``keep``, whatever their numbers.
+def close_descriptors(keep: tuple[int, ...]) -> None:
+    """Close every descriptor but 0, 1, 2 and those in ``keep``, whatever their numbers.
 
     The list comes from /proc/self/fd (the container's own /proc by now), not from
     ``range(RLIMIT_NOFILE)``: a descriptor opened before the limit was lowered lies above
@@ -338,15 +419,35 @@ def close_descriptors(keep: int) -> None:
     try:
         open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
     except FileNotFoundError:  # no /proc (the early steps may lack one): the usual range
-        os.closerange(3, keep)
-        os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+        start = 3
+        for fd in [*sorted(keep), os.sysconf("SC_OPEN_MAX")]:
+            os.closerange(start, fd)
+            start = fd + 1
         return
     for fd in open_fds:
-        if fd > 2 and fd != keep:
+        if fd > 2 and fd not in keep:
             try:
                 os.close(fd)
             except OSError:
                 pass  # the descriptor listdir itself used, already closed
+
+
+def default_signals() -> None:
+    """Every signal's disposition back to SIG_DFL and the signal mask empty, as a program
+    expects to start (what docker and runc give it: ``SigIgn: 0``, ``SigBlk: 0``).
+
+    execve(2) keeps ignored signals ignored and the mask as it is (signal(7)), and Python
+    ignores SIGPIPE and SIGXFSZ: inherited, they make ``yes | head -1`` spin forever.
+    Python knows every disposition (it reads them all at startup, and every change since
+    went through it), so only those not at SIG_DFL cost a sigaction(2) call.
+    """
+    for sig in range(1, signal.NSIG):  # plain numbers: valid_signals() makes enums, slowly
+        if sig not in (signal.SIGKILL, signal.SIGSTOP) and signal.getsignal(sig) != signal.SIG_DFL:
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except OSError:
+                pass  # one the C library keeps for itself (32 and 33 under glibc)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
 def check_cwd_inside_root(cwd: str) -> None:

@@ -13,8 +13,8 @@ tcpdump): a few instructions, no loops, checked by the kernel before it is accep
 Why build it by hand
 --------------------
 docker and runc describe their profile in JSON and compile it with libseccomp. We need a
-fixed deny-list, not a profile language: about 60 system calls and four argument checks,
-which is ~150 instructions of a very regular shape. Building them with ``struct.pack``
+fixed deny-list, not a profile language: about 70 system calls and six argument checks,
+which is ~170 instructions of a very regular shape. Building them with ``struct.pack``
 costs ~0.1 ms, needs no C library or binding (the project's rule is: standard library
 first; libseccomp's Python binding is not on PyPI, only in Debian's python3-seccomp), and
 shows learners what a filter really is: compare, jump, return.
@@ -26,7 +26,8 @@ a *deny*-list (docker's is an allow-list of ~350 calls): denied calls fail with 
 Like docker's, some rules give way to a capability: a container given CAP_SYS_ADMIN
 (``--cap-add SYS_ADMIN``) may mount, since that is what the user asked for; no capability
 lifts the calls in :data:`ALWAYS_DENIED`. ``--security-opt seccomp=unconfined`` installs
-no filter at all.
+no filter at all. docs/step7-security.md compares the two, call by call, and says where
+and why they differ.
 
 Two traps every filter must close:
 
@@ -83,8 +84,8 @@ X32_SYSCALL_BIT = 0x40000000
 
 # Capability numbers (capabilities(7)) that lift rules, as docker's profile has them.
 CAP_DAC_READ_SEARCH, CAP_SYS_MODULE, CAP_SYS_RAWIO, CAP_SYS_PTRACE = 2, 16, 17, 19
-CAP_SYS_PACCT, CAP_SYS_ADMIN, CAP_SYS_BOOT, CAP_SYS_TIME = 20, 21, 22, 25
-CAP_PERFMON, CAP_BPF = 38, 39
+CAP_SYS_PACCT, CAP_SYS_ADMIN, CAP_SYS_BOOT, CAP_SYS_NICE, CAP_SYS_TIME = 20, 21, 22, 23, 25
+CAP_SYS_TTY_CONFIG, CAP_SYSLOG, CAP_PERFMON, CAP_BPF = 26, 34, 38, 39
 
 # Denied whatever the capabilities: loading another kernel, the kernel keyrings (not
 # namespaced: a container would see and change the host's keys), userfaultfd and io_uring
@@ -93,7 +94,7 @@ ALWAYS_DENIED = (
     "kexec_load", "kexec_file_load", "add_key", "request_key", "keyctl", "userfaultfd",
     "io_uring_setup", "io_uring_enter", "io_uring_register", "swapon", "swapoff",
     "create_module", "get_kernel_syms", "query_module", "nfsservctl", "uselib", "ustat",
-    "sysfs", "_sysctl", "modify_ldt",
+    "sysfs", "_sysctl", "modify_ldt", "migrate_pages", "move_pages",
 )  # fmt: skip
 
 # Denied unless the container holds one of the capabilities (the kernel checks it again).
@@ -104,14 +105,20 @@ DENIED_UNLESS = (
         "mount", "umount2", "pivot_root", "fsopen", "fsconfig", "fsmount", "fspick",
         "open_tree", "move_mount", "mount_setattr", "setns", "sethostname",
         "setdomainname", "quotactl", "quotactl_fd", "lookup_dcookie", "fanotify_init",
-        "syslog",
     ),
+    ((CAP_SYS_ADMIN, CAP_SYSLOG), "syslog"),
     ((CAP_SYS_MODULE,), "init_module", "finit_module", "delete_module"),
     ((CAP_SYS_BOOT,), "reboot"),
-    ((CAP_SYS_PTRACE,), "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd"),
+    (
+        (CAP_SYS_PTRACE,),
+        "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd", "process_madvise",
+    ),
     ((CAP_SYS_TIME,), "settimeofday", "clock_settime", "clock_adjtime"),
     ((CAP_SYS_PACCT,), "acct"),
     ((CAP_SYS_RAWIO,), "iopl", "ioperm"),
+    ((CAP_SYS_TTY_CONFIG,), "vhangup"),
+    # NUMA memory placement: a container could pin its memory where the host's is
+    ((CAP_SYS_NICE,), "get_mempolicy", "set_mempolicy", "set_mempolicy_home_node", "mbind"),
     ((CAP_SYS_ADMIN, CAP_BPF), "bpf"),
     ((CAP_SYS_ADMIN, CAP_PERFMON), "perf_event_open"),
     ((CAP_DAC_READ_SEARCH,), "open_by_handle_at"),  # "shocker", the first docker escape
@@ -119,6 +126,14 @@ DENIED_UNLESS = (
 
 PTRACE_ATTACH, PTRACE_SEIZE = 16, 0x4206
 TIOCSTI, TIOCLINUX = 0x5412, 0x541C
+# Socket families (<sys/socket.h>) docker's profile refuses: the kernel's crypto API, a
+# favourite of kernel exploits, and vsock, which no network namespace confines (on a VM, it
+# reaches the hypervisor, even from a container with --net none).
+AF_ALG, AF_VSOCK = 38, 40
+# The personality(2) values docker's profile allows: PER_LINUX, PER_LINUX_32BIT,
+# UNAME26 (alone and with PER_LINUX_32BIT), and 0xffffffff, which only asks. Refused:
+# ADDR_NO_RANDOMIZE (no ASLR, which exploits like), READ_IMPLIES_EXEC, and the rest.
+PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
 
 
 def build(capabilities: int, machine: str) -> bytes:
@@ -164,6 +179,8 @@ def build(capabilities: int, machine: str) -> bytes:
     # TIOCSTI pushes characters into a terminal's input, TIOCLINUX can paste the console's
     # selection: typed into the shell that started the container, once it exits.
     argument_rule("ioctl", 1, _one_of(TIOCSTI, TIOCLINUX))
+    argument_rule("socket", 0, _one_of(AF_ALG, AF_VSOCK))  # the family: an int
+    argument_rule("personality", 0, _none_of(*PERSONALITIES))  # an unsigned int
     program.append(_ret(RET_ALLOW))
     return b"".join(program)
 
@@ -200,3 +217,11 @@ def _ret(value: int) -> bytes:
 def _one_of(first: int, second: int) -> list[bytes]:
     """A test for argument_rule: the argument is ``first`` or ``second``."""
     return [_jump(JEQ_K, first, 2, 0), _jump(JEQ_K, second, 1, 0)]
+
+
+def _none_of(*allowed: int) -> list[bytes]:
+    """A test for argument_rule: the argument is none of ``allowed``. Each match jumps to
+    the ALLOW after the test; the last comparison, failing, skips it."""
+    *first, last = allowed
+    tests = [_jump(JEQ_K, value, len(first) - index, 0) for index, value in enumerate(first)]
+    return [*tests, _jump(JEQ_K, last, 0, 1)]

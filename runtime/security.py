@@ -9,12 +9,14 @@ the container's init (runtime.process) after the gate, in this order (runc's):
    switch user, not to mount, load modules, trace other processes or reboot. Four sets
    matter: *bounding* (the most this process and its descendants can ever get back, even
    through a set-user-ID-root program or file capabilities), *permitted*, *effective* (what
-   the kernel checks) and *inheritable*; all four become the container's set, and the
-   fifth, *ambient*, is cleared. ``--cap-add`` and ``--cap-drop`` change the set, as docker's do.
+   the kernel checks) and *inheritable*. Bounding becomes the container's set; so do
+   permitted and effective for root, while any other USER gets none; inheritable and the
+   fifth, *ambient*, are empty (docker's rules since CVE-2022-24769). ``--cap-add`` and
+   ``--cap-drop`` change the set, as docker's do.
 2. **no_new_privs** (prctl(2) PR_SET_NO_NEW_PRIVS): from now on, execve(2) never grants
    privileges (set-user-ID bits, file capabilities are ignored). On by default;
    ``--security-opt no-new-privileges=false`` lifts it.
-3. **seccomp** (runtime.seccomp): a filter that makes ~60 dangerous system calls fail with
+3. **seccomp** (runtime.seccomp): a filter that makes ~70 dangerous system calls fail with
    EPERM. ``--security-opt seccomp=unconfined`` lifts it.
 4. **Masked and read-only paths** (the OCI runtime spec's defaults): files of /proc and /sys
    that leak host information (/proc/kcore, /proc/keys, ...) are covered with /dev/null or
@@ -45,7 +47,6 @@ from runtime.syscalls import (
     PR_CAP_AMBIENT,
     PR_CAP_AMBIENT_CLEAR_ALL,
     PR_CAPBSET_DROP,
-    PR_SET_KEEPCAPS,
     PR_SET_NO_NEW_PRIVS,
     capget,
     capset,
@@ -192,8 +193,7 @@ class Security:
 
     def before_user_switch(self) -> None:
         """Seccomp first if no_new_privs is off (installing a filter then needs CAP_SYS_ADMIN,
-        which we are about to lose); shrink the bounding set (it needs CAP_SETPCAP); keep the
-        permitted set across setuid(2), which would otherwise empty it (PR_SET_KEEPCAPS)."""
+        which we are about to lose); shrink the bounding set (it needs CAP_SETPCAP)."""
         _, held, _ = capget()
         missing = self.named & ~held
         if missing:
@@ -212,14 +212,18 @@ class Security:
                     if error.errno != errno.EINVAL:
                         raise
                     break  # past the last capability this kernel knows
-        prctl(PR_SET_KEEPCAPS, 1)
 
     def after_user_switch(self) -> None:
         """Set the capability sets, clear ambient, set no_new_privs, then seccomp: the last
-        step before execve(2), so the filter need not allow what the runtime still does."""
-        prctl(PR_SET_KEEPCAPS, 0)
-        mask = self.capabilities
-        capset(effective=mask, permitted=mask, inheritable=mask)
+        step before execve(2), so the filter need not allow what the runtime still does.
+
+        As docker since CVE-2022-24769: root gets the container's set as permitted and
+        effective; any other user gets none (setuid(2) has emptied them already), so that a
+        program with file capabilities gains nothing under no_new_privs; inheritable stays
+        empty for everyone, or such a program's ``=ei`` capabilities would be granted.
+        """
+        mask = self.capabilities if os.geteuid() == 0 else 0
+        capset(effective=mask, permitted=mask, inheritable=0)
         prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
         if self.no_new_privileges:
             prctl(PR_SET_NO_NEW_PRIVS, 1)

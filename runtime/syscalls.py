@@ -14,6 +14,7 @@ prctl(2)        per-process switches such as ``PR_SET_CHILD_SUBREAPER``, ``PR_CA
 sethostname(2)  name the UTS namespace (:mod:`socket` has it too, but costs ~3 ms to import)
 capget(2)       read a process's capability sets (permitted, effective, inheritable)
 capset(2)       set them
+openat2(2)      open a path resolved as if a directory were "/", refusing /proc's magic links
 bpf(2)          load an eBPF program and attach it to a cgroup (the cgroup v2 device filter)
 ==============  ======================================================================
 
@@ -63,7 +64,6 @@ MNT_DETACH = 2
 
 # prctl(2) options, from <linux/prctl.h>.
 PR_SET_PDEATHSIG = 1
-PR_SET_KEEPCAPS = 8
 PR_SET_SECCOMP = 22
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
@@ -71,6 +71,10 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4  # the second argument of PR_CAP_AMBIENT
 SECCOMP_MODE_FILTER = 2  # the second argument of PR_SET_SECCOMP
+
+# openat2(2) resolve flags, from <linux/openat2.h>.
+RESOLVE_NO_MAGICLINKS = 0x02  # refuse /proc/PID/fd/N, /proc/PID/cwd and their kin
+RESOLVE_IN_ROOT = 0x10  # "/" and ".." stop at the starting directory, as after chroot(2)
 
 # capget(2)/capset(2): version 3 of the interface carries 64 capability bits in two 32-bit words.
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -85,32 +89,36 @@ SYSCALL_NUMBERS = {
     "x86_64": {
         "acct": 163, "add_key": 248, "bpf": 321, "clock_adjtime": 305, "clock_settime": 227,
         "clone": 56, "clone3": 435, "create_module": 174, "delete_module": 176,
-        "fanotify_init": 300, "finit_module": 313, "fsconfig": 431, "fsmount": 432,
-        "fsopen": 430, "fspick": 433, "get_kernel_syms": 177, "init_module": 175,
+        "fanotify_init": 300, "finit_module": 313, "fsconfig": 431, "fsmount": 432, "fsopen": 430,
+        "fspick": 433, "get_kernel_syms": 177, "get_mempolicy": 239, "init_module": 175,
         "io_uring_enter": 426, "io_uring_register": 427, "io_uring_setup": 425, "ioctl": 16,
         "ioperm": 173, "iopl": 172, "kcmp": 312, "kexec_file_load": 320, "kexec_load": 246,
-        "keyctl": 250, "lookup_dcookie": 212, "modify_ldt": 154, "mount": 165,
-        "mount_setattr": 442, "move_mount": 429, "nfsservctl": 180, "open_by_handle_at": 304,
-        "open_tree": 428, "perf_event_open": 298, "pidfd_getfd": 438, "pivot_root": 155,
+        "keyctl": 250, "lookup_dcookie": 212, "mbind": 237, "migrate_pages": 256, "modify_ldt": 154,
+        "mount": 165, "mount_setattr": 442, "move_mount": 429, "move_pages": 279, "nfsservctl": 180,
+        "open_by_handle_at": 304, "open_tree": 428, "openat2": 437, "perf_event_open": 298,
+        "personality": 135, "pidfd_getfd": 438, "pivot_root": 155, "process_madvise": 440,
         "process_vm_readv": 310, "process_vm_writev": 311, "ptrace": 101, "query_module": 178,
         "quotactl": 179, "quotactl_fd": 443, "reboot": 169, "request_key": 249,
-        "setdomainname": 171, "sethostname": 170, "setns": 308, "settimeofday": 164,
-        "swapoff": 168, "swapon": 167, "_sysctl": 156, "sysfs": 139, "syslog": 103,
-        "umount2": 166, "unshare": 272, "uselib": 134, "userfaultfd": 323, "ustat": 136,
+        "set_mempolicy": 238, "set_mempolicy_home_node": 450, "setdomainname": 171,
+        "sethostname": 170, "setns": 308, "settimeofday": 164, "socket": 41, "swapoff": 168,
+        "swapon": 167, "_sysctl": 156, "sysfs": 139, "syslog": 103, "umount2": 166, "unshare": 272,
+        "uselib": 134, "userfaultfd": 323, "ustat": 136, "vhangup": 153,
     },
     "aarch64": {
         "acct": 89, "add_key": 217, "bpf": 280, "clock_adjtime": 266, "clock_settime": 112,
         "clone": 220, "clone3": 435, "delete_module": 106, "fanotify_init": 262,
         "finit_module": 273, "fsconfig": 431, "fsmount": 432, "fsopen": 430, "fspick": 433,
-        "init_module": 105, "io_uring_enter": 426, "io_uring_register": 427,
-        "io_uring_setup": 425, "ioctl": 29, "kcmp": 272, "kexec_file_load": 294,
-        "kexec_load": 104, "keyctl": 219, "lookup_dcookie": 18, "mount": 40,
-        "mount_setattr": 442, "move_mount": 429, "nfsservctl": 42, "open_by_handle_at": 265,
-        "open_tree": 428, "perf_event_open": 241, "pidfd_getfd": 438, "pivot_root": 41,
+        "get_mempolicy": 236, "init_module": 105, "io_uring_enter": 426, "io_uring_register": 427,
+        "io_uring_setup": 425, "ioctl": 29, "kcmp": 272, "kexec_file_load": 294, "kexec_load": 104,
+        "keyctl": 219, "lookup_dcookie": 18, "mbind": 235, "migrate_pages": 238, "mount": 40,
+        "mount_setattr": 442, "move_mount": 429, "move_pages": 239, "nfsservctl": 42,
+        "open_by_handle_at": 265, "open_tree": 428, "openat2": 437, "perf_event_open": 241,
+        "personality": 92, "pidfd_getfd": 438, "pivot_root": 41, "process_madvise": 440,
         "process_vm_readv": 270, "process_vm_writev": 271, "ptrace": 117, "quotactl": 60,
-        "quotactl_fd": 443, "reboot": 142, "request_key": 218, "setdomainname": 162,
-        "sethostname": 161, "setns": 268, "settimeofday": 170, "swapoff": 225, "swapon": 224,
-        "syslog": 116, "umount2": 39, "unshare": 97, "userfaultfd": 282,
+        "quotactl_fd": 443, "reboot": 142, "request_key": 218, "set_mempolicy": 237,
+        "set_mempolicy_home_node": 450, "setdomainname": 162, "sethostname": 161, "setns": 268,
+        "settimeofday": 170, "socket": 198, "swapoff": 225, "swapon": 224, "syslog": 116,
+        "umount2": 39, "unshare": 97, "userfaultfd": 282, "vhangup": 58,
     },
 }
 # fmt: on
@@ -266,6 +274,20 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         masks = (effective, permitted, inheritable)
         data[word] = _CapData(*((mask >> shift) & 0xFFFFFFFF for mask in masks))
     _check(LIBC.capset(ctypes.byref(header), data), "capset", hex(permitted))
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dir_fd: int, path: str, flags: int, resolve: int) -> int:
+    """Open ``path`` relative to ``dir_fd`` under the ``RESOLVE_*`` rules (openat2(2),
+    Linux 5.6+; ENOSYS before); return the new descriptor."""
+    how = _OpenHow(flags, 0, resolve)
+    number = ctypes.c_long(syscall_number("openat2"))
+    size = ctypes.c_size_t(ctypes.sizeof(how))
+    result = LIBC.syscall(number, ctypes.c_int(dir_fd), _path(path), ctypes.byref(how), size)
+    return _check(result, "openat2", path)
 
 
 def bpf(command: int, attr: ctypes.Array) -> int:

@@ -14,45 +14,75 @@ from __future__ import annotations
 
 import os
 
+from runtime import rootpath
+
+# passwd(5): name:password:UID:GID:GECOS:directory:shell; group(5): name:password:GID:users.
+PASSWD_FIELDS = ("name", "password", "UID", "GID", "GECOS", "directory", "shell")
+GROUP_FIELDS = ("name", "password", "GID", "user list")
+
 
 class UserError(Exception):
-    """USER names no user or group of the container."""
+    """USER names no user or group of the container, or its files are malformed."""
 
 
-def _entries(path: str) -> list[list[str]]:
-    """The colon-separated lines of /etc/passwd or /etc/group; none if the file is missing."""
+def _entries(path: str, fields: tuple[str, ...]) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of each entry of the container's /etc/passwd or /etc/group;
+    none if the file is missing. Read inside the container's root, without blocking and up
+    to a bound (see runtime.rootpath): the image chose what these files are."""
     try:
-        with open(path) as file:
-            return [line.rstrip("\n").split(":") for line in file if line.count(":") >= 2]
-    except FileNotFoundError:
-        return []
+        data = rootpath.read_file(path)
+    except rootpath.PathError as error:
+        raise UserError(str(error)) from None
+    entries = []
+    for number, line in enumerate((data or b"").decode(errors="replace").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        entry = line.split(":")
+        if len(entry) < len(fields):
+            raise UserError(
+                f"{path} line {number}: {len(entry)} fields where {len(fields)} belong "
+                f"({':'.join(fields)})"
+            )
+        entries.append((number, entry))
+    return entries
+
+
+def _number(path: str, found: tuple[int, list[str]], index: int, fields) -> int:
+    """Field ``index`` of entry ``found`` of ``path``, which must be a number."""
+    number, entry = found
+    if not entry[index].isdigit():
+        raise UserError(f"{path} line {number}: {fields[index]} {entry[index]!r} is not a number")
+    return int(entry[index])
 
 
 def resolve(spec: str) -> tuple[int, int, list[int], str | None]:
     """``USER[:GROUP]`` -> (uid, gid, supplementary gids, home directory or None)."""
     user, _, group = spec.partition(":")
-    passwd = _entries("/etc/passwd")
-    groups = _entries("/etc/group")
-    entry = next((e for e in passwd if user in (e[0], e[2])), None)
-    if entry:
-        uid, gid, home = int(entry[2]), int(entry[3]), entry[5] if len(entry) > 5 else None
+    passwd = _entries("/etc/passwd", PASSWD_FIELDS)
+    groups = _entries("/etc/group", GROUP_FIELDS)
+    found = next((e for e in passwd if user in (e[1][0], e[1][2])), None)
+    if found:
+        uid = _number("/etc/passwd", found, 2, PASSWD_FIELDS)
+        gid = _number("/etc/passwd", found, 3, PASSWD_FIELDS)
+        home = found[1][5] or None
     elif user.isdigit():
         uid, gid, home = int(user), int(user), None  # a numeric user need not exist
     else:
         raise UserError(f"user {user!r} is not in the container's /etc/passwd")
     if group:
-        found = next((e for e in groups if group in (e[0], e[2])), None)
-        if found:
-            gid = int(found[2])
+        group_found = next((e for e in groups if group in (e[1][0], e[1][2])), None)
+        if group_found:
+            gid = _number("/etc/group", group_found, 2, GROUP_FIELDS)
         elif group.isdigit():
             gid = int(group)
         else:
             raise UserError(f"group {group!r} is not in the container's /etc/group")
-    name = entry[0] if entry else None
-    supplementary = sorted(
-        {int(e[2]) for e in groups if name and len(e) > 3 and name in e[3].split(",")} | {gid}
-    )
-    return uid, gid, supplementary, home
+    name = found[1][0] if found else None
+    supplementary = {gid}
+    for entry in groups:
+        if name and name in entry[1][3].split(","):
+            supplementary.add(_number("/etc/group", entry, 2, GROUP_FIELDS))
+    return uid, gid, sorted(supplementary), home
 
 
 def switch_to(spec: str) -> str | None:

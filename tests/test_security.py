@@ -13,6 +13,7 @@ through changes nothing (reboot with wrong magic numbers, init_module of nothing
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import gzip
 import hashlib
 import io
@@ -20,18 +21,27 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import struct
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 
 from runtime import cgroups, devices, launcher, seccomp, security, syscalls
 from runtime.syscalls import CLONE_NEWUSER, PR_SET_NO_NEW_PRIVS, prctl
 
-from conftest import cgroup_parent, privileged_skip_reason, running_containers
+from conftest import (
+    cgroup_parent,
+    container_states,
+    environment,
+    mycontainer_command,
+    privileged_skip_reason,
+    running_containers,
+)
 
 MACHINE = {"arm64": "aarch64", "amd64": "x86_64"}.get(os.uname().machine, os.uname().machine)
 DEFAULT_MASK = 0x00000000A80425FB  # docker's 14, as /proc/PID/status shows them
@@ -140,6 +150,26 @@ def test_the_filter_checks_the_architecture_first(machine):
     assert len(seccomp.build((1 << 41) - 1, machine)) < len(program)
 
 
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+@pytest.mark.parametrize(
+    "capability, calls",
+    [
+        (23, ["mbind", "get_mempolicy", "set_mempolicy", "set_mempolicy_home_node"]),  # NICE
+        (26, ["vhangup"]),  # SYS_TTY_CONFIG
+        (19, ["process_madvise", "process_vm_readv"]),  # SYS_PTRACE
+        (34, ["syslog"]),  # SYSLOG
+    ],
+)
+def test_capabilities_lift_their_rules_as_in_dockers_profile(machine, capability, calls):
+    numbers = syscalls.SYSCALL_NUMBERS[machine]
+    default = seccomp.build(DEFAULT_MASK, machine)
+    lifted = seccomp.build(DEFAULT_MASK | 1 << capability, machine)
+    for name in calls:
+        assert _denied(default, numbers[name]) and not _denied(lifted, numbers[name]), name
+    everything = seccomp.build((1 << 41) - 1, machine)
+    assert _denied(everything, numbers["move_pages"])  # no capability lifts it, as in docker
+
+
 def test_device_rules_as_cgroup_v1_lines():
     assert devices.v1_rules()[:3] == ["c *:* m", "b *:* m", "c 1:3 rwm"]
     assert len(devices.device_filter()) % 8 == 0
@@ -232,6 +262,7 @@ HARMLESS_ARGUMENTS = {
     "fsopen": (0, 0),
     "fspick": (-1, 0, 0),
     "get_kernel_syms": (0,),
+    "get_mempolicy": (0, 0, 0, 0, 0xFFFF),  # unknown flags: EINVAL
     "init_module": (0, 0, 0),
     "io_uring_enter": (-1, 0, 0, 0, 0, 0),
     "io_uring_register": (-1, 0, 0, 0),
@@ -243,16 +274,20 @@ HARMLESS_ARGUMENTS = {
     "kexec_load": (0, 0, 0, 0xFFFFFFFF),
     "keyctl": (KEYCTL_DESCRIBE, NO_SUCH_KEY, 0, 0),
     "lookup_dcookie": (0, 0, 0),
+    "mbind": (0, 0, 0xFFFF, 0, 0, 0),  # unknown mode: EINVAL
+    "migrate_pages": (0x7FFFFFFF, 0, 0, 0),  # no such process: ESRCH
     "modify_ldt": (0xFF, 0, 0),
     "mount": (0, 0, 0, 0, 0),
     "mount_setattr": (-1, 0, 0, 0, 0),
     "move_mount": (-1, 0, -1, 0, 0),
+    "move_pages": (0x7FFFFFFF, 0, 0, 0, 0, 0),
     "nfsservctl": (0, 0, 0),
     "open_by_handle_at": (-1, 0, 0),
     "open_tree": (-1, 0, 0),
     "perf_event_open": (0, 0, -1, -1, 0),
     "pidfd_getfd": (-1, 0, 0),
     "pivot_root": (0, 0),
+    "process_madvise": (-1, 0, 0, 0, 0),
     "process_vm_readv": (0, 0, 0, 0, 0, 0),
     "process_vm_writev": (0, 0, 0, 0, 0, 0),
     "query_module": (0, 0, 0, 0, 0),
@@ -260,6 +295,8 @@ HARMLESS_ARGUMENTS = {
     "quotactl_fd": (-1, 0, 0, 0),
     "reboot": (0, 0, 0, 0),  # wrong magic numbers: EINVAL
     "request_key": (0, 0, 0, 0),
+    "set_mempolicy": (0xFFFF, 0, 0),
+    "set_mempolicy_home_node": (0, 0, 0, 0xFFFF),
     "setdomainname": (0, 100000),  # too long: EINVAL
     "sethostname": (0, 100000),
     "setns": (-1, 0),
@@ -273,6 +310,7 @@ HARMLESS_ARGUMENTS = {
     "uselib": (0,),
     "userfaultfd": (0xFFFFFFFF,),
     "ustat": (0, 0),
+    "vhangup": (),  # run without a controlling terminal (setsid): nothing to hang up
 }
 
 
@@ -293,6 +331,10 @@ def test_the_filter_alone_makes_denied_calls_fail_with_eperm():
     calls["ptrace(PTRACE_SEIZE)"] = (numbers["ptrace"], 0x4206, 0)
     calls["ioctl(TIOCSTI)"] = (numbers["ioctl"], null, 0x5412, 0)
     calls["ioctl(TIOCSTI), high bits set"] = (numbers["ioctl"], null, 0x1_0000_5412, 0)
+    calls["socket(AF_VSOCK)"] = (numbers["socket"], 40, 1, 0)
+    calls["socket(AF_ALG)"] = (numbers["socket"], 38, 5, 0)
+    calls["personality(ADDR_NO_RANDOMIZE)"] = (numbers["personality"], 0x0040000)
+    calls["personality(READ_IMPLIES_EXEC)"] = (numbers["personality"], 0x0400000)
     if MACHINE == "x86_64":
         calls["x32 getpid"] = (39 | seccomp.X32_SYSCALL_BIT,)
     results = _in_filtered_child(program, calls)
@@ -303,9 +345,18 @@ def test_the_filter_alone_makes_denied_calls_fail_with_eperm():
         "ioctl(TCGETS)": (numbers["ioctl"], -1, 0x5401, 0),  # EBADF: it ran
         "ptrace(PTRACE_PEEKDATA)": (numbers["ptrace"], 2, 0, 0, 0),  # ESRCH: it ran
         "clone3": (numbers["clone3"], 0, 0),  # ENOSYS, so that libc falls back to clone
+        "socket(AF_UNIX)": (numbers["socket"], 1, 1, 0),
+        "socket(AF_INET6)": (numbers["socket"], 10, 2, 0),
     }
+    for persona in seccomp.PERSONALITIES:  # docker's list: 0xffffffff asks, the rest set
+        allowed[f"personality({persona:#x})"] = (numbers["personality"], persona)
     results = _in_filtered_child(program, allowed)
-    assert results == {"ioctl(TCGETS)": 9, "ptrace(PTRACE_PEEKDATA)": 3, "clone3": 38}
+    assert results == {
+        "ioctl(TCGETS)": 9,
+        "ptrace(PTRACE_PEEKDATA)": 3,
+        "clone3": 38,
+        **{name: 0 for name in allowed if name.startswith(("socket", "personality"))},
+    }
 
 
 def _denied(program: bytes, number: int) -> bool:
@@ -323,6 +374,7 @@ def _in_filtered_child(program: bytes, calls: dict) -> dict[str, int]:
     if pid == 0:
         try:
             os.close(read_end)
+            os.setsid()  # no controlling terminal, for vhangup to hang up
             libc = ctypes.CDLL(None, use_errno=True)
             prctl(PR_SET_NO_NEW_PRIVS, 1)
             seccomp.install(program)
@@ -363,6 +415,12 @@ def probes_rootfs(tmp_path_factory, home):
     probes["unshare_user"] = (numbers["unshare"], CLONE_NEWUSER)
     probes["ptrace_attach_host"] = (numbers["ptrace"], 16, os.getpid())
     probes["ioctl_tiocsti"] = (numbers["ioctl"], 0, 0x5412, 0)
+    probes["socket_vsock"] = (numbers["socket"], 40, 1, 0)  # AF_VSOCK, SOCK_STREAM
+    probes["socket_alg"] = (numbers["socket"], 38, 5, 0)  # AF_ALG, SOCK_SEQPACKET
+    probes["socket_unix"] = (numbers["socket"], 1, 1, 0)
+    probes["personality_no_aslr"] = (numbers["personality"], 0x0040000)  # ADDR_NO_RANDOMIZE
+    probes["personality_query"] = (numbers["personality"], 0xFFFFFFFF)
+    probes["personality_linux32"] = (numbers["personality"], 0x8)
     for name, (number, *args) in probes.items():
         path = root / "probe" / name
         path.write_bytes(syscall_program(number, *args))
@@ -376,7 +434,7 @@ def test_capabilities_are_exactly_dockers_default(mycontainer):
         "run", "--net", "none", "busybox", "grep", "-E", "^(Cap|NoNew|Secc)", "/proc/self/status"
     )
     assert result.stdout.split("\n")[:-1] == [
-        "CapInh:\t00000000a80425fb",
+        "CapInh:\t0000000000000000",
         "CapPrm:\t00000000a80425fb",
         "CapEff:\t00000000a80425fb",
         "CapBnd:\t00000000a80425fb",
@@ -435,11 +493,23 @@ def test_bad_security_values_are_one_line_and_125(mycontainer, state_root, args,
     assert os.listdir(state_root) == []
 
 
-def oci_image(directory, rootfs: str, user: str) -> str:
-    """An OCI image layout at ``directory``: ``rootfs`` as one layer, running as ``user``."""
+def oci_image(directory, rootfs: str, user: str | None = None, **config) -> str:
+    """An OCI image layout at ``directory``: ``rootfs`` as one layer, running as ``user``
+    with the rest of ``config`` (``WorkingDir="/x"``...). File capabilities (the
+    security.capability extended attribute) go into the layer, as docker writes them."""
+
+    def with_file_capabilities(entry: tarfile.TarInfo) -> tarfile.TarInfo:
+        path = os.path.join(rootfs, entry.name)
+        if entry.isfile() and "security.capability" in os.listxattr(path):
+            value = os.getxattr(path, "security.capability")
+            entry.pax_headers["SCHILY.xattr.security.capability"] = value.decode(
+                "utf-8", "surrogateescape"
+            )
+        return entry
+
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        archive.add(rootfs, arcname=".")
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        archive.add(rootfs, arcname=".", filter=with_file_capabilities)
     layer = buffer.getvalue()
     blobs = directory / "blobs" / "sha256"
     blobs.mkdir(parents=True)
@@ -453,7 +523,7 @@ def oci_image(directory, rootfs: str, user: str) -> str:
     config = {
         "architecture": architecture,
         "os": "linux",
-        "config": {"User": user},
+        "config": {**({"User": user} if user else {}), **config},
         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()]},
     }
     manifest = {
@@ -475,20 +545,58 @@ def test_a_non_root_user_keeps_the_bounding_set_and_nothing_more(mycontainer, tm
     status = status_of(result)
     assert status["Uid"].split()[0] == "65534"
     assert status["CapBnd"] == f"{DEFAULT_MASK:016x}"
-    assert (status["CapPrm"], status["CapEff"], status["CapAmb"]) == ("0" * 16,) * 3
+    for name in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+        assert status[name] == "0" * 16, name
     assert (status["NoNewPrivs"], status["Seccomp"]) == ("1", "2")
+
+
+@pytest.fixture
+def secret_rootfs(tmp_path, busybox_rootfs):
+    """A copy of the busybox rootfs with /secret, readable by root only, and /fcap/cat, a
+    copy of busybox (the applet is its name) to which tests give file capabilities."""
+    root = tmp_path / "rootfs"
+    shutil.copytree(busybox_rootfs, root, symlinks=True)
+    (root / "secret").write_text("root only\n")
+    (root / "secret").chmod(0o600)
+    (root / "fcap").mkdir()
+    shutil.copy2(root / "bin" / "busybox", root / "fcap" / "cat")
+    return root
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("file_caps", ["cap_dac_override=ep", "cap_dac_override=ei"])
+def test_file_capabilities_give_a_non_root_user_nothing(
+    mycontainer, tmp_path, secret_rootfs, file_caps
+):
+    """CVE-2022-24769: a program with file capabilities, run by a non-root USER, must not
+    get them from capability sets the runtime left filled (permitted, or inheritable)."""
+    if not shutil.which("setcap"):
+        pytest.skip("setcap is missing (apt-get install libcap2-bin)")
+    subprocess.run(["setcap", file_caps, secret_rootfs / "fcap" / "cat"], check=True)
+    image = oci_image(tmp_path / "image", str(secret_rootfs), "nobody")
+    result = mycontainer("run", "--net", "none", image, "/fcap/cat", "/secret")
+    assert "Permission denied" in result.stderr and result.returncode == 1
+    assert result.stdout == ""
+    # The program has them indeed: as root, with the default set, it reads the file.
+    as_root = oci_image(tmp_path / "as-root", str(secret_rootfs), "root")
+    assert mycontainer("run", "--net", "none", as_root, "/fcap/cat", "/secret").stdout == (
+        "root only\n"
+    )
 
 
 @pytest.mark.privileged
 def test_denied_system_calls_fail_with_eperm_inside(mycontainer, probes_rootfs):
     names = ["keyctl", "unshare_user", "mount", "bpf", "perf_event_open", "userfaultfd"]
     names += ["open_by_handle_at", "kexec_load", "init_module", "reboot", "swapon"]
-    names += ["ptrace_attach_host", "ioctl_tiocsti"]
-    script = "; ".join(f'/probe/{name}; echo "{name} $?"' for name in names)
+    names += ["ptrace_attach_host", "ioctl_tiocsti", "socket_vsock", "socket_alg"]
+    names += ["personality_no_aslr", "vhangup", "get_mempolicy", "move_pages"]
+    allowed = ["socket_unix", "personality_query", "personality_linux32"]
+    script = "; ".join(f'/probe/{name}; echo "{name} $?"' for name in names + allowed)
     result = mycontainer(
         "run", "--net", "none", probes_rootfs, "sh", "-c", script, stdin=subprocess.DEVNULL
     )
-    assert result.stdout.splitlines() == [f"{name} 1" for name in names]  # 1: EPERM
+    expected = [f"{name} 1" for name in names] + [f"{name} 0" for name in allowed]  # 1: EPERM
+    assert result.stdout.splitlines() == expected
 
 
 @pytest.mark.privileged
@@ -576,6 +684,296 @@ def test_a_working_directory_outside_the_root_is_refused(tmp_path):
     message = in_private_root(tmp_path, enter_root_keeping_cwd_outside)
     assert message == "working directory '/proc/self/fd/7' is outside the container's root"
     assert in_private_root(tmp_path, lambda: process.check_cwd_inside_root("/")) == ""
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("openat2", [True, False], ids=["openat2", "walk-without-openat2"])
+def test_image_paths_resolve_inside_the_root(tmp_path, openat2):
+    """runtime.rootpath on its own, chrooted into tmp_path (the root), with openat2 and with
+    the component walk of kernels before 5.6: links are followed inside the root by the
+    first, refused by the second; neither ever leaves the root or blocks."""
+    from runtime import rootpath
+
+    (tmp_path / "root" / "etc").mkdir(parents=True)
+    (tmp_path / "root" / "etc" / "group").write_text("root:x:0:\n")
+    (tmp_path / "root" / "etc" / "passwd").symlink_to("../../../../etc/group")  # inside: /etc/group
+    os.mkfifo(tmp_path / "root" / "fifo")
+    (tmp_path / "root" / "up").symlink_to("../../../..")
+
+    def resolve(action, *args):
+        def attempt():
+            rootpath._openat2_missing = not openat2
+            result = getattr(rootpath, action)(*args)
+            if action == "open_directory":
+                os.close(result)
+                result = sorted(os.listdir("/"))
+            raise SystemExit(repr(result))  # in_private_root reports the message
+
+        return in_private_root(tmp_path / "root", attempt)
+
+    made = resolve("open_directory", "/up/x/y", True)
+    read = resolve("read_file", "/etc/passwd")
+    if openat2:
+        assert made == "['etc', 'fifo', 'up', 'x']"  # /up is /, inside
+        assert read == repr(b"root:x:0:\n")
+    else:
+        assert made == (
+            "refusing /up/x/y: a component of it is not a directory (or a symbolic link, "
+            "refused without openat2(2))"
+        )
+        assert read == "refusing /etc/passwd: it is not a regular file"
+    assert os.listdir(tmp_path) == ["root"]  # nothing outside the root
+    fifo = resolve("read_file", "/fifo")
+    assert fifo == "refusing /fifo: it is not a regular file"
+    assert resolve("read_file", "/nothing/here") == "None"
+    dotdot = resolve("open_directory", "/etc/../..")
+    assert dotdot == (
+        "['etc', 'fifo', 'up', 'x']"
+        if openat2
+        else 'refusing /etc/../..: ".." needs openat2(2), which this kernel lacks'
+    )
+
+
+def leak_at_100_or_above(fd: int) -> int:
+    """``fd`` moved to a free number of 100 or more (a number the runtime never opens)."""
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD, 100)
+    os.close(fd)
+    return moved
+
+
+# WorkingDir of the image, symbolic link planted in it (or None), whether it leads out.
+# The host directory leaked as a descriptor is host/outer/inner: its ../../x is host/x.
+# (A relative WorkingDir is refused with the image's metadata: tests/test_image.py.)
+LEAKED_WORKDIRS = {
+    "flock-fd-3": ("/proc/self/fd/3/../../x/a/b", None, True),  # flock DIR mycontainer ...
+    "fd-N": ("/proc/self/fd/{fd}/../../x/a/b", None, True),  # N: at least 100
+    "fd-N-directly": ("/proc/self/fd/{fd}", None, True),
+    "link-to-fd-N": ("/w/x/a/b", ("w", "/proc/self/fd/{fd}/../.."), True),
+    "link-to-proc-self-cwd": ("/w/x/a/b", ("w", "/proc/self/cwd/../../.."), True),
+    "dotdot": ("/../../../../x/a/b", None, False),  # stays inside: ".." of / is /
+    "link-climbing-out": ("/up/x/a/b", ("up", "../../../../../../.."), False),
+}
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("case", list(LEAKED_WORKDIRS))
+def test_a_working_directory_never_reaches_the_host(
+    mycontainer, home, state_root, tmp_path, busybox_rootfs, case
+):
+    """CVE-2024-21626: the WorkingDir is made and entered inside the root only, after every
+    inherited descriptor is gone; nothing is created on the host, whatever the path."""
+    workdir, link, leads_out = LEAKED_WORKDIRS[case]
+    inner = tmp_path / "host" / "outer" / "inner"
+    inner.mkdir(parents=True)
+    leaked = leak_at_100_or_above(os.open(inner, os.O_RDONLY | os.O_DIRECTORY))
+    workdir = workdir.format(fd=leaked)
+    root = tmp_path / "rootfs"
+    shutil.copytree(busybox_rootfs, root, symlinks=True)
+    if link:
+        (root / link[0]).symlink_to(link[1].format(fd=leaked))
+    image = oci_image(tmp_path / "image", str(root), WorkingDir=workdir)
+    command = mycontainer_command("run", "--net", "none", image, "pwd")
+    try:
+        result = subprocess.run(
+            ["flock", str(inner), *command] if case.startswith("flock") else command,
+            env=environment(home, state_root),
+            pass_fds=() if case.startswith("flock") else (leaked,),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(leaked)
+    assert sorted(os.listdir(tmp_path / "host")) == ["outer"], "created on the host"
+    assert sorted(os.listdir(tmp_path / "host" / "outer")) == ["inner"], "created on the host"
+    if leads_out:
+        assert result.returncode == 125, result
+        assert result.stderr.startswith(f"mycontainer: error: refusing {workdir}: ")
+        assert result.stderr.count("\n") == 1 and result.stdout == ""
+    else:
+        assert (result.returncode, result.stdout) == (0, "/x/a/b\n"), result.stderr
+
+
+@pytest.mark.privileged
+def test_the_users_files_are_never_read_through_a_descriptor(
+    mycontainer, home, state_root, tmp_path, busybox_rootfs
+):
+    """/etc/passwd may not be a link to a leaked descriptor of a host file."""
+    host_passwd = tmp_path / "host-passwd"
+    host_passwd.write_text("hostonly:x:4242:4242::/:/bin/sh\n")
+    root = tmp_path / "rootfs"
+    shutil.copytree(busybox_rootfs, root, symlinks=True)
+    leaked = leak_at_100_or_above(os.open(host_passwd, os.O_RDONLY))
+    (root / "etc" / "passwd").unlink()
+    (root / "etc" / "passwd").symlink_to(f"/proc/self/fd/{leaked}")
+    image = oci_image(tmp_path / "image", str(root), "hostonly")
+    try:
+        result = subprocess.run(
+            mycontainer_command("run", "--net", "none", image, "id", "-u"),
+            env=environment(home, state_root),
+            pass_fds=(leaked,),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(leaked)
+    assert (result.returncode, result.stdout) == (125, "")
+    assert result.stderr.count("\n") == 1 and "4242" not in result.stderr
+
+
+@pytest.mark.privileged
+def test_the_program_starts_with_default_signal_dispositions(mycontainer):
+    """Python ignores SIGPIPE and SIGXFSZ; the program must not inherit that, nor what the
+    caller of mycontainer ignored or blocked (as docker and runc: all zero)."""
+
+    def ignore_and_block():
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGALRM, signal.SIGUSR2))
+
+    result = mycontainer(
+        "run", "--net", "none", "busybox", "grep", "^Sig[BIC]", "/proc/self/status",
+        preexec_fn=ignore_and_block,
+    )  # fmt: skip
+    assert result.stdout.splitlines() == [
+        f"{name}:\t0000000000000000" for name in ("SigBlk", "SigIgn", "SigCgt")
+    ]
+    # With SIGPIPE ignored, the writer never dies: busybox timeout ends it after 10 s (143).
+    pipeline = mycontainer(
+        "run", "--net", "none", "busybox",
+        "timeout", "10", "sh", "-c", "(while true; do echo x; done) | head -1",
+    )  # fmt: skip
+    assert (pipeline.returncode, pipeline.stdout) == (0, "x\n"), pipeline.stderr
+
+
+def image_with_users_file(tmp_path, rootfs: str, name: str, kind: str, user="nobody") -> str:
+    """An image running as ``user`` whose /etc/``name`` is a ``kind`` ("fifo", "zero": a link
+    to /dev/zero, "large": 5 MiB, else the text ``kind``)."""
+    root = tmp_path / "rootfs"
+    shutil.copytree(rootfs, root, symlinks=True)
+    path = root / "etc" / name
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "large":
+        path.write_bytes(b"#" * (5 << 20) + b"\nnobody:x:65534:65534::/:/bin/sh\n")
+    else:
+        path.write_text(kind)
+    return oci_image(tmp_path / "image", str(root), user)
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize(
+    "name, kind, message",
+    [
+        ("passwd", "fifo", "refusing /etc/passwd: it is not a regular file"),
+        ("group", "fifo", "refusing /etc/group: it is not a regular file"),
+        ("passwd", "zero", "refusing /etc/passwd: it is not a regular file"),
+        ("passwd", "large", "refusing /etc/passwd: it is larger than 4 MiB"),
+    ],
+)
+def test_an_image_users_file_cannot_hang_the_runtime(
+    mycontainer, tmp_path, busybox_rootfs, name, kind, message
+):
+    """An image's FIFO or endless file where /etc/passwd is: refused at once, one line."""
+    image = image_with_users_file(tmp_path, busybox_rootfs, name, kind)
+    result = mycontainer("run", "--net", "none", image, "true", timeout=30)
+    assert (result.returncode, result.stderr) == (125, f"mycontainer: error: {message}\n")
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("passwd", "root:x:0:0::/:/bin/sh\nnobody:x:65534\n", "/etc/passwd line 2: 3 fields"),
+        ("passwd", "nobody:x:1e3:0::/:/bin/sh\n", "/etc/passwd line 1: UID '1e3' is not a"),
+        ("group", "root:x:0:\n\nnogroup:x\n", "/etc/group line 3: 2 fields where 4 belong"),
+        ("group", "root:x:0:\nstaff:x:x:nobody\n", "/etc/group line 2: GID 'x' is not a"),
+    ],
+)
+def test_a_malformed_users_file_is_one_line_naming_it(
+    mycontainer, tmp_path, busybox_rootfs, name, text, message
+):
+    image = image_with_users_file(tmp_path, busybox_rootfs, name, text)
+    result = mycontainer("run", "--net", "none", image, "true")
+    assert result.returncode == 125
+    assert result.stderr.startswith(f"mycontainer: error: {message}")
+    assert result.stderr.count("\n") == 1
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid``, children first."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as file:
+            children = [int(child) for child in file.read().split()]
+    except FileNotFoundError:
+        return []
+    return children + [grandchild for child in children for grandchild in descendants(child)]
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("stalled", ["runtime", "container"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_signal_before_the_program_runs_ends_the_run(background, state_root, signum, stalled):
+    """Caught while it creates the container, mycontainer ends at once with 128+N: the
+    program never runs, nothing is left. (Forwarded instead, the signal would reach a PID 1
+    that ignores it, or none at all.) The runtime is stopped there, so that the signal surely
+    comes first; or the container's processes are, and the runtime waits for them forever."""
+    for _attempt in range(20):
+        runtime = background("run", "--net", "none", "busybox", "sh", "-c", "echo ran")
+        while runtime.poll() is None:  # until it creates (and, to stall them, has children)
+            status = next((s["status"] for s in container_states(state_root)), None)
+            if status == "creating" and (stalled == "runtime" or descendants(runtime.pid)):
+                break
+        if runtime.poll() is not None:  # too late: it ran already
+            runtime.communicate()
+            continue
+        os.kill(runtime.pid, signal.SIGSTOP)
+        status = next((s["status"] for s in container_states(state_root)), None)
+        caught = status == "creating"  # else it was too late: try again
+        if stalled == "container":
+            stopped = descendants(runtime.pid)
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)
+            os.kill(runtime.pid, signal.SIGCONT)
+            time.sleep(0.3)  # until it waits for them
+            caught = caught and stopped  # else too early: nothing to wait for
+        os.kill(runtime.pid, signum)
+        os.kill(runtime.pid, signal.SIGCONT)
+        stdout, stderr = runtime.communicate(timeout=20)
+        if caught:
+            assert runtime.returncode == 128 + signum, (stdout, stderr)
+            assert stdout == "" and stderr.count("\n") == 1, (stdout, stderr)
+            assert os.listdir(state_root) == []
+            return
+    pytest.fail("never caught mycontainer while it created the container")
+
+
+@pytest.mark.privileged
+def test_a_signal_while_the_container_is_deleted_waits_for_the_deletion(background, state_root):
+    """A SIGTERM that comes after the program ended, while mycontainer deletes the container
+    (caught there by stopping mycontainer), ends it only once nothing is left."""
+    for _attempt in range(30):
+        runtime = background("run", "--net", "none", "busybox", "true")
+        status = None
+        while status != "stopped" and runtime.poll() is None:
+            status = next((s["status"] for s in container_states(state_root)), None)
+        if runtime.poll() is not None:  # too late: it has deleted it already
+            runtime.communicate()
+            continue
+        os.kill(runtime.pid, signal.SIGSTOP)
+        status = next((s["status"] for s in container_states(state_root)), "deleted")
+        os.kill(runtime.pid, signal.SIGTERM)
+        os.kill(runtime.pid, signal.SIGCONT)
+        runtime.communicate(timeout=20)
+        assert os.listdir(state_root) == []  # (and the mycontainer fixture checks the rest)
+        if status == "stopped":
+            assert runtime.returncode == -signal.SIGTERM  # after the deletion, not during it
+            return
+    pytest.fail("never caught mycontainer while it deleted the container")
 
 
 @pytest.mark.privileged
