@@ -171,7 +171,9 @@ def test_immutable_and_append_only_files_are_removed(home, background, state_roo
     assert not os.path.exists(storage_of(home, state))
 
 
-def test_prune_finds_storage_that_no_state_owns(home, background, state_root, tmp_path):
+def test_prune_finds_storage_that_no_state_owns(
+    home, mycontainer, background, state_root, tmp_path
+):
     """A runtime SIGKILLed after its state went (or a reboot, which empties /run) leaves
     storage only: prune ends what runs of that container and removes the storage; it spares
     the storage of a living container of another state root, and what is not a container's."""
@@ -191,13 +193,7 @@ def test_prune_finds_storage_that_no_state_owns(home, background, state_root, tm
         subprocess.run(["rm", "-rf", str(other_root / dead["id"])], check=True)  # the state
         not_ours.mkdir()
         (not_ours / "file").write_text("another tool's")
-        prune = subprocess.run(
-            mycontainer_command("prune"),
-            env=environment(home, state_root),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        prune = mycontainer("prune")
         assert prune.returncode == 0, prune.stderr
         assert dead["id"] in prune.stdout.split()
         assert not os.path.exists(storage_of(home, dead))
