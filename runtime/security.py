@@ -102,9 +102,9 @@ def names_of(mask: int) -> list[str]:
 def _capability_parser(option: str):
     def parse(text: str) -> str:
         """``NET_ADMIN``, ``CAP_NET_ADMIN``, ``net_admin`` -> ``NET_ADMIN``; ``ALL`` stays."""
-        name = text.strip().upper()
+        name = text.strip().upper()  # ASCII only: "ſys_admin".upper() is SYS_ADMIN
         name = name[4:] if name.startswith("CAP_") else name
-        if name != "ALL" and name not in CAPABILITIES:
+        if not text.isascii() or name != "ALL" and name not in CAPABILITIES:
             raise ValueError(
                 f"{option}: unknown capability {text!r} (a name from capabilities(7), such "
                 "as NET_ADMIN or CAP_NET_ADMIN, or ALL)"

@@ -50,9 +50,14 @@ def _entries(path: str, fields: tuple[str, ...]) -> list[tuple[int, list[str]]]:
 def _number(path: str, found: tuple[int, list[str]], index: int, fields) -> int:
     """Field ``index`` of entry ``found`` of ``path``, which must be a number."""
     number, entry = found
-    if not entry[index].isdigit():
+    if not _is_id(entry[index]):
         raise UserError(f"{path} line {number}: {fields[index]} {entry[index]!r} is not a number")
     return int(entry[index])
+
+
+def _is_id(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes ``²``, which int() then refuses."""
+    return text.isascii() and text.isdigit()
 
 
 def resolve(spec: str) -> tuple[int, int, list[int], str | None]:
@@ -65,7 +70,7 @@ def resolve(spec: str) -> tuple[int, int, list[int], str | None]:
         uid = _number("/etc/passwd", found, 2, PASSWD_FIELDS)
         gid = _number("/etc/passwd", found, 3, PASSWD_FIELDS)
         home = found[1][5] or None
-    elif user.isdigit():
+    elif _is_id(user):
         uid, gid, home = int(user), int(user), None  # a numeric user need not exist
     else:
         raise UserError(f"user {user!r} is not in the container's /etc/passwd")
@@ -73,7 +78,7 @@ def resolve(spec: str) -> tuple[int, int, list[int], str | None]:
         group_found = next((e for e in groups if group in (e[1][0], e[1][2])), None)
         if group_found:
             gid = _number("/etc/group", group_found, 2, GROUP_FIELDS)
-        elif group.isdigit():
+        elif _is_id(group):
             gid = int(group)
         else:
             raise UserError(f"group {group!r} is not in the container's /etc/group")

@@ -57,6 +57,13 @@ def test_capability_names_are_checked_and_normalised():
         security.parse_cap_drop("CAP_FOO")
 
 
+@pytest.mark.parametrize("text", ["\u017fys_admin", "net_adm\u0131n"])
+def test_capability_names_are_ascii(text):
+    """Unicode case rules turn ſ into S and ı into I: such a name is no capability's."""
+    with pytest.raises(ValueError, match="--cap-add: unknown capability"):
+        security.parse_cap_add(text)
+
+
 @pytest.mark.parametrize(
     "text, normalised",
     [
@@ -1215,3 +1222,14 @@ def test_step7_applies_the_same_boundaries(home):
     assert "Seccomp:\t0" in lifted.stdout and lifted.returncode == 0
     assert step7("--cap-add", "FLY", "busybox", "--", "true").returncode == 2
     assert not [name for name in os.listdir(home) if name.startswith(".step7-")]
+
+
+@pytest.mark.privileged
+def test_a_user_in_unicode_digits_is_no_number(mycontainer, tmp_path, busybox_rootfs):
+    """str.isdigit() takes "²", which int() then refuses: a USER so written is a name."""
+    image = oci_image(tmp_path / "image", busybox_rootfs, "\u00b2")
+    result = mycontainer("run", "--net", "none", image, "true")
+    assert result.returncode == 125
+    assert (
+        result.stderr == "mycontainer: error: user '\u00b2' is not in the container's /etc/passwd\n"
+    )
