@@ -127,6 +127,27 @@ def ensure_host_packages() -> None:
         image.apt_install(missing)
 
 
+def as_user() -> list[str]:
+    """The prefix that runs a command as USER, with no supplementary groups."""
+    user = pwd.getpwnam(USER)
+    return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
+
+
+def project_for_user(work: Path) -> Path:
+    """The clone, or a copy of it where USER cannot read it (a clone in root's home).
+
+    The copy leaves out what the Vagrantfile's rsync leaves out, and .git.
+    """
+    check = [*as_user(), "test", "-r", str(image.REPO / "Vagrantfile")]
+    if subprocess.run(check).returncode == 0:
+        return image.REPO
+    copy = work / "project"
+    say(f"{USER} cannot read {image.REPO}: using a copy, {copy}")
+    ignore = shutil.ignore_patterns(".git", ".venv", ".vagrant", "__pycache__", "build", "site")
+    shutil.copytree(image.REPO, copy, ignore=ignore, symlinks=True)
+    return copy
+
+
 def outside(guest_args: list[str]) -> int:
     """As root in the host's namespaces: prepare, run ``inside`` in new ones, compare."""
     ensure_host_packages()
@@ -146,6 +167,7 @@ def outside(guest_args: list[str]) -> int:
             os.makedirs(d)  # mount points for this run's own directories; removed below
         cmd = ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc",
                sys.executable, "-m", "lab.vagrant_check", "--inside", str(work), str(path),
+               str(project_for_user(work)),
                "--", *guest_args]  # fmt: skip
         code = subprocess.run(cmd, cwd=image.REPO).returncode
     finally:
@@ -162,7 +184,7 @@ def outside(guest_args: list[str]) -> int:
     return code
 
 
-def init(work: Path, box_file: Path, guest_args: list[str]) -> int:
+def init(work: Path, box_file: Path, project: Path, guest_args: list[str]) -> int:
     """PID 1 of the new PID namespace: reap every orphan, as an init must.
 
     libvirtd's daemonized children (the QEMU it probes, dnsmasq) become PID 1's children
@@ -172,14 +194,14 @@ def init(work: Path, box_file: Path, guest_args: list[str]) -> int:
     sys.stderr.flush()
     main_pid = os.fork()
     if main_pid == 0:
-        os._exit(inside(work, box_file, guest_args))
+        os._exit(inside(work, box_file, project, guest_args))
     while True:
         pid, status = os.wait()
         if pid == main_pid:
             return os.waitstatus_to_exitcode(status)
 
 
-def inside(work: Path, box_file: Path, guest_args: list[str]) -> int:
+def inside(work: Path, box_file: Path, project: Path, guest_args: list[str]) -> int:
     """In new PID, network and mount namespaces: libvirt, then the test as nobody."""
     run = lambda *cmd: subprocess.run(cmd, check=True)  # noqa: E731
     run("mount", "--make-rprivate", "/")
@@ -237,15 +259,14 @@ def inside(work: Path, box_file: Path, guest_args: list[str]) -> int:
         "MYCONTAINER_VAGRANT_OFFLINE": "1",  # this network namespace has no way out
         "MYCONTAINER_VAGRANT_TESTS": " ".join(guest_args),
         "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONPATH": str(image.REPO),  # the test imports lab
+        "PYTHONPATH": str(project),  # the test imports lab
     }
-    as_user = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
     timings: dict[str, float] = {}
 
     def timed(name: str, cmd: list[str]) -> int:
         t0 = time.monotonic()
         say(f"{name}: {' '.join(cmd)}")
-        code = subprocess.run([*as_user, *cmd], env=env, cwd=image.REPO).returncode
+        code = subprocess.run([*as_user(), *cmd], env=env, cwd=project).returncode
         timings[name] = round(time.monotonic() - t0, 1)
         say(f"{name}: exit code {code} after {timings[name]:.0f} s")
         return code
@@ -280,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--inside", nargs=2, metavar=("WORK", "BOX"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--inside", nargs=3, metavar=("WORK", "BOX", "PROJECT"), help=argparse.SUPPRESS
+    )
     parser.add_argument("guest_args", nargs="*", help="pytest arguments for the guest")
     args = parser.parse_args(argv)
     exit_on_sigterm()
@@ -289,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     guest_args = args.guest_args or list(SMOKE)
     if args.inside:
-        return init(Path(args.inside[0]), Path(args.inside[1]), guest_args)
+        work, box_file, project = map(Path, args.inside)
+        return init(work, box_file, project, guest_args)
     return outside(guest_args)
 
 

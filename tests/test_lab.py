@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -115,6 +116,33 @@ def test_lab_box_vagrantfile_is_valid_ruby(tmp_path):
         ["ruby", "-c", str(tmp_path / "Vagrantfile")], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.privileged
+def test_vagrant_check_copies_a_clone_its_user_cannot_read(monkeypatch):
+    """CI may clone into root's home: Vagrant, run as nobody, then works on a readable copy
+    (without .git and .venv); a readable clone is used as it is."""
+    from lab import image, vagrant_check
+
+    base = Path(tempfile.mkdtemp(prefix="lab-test-", dir="/var/tmp"))  # tmp_path is 0700
+    try:
+        base.chmod(0o755)
+        private = base / "root-home"
+        clone = private / "clone"
+        (clone / ".git").mkdir(parents=True)
+        (clone / ".venv").mkdir()
+        (clone / "Vagrantfile").write_text("# ours\n")
+        work = base / "work"
+        work.mkdir()
+        monkeypatch.setattr(image, "REPO", clone)
+        private.chmod(0o755)
+        assert vagrant_check.project_for_user(work) == clone
+        private.chmod(0o700)
+        copy = vagrant_check.project_for_user(work)
+        assert copy.parent == work
+        assert sorted(p.name for p in copy.iterdir()) == ["Vagrantfile"]
+    finally:
+        shutil.rmtree(base)
 
 
 @pytest.mark.privileged
