@@ -32,7 +32,8 @@ done
 if [ -n "$missing" ]; then
     echo "setup.sh: installing$missing"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+    # Only these: recommends would add (and time) what the lab never uses.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
 PYTHON=${PYTHON:-python3}

@@ -174,5 +174,37 @@ def vm_status(c):
     c.run("vagrant status", pty=True)
 
 
+@task(
+    name="box",
+    help={
+        "output": "also copy the box there, e.g. onto an instructor's USB stick",
+        "add": "then `vagrant box add` it as mycontainer-lab (as the user who runs vagrant)",
+        "rebuild": "build it even if the cache has one for this recipe",
+    },
+)
+def vm_box(c, output=None, add=False, rebuild=False):
+    """Build the lab's own libvirt box (Debian 12, systemd), which provisions offline (root)."""
+    options = " --rebuild" if rebuild else ""
+    if output:
+        options += f" --output {shlex.quote(output)}"
+    path = c.run(f"{python()} -m lab.box{options}", hide="out").stdout.strip()
+    print(path)
+    if add:
+        c.run(f"vagrant box add --force --name mycontainer-lab {shlex.quote(path)}", pty=True)
+        print("now: MYCONTAINER_BOX=mycontainer-lab vagrant up --provider libvirt")
+
+
+@task(
+    name="check",
+    help={"pytest-args": "the guest's pytest arguments (default: the lab's smoke set)"},
+)
+def vm_check(c, pytest_args=""):
+    """vagrant up of the Vagrantfile on the lab's box here, in namespaces of its own (root, CI)."""
+    args = f"{pytest_args} {c.remainder}".strip()
+    c.run(f"{python()} -m lab.vagrant_check {'-- ' + args if args else ''}".strip())
+
+
 namespace = Collection(rootfs, test, step, lint, docs, bench)
-namespace.add_collection(Collection("vm", vm_up, vm_ssh, vm_halt, vm_destroy, vm_status))
+namespace.add_collection(
+    Collection("vm", vm_up, vm_ssh, vm_halt, vm_destroy, vm_status, vm_box, vm_check)
+)

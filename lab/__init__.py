@@ -9,6 +9,8 @@ that touches cgroup v2 can only be exercised inside a virtual machine.
 - ``lab/guest`` -- the two init stages that run inside the VM
 - ``lab/provision.sh`` -- provisioning for the Vagrant lab on users' machines
 - ``lab.provision_check`` -- runs provision.sh in a bare Debian 12 chroot
+- ``lab.box`` -- builds the lab's own Vagrant box (libvirt, Debian 12, systemd, offline)
+- ``lab.vagrant_check`` -- ``vagrant up`` of the Vagrantfile on that box, in namespaces (CI)
 
 Everything here is standard library only, so it runs from a fresh clone.
 """

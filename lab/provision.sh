@@ -4,9 +4,10 @@
 #
 #   sudo bash lab/provision.sh [PROJECT_DIR]      # default: /vagrant
 #
-# What it does, each part skipped when already done:
+# What it does, each part skipped when already done, each part's time printed:
 #   1. apt packages: the lab's own (ping, kmod, CA certificates) and the base
-#      ones the fallback in 2 needs (setup.sh installs those and more itself)
+#      ones the fallback in 2 needs (setup.sh installs those and more itself),
+#      without recommends and without rebuilding the initramfs (see below)
 #   2. the project's own ./setup.sh: its apt packages, .venv with
 #      `pip install -e '.[dev,fast]'`, the busybox rootfs (invoke rootfs) and a
 #      first container as a smoke test (without setup.sh, a minimal venv +
@@ -23,6 +24,35 @@ project=${1:-${MYCONTAINER_DIR:-/vagrant}}
 venv=$project/.venv
 
 say() { printf 'provision: %s\n' "$*"; }
+
+# Each part's duration, so a slow provisioning says where its time went.
+started=$(date +%s)
+part_started=$started
+part_done() {
+	now=$(date +%s)
+	say "$1: $((now - part_started)) s"
+	part_started=$now
+}
+
+# An apt install of busybox, kmod, udev... triggers update-initramfs, which rebuilds the
+# initramfs of every installed kernel: 11 minutes on an emulated CPU, for nothing the lab
+# needs (the running kernel's initramfs keeps working; the next kernel update rebuilds it).
+# update-initramfs.conf's own switch turns that off while we install, and back on after.
+initramfs_conf=/etc/initramfs-tools/update-initramfs.conf
+initramfs_paused=
+pause_initramfs() {
+	if [ -f "$initramfs_conf" ] && grep -q '^update_initramfs=yes' "$initramfs_conf"; then
+		sed -i 's/^update_initramfs=yes/update_initramfs=no/' "$initramfs_conf"
+		initramfs_paused=1
+	fi
+}
+resume_initramfs() {
+	if [ -n "$initramfs_paused" ]; then
+		sed -i 's/^update_initramfs=no/update_initramfs=yes/' "$initramfs_conf"
+		initramfs_paused=
+	fi
+}
+trap resume_initramfs EXIT
 
 if [ "$(id -u)" -ne 0 ]; then
 	exec sudo bash "$0" "$project"
@@ -47,10 +77,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
 	say "installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -q
+	pause_initramfs
 	apt-get install -y -q --no-install-recommends "${missing[@]}"
+	resume_initramfs
 else
 	say "packages already installed"
 fi
+part_done "1. packages"
 
 # -- 2. venv, project, rootfs ---------------------------------------------------
 if [ -e "$venv/bin/python" ] && ! "$venv/bin/python" -c '' 2>/dev/null; then
@@ -60,12 +93,15 @@ if [ -e "$venv/bin/python" ] && ! "$venv/bin/python" -c '' 2>/dev/null; then
 fi
 if [ -f "$project/setup.sh" ]; then
 	say "running $project/setup.sh"
+	pause_initramfs # its own apt install, if any
 	sh "$project/setup.sh"
+	resume_initramfs
 else
 	[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 	"$venv/bin/python" -m pip install -q --disable-pip-version-check -e "${project}[dev,fast]"
 	(cd "$project" && "$venv/bin/invoke" rootfs)
 fi
+part_done "2. venv, project, rootfs"
 
 # -- 3. commands on root's PATH (sudo's secure_path includes /usr/local/bin) ---
 for cmd in invoke mycontainer; do
@@ -73,6 +109,7 @@ for cmd in invoke mycontainer; do
 		ln -sfn "$venv/bin/$cmd" "/usr/local/bin/$cmd"
 	fi
 done
+part_done "3. commands on PATH"
 
 # -- 4. cgroup v2 check --------------------------------------------------------
 fstype=$(stat -fc %T /sys/fs/cgroup)
@@ -82,4 +119,5 @@ else
 	say "WARNING: /sys/fs/cgroup is $fstype, not cgroup2fs: cgroup steps will fail." >&2
 	say "Boot with systemd.unified_cgroup_hierarchy=1 or use the default box." >&2
 fi
-say "done. Try: cd $project && sudo invoke --list"
+part_done "4. cgroup v2 check"
+say "done in $(($(date +%s) - started)) s. Try: cd $project && sudo invoke --list"
