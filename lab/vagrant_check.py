@@ -52,10 +52,6 @@ SMOKE = (
     "tests/test_run.py",
     "tests/test_cgroups.py",
     "tests/test_steps.py",
-    # Its container makes 1,100 nested directories one `mkdir` at a time: emulated, on a
-    # shared 2-core machine, that outlasts the test's 60 s timeout. It runs on the host.
-    "--deselect",
-    "tests/test_cleanup.py::test_any_tree_the_container_makes_is_removed_and_its_exit_code_kept",
 )
 
 HOST_PACKAGES = {

@@ -138,8 +138,9 @@ def test_any_tree_the_container_makes_is_removed_and_its_exit_code_kept(mycontai
     exits with the command's code, prints nothing of ours, and leaves no storage."""
     name = "n" * 200
     chain = "/".join([name] * 15)  # 3,015 bytes, under PATH_MAX on its own
+    deep = "/".join(["d"] * 1100)  # 2,200 bytes: one mkdir -p
     script = (
-        "i=0; while [ $i -lt 1100 ]; do mkdir d; cd d; i=$((i+1)); done; cd /; "
+        f"mkdir -p /{deep} && "
         f"mkdir -p /a/{chain} /b/{chain} && touch /b/{chain}/f && mv /b /a/{chain}/ && "
         "mkdir -p /ro/x && touch /ro/x/f && chmod 0 /ro/x /ro && exit 7"
     )
