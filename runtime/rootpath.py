@@ -11,7 +11,9 @@ openat2(2) (Linux 5.6+) resolves a path as if the directory it starts from were 
 (``RESOLVE_NO_MAGICLINKS``). Where it is missing, paths are walked one component at a time
 without following any symbolic link (openat(2) with O_NOFOLLOW): that refuses more, never
 less. Files are opened with O_NONBLOCK (an image's FIFO must not hang the runtime), must be
-regular files, and are read up to a bound.
+regular files on the image's own filesystem (a link to /proc/kmsg names a "regular" file
+whose reading, with the runtime's capabilities, would drain the host's kernel log), and are
+read up to a bound.
 
 Man pages: https://man7.org/linux/man-pages/man2/openat2.2.html,
 https://man7.org/linux/man-pages/man7/path_resolution.7.html
@@ -67,8 +69,8 @@ def open_directory(path: str, create: bool = False) -> int:
 def read_file(path: str, limit: int = MAX_FILE_SIZE) -> bytes | None:
     """The contents of regular file ``path`` in the root ("/"), or None if it is missing.
 
-    It is first opened with O_PATH, which opens nothing: only a regular file is then opened
-    for reading (opening a device can act, a FIFO can block).
+    It is first opened with O_PATH, which opens nothing: only a regular file of the root's
+    filesystem is then opened for reading (opening a device can act, a FIFO can block).
     """
     names = [name for name in path.split("/") if name not in ("", ".")]
     root = os.open("/", DIRECTORY)
@@ -76,10 +78,12 @@ def read_file(path: str, limit: int = MAX_FILE_SIZE) -> bytes | None:
     try:
         parent = open_directory("/".join(names[:-1]))
         found = _open(root, parent, names, os.O_PATH | os.O_CLOEXEC)
-        is_file = stat.S_ISREG(os.fstat(found).st_mode)
+        info = os.fstat(found)
         os.close(found)
-        if not is_file:
+        if not stat.S_ISREG(info.st_mode):
             raise PathError(errno.EINVAL, f"refusing {path}: it is not a regular file")
+        if info.st_dev != os.fstat(root).st_dev:  # /proc/kmsg is "regular", and reading it acts
+            raise PathError(errno.EXDEV, f"refusing {path}: it is not a file of the image")
         fd = _open(root, parent, names, READ)
         data = os.read(fd, limit + 1)
         while len(data) <= limit:

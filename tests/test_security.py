@@ -856,7 +856,7 @@ def test_the_program_starts_with_default_signal_dispositions(mycontainer):
 
 def image_with_users_file(tmp_path, rootfs: str, name: str, kind: str, user="nobody") -> str:
     """An image running as ``user`` whose /etc/``name`` is a ``kind`` ("fifo", "zero": a link
-    to /dev/zero, "large": 5 MiB, else the text ``kind``)."""
+    to /dev/zero, "kmsg": to /proc/kmsg, "large": 5 MiB, else the text ``kind``)."""
     root = tmp_path / "rootfs"
     shutil.copytree(rootfs, root, symlinks=True)
     path = root / "etc" / name
@@ -865,6 +865,8 @@ def image_with_users_file(tmp_path, rootfs: str, name: str, kind: str, user="nob
         os.mkfifo(path)
     elif kind == "zero":
         path.symlink_to("/dev/zero")
+    elif kind == "kmsg":  # a "regular" file whose reading takes the host's kernel log
+        path.symlink_to("/proc/kmsg")
     elif kind == "large":
         path.write_bytes(b"#" * (5 << 20) + b"\nnobody:x:65534:65534::/:/bin/sh\n")
     else:
@@ -879,6 +881,7 @@ def image_with_users_file(tmp_path, rootfs: str, name: str, kind: str, user="nob
         ("passwd", "fifo", "refusing /etc/passwd: it is not a regular file"),
         ("group", "fifo", "refusing /etc/group: it is not a regular file"),
         ("passwd", "zero", "refusing /etc/passwd: it is not a regular file"),
+        ("passwd", "kmsg", "refusing /etc/passwd: it is not a file of the image"),
         ("passwd", "large", "refusing /etc/passwd: it is larger than 4 MiB"),
     ],
 )
