@@ -47,15 +47,18 @@ EXIT_CANNOT_EXECUTE = 126  # the command exists but cannot be executed
 EXIT_NOT_FOUND = 127  # no such command
 EXIT_SIGNAL_BASE = 128  # killed by signal N: 128 + N
 
-# Signals that reach the runtime and are meant for the container (docker forwards the same).
-FORWARDED_SIGNALS = (
-    signal.SIGINT,
-    signal.SIGTERM,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGWINCH,
+# Signals that reach the runtime and are meant for the container: every one a process can
+# catch, as docker's sig-proxy forwards them, but those about the runtime itself: a child's
+# exit, a closed pipe, urgent socket data (docker keeps these three too), and the faults
+# its own code would raise (a Python handler cannot return from a real SIGSEGV). Left to
+# their default action, SIGALRM or SIGTSTP would kill or stop the runtime and orphan the
+# container.
+FORWARDED_SIGNALS = tuple(
+    sorted(
+        signal.valid_signals()
+        - {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGPIPE, signal.SIGURG}
+        - {signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP}
+    )
 )
 
 # Of those, the ones that end a run whose program has not started yet: forwarded to a
@@ -77,6 +80,7 @@ class Interrupted(ProcessError):
     def __init__(self, signum: int):
         name = signal.Signals(signum).name
         super().__init__(f"{name} before the container started", EXIT_SIGNAL_BASE + signum)
+        self.signum = signum
 
 
 class Init:
@@ -98,9 +102,12 @@ class Init:
                 os.write(self._gate, b"go")
                 self._close_gate()
                 report = self._sync.readline()
-        except Interrupted:
-            self.kill()
-            raise
+        except Interrupted as interrupted:
+            if not self._executed():
+                self.kill()
+                raise
+            os.kill(self.pid, interrupted.signum)  # it came as the program began: the program's
+            report = b""
         self._sync.close()
         if report:
             self.wait()  # it exits right after reporting; reap it
@@ -123,6 +130,17 @@ class Init:
         """Release the pipes (an init still at the gate then reads EOF and exits)."""
         self._close_gate()
         self._sync.close()
+
+    def _executed(self) -> bool:
+        """Whether execve(2) has succeeded: the sync pipe, close-on-exec, is at its end."""
+        fd = self._sync.fileno()
+        os.set_blocking(fd, False)
+        try:
+            return os.read(fd, 1) == b""
+        except BlockingIOError:
+            return False
+        finally:
+            os.set_blocking(fd, True)
 
     def _close_gate(self) -> None:
         if self._gate != -1:

@@ -167,6 +167,33 @@ def test_sigterm_is_forwarded_to_pid1(background):
     assert first.decode() + rest == "ready\ngot TERM\n"
 
 
+@pytest.mark.parametrize(
+    "signum",
+    [
+        signal.SIGALRM,
+        signal.SIGVTALRM,
+        signal.SIGPROF,
+        signal.SIGXCPU,
+        signal.SIGPWR,
+        signal.SIGTSTP,
+        signal.SIGTTIN,
+        signal.SIGRTMIN,
+        signal.SIGRTMAX,
+    ],
+    ids=lambda signum: signal.Signals(signum).name,
+)
+def test_every_catchable_signal_reaches_the_container(background, signum):
+    """As docker's sig-proxy: a signal for the runtime neither kills nor stops it, leaving the
+    container orphaned; the container's PID 1 gets it, and its exit code is the run's."""
+    number = int(signum)
+    script = f'trap "echo got {number}; exit 3" {number}; echo ready; while :; do sleep 0.1; done'
+    process = background("run", "--net", "none", "busybox", "sh", "-c", script)
+    first = read_until(process.stdout.fileno(), b"ready\n")
+    process.send_signal(signum)
+    rest, _ = process.communicate(timeout=20)
+    assert (process.returncode, first.decode() + rest) == (3, f"ready\ngot {number}\n")
+
+
 def foreground_job(init: int) -> str | None:
     """The name of the child of ``init`` that is the foreground job of its terminal, if any."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
