@@ -257,10 +257,29 @@ def exit_with_result(action, *args, **kwargs) -> None:
     os._exit(code or 0)
 
 
+def open_standard_streams() -> None:
+    """Put /dev/null on descriptors 0, 1 and 2 where the caller closed them (``>&-``).
+
+    Else the first files mycontainer opens get those numbers, and a container would be
+    handed one of the runtime's own files as its stdin, stdout or stderr; and Python,
+    finding no stdout or stderr, sets ``sys.stdout`` to None, so writing would fail.
+    """
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open("/dev/null", os.O_RDWR)  # the lowest free number: ``fd``
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 (the process's own)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: the fast paths for a plain ``run`` and ``load FILE``,
     click for the rest."""
     argv = sys.argv[1:] if argv is None else argv
+    open_standard_streams()
     if len(argv) == 2 and argv[0] == "load" and not argv[1].startswith("-"):
         exit_with_result(load, argv[1])
     plain = parse_plain_run(argv)

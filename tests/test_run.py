@@ -10,13 +10,14 @@ import os
 import pty
 import signal
 import socket
+import subprocess
 import time
 
 import pytest
 
 from runtime import cgroups, security
 
-from conftest import environment, read_until, running_containers
+from conftest import environment, mycontainer_command, read_until, running_containers
 
 pytestmark = pytest.mark.privileged
 
@@ -252,3 +253,18 @@ def test_interactive_shell_on_a_terminal(background, home, state_root):
         assert process.wait(timeout=20) == 5
     finally:
         os.close(primary)
+
+
+@pytest.mark.parametrize("closed", ["0<&-", ">&-", "2>&-", ">&- 2>&-"])
+def test_closed_standard_streams_keep_the_exit_code(mycontainer, home, state_root, closed):
+    """A caller may close stdin, stdout or stderr (``>&-``): the run's exit code stays the
+    command's, with no traceback."""
+    command = " ".join(mycontainer_command("run", "--net", "none", "busybox", "sh", "-c"))
+    result = subprocess.run(
+        ["sh", "-c", f"{command} 'exit 7' {closed}; echo exit=$?"],
+        env=environment(home, state_root),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.stdout, result.stderr) == ("exit=7\n", "")
