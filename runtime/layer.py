@@ -591,7 +591,7 @@ def _set_times(path: str, entry: tarfile.TarInfo) -> None:
 def copy_layers(layers: list[str], target: str) -> None:
     """What overlayfs would show, as a copy: apply ``layers`` bottom up, whiteouts included."""
     for lower in reversed(layers):
-        for directory, subdirectories, files in os.walk(lower):
+        for directory, subdirectories, files in walk(lower):
             relative = os.path.relpath(directory, lower)
             destination = os.path.normpath(os.path.join(target, relative))
             if _is_opaque(directory) and relative != ".":
@@ -648,14 +648,33 @@ def check_against_lower_layers(directory: str, lowers: list[str]) -> None:
     """Refuse a layer with a directory where the layers below (``lowers``, top first) show
     a symbolic link: unpacked in order into one tree, as the OCI spec describes, its entries
     would be written *through* that link, wherever it points."""
-    for root, subdirectories, _files in os.walk(directory):
-        for name in subdirectories:
-            path = os.path.relpath(os.path.join(root, name), directory)
-            if merged_type(path, lowers) == "symlink":
-                raise LayerError(
-                    f"entry {path!r}: refuses to write through symbolic link {path!r} "
-                    "of a lower layer"
-                )
+    try:
+        for root, subdirectories, _files in walk(directory):
+            for name in subdirectories:
+                path = os.path.relpath(os.path.join(root, name), directory)
+                if merged_type(path, lowers) == "symlink":
+                    raise LayerError(
+                        f"entry {path!r}: refuses to write through symbolic link {path!r} "
+                        "of a lower layer"
+                    )
+    except OSError as error:  # a path deeper than the host's PATH_MAX, say
+        raise LayerError(
+            f"refusing a layer whose entries cannot be checked: {error.strerror}"
+        ) from None
+
+
+def walk(top: str):
+    """os.walk(top), top-down, without following links, without recursion: before Python
+    3.12, os.walk recursed once per level, and a layer 1,000 directories deep raised
+    RecursionError."""
+    stack = [top]
+    while stack:
+        directory = stack.pop()
+        with os.scandir(directory) as entries:
+            names = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+        subdirectories = [name for name, is_directory in names if is_directory]
+        yield directory, subdirectories, [name for name, is_directory in names if not is_directory]
+        stack.extend(os.path.join(directory, name) for name in reversed(subdirectories))
 
 
 def merged_type(path: str, layers: list[str]) -> str | None:

@@ -419,6 +419,16 @@ def test_hostile_layers_are_refused(mycontainer, home, sentinel, tmp_path, case)
     assert store_contents(home) == before  # nothing left behind
 
 
+def test_a_layer_thousands_of_levels_deep_loads(mycontainer, tmp_path):
+    """2,000 nested directories over a lower layer: checked without recursion (os.walk of
+    Python 3.11 recursed once per level, and gave a RecursionError traceback)."""
+    layers = [[member("a", data=b"x")], [member("/".join(["d"] * 2000) + "/f", data=b"x")]]
+    write_layout(tmp_path / "deep", [tar_bytes(entries) for entries in layers])
+    result = mycontainer("load", str(tmp_path / "deep"))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "deep:latest\n", "")
+    assert mycontainer("rmi", "deep:latest").returncode == 0
+
+
 def without_config(layout) -> None:
     index = json.loads((layout / "index.json").read_text())
     manifest_path = layout / "blobs/sha256" / index["manifests"][0]["digest"].split(":")[1]
