@@ -46,6 +46,7 @@ CONTROLLERS = ("memory", "cpu", "pids")
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "devices")
 MIN_MEMORY = 6 * 1024 * 1024  # docker's minimum: below it a container cannot even start
 MAX_CPU_WEIGHT = 10000
+PID_MAX_LIMIT = 4 * 1024 * 1024  # <linux/threads.h>, on 64-bit machines
 SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -90,9 +91,10 @@ def parse_cpu_weight(text: str) -> int:
 
 
 def parse_pids_limit(text: str) -> int:
-    """The most processes (and threads) the container may have at once: a positive integer."""
-    if not _is_number(text) or int(text) < 1:
-        raise ValueError(f"--pids-limit must be a positive integer (got {text})")
+    """The most processes (and threads) the container may have at once: a positive integer,
+    at most the kernel's PID_MAX_LIMIT (4194304), which is all pids.max accepts."""
+    if not _is_number(text) or not 1 <= int(text) <= PID_MAX_LIMIT:
+        raise ValueError(f"--pids-limit must be an integer from 1 to {PID_MAX_LIMIT} (got {text})")
     return int(text)
 
 

@@ -112,8 +112,12 @@ def check_host() -> None:
 
 
 def state_root() -> str:
-    """Where containers keep their state; ``MYCONTAINER_STATE`` overrides it (for tests)."""
-    return os.environ.get("MYCONTAINER_STATE", DEFAULT_STATE_ROOT)
+    """Where containers keep their state; ``MYCONTAINER_STATE`` overrides it (for tests;
+    empty: unset)."""
+    path = os.environ.get("MYCONTAINER_STATE") or DEFAULT_STATE_ROOT
+    if not os.path.isabs(path):
+        raise ContainerError(f"MYCONTAINER_STATE must be an absolute path (got {path!r})")
+    return path
 
 
 def cgroup_parent() -> str:

@@ -183,5 +183,7 @@ def _mount_point(rootfs: str, name: str) -> str:
     path = os.path.join(rootfs, name)
     if os.path.islink(path):
         raise OSError(f"refusing to mount on {path}: it is a symbolic link")
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise OSError(f"the image's /{name} is not a directory: it cannot be mounted on")
     os.makedirs(path, mode=0o755, exist_ok=True)
     return path

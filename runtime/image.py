@@ -68,8 +68,11 @@ class ImageError(Exception):
 
 
 def home() -> str:
-    """Where mycontainer keeps images; ``MYCONTAINER_HOME`` overrides it."""
-    return os.environ.get("MYCONTAINER_HOME", DEFAULT_HOME)
+    """Where mycontainer keeps images; ``MYCONTAINER_HOME`` overrides it (empty: unset)."""
+    path = os.environ.get("MYCONTAINER_HOME") or DEFAULT_HOME
+    if not os.path.isabs(path):  # else the store would be wherever the command ran
+        raise ImageError(f"MYCONTAINER_HOME must be an absolute path (got {path!r})")
+    return path
 
 
 def built_in_rootfs(name: str) -> str:

@@ -51,13 +51,20 @@ def _number(path: str, found: tuple[int, list[str]], index: int, fields) -> int:
     """Field ``index`` of entry ``found`` of ``path``, which must be a number."""
     number, entry = found
     if not _is_id(entry[index]):
-        raise UserError(f"{path} line {number}: {fields[index]} {entry[index]!r} is not a number")
+        raise UserError(
+            f"{path} line {number}: {fields[index]} {entry[index]!r} is not a number "
+            f"from 0 to {MAX_ID}"
+        )
     return int(entry[index])
 
 
+MAX_ID = 2**32 - 2  # uid_t and gid_t; 2**32 - 1 is (uid_t) -1, "no change" to setuid(2)
+
+
 def _is_id(text: str) -> bool:
-    """ASCII digits only: str.isdigit() also takes ``²``, which int() then refuses."""
-    return text.isascii() and text.isdigit()
+    """ASCII digits only (str.isdigit() also takes ``²``, which int() then refuses), of a
+    number a uid or gid can be."""
+    return text.isascii() and text.isdigit() and int(text) <= MAX_ID
 
 
 def resolve(spec: str) -> tuple[int, int, list[int], str | None]:

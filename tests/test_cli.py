@@ -202,3 +202,35 @@ def test_a_bridge_name_is_ascii(home, state_root):
     assert result.stderr.startswith("mycontainer: error: MYCONTAINER_BRIDGE takes an interface")
     assert result.stderr.count("\n") == 1
     assert os.listdir(state_root) == []
+
+
+@pytest.mark.parametrize("value", ["0", "4194305", "99999999999999999999"])
+def test_pids_limit_is_within_what_the_kernel_takes(value, tmp_path):
+    """pids.max takes 1 to PID_MAX_LIMIT: beyond, the kernel's EINVAL or ERANGE named no
+    option."""
+    result = mycontainer("run", "--pids-limit", value, "busybox", "true", state=tmp_path)
+    assert result.returncode == 125
+    assert result.stderr == (
+        f"mycontainer: error: --pids-limit must be an integer from 1 to 4194304 (got {value})\n"
+    )
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("variable", ["MYCONTAINER_HOME", "MYCONTAINER_STATE"])
+def test_a_relative_home_or_state_root_is_refused(variable, tmp_path):
+    """A relative path would put the store or the state wherever the command happens to run."""
+    env = dict(os.environ, PYTHONPATH=REPO, MYCONTAINER_STATE=str(tmp_path / "state"))
+    env[variable] = "relative"
+    result = subprocess.run(
+        mycontainer_command("run", "--net", "none", "busybox", "true"),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 125
+    assert result.stderr == (
+        f"mycontainer: error: {variable} must be an absolute path (got 'relative')\n"
+    )
+    assert sorted(os.listdir(tmp_path)) == []

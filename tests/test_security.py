@@ -1236,3 +1236,32 @@ def test_a_user_in_unicode_digits_is_no_number(mycontainer, tmp_path, busybox_ro
     assert (
         result.stderr == "mycontainer: error: user '\u00b2' is not in the container's /etc/passwd\n"
     )
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("user", ["4294967295", "4294967296", "1:4294967296"])
+def test_a_numeric_user_beyond_uid_t_is_one_line(mycontainer, tmp_path, busybox_rootfs, user):
+    """2**32 - 1 is setuid(2)'s "no change", and beyond it is no uid: each is a name then,
+    not in the image's users files, rather than an errno or an overflow message."""
+    image = oci_image(tmp_path / "image", busybox_rootfs, user)
+    result = mycontainer("run", "--net", "none", image, "true")
+    assert result.returncode == 125
+    assert result.stderr.startswith("mycontainer: error: ") and result.stderr.count("\n") == 1
+    assert "is not in the container's /etc/" in result.stderr
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("name", ["proc", "sys", "dev"])
+def test_an_image_whose_mount_point_is_a_file_is_one_line(
+    mycontainer, tmp_path, busybox_rootfs, name
+):
+    root = tmp_path / "rootfs"
+    shutil.copytree(busybox_rootfs, root, symlinks=True)
+    if (root / name).is_dir():
+        os.rmdir(root / name)
+    (root / name).write_text("a file")
+    result = mycontainer("run", "--net", "none", str(root), "true")
+    assert (result.returncode, result.stderr) == (
+        125,
+        f"mycontainer: error: the image's /{name} is not a directory: it cannot be mounted on\n",
+    )
