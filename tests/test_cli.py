@@ -218,9 +218,9 @@ def test_pids_limit_is_within_what_the_kernel_takes(value, tmp_path):
 
 @pytest.mark.privileged
 @pytest.mark.parametrize("variable", ["MYCONTAINER_HOME", "MYCONTAINER_STATE"])
-def test_a_relative_home_or_state_root_is_refused(variable, tmp_path):
+def test_a_relative_home_or_state_root_is_refused(variable, home, tmp_path):
     """A relative path would put the store or the state wherever the command happens to run."""
-    env = dict(os.environ, PYTHONPATH=REPO, MYCONTAINER_STATE=str(tmp_path / "state"))
+    env = environment(home, tmp_path / "state")
     env[variable] = "relative"
     result = subprocess.run(
         mycontainer_command("run", "--net", "none", "busybox", "true"),
