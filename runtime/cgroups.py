@@ -70,8 +70,7 @@ def parse_memory(text: str) -> int:
             break
     unit = value[-1:] if value[-1:].isalpha() else ""
     number = value[: len(value) - len(unit)]
-    digits = number.replace(".", "", 1)
-    if unit not in SIZE_UNITS or not (digits.isascii() and digits.isdigit()):
+    if unit not in SIZE_UNITS or not _is_number(number.replace(".", "", 1)):
         raise ValueError(f"--memory takes a size such as 64m, 1g or 512k (got {text})")
     size = (
         int(float(number) * SIZE_UNITS[unit]) if "." in number else int(number) * SIZE_UNITS[unit]
@@ -99,9 +98,10 @@ def parse_pids_limit(text: str) -> int:
 
 
 def _is_number(text: str) -> bool:
-    """Only ASCII digits (spaces around them aside), as parse_memory explains."""
+    """Only ASCII digits (spaces around them aside), as parse_memory explains, and at most
+    19 of them: no limit needs more, and int() refuses over 4,300 with its own message."""
     digits = text.strip()
-    return digits.isascii() and digits.isdigit()
+    return digits.isascii() and digits.isdigit() and len(digits) <= 19
 
 
 def weight_to_shares(weight: int) -> int:

@@ -260,7 +260,7 @@ def _is_absolute_path(value) -> bool:
 def _is_port(value) -> bool:
     """``80``, ``80/tcp``, ``53/udp``, ``9/sctp``: an exposed port, as docker writes it."""
     port, _, protocol = value.partition("/")
-    number = port.isascii() and port.isdigit() and 0 < int(port) < 65536
+    number = port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536
     return number and protocol in ("", "tcp", "udp", "sctp")
 
 

@@ -103,7 +103,8 @@ def parse_publish(text: str) -> str:
     valid = (
         len(numbers) == 2
         and all(
-            number.isascii() and number.isdigit() and 0 < int(number) < 65536 for number in numbers
+            number.isascii() and number.isdigit() and len(number) <= 5 and 0 < int(number) < 65536
+            for number in numbers
         )
         and protocol in PROTOCOLS
     )

@@ -64,7 +64,7 @@ MAX_ID = 2**32 - 2  # uid_t and gid_t; 2**32 - 1 is (uid_t) -1, "no change" to s
 def _is_id(text: str) -> bool:
     """ASCII digits only (str.isdigit() also takes ``²``, which int() then refuses), of a
     number a uid or gid can be."""
-    return text.isascii() and text.isdigit() and int(text) <= MAX_ID
+    return text.isascii() and text.isdigit() and len(text) <= 10 and int(text) <= MAX_ID
 
 
 def resolve(spec: str) -> tuple[int, int, list[int], str | None]:

@@ -234,3 +234,13 @@ def test_a_relative_home_or_state_root_is_refused(variable, home, tmp_path):
         f"mycontainer: error: {variable} must be an absolute path (got 'relative')\n"
     )
     assert sorted(os.listdir(tmp_path)) == []
+
+
+@pytest.mark.parametrize("option", ["--memory", "--cpu-weight", "--pids-limit", "--publish"])
+def test_a_number_of_thousands_of_digits_names_the_option(option, tmp_path):
+    """int() refuses over 4,300 digits with a message of its own: the option is named."""
+    value = "9" * 5000 + (":80" if option == "--publish" else "")
+    result = mycontainer("run", option, value, "busybox", "true", state=tmp_path)
+    assert result.returncode == 125
+    assert result.stderr.startswith(f"mycontainer: error: {option} ")
+    assert result.stderr.count("\n") == 1 and os.listdir(tmp_path) == []
