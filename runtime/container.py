@@ -1,22 +1,24 @@
-"""The container lifecycle: create, start, wait, delete, with the state kept on disk.
+"""The container lifecycle: create, start, wait, kill, delete, over the state on disk.
 
 The states are the OCI runtime spec's (runtime.md, "State")::
 
-    creating ──create()──> created ──start()──> running ──(init exits)──> stopped ──delete()──> gone
+    creating ──create──> created ──start──> running ──(init exits)──> stopped ──delete──> gone
 
-``mycontainer run`` is exactly ``create`` + ``start`` + ``wait`` + ``delete``. Each container
-keeps its state in ``<state root>/<id>/state.json`` (id, status, init pid, image, config),
-written atomically at every change, so that later commands (``ps``, ``exec``, ``kill``,
-``delete``) can find a container that another process created.
+A container is a directory of the state root (runtime.state), not a process of ours: after
+``create`` any process can load it by its id and ``start``, ``kill`` or ``delete`` it (the
+functions at the end of this module), as an engine does through ``mycontainer-oci``.
+``mycontainer run`` is the same lifecycle in one process: ``Container.create``, ``start``,
+``wait`` (only the creator can: the init is its child), ``delete``.
 
-The process that created a container holds an exclusive flock(2) on ``<id>/lock`` for as long
-as it lives, and another on the container's storage directory (``<home>/containers/<id>``);
-the kernel drops them when that process dies, even by SIGKILL. So a state or storage
-directory whose lock can be taken belongs to no one any more: :func:`prune` (called by every
-``create``, and by ``mycontainer prune``) stops what is left of it and removes it. ``delete``
-removes the storage before the state, so that a runtime killed at any point leaves one of
-them for ``prune`` to find, and a reboot (which empties /run) leaves storage that no state
-owns, which ``prune`` finds by its lock alone.
+A foreground ``run`` holds its container's lock for as long as it lives, and marks the
+container ``autoremove``; the kernel drops the lock when that process dies, even by SIGKILL.
+So an autoremove container whose lock can be taken has lost its runtime: :func:`prune`
+(called by every ``create``, and by ``mycontainer prune``) ends and removes it. A container
+made by ``mycontainer-oci create`` belongs to its engine: prune leaves it alone, whatever
+its status, until the engine deletes it. ``delete`` removes the storage before the state,
+so that a runtime killed at any point leaves one of them for ``prune`` to find, and a
+reboot (which empties /run) leaves storage that no state owns, which ``prune`` finds by its
+lock alone.
 
 Spec: https://github.com/opencontainers/runtime-spec/blob/main/runtime.md
 """
@@ -41,13 +43,12 @@ from runtime import (
     removal,
     rootpath,
     security,
+    state,
 )
 from runtime.process import EXIT_RUNTIME_ERROR, EXIT_SIGNAL_BASE, ProcessError
 
-DEFAULT_STATE_ROOT = "/run/mycontainer"  # a tmpfs: state vanishes with a reboot, as it should
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-CREATING, CREATED, RUNNING, STOPPED = "creating", "created", "running", "stopped"
 EXIT_OOM = EXIT_SIGNAL_BASE + 9  # 137: SIGKILLed, by the kernel's OOM killer
 
 
@@ -114,20 +115,20 @@ def check_host() -> None:
 def state_root() -> str:
     """Where containers keep their state; ``MYCONTAINER_STATE`` overrides it (for tests;
     empty: unset)."""
-    path = os.environ.get("MYCONTAINER_STATE") or DEFAULT_STATE_ROOT
+    path = os.environ.get("MYCONTAINER_STATE") or state.DEFAULT_ROOT
     if not os.path.isabs(path):
         raise ContainerError(f"MYCONTAINER_STATE must be an absolute path (got {path!r})")
     return path
 
 
-def cgroup_parent() -> str:
-    """The cgroup parent of this state root's containers: ``mycontainer`` for the default one.
+def cgroup_parent(root: str | None = None) -> str:
+    """The cgroup parent of state root ``root``'s containers: ``mycontainer`` for the default.
 
     Each state root gets its own parent, so that pruning the containers of one (say, a test's)
     never touches those of another, whose state it cannot see.
     """
-    root = state_root()
-    if root == DEFAULT_STATE_ROOT:
+    root = root or state_root()
+    if root == state.DEFAULT_ROOT:
         return cgroups.PARENT
     return f"{cgroups.PARENT}-{zlib.crc32(os.path.abspath(root).encode()):08x}"
 
@@ -141,37 +142,6 @@ def storage_directory(container_id: str) -> str:
 def new_id() -> str:
     """A random 64-hex-digit id, as docker makes them; the first 12 digits are its short form."""
     return os.urandom(32).hex()
-
-
-def make_state_directory(directory: str) -> int:
-    """Create state directory ``directory`` and return the descriptor of its locked lock.
-
-    It is made under a hidden name, its lock file created and locked, then renamed
-    (rename(2)): a directory of that name never lacks a held lock while its runtime lives.
-    A concurrent prune may take the hidden directory for an abandoned one before it is
-    locked; prune unlinks a lock file before it lets go of it, so a lock file with no links
-    left, or a directory gone, means: start again. The lock holds as long as the descriptor
-    stays open.
-    """
-    root, name = os.path.split(directory)
-    os.makedirs(root, mode=0o700, exist_ok=True)
-    making = os.path.join(root, f".{name}")
-    while True:
-        os.mkdir(making, 0o700)
-        try:
-            lock = os.open(
-                os.path.join(making, "lock"), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600
-            )
-        except FileNotFoundError:
-            continue
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if os.fstat(lock).st_nlink > 0:
-                os.rename(making, directory)
-                return lock
-        except FileNotFoundError:
-            pass
-        os.close(lock)
 
 
 def make_storage_directory(directory: str) -> int:
@@ -195,19 +165,20 @@ def make_storage_directory(directory: str) -> int:
 
 
 class Container:
-    """One container, from ``create()`` to ``delete()``."""
+    """One container made by this process, from ``create()`` to ``delete()``: the in-memory
+    half of the lifecycle. Its state is on disk (runtime.state), so that any later process
+    can ``start``, ``kill`` or ``delete`` it with the module's functions below; this object
+    adds what only its creator can do: wait for its init (its child) and read its exit."""
 
-    def __init__(self, config: Config, container_id: str | None = None):
+    def __init__(self, config: Config, container_id: str | None = None, *, root: str | None = None):
         self.id = container_id or new_id()
         self.config = config
-        self.status = CREATING
-        self.pid = 0
+        self.root = root or state_root()
+        self.state: state.State | None = None
         self.oom_killed = False
-        self.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        self.directory = os.path.join(state_root(), self.id)
         self.storage = storage_directory(self.id)
         self.root_directory = os.path.join(self.storage, "root")
-        self.cgroup = cgroups.Cgroup(cgroups.detect(), self.id, cgroup_parent())
+        self.cgroup = cgroups.Cgroup(cgroups.detect(), self.id, cgroup_parent(self.root))
         self.security = security.Security(config.cap_add, config.cap_drop, config.security_opt)
         self._init: process.Init | None = None
         self._network: network.Network | None = None
@@ -219,18 +190,35 @@ class Container:
     def hostname(self) -> str:
         return self.config.hostname or self.id[:12]
 
+    @property
+    def pid(self) -> int:
+        return self._init.pid if self._init else 0
+
     def create(self) -> None:
-        """Build the container: cgroup, namespaces, mounts, hostname, network; the program waits."""
+        """Build the container: cgroup, namespaces, mounts, hostname, network; the program waits.
+
+        The state directory comes first (its lock held until delete), then each part, each
+        recorded before the next is made, so that a crash at any point leaves a state that
+        names what to undo.
+        """
+        directory = os.path.join(self.root, self.id)
         try:  # checks the network settings, before anything exists
             self._network = network.Network(
-                self.config.net, self.config.publish, self.directory, self.id
+                self.config.net, self.config.publish, directory, self.id
             )
         except network.NetworkError as error:
             raise ContainerError(str(error)) from None
         prune(self.cgroup.layout)
-        self._make_directory()
+        record = {
+            "bundle": self.storage,
+            "rootfs": self.root_directory,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "config": self.config.as_dict(),
+            "cgroups": self.cgroup.directories,
+            "autoremove": True,  # a foreground run: its runtime's death ends it (see prune)
+        }
+        self.state, self._lock = state.make(self.root, self.id, record)
         try:
-            self._save()
             self.cgroup.create(self.config.memory, self.config.cpu_weight, self.config.pids_limit)
             devices.restrict(self.cgroup)  # before any of its processes can open a device
             self._storage_lock = make_storage_directory(self.storage)
@@ -250,9 +238,12 @@ class Container:
                 ),
                 before_unshare=self.cgroup.join,
                 setup=self._setup_inside,
+                gate=self.state.path(state.GATE),
             )
             # The init waits at its gate: plug its network namespace into the bridge.
             self._network.connect(self._init.pid)
+            self.state.record.update(pid=self.pid, start_time=state.process_start_time(self.pid))
+            self.state.save()
         except (
             ProcessError,
             cgroups.CgroupError,
@@ -265,23 +256,20 @@ class Container:
         except BaseException:
             self.delete()
             raise
-        self.pid = self._init.pid
-        self._set_status(CREATED)
 
     def start(self) -> None:
         """Let the container's program run (execve it as the container's PID 1)."""
         try:
             self._init.start()
         except ProcessError as error:
-            self._set_status(STOPPED)
             raise ContainerError(str(error), error.exit_code) from None
-        self._set_status(RUNNING)
+        finally:
+            _remove_gate(self.state)
 
     def wait(self) -> int:
         """Wait until the container's PID 1 exits, forwarding signals and the terminal to it."""
         with process.forwarding_signals(self.pid), process.terminal_foreground(self.pid):
             code = self._init.wait()
-        self._set_status(STOPPED)
         # The OOM killer may have picked any process of the container, not only PID 1.
         self.oom_killed = self.cgroup.oom_kills() > 0
         return EXIT_OOM if self.oom_killed else code
@@ -297,8 +285,7 @@ class Container:
         command's exit code, and ``prune`` tries again.
         """
         if self._init is not None:
-            if self.status != STOPPED:
-                self._init.kill()
+            self._init.kill()  # does nothing to an init already reaped
             self._init.close()
             self._init = None
         if self._network is not None:
@@ -310,7 +297,8 @@ class Container:
             self.leftovers = f"{error} (then run 'mycontainer prune')"
         except KeyboardInterrupt:  # a huge tree takes a while: Ctrl-C leaves it to prune
             self.leftovers = f"interrupted: run 'mycontainer prune' to remove {self.storage}"
-        remove_directory(self.directory)
+        if self.state is not None:
+            state.remove(self.state)
         for lock in (self._storage_lock, self._lock):
             if lock != -1:
                 os.close(lock)
@@ -333,23 +321,6 @@ class Container:
             finally:
                 self.delete()
 
-    def state(self) -> dict:
-        """The OCI runtime spec's state object, plus the config we were given."""
-        return {
-            "ociVersion": "1.0.2",
-            "id": self.id,
-            "status": self.status,
-            "pid": self.pid,
-            "bundle": self.root_directory,
-            "created": self.created,
-            "config": self.config.as_dict(),
-            "cgroups": self.cgroup.directories,
-        }
-
-    def _make_directory(self) -> None:
-        """The state directory, locked until delete() closes ``self._lock``."""
-        self._lock = make_state_directory(self.directory)
-
     def _setup_inside(self) -> None:
         """Runs in the container's init, inside its new namespaces, before the gate."""
         namespaces.set_hostname(self.hostname)
@@ -370,17 +341,13 @@ class Container:
         env.update(self.config.env)
         return env
 
-    def _set_status(self, status: str) -> None:
-        self.status = status
-        self._save()
 
-    def _save(self) -> None:
-        """Write state.json atomically (write, then rename(2)), so readers never see half."""
-        path = os.path.join(self.directory, "state.json")
-        with open(path + ".tmp", "w") as file:
-            json.dump(self.state(), file, indent=2)
-            file.write("\n")
-        os.replace(path + ".tmp", path)
+def _remove_gate(container: state.State) -> None:
+    """The gate is passed (or will never be): without it, the status reads running."""
+    try:
+        os.unlink(container.path(state.GATE))
+    except FileNotFoundError:
+        pass
 
 
 def _configs():
@@ -405,39 +372,27 @@ def layers_in_use() -> set[str]:
     return {directory for _, config in _configs() for directory in config.get("layers", [])}
 
 
-def remove_directory(directory: str) -> None:
-    """Remove a container's state directory (it holds only files); missing is fine.
-
-    The caller holds its lock, whose file goes last: a directory without one is then only
-    ever a removal cut short (or a making barely begun), which prune recognises.
-    """
-    try:
-        for name in sorted(os.listdir(directory), key=lambda name: name == "lock"):
-            os.unlink(os.path.join(directory, name))
-        os.rmdir(directory)
-    except FileNotFoundError:
-        pass  # never created, or removed already
-
-
 def prune(layout: cgroups.Layout | None = None, problems: list[str] | None = None) -> list[str]:
-    """Remove containers whose ``mycontainer`` died (e.g. SIGKILLed); return their ids.
+    """Remove what dead runtimes left behind; return the ids of the containers removed.
 
-    A container directory whose lock we can take belongs to no living runtime: its processes
-    are killed, its cgroups and state removed (one without a lock file is a removal cut
-    short: only the empty directory is left to remove). Cgroups of ours with no state
-    directory at all are removed too, and storage directories whose lock we can take,
-    whatever state root they belonged to. ``layout``: the host's cgroups, if the caller has
-    read them already; ``problems`` gets a line for each storage directory that could not be
-    removed.
+    In the state root, a container directory whose lock we can take is removed when it was
+    a foreground run's (``autoremove``: that runtime died), or when it names no init (a
+    create cut short); its processes are killed and its cgroups removed with it. One
+    without a lock file is a removal cut short: only the empty directory is left. An
+    engine's container (``mycontainer-oci create``) is never touched: created, running or
+    stopped, it is the engine's to delete. Cgroups of ours with no state directory at all
+    are removed too, and storage directories whose lock we can take, whatever state root
+    they belonged to. ``layout``: the host's cgroups, if the caller has read them already;
+    ``problems`` gets a line for each storage directory that could not be removed.
     """
     root = state_root()
     layout = layout or cgroups.detect()
     pruned = []
     for name in os.listdir(root) if os.path.isdir(root) else []:
         path = os.path.join(root, name)
-        lock = _lock_if_abandoned(path)
+        lock = state.try_lock(path)
         if lock is None:
-            continue  # its runtime is alive
+            continue  # its runtime is alive, or another command is at work on it
         if lock == -1:
             try:
                 os.rmdir(path)
@@ -445,9 +400,11 @@ def prune(layout: cgroups.Layout | None = None, problems: list[str] | None = Non
                 continue  # ENOTEMPTY: a making that has just begun; or gone meanwhile
         else:
             try:
+                if not _abandoned(root, name):
+                    continue
                 _remove_groups(layout, name.lstrip("."), path)
                 network.release_leftovers(path)  # veth, ports, lease
-                remove_directory(path)
+                state.remove(state.State(root, name, {}))
             finally:
                 os.close(lock)
         if not name.startswith("."):
@@ -462,6 +419,17 @@ def prune(layout: cgroups.Layout | None = None, problems: list[str] | None = Non
         cgroups.remove_group(path)
         pruned.append(os.path.basename(path))
     return pruned
+
+
+def _abandoned(root: str, name: str) -> bool:
+    """Whether the unlocked state directory ``name`` of ``root`` is left over: a making
+    (hidden name, or no init recorded) or a foreground run's container (see prune)."""
+    try:
+        with open(os.path.join(root, name, state.STATE_FILE)) as file:
+            record = json.load(file)
+    except (OSError, ValueError):
+        return True  # no state written: a making cut short
+    return name.startswith(".") or not record.get("pid") or bool(record.get("autoremove"))
 
 
 def _remove_groups(layout: cgroups.Layout, container_id: str, directory: str) -> None:
@@ -533,20 +501,3 @@ def _end_processes(layout: cgroups.Layout, container_id: str) -> None:
         for parent in os.listdir(base) if os.path.isdir(base) else []:
             if parent.startswith(cgroups.PARENT):
                 cgroups.remove_group(os.path.join(base, parent, container_id))
-
-
-def _lock_if_abandoned(directory: str) -> int | None:
-    """The state directory's lock, taken, if no living process holds it; -1 if it has no
-    lock file (see remove_directory); None while its runtime lives."""
-    try:
-        lock = os.open(os.path.join(directory, "lock"), os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return -1
-    except NotADirectoryError:
-        return None  # not a container's
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(lock)
-        return None
-    return lock

@@ -18,11 +18,13 @@ can then waitpid(2) it like its own child and read its real exit status.
 
 Create, then start
 ------------------
-The init does all its setup (mounts, hostname...) and then blocks reading a *gate* pipe.
+The init does all its setup (mounts, hostname...) and then blocks reading a *gate*.
 That splits the lifecycle the way the OCI runtime spec does: after ``create`` everything
-exists but the user's program has not run; ``start`` opens the gate and the init execs it.
-A *sync* pipe carries the init's reports back, one line each: ``pid N``, ``ready``, or
-``error CODE MESSAGE`` with the exit code the user should see. The sync pipe is
+exists but the user's program has not run; ``start`` writes to the gate and the init execs
+it. The gate is an anonymous pipe, or a named FIFO (``gate=PATH``) that a later process can
+open by its name: runtime.state's ``exec.fifo``, so that a container outlives the command
+that created it. A *sync* pipe carries the init's reports back, one line each: ``pid N``,
+``ready``, or ``error CODE MESSAGE`` with the exit code the user should see. The sync pipe is
 close-on-exec, so EOF on it means execve succeeded. While the runtime waits for those
 reports, SIGINT, SIGTERM, SIGHUP and SIGQUIT end the run (Interrupted): a stalled setup
 must not make it deaf to them.
@@ -89,7 +91,7 @@ class Init:
     def __init__(self, sync: int, gate: int):
         self.pid = 0  # as seen from the host; known once the intermediate reports it
         self._sync = os.fdopen(sync, "rb")  # reports from the init, one line each
-        self._gate = gate  # write end of the gate pipe; closed by start()
+        self._gate = gate  # the gate's write end (pipe or FIFO); closed by start()
 
     def start(self) -> None:
         """Open the gate and wait until execve(2) succeeded or the init reported why not.
@@ -99,7 +101,7 @@ class Init:
         """
         try:
             with stopping_on_signals():
-                os.write(self._gate, b"go")
+                os.write(self._gate, b"0")
                 self._close_gate()
                 report = self._sync.readline()
         except Interrupted as interrupted:
@@ -127,7 +129,8 @@ class Init:
             pass  # already gone, or already reaped
 
     def close(self) -> None:
-        """Release the pipes (an init still at the gate then reads EOF and exits)."""
+        """Release the pipes (an init still at a pipe gate then reads EOF and exits; one at a
+        FIFO gate holds the FIFO open itself, and waits for a start or a kill)."""
         self._close_gate()
         self._sync.close()
 
@@ -162,18 +165,25 @@ class Program:
         self.security = security
 
 
-def spawn(program: Program, *, namespaces: int, setup=None, before_unshare=None) -> Init:
+def spawn(
+    program: Program, *, namespaces: int, setup=None, before_unshare=None, gate: str | None = None
+) -> Init:
     """Create a process in new ``namespaces`` that has run ``setup()`` and waits to exec
     ``program``.
 
     ``before_unshare()`` runs in the intermediate before it unshares: the place to join the
     container's cgroup, so that every process of the container is born in it and a new cgroup
-    namespace is rooted at it. Returns once the process is ready, or raises ProcessError with
-    what went wrong inside, or Interrupted if a stopping signal came first (the process is
-    killed then). Marks the calling process a child subreaper (see above).
+    namespace is rooted at it. ``gate``: the path of a FIFO to wait on (see above; default:
+    a pipe). Returns once the process is ready, or raises ProcessError with what went wrong
+    inside, or Interrupted if a stopping signal came first (the process is killed then).
+    Marks the calling process a child subreaper (see above).
     """
     sync_read, sync_write = os.pipe()  # both ends close-on-exec (PEP 446)
-    gate_read, gate_write = os.pipe()
+    if gate:  # read and write: opening a FIFO so never blocks (fifo(7)), and never reads EOF
+        gate_read = os.open(gate, os.O_RDWR | os.O_CLOEXEC)
+        gate_write = os.dup(gate_read)
+    else:
+        gate_read, gate_write = os.pipe()
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     intermediate = os.fork()
     if intermediate == 0:
@@ -349,10 +359,19 @@ def _reported_error(report: bytes) -> ProcessError:
     return ProcessError(message, int(code))
 
 
-def _send(fd: int, line: str) -> None:
-    """Report one line to the runtime; if it is gone (EPIPE), there is no one to tell."""
+def _send(fd: int, line: str) -> bool:
+    """Report one line to the runtime; False if it is gone (EPIPE): no one to tell."""
     try:
         os.write(fd, line.replace("\n", " ").encode() + b"\n")
+    except OSError:
+        return False
+    return True
+
+
+def _tell_stderr(message: str) -> None:
+    """Say why the program did not run on the container's stderr, where its engine reads."""
+    try:
+        os.write(2, f"mycontainer: error: {message}\n".encode())
     except OSError:
         pass
 
@@ -394,16 +413,17 @@ def _init(program: Program, setup, sync: int, gate: int) -> None:
         os.setpgid(0, 0)  # its own process group, so it can be the terminal's foreground job
         if setup:
             setup()
-        _send(sync, "ready")
-        if os.read(gate, 2) != b"go":  # EOF: the runtime gave up on us
-            os._exit(EXIT_RUNTIME_ERROR)
-        close_descriptors(keep=(sync,))  # and any that setup() left open
         # Enter the working directory as root, resolved inside the root only (runc too
         # enters it before the user switch, so a directory closed to the user still works).
         cwd = rootpath.open_directory(program.cwd)
         os.fchdir(cwd)
         os.close(cwd)
         check_cwd_inside_root(program.cwd)
+        find_program(program.argv[0], program.env)  # "not found" is create's error, as runc's
+        _send(sync, "ready")
+        if os.read(gate, 1) != b"0":  # EOF: the runtime gave up on us
+            os._exit(EXIT_RUNTIME_ERROR)
+        close_descriptors(keep=(sync,))  # and any that setup() left open
         if program.security:  # capabilities, no_new_privs, seccomp: see runtime.security
             program.security.before_user_switch()
         if program.user:
@@ -413,8 +433,10 @@ def _init(program: Program, setup, sync: int, gate: int) -> None:
         if program.security:
             program.security.after_user_switch()
     except BaseException as error:
-        _send(sync, f"error {EXIT_RUNTIME_ERROR} {error}")
-        os._exit(EXIT_RUNTIME_ERROR)
+        code = getattr(error, "exit_code", EXIT_RUNTIME_ERROR)
+        if not _send(sync, f"error {code} {error}"):
+            _tell_stderr(str(error))
+        os._exit(code)
     code = EXIT_RUNTIME_ERROR
     try:
         default_signals()
@@ -422,7 +444,8 @@ def _init(program: Program, setup, sync: int, gate: int) -> None:
     except OSError as error:
         command = program.argv[0]
         code, reason = _exec_failure(command, error)
-        _send(sync, f"error {code} cannot run {command!r}: {reason}")
+        if not _send(sync, f"error {code} cannot run {command!r}: {reason}"):
+            _tell_stderr(f"cannot run {command!r}: {reason}")  # started by a runtime long gone
     finally:
         os._exit(code)
 
@@ -480,6 +503,22 @@ def check_cwd_inside_root(cwd: str) -> None:
         where = ""
     if not where.startswith("/"):
         raise ProcessError(f"working directory {cwd!r} is outside the container's root")
+
+
+def find_program(command: str, env: dict[str, str]) -> None:
+    """Raise ProcessError (127) if ``command`` names no file, here or in the PATH of ``env``.
+
+    Checked before the gate, so that ``create`` reports it, as runc does: after ``start``,
+    whoever created the container may be long gone. Whether the file can be executed is
+    execve(2)'s to say, as the user the program runs as.
+    """
+    if "/" in command:
+        candidates = [command]
+    else:
+        candidates = [os.path.join(d or ".", command) for d in env.get("PATH", "").split(":")]
+    if not any(os.path.exists(path) for path in candidates):
+        code, reason = _exec_failure(command, FileNotFoundError(errno.ENOENT, "not found"))
+        raise ProcessError(f"cannot run {command!r}: {reason}", code)
 
 
 def execvpe(argv: list[str], env: dict[str, str]) -> None:

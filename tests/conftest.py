@@ -191,14 +191,19 @@ def read_until(fd: int, text: bytes, timeout: float = 20) -> bytes:
 
 
 def container_states(state_root) -> list[dict]:
-    """The state.json of every container of ``state_root`` (those written completely)."""
+    """The state.json of every container of ``state_root`` (those written completely), with
+    its id and its status as runtime.state derives it."""
+    from runtime import state
+
     states = []
-    for name in os.listdir(state_root):
+    for name in state.ids(str(state_root)):
         try:
             with open(os.path.join(state_root, name, "state.json")) as file:
-                states.append(json.load(file))
+                record = json.load(file)
         except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
-            pass  # being made (written by rename, so never half) or being removed
+            continue  # being made (written by rename, so never half) or being removed
+        found = state.State(str(state_root), name, record)
+        states.append(dict(record, id=name, status=found.status()))
     return states
 
 

@@ -1,0 +1,289 @@
+"""The state of containers on disk: the one module that reads and writes a state directory.
+
+A container outlives the command that made it: ``mycontainer-oci create`` returns while the
+container's init waits, and a later ``start``, ``state``, ``kill`` or ``delete`` (another
+process, maybe another engine) must find it by its id alone. So each container is a directory
+under a *state root* (``/run/mycontainer``, a tmpfs: state vanishes with a reboot, as the
+processes it describes do)::
+
+    <root>/<id>/
+        state.json   what was decided at create: bundle, init pid and start time, config...
+        exec.fifo    the gate between create and start (see below); gone once started
+        lock         flock(2)ed by whoever changes the container: create, start, delete,
+                     and a foreground ``mycontainer run`` for as long as it lives
+
+The status is never stored: it is derived from facts each time it is asked (runc derives
+it the same way), so it cannot go stale when a process dies without telling anyone:
+
+- ``creating``: state.json names no init yet;
+- ``stopped``: the init is gone. A pid alone proves nothing, since the kernel reuses pids:
+  the init's *start time* (field 22 of /proc/PID/stat, in clock ticks since boot) is
+  recorded with it, and a process with that pid but another start time is someone else.
+  A zombie (exited, not yet reaped by its parent) counts as gone;
+- ``created``: the init lives and its gate, ``exec.fifo``, is still there;
+- ``running``: the init lives and has passed the gate.
+
+The gate is a FIFO (mkfifo(3)), as runc's exec.fifo. The init opens it for reading *and*
+writing before it enters the container, then, once set up, blocks in read(2) on it.
+``start`` opens it for writing without blocking (O_NONBLOCK: ENXIO if no reader is left,
+i.e. the init died), writes one byte, and removes it. Unlike a pipe, a FIFO has a name, so
+``start`` works from any process, long after ``create`` exited.
+
+Man pages: https://man7.org/linux/man-pages/man7/fifo.7.html,
+https://man7.org/linux/man-pages/man5/proc.5.html (/proc/pid/stat),
+https://man7.org/linux/man-pages/man2/flock.2.html
+Spec: https://github.com/opencontainers/runtime-spec/blob/main/runtime.md ("State")
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+
+DEFAULT_ROOT = "/run/mycontainer"
+OCI_VERSION = "1.2.0"  # of the runtime spec whose state we report
+
+CREATING, CREATED, RUNNING, STOPPED = "creating", "created", "running", "stopped"
+STATE_FILE, GATE, LOCK = "state.json", "exec.fifo", "lock"
+
+# runc's rule for ids: letters, digits and a few marks; no "/" or "..", so an id is a name.
+_VALID_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+.-]{0,1023}")
+
+
+class StateError(Exception):
+    """A container cannot be found, made or changed; the message says which and why."""
+
+
+def check_id(container_id: str) -> str:
+    """Refuse an id that could not be a directory name of its own (``..``, ``a/b``, empty)."""
+    if not _VALID_ID.fullmatch(container_id) or container_id in (".", ".."):
+        raise StateError(
+            f"invalid container id {container_id!r}: use letters, digits, '_', '+', '-' and '.', "
+            "starting with a letter or digit"
+        )
+    return container_id
+
+
+def process_start_time(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot), or None if it is gone or a
+    zombie. proc(5): field 22 of /proc/PID/stat; field 3 is its state (Z: zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat[stat.rindex(b")") + 2 :].split()  # after "(comm)", which may hold spaces
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
+class State:
+    """One container's record: what ``create`` decided, and where to find its processes."""
+
+    def __init__(self, root: str, container_id: str, record: dict):
+        self.root = root
+        self.id = container_id
+        self.directory = os.path.join(root, container_id)
+        self.record = record  # state.json's object
+
+    @property
+    def pid(self) -> int:
+        return self.record.get("pid", 0)
+
+    @property
+    def config(self) -> dict:
+        return self.record.get("config", {})
+
+    def init_alive(self) -> bool:
+        """Whether the init recorded here still runs: same pid, same start time."""
+        return bool(self.pid) and process_start_time(self.pid) == self.record.get("start_time")
+
+    def status(self) -> str:
+        """creating, created, running or stopped: derived now (see the module's docstring)."""
+        if not self.pid:
+            return CREATING
+        if not self.init_alive():
+            return STOPPED
+        return CREATED if os.path.lexists(self.path(GATE)) else RUNNING
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    def oci_state(self) -> dict:
+        """The runtime spec's State object, as ``state ID`` prints it."""
+        status = self.status()
+        state = {
+            "ociVersion": OCI_VERSION,
+            "id": self.id,
+            "status": status,
+            "bundle": self.record.get("bundle", ""),
+            "rootfs": self.record.get("rootfs", ""),
+            "created": self.record.get("created", ""),
+            "annotations": self.record.get("annotations", {}),
+        }
+        if status in (CREATED, RUNNING):
+            state["pid"] = self.pid
+        return state
+
+    def save(self) -> None:
+        """Write state.json atomically (write, then rename(2)): readers never see half."""
+        path = self.path(STATE_FILE)
+        with open(path + ".tmp", "w") as file:
+            json.dump(self.record, file, indent=2)
+            file.write("\n")
+        os.replace(path + ".tmp", path)
+
+
+def root_directory(root: str | None = None) -> str:
+    """The state root: ``root`` if given, else ``MYCONTAINER_STATE`` (for tests; empty:
+    unset), else /run/mycontainer. Relative paths are refused: a later command run from
+    another directory would look elsewhere."""
+    path = root or os.environ.get("MYCONTAINER_STATE") or DEFAULT_ROOT
+    if not os.path.isabs(path):
+        raise StateError(f"the state root must be an absolute path (got {path!r})")
+    return path
+
+
+def load(root: str, container_id: str) -> State:
+    """The container ``container_id`` of state root ``root``, as any process finds it."""
+    check_id(container_id)
+    directory = os.path.join(root, container_id)
+    try:
+        with open(os.path.join(directory, STATE_FILE)) as file:
+            record = json.load(file)
+    except FileNotFoundError:
+        if os.path.isdir(directory):
+            return State(root, container_id, {})  # being created: state.json comes next
+        raise StateError(f"container {container_id!r} does not exist") from None
+    except (OSError, ValueError) as error:
+        raise StateError(f"container {container_id!r}: unreadable state ({error})") from None
+    return State(root, container_id, record)
+
+
+def ids(root: str) -> list[str]:
+    """The ids of the containers in ``root`` (hidden names are makings and removals)."""
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    return sorted(name for name in names if not name.startswith("."))
+
+
+def make(root: str, container_id: str, record: dict) -> tuple[State, int]:
+    """Create the state directory of a new container; return it and its lock, held.
+
+    The directory is made under a hidden name, its lock file made and locked, then renamed
+    into place (rename(2) fails if the id exists: ``EEXIST``/``ENOTEMPTY``). So a visible
+    directory always has a lock file, and one whose lock nobody holds while it names no
+    init is a making cut short, which ``prune`` removes. A concurrent prune may take the
+    hidden directory for abandoned before it is locked; prune unlinks a lock file before
+    it lets go of it, so a lock with no links left means: start again.
+    """
+    check_id(container_id)
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    final = os.path.join(root, container_id)
+    making = os.path.join(root, f".{container_id}")
+    while True:
+        if os.path.lexists(final):
+            raise StateError(f"container {container_id!r} already exists")
+        try:
+            os.mkdir(making, 0o700)
+        except FileExistsError:
+            raise StateError(f"container {container_id!r} is being created") from None
+        try:
+            lock = os.open(os.path.join(making, LOCK), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            continue
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.fstat(lock).st_nlink == 0:
+            os.close(lock)
+            continue
+        state = State(root, container_id, record)
+        state.directory = making
+        state.save()
+        os.mkfifo(state.path(GATE), 0o600)
+        try:
+            os.rename(making, final)
+        except OSError as error:  # another create of this id won the race
+            remove(state)
+            os.close(lock)
+            if error.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise StateError(f"container {container_id!r} already exists") from None
+            raise
+        state.directory = final
+        return state, lock
+
+
+def lock(state: State, wait: bool = True) -> int:
+    """Take the container's lock (flock(2)); return its descriptor, to close when done.
+
+    Without ``wait``, a lock held by another process (a foreground ``mycontainer run``, a
+    create or delete at work) raises StateError at once.
+    """
+    try:
+        fd = os.open(state.path(LOCK), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise StateError(f"container {state.id!r} does not exist") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        raise StateError(f"container {state.id!r} is in use by another mycontainer") from None
+    if os.fstat(fd).st_nlink == 0:  # removed while we waited
+        os.close(fd)
+        raise StateError(f"container {state.id!r} does not exist")
+    return fd
+
+
+def try_lock(directory: str) -> int | None:
+    """The lock of state directory ``directory``, taken, if no process holds it; -1 if it has
+    no lock file (a removal cut short: see remove); None while someone holds it."""
+    try:
+        fd = os.open(os.path.join(directory, LOCK), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return -1
+    except NotADirectoryError:
+        return None  # not a container's
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def open_gate(state: State) -> None:
+    """Let the init of a created container go on to execve its program (see the module's
+    docstring); the caller holds the lock, so the gate opens once."""
+    try:
+        gate = os.open(state.path(GATE), os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise StateError(f"container {state.id!r} has already been started") from None
+    except OSError as error:
+        if error.errno != errno.ENXIO:
+            raise
+        raise StateError(f"container {state.id!r} has stopped: its init is gone") from None
+    try:
+        os.write(gate, b"0")
+    finally:
+        os.close(gate)
+    os.unlink(state.path(GATE))
+
+
+def remove(state: State) -> None:
+    """Remove a container's state directory (it holds only files); missing is fine.
+
+    The caller holds its lock, whose file goes last: a directory without one is then only
+    ever a removal cut short, which prune recognises.
+    """
+    try:
+        names = sorted(os.listdir(state.directory), key=lambda name: name == LOCK)
+        for name in names:
+            os.unlink(os.path.join(state.directory, name))
+        os.rmdir(state.directory)
+    except FileNotFoundError:
+        pass
