@@ -363,6 +363,11 @@ def _kill_members(path: str) -> None:
     if os.path.exists(os.path.join(path, "cgroup.kill")):
         write_file(path, "cgroup.kill", "1")
         return
+    signal_members(path, 9)
+
+
+def signal_members(path: str, signum: int) -> None:
+    """Send ``signum`` to every process of the group at ``path`` (``kill --all``)."""
     try:
         with open(os.path.join(path, "cgroup.procs")) as file:
             pids = [int(pid) for pid in file.read().split()]
@@ -370,7 +375,7 @@ def _kill_members(path: str) -> None:
         return
     for pid in pids:
         try:
-            os.kill(pid, 9)
+            os.kill(pid, signum)
         except ProcessLookupError:
             pass
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 import sys
 import time
 import zlib
@@ -80,6 +81,9 @@ class Config:
         cap_add: list[str] | None = None,  # capability names, or ALL (security.parse_cap_add)
         cap_drop: list[str] | None = None,
         security_opt: list[str] | None = None,  # security.parse_security_opt's forms
+        rootfs: str | None = None,  # a root directory to use as it is, instead of layers
+        namespaces: int = namespaces.CONTAINER,  # the CLONE_NEW* flags of the new ones
+        annotations: dict[str, str] | None = None,
     ):
         self.layers = layers
         self.args = args
@@ -96,6 +100,9 @@ class Config:
         self.cap_add = list(cap_add or [])
         self.cap_drop = list(cap_drop or [])
         self.security_opt = list(security_opt or [])
+        self.rootfs = rootfs
+        self.namespaces = namespaces
+        self.annotations = dict(annotations or {})
 
     def as_dict(self) -> dict:
         return dict(vars(self))
@@ -170,14 +177,24 @@ class Container:
     can ``start``, ``kill`` or ``delete`` it with the module's functions below; this object
     adds what only its creator can do: wait for its init (its child) and read its exit."""
 
-    def __init__(self, config: Config, container_id: str | None = None, *, root: str | None = None):
+    def __init__(
+        self,
+        config: Config,
+        container_id: str | None = None,
+        *,
+        root: str | None = None,
+        bundle: str | None = None,
+        autoremove: bool = True,
+    ):
         self.id = container_id or new_id()
         self.config = config
         self.root = root or state_root()
         self.state: state.State | None = None
         self.oom_killed = False
-        self.storage = storage_directory(self.id)
-        self.root_directory = os.path.join(self.storage, "root")
+        self.storage = storage_directory(self.id) if config.layers else None
+        self.root_directory = config.rootfs or os.path.join(self.storage, "root")
+        self.bundle = bundle or self.storage
+        self.autoremove = autoremove  # a foreground run's: ended by prune if its runtime dies
         self.cgroup = cgroups.Cgroup(cgroups.detect(), self.id, cgroup_parent(self.root))
         self.security = security.Security(config.cap_add, config.cap_drop, config.security_opt)
         self._init: process.Init | None = None
@@ -187,8 +204,10 @@ class Container:
         self.leftovers = ""  # what delete() could not remove, in one line
 
     @property
-    def hostname(self) -> str:
-        return self.config.hostname or self.id[:12]
+    def hostname(self) -> str | None:
+        """The container's hostname: docker's default is its short id; a bundle's is its
+        config's, if any (else the copy of the host's that the new namespace starts with)."""
+        return self.config.hostname or (self.id[:12] if self.config.layers else None)
 
     @property
     def pid(self) -> int:
@@ -210,18 +229,20 @@ class Container:
             raise ContainerError(str(error)) from None
         prune(self.cgroup.layout)
         record = {
-            "bundle": self.storage,
+            "bundle": self.bundle,
             "rootfs": self.root_directory,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime()),
+            "annotations": self.config.annotations,
             "config": self.config.as_dict(),
             "cgroups": self.cgroup.directories,
-            "autoremove": True,  # a foreground run: its runtime's death ends it (see prune)
+            "autoremove": self.autoremove,
         }
         self.state, self._lock = state.make(self.root, self.id, record)
         try:
             self.cgroup.create(self.config.memory, self.config.cpu_weight, self.config.pids_limit)
             devices.restrict(self.cgroup)  # before any of its processes can open a device
-            self._storage_lock = make_storage_directory(self.storage)
+            if self.storage:
+                self._storage_lock = make_storage_directory(self.storage)
             self._network.prepare(self.hostname)  # an address, and /etc files to mount
             self._init = process.spawn(
                 process.Program(
@@ -232,9 +253,9 @@ class Container:
                     self.security,
                 ),
                 namespaces=(
-                    namespaces.CONTAINER & ~namespaces.NET
+                    self.config.namespaces & ~namespaces.NET
                     if self.config.net == "host"
-                    else namespaces.CONTAINER
+                    else self.config.namespaces
                 ),
                 before_unshare=self.cgroup.join,
                 setup=self._setup_inside,
@@ -256,6 +277,15 @@ class Container:
         except BaseException:
             self.delete()
             raise
+
+    def detach(self) -> None:
+        """Leave the created container to whoever starts it: ``mycontainer-oci create``
+        returns, and no process of ours stays behind (the engine's monitor, conmon or a
+        containerd shim, is the init's parent from now on)."""
+        self._init.close()
+        self._init = None
+        os.close(self._lock)
+        self._lock = -1
 
     def start(self) -> None:
         """Let the container's program run (execve it as the container's PID 1)."""
@@ -292,7 +322,8 @@ class Container:
             self._network.release()  # its veth, published ports and address lease
         self.cgroup.remove()
         try:  # storage first: while the state stays, prune finds both
-            removal.remove_tree(self.storage)
+            if self.storage:
+                removal.remove_tree(self.storage)
         except OSError as error:
             self.leftovers = f"{error} (then run 'mycontainer prune')"
         except KeyboardInterrupt:  # a huge tree takes a while: Ctrl-C leaves it to prune
@@ -323,10 +354,12 @@ class Container:
 
     def _setup_inside(self) -> None:
         """Runs in the container's init, inside its new namespaces, before the gate."""
-        namespaces.set_hostname(self.hostname)
+        if self.config.namespaces & namespaces.UTS and self.hostname:
+            namespaces.set_hostname(self.hostname)
         if self.config.net != "host":  # with --net host, lo is the host's
             network.bring_up("lo")
-        filesystem.mount_layers(self.config.layers, self.storage)
+        if self.config.layers:
+            filesystem.mount_layers(self.config.layers, self.storage)
         filesystem.enter_rootfs(
             self.root_directory, cgroup2=self.cgroup.layout.uses_v2, files=self._network.files
         )
@@ -334,7 +367,10 @@ class Container:
         os.close(rootpath.open_directory(self.config.cwd, create=True))  # as docker does
 
     def _environment(self) -> dict[str, str]:
-        """A clean environment, as docker gives: nothing of the host's leaks in but TERM."""
+        """A clean environment, as docker gives: nothing of the host's leaks in but TERM.
+        A bundle's config.json gives the whole environment itself."""
+        if not self.config.layers:
+            return dict(self.config.env)
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.hostname, "HOME": "/root"}
         if sys.stdin is not None and sys.stdin.isatty() and "TERM" in os.environ:
             env["TERM"] = os.environ["TERM"]
@@ -501,3 +537,73 @@ def _end_processes(layout: cgroups.Layout, container_id: str) -> None:
         for parent in os.listdir(base) if os.path.isdir(base) else []:
             if parent.startswith(cgroups.PARENT):
                 cgroups.remove_group(os.path.join(base, parent, container_id))
+
+
+# --- the operations on a container that any process can load ----------------------------
+# Each is what the runtime spec's command of the same name does (runtime.md, "Operations").
+
+
+def start(root: str, container_id: str) -> None:
+    """Run the user's program of a created container: open its gate."""
+    found = state.load(root, container_id)
+    lock = state.lock(found)
+    try:
+        status = found.status()
+        if status != state.CREATED:
+            raise ContainerError(f"cannot start container {container_id!r}: it is {status}")
+        state.open_gate(found)
+    finally:
+        os.close(lock)
+
+
+def kill(root: str, container_id: str, signum: int, every: bool = False) -> None:
+    """Send ``signum`` to the container's init, or with ``every`` to all its processes.
+
+    The spec asks for an error when the container is neither created nor running. A pid
+    file descriptor (pidfd_open(2)) pins the init while we check that it is still the one
+    the state names: a signal never reaches a process that merely reuses its pid.
+    """
+    found = state.load(root, container_id)
+    status = found.status()
+    if status not in (state.CREATED, state.RUNNING):
+        raise ContainerError(f"cannot kill container {container_id!r}: it is {status}")
+    if every:
+        for group in found.record.get("cgroups", []):
+            cgroups.signal_members(group, signum)
+        return
+    try:
+        pidfd = os.pidfd_open(found.pid)
+    except ProcessLookupError:
+        raise ContainerError(f"cannot kill container {container_id!r}: it has stopped") from None
+    try:
+        if not found.init_alive():
+            raise ContainerError(f"cannot kill container {container_id!r}: it has stopped")
+        signal.pidfd_send_signal(pidfd, signum)
+    finally:
+        os.close(pidfd)
+
+
+def delete(root: str, container_id: str, force: bool = False) -> None:
+    """Remove a stopped container: its cgroups, network leftovers and state.
+
+    A container that is not stopped is an error (the spec: "MUST have no effect"), unless
+    ``force``: then all its processes are killed first, as ``runc delete --force`` does.
+    """
+    found = state.load(root, container_id)
+    lock = state.lock(found, wait=False)
+    try:
+        status = found.status()
+        if status != state.STOPPED and not force:
+            raise ContainerError(
+                f"cannot delete container {container_id!r}: it is {status} "
+                "(stop it first, or use --force)"
+            )
+        layout = cgroups.detect()
+        _remove_groups(layout, container_id, found.directory)  # kills what is left
+        network.release_leftovers(found.directory)
+        storage = found.record.get("config", {}).get("layers") and storage_directory(container_id)
+        if storage:
+            removal.remove_tree(storage)
+        state.remove(found)
+    finally:
+        os.close(lock)

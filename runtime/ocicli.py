@@ -1,0 +1,254 @@
+"""``mycontainer-oci``: the OCI runtime command line, as runc spells it, so that engines
+(podman with conmon, containerd's shim, CRI-O) can drive mycontainer wherever they name runc.
+
+Each command is one operation of runtime.container over the state on disk (runtime.state):
+``create`` builds the container and returns, leaving no process of ours behind; ``start``,
+``state``, ``kill`` and ``delete`` load it by its id, from any process. Errors go to stderr
+and, as engines read them from there, to ``--log`` in ``--log-format`` (runc's text or JSON
+lines). The parser is argparse, from the standard library: engines run this command several
+times per container, and click's import alone would cost more than runc's whole ``state``.
+
+Spec: https://github.com/opencontainers/runtime-spec/blob/main/runtime.md ("Operations");
+runc's man pages (runc-create(8), runc-state(8)...) for the flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+
+from runtime import __version__, state
+
+
+class OciError(Exception):
+    """What went wrong, in one line; the command exits 1, as runc does."""
+
+
+def parse_signal(text: str) -> int:
+    """``KILL``, ``SIGKILL``, ``kill`` or ``9`` -> 9."""
+    if text.isdigit():
+        number = int(text)
+        if number in {int(s) for s in signal.valid_signals()}:
+            return number
+    else:
+        name = text.upper()
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        if name in signal.Signals.__members__:
+            return int(signal.Signals[name])
+    raise OciError(f"unknown signal {text!r}: use a name such as TERM or KILL, or a number")
+
+
+# --- the commands ---------------------------------------------------------------------------
+
+
+def create(args) -> int:
+    """Create the container of bundle ``--bundle``; its program waits for ``start``."""
+    box = _new_container(args)
+    box.create()
+    _write_pid_file(args.pid_file, box.pid)
+    box.detach()
+    return 0
+
+
+def start(args) -> int:
+    from runtime import container
+
+    container.start(args.root, args.id)
+    return 0
+
+
+def state_command(args) -> int:
+    found = state.load(args.root, args.id)
+    print(json.dumps(found.oci_state(), indent=2))
+    return 0
+
+
+def kill(args) -> int:
+    from runtime import container
+
+    container.kill(args.root, args.id, parse_signal(args.signal), every=args.all)
+    return 0
+
+
+def delete(args) -> int:
+    from runtime import container
+
+    try:
+        container.delete(args.root, args.id, force=args.force)
+    except state.StateError:
+        if not args.force:
+            raise
+    return 0
+
+
+def run(args) -> int:
+    """create + start + wait + delete, in the foreground; exits with the program's code."""
+    from runtime import process
+
+    box = _new_container(args)
+    with process.blocking_forwarded_signals():
+        box.create()
+        _write_pid_file(args.pid_file, box.pid)
+        if args.detach:
+            box.start()
+            box.detach()
+            return 0
+        try:
+            box.start()
+            return box.wait()
+        finally:
+            box.delete()
+
+
+def list_command(args) -> int:
+    rows = []
+    for container_id in state.ids(args.root):
+        try:
+            found = state.load(args.root, container_id)
+        except state.StateError:
+            continue
+        rows.append(found.oci_state())
+    if args.format == "json":
+        print(json.dumps(rows))
+        return 0
+    print(f"{'ID':<24}{'PID':<10}{'STATUS':<10}{'BUNDLE':<40}CREATED")
+    for row in rows:
+        print(
+            f"{row['id']:<24}{row.get('pid', 0):<10}{row['status']:<10}"
+            f"{row['bundle']:<40}{row['created']}"
+        )
+    return 0
+
+
+def spec_command(args) -> int:
+    """Write a default config.json into ``--bundle`` (or here), as ``runc spec`` does."""
+    from runtime import spec
+
+    path = os.path.join(args.bundle or ".", "config.json")
+    if os.path.exists(path):
+        raise OciError(f"{path} exists already: remove it first")
+    with open(path, "w") as file:
+        json.dump(spec.default_config(), file, indent="\t")
+        file.write("\n")
+    return 0
+
+
+def features(args) -> int:
+    from runtime import spec
+
+    print(json.dumps(spec.features(), indent=2))
+    return 0
+
+
+def _new_container(args):
+    """A Container (not yet created) for the bundle of ``args``."""
+    from runtime import bundle, container
+
+    if args.console_socket:
+        raise OciError("--console-socket is not supported yet")
+    directory = os.path.abspath(args.bundle or ".")
+    config = bundle.to_config(bundle.load(directory), directory)
+    return container.Container(
+        config, state.check_id(args.id), root=args.root, bundle=directory, autoremove=False
+    )
+
+
+def _write_pid_file(path: str | None, pid: int) -> None:
+    """Write the init's pid to ``path`` atomically, as runc's ``--pid-file``."""
+    if path:
+        temporary = f"{path}.tmp"
+        with open(temporary, "w") as file:
+            file.write(str(pid))
+        os.replace(temporary, path)
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="mycontainer-oci", description="mycontainer's OCI runtime command line (runc's)."
+    )
+    top.add_argument("--version", "-v", action="version", version=f"mycontainer-oci {__version__}")
+    top.add_argument("--root", default=None, help="state root (default /run/mycontainer)")
+    top.add_argument("--log", default=None, help="also write errors to this file")
+    top.add_argument("--log-format", choices=("text", "json"), default="text")
+    top.add_argument("--debug", action="store_true")
+    top.add_argument("--systemd-cgroup", action="store_true")
+    top.add_argument("--rootless", default=None)  # engines pass it; "false" or "auto" only
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name, function, text):
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.set_defaults(function=function)
+        return sub
+
+    def bundle_options(sub):
+        sub.add_argument("--bundle", "-b", default=None)
+        sub.add_argument("--pid-file", default=None)
+        sub.add_argument("--console-socket", default=None)
+        sub.add_argument("--no-pivot", action="store_true")
+        sub.add_argument("--no-new-keyring", action="store_true")
+        sub.add_argument("--preserve-fds", type=int, default=0)
+        sub.add_argument("id")
+
+    bundle_options(command("create", create, "create a container from a bundle"))
+    sub = command("run", run, "create and start a container, and wait for it")
+    sub.add_argument("--detach", "-d", action="store_true")
+    bundle_options(sub)
+    command("start", start, "start a created container").add_argument("id")
+    command("state", state_command, "print a container's state (JSON)").add_argument("id")
+    sub = command("kill", kill, "send a signal to a container's init")
+    sub.add_argument("--all", "-a", action="store_true")
+    sub.add_argument("id")
+    sub.add_argument("signal", nargs="?", default="TERM")
+    sub = command("delete", delete, "delete a stopped container")
+    sub.add_argument("--force", "-f", action="store_true")
+    sub.add_argument("id")
+    sub = command("list", list_command, "list the containers of the state root")
+    sub.add_argument("--format", "-f", choices=("table", "json"), default="table")
+    sub.add_argument("--quiet", "-q", action="store_true")
+    sub = command("spec", spec_command, "write a default config.json")
+    sub.add_argument("--bundle", "-b", default=None)
+    sub.add_argument("--rootless", action="store_true")
+    command("features", features, "print what this runtime supports (JSON)")
+    return top
+
+
+def log_error(args, message: str) -> None:
+    """Write ``message`` to stderr and, if asked, to ``--log`` in ``--log-format``."""
+    sys.stderr.write(f"mycontainer-oci: error: {message}\n")
+    if not getattr(args, "log", None):
+        return
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    if args.log_format == "json":
+        line = json.dumps({"level": "error", "msg": message, "time": now})
+    else:
+        line = f'time="{now}" level=error msg={json.dumps(message)}'
+    try:
+        with open(args.log, "a") as file:
+            file.write(line + "\n")
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    from runtime.container import ContainerError
+
+    args = parser().parse_args(argv)
+    code = 1
+    try:
+        if args.systemd_cgroup:
+            raise OciError("--systemd-cgroup is not supported: use cgroupfs (leave it out)")
+        args.root = state.root_directory(args.root)
+        code = args.function(args)
+    except (OciError, ContainerError, state.StateError, OSError) as error:
+        log_error(args, str(error))
+        code = getattr(error, "exit_code", 1) if args.command == "run" else 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)
