@@ -54,14 +54,19 @@ def to_config(spec: dict, bundle: str) -> Config:
     """The runtime's Config for the bundle's checked ``spec`` (runtime.spec.load's output)."""
     process = spec["process"]
     linux = spec.get("linux", {})
-    flags = 0
+    flags, join = 0, []
     for entry in linux.get("namespaces", []):
         if entry.get("path"):
-            raise BundleError(
-                f"config.json: linux.namespaces: joining a {entry['type']} namespace by path "
-                "is not supported yet"
-            )
-        flags |= NAMESPACE_FLAGS[entry["type"]]
+            join.append((NAMESPACE_FLAGS[entry["type"]], entry["path"]))
+        else:
+            flags |= NAMESPACE_FLAGS[entry["type"]]
+    if not (flags & namespaces.MOUNT or any(flag == namespaces.MOUNT for flag, _ in join)):
+        # The runtime's own mount namespace: pivot_root(2) there would move the root of
+        # every process that shares it, the host's included.
+        raise BundleError(
+            "config.json: linux.namespaces: a mount namespace is required (add "
+            '{"type": "mount"}): mycontainer never sets up a root in its own'
+        )
     user = process.get("user", {})
     capabilities = process.get("capabilities", {}).get("bounding", [])
     resources = linux.get("resources", {})
@@ -74,7 +79,7 @@ def to_config(spec: dict, bundle: str) -> Config:
         user=f"{user.get('uid', 0)}:{user.get('gid', 0)}",
         memory=resources.get("memory", {}).get("limit"),
         pids_limit=resources.get("pids", {}).get("limit"),
-        net="none" if flags & namespaces.NET else "host",
+        net="none",  # an engine plugs its network in itself (CNI, netavark)
         cap_add=[name.removeprefix("CAP_") for name in capabilities],
         cap_drop=["ALL"],
         security_opt=[
@@ -83,6 +88,7 @@ def to_config(spec: dict, bundle: str) -> Config:
         ],
         rootfs=spec["root"]["path"],
         namespaces=flags,
+        join=join,
         annotations=spec.get("annotations", {}),
     )
 

@@ -46,6 +46,7 @@ from runtime import (
     security,
     state,
 )
+from runtime.namespaces import NET
 from runtime.process import EXIT_RUNTIME_ERROR, EXIT_SIGNAL_BASE, ProcessError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -83,6 +84,7 @@ class Config:
         security_opt: list[str] | None = None,  # security.parse_security_opt's forms
         rootfs: str | None = None,  # a root directory to use as it is, instead of layers
         namespaces: int = namespaces.CONTAINER,  # the CLONE_NEW* flags of the new ones
+        join: list[tuple[int, str]] | None = None,  # (CLONE_NEW* flag, path): to setns(2)
         annotations: dict[str, str] | None = None,
     ):
         self.layers = layers
@@ -101,7 +103,9 @@ class Config:
         self.cap_drop = list(cap_drop or [])
         self.security_opt = list(security_opt or [])
         self.rootfs = rootfs
-        self.namespaces = namespaces
+        self.join = list(join or [])
+        # --net host: the host's network namespace, so no new one
+        self.namespaces = namespaces & ~NET if self.net == "host" else namespaces
         self.annotations = dict(annotations or {})
 
     def as_dict(self) -> dict:
@@ -252,11 +256,8 @@ class Container:
                     self.config.user,
                     self.security,
                 ),
-                namespaces=(
-                    self.config.namespaces & ~namespaces.NET
-                    if self.config.net == "host"
-                    else self.config.namespaces
-                ),
+                namespaces=self.config.namespaces,
+                join=self.config.join,
                 before_unshare=self.cgroup.join,
                 setup=self._setup_inside,
                 gate=self.state.path(state.GATE),
@@ -356,7 +357,7 @@ class Container:
         """Runs in the container's init, inside its new namespaces, before the gate."""
         if self.config.namespaces & namespaces.UTS and self.hostname:
             namespaces.set_hostname(self.hostname)
-        if self.config.net != "host":  # with --net host, lo is the host's
+        if self.config.namespaces & NET:  # a new one: its lo starts down
             network.bring_up("lo")
         if self.config.layers:
             filesystem.mount_layers(self.config.layers, self.storage)

@@ -41,7 +41,7 @@ import signal
 
 from runtime import rootpath, users
 from runtime.namespaces import enter_new
-from runtime.syscalls import CLONE_NEWPID, PR_SET_CHILD_SUBREAPER, prctl
+from runtime.syscalls import CLONE_NEWPID, PR_SET_CHILD_SUBREAPER, prctl, setns
 
 # Exit codes, as docker and the shells use them.
 EXIT_RUNTIME_ERROR = 125  # the runtime itself failed
@@ -166,7 +166,13 @@ class Program:
 
 
 def spawn(
-    program: Program, *, namespaces: int, setup=None, before_unshare=None, gate: str | None = None
+    program: Program,
+    *,
+    namespaces: int,
+    setup=None,
+    before_unshare=None,
+    gate: str | None = None,
+    join: list[tuple[int, str]] = (),
 ) -> Init:
     """Create a process in new ``namespaces`` that has run ``setup()`` and waits to exec
     ``program``.
@@ -174,8 +180,11 @@ def spawn(
     ``before_unshare()`` runs in the intermediate before it unshares: the place to join the
     container's cgroup, so that every process of the container is born in it and a new cgroup
     namespace is rooted at it. ``gate``: the path of a FIFO to wait on (see above; default:
-    a pipe). Returns once the process is ready, or raises ProcessError with what went wrong
-    inside, or Interrupted if a stopping signal came first (the process is killed then).
+    a pipe). ``join``: (CLONE_NEW* flag, path) of existing namespaces to enter (setns(2)),
+    such as another container's /proc/PID/ns/net; they are opened here, so a wrong path
+    fails before anything is made. Returns once the process is ready, or raises
+    ProcessError with what went wrong inside, or Interrupted if a stopping signal came first
+    (the process is killed then).
     Marks the calling process a child subreaper (see above).
     """
     sync_read, sync_write = os.pipe()  # both ends close-on-exec (PEP 446)
@@ -184,14 +193,26 @@ def spawn(
         gate_write = os.dup(gate_read)
     else:
         gate_read, gate_write = os.pipe()
+    joined = []
+    try:
+        for flag, path in join:
+            joined.append((flag, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
+    except OSError as error:
+        for _, fd in joined:
+            os.close(fd)
+        for fd in (sync_read, sync_write, gate_read, gate_write):
+            os.close(fd)
+        raise ProcessError(f"cannot join namespace {error.filename}: {error.strerror}") from None
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     intermediate = os.fork()
     if intermediate == 0:
         os.close(sync_read)
         os.close(gate_write)
-        _intermediate(program, namespaces, before_unshare, setup, sync_write, gate_read)
+        _intermediate(program, namespaces, joined, before_unshare, setup, sync_write, gate_read)
     os.close(sync_write)
     os.close(gate_read)
+    for _, fd in joined:
+        os.close(fd)
     init = Init(sync_read, gate_write)
     try:
         with stopping_on_signals():
@@ -376,8 +397,9 @@ def _tell_stderr(message: str) -> None:
         pass
 
 
-def _intermediate(program, namespaces, before_unshare, setup, sync, gate) -> None:
-    """Runs in the first child: unshare, fork the init, report its pid, exit.
+def _intermediate(program, namespaces, joined, before_unshare, setup, sync, gate) -> None:
+    """Runs in the first child: join and unshare namespaces, fork the init, report its pid,
+    exit.
 
     Never returns, whatever happens: a forked child that raised back into the caller would
     go on running the runtime's own code (the ``finally``).
@@ -386,11 +408,14 @@ def _intermediate(program, namespaces, before_unshare, setup, sync, gate) -> Non
         # First of all, before anything resolves a path: only stdin, stdout and stderr may
         # reach the container; an inherited descriptor of a host directory is a way out
         # through /proc/self/fd/N (CVE-2024-21626).
-        close_descriptors(keep=(sync, gate))
+        close_descriptors(keep=(sync, gate, *(fd for _, fd in joined)))
         if before_unshare:
             before_unshare()
+        for flag, fd in joined:
+            setns(fd, flag)
+            os.close(fd)
         enter_new(namespaces)  # a new mount namespace is made private at once
-        if namespaces & CLONE_NEWPID:
+        if namespaces & CLONE_NEWPID or any(flag == CLONE_NEWPID for flag, _ in joined):
             pid = os.fork()
             if pid:
                 _send(sync, f"pid {pid}")
