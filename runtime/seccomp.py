@@ -327,12 +327,13 @@ def compile(profile: dict, machine: str | None = None, *, enosys_from: int | Non
     abis = ABIS[machine]
     listed = _architectures(profile.get("architectures"), abis)
     rules = _rules(profile.get("syscalls"))
-    above_named = enosys_from is None and default & 0xFFFF0000 in REFUSING
+    above_named = enosys_from is None and (default & 0xFFFF0000) in REFUSING
 
-    def section(abi: str, stub: bool, prologue: list[bytes]) -> list[bytes]:
+    def section(abi: str, enosys_stub: bool, prologue: list[bytes]) -> list[bytes]:
         _, table, offset, wide = abis[abi]
-        first_unknown = enosys_from if stub else None
-        calls = _calls(rules, table, offset, wide, default, first_unknown, stub and above_named)
+        first_unknown = enosys_from if enosys_stub else None
+        stub_above_named = enosys_stub and above_named
+        calls = _calls(rules, table, offset, wide, default, first_unknown, stub_above_named)
         return [_load(NR_OFFSET), *prologue, *calls]
 
     native, *compat = abis

@@ -371,6 +371,16 @@ def test_x32_and_arm_sections():
     assert run_filter(program, x32 | NUMBERS["x32"]["ioctl"]) == seccomp.RET_ERRNO | 25  # 514
     assert run_filter(program, x32 | NUMBERS["x86_64"]["ioctl"]) == seccomp.RET_ALLOW  # 16
     assert run_filter(program, NUMBERS["x86_64"]["ioctl"]) == seccomp.RET_ERRNO | 25
+    every = seccomp.compile(
+        profile(rule("ioctl getppid", errnoRet=25), architectures=[*both, "SCMP_ARCH_X86"]),
+        "x86_64",
+    )
+    i386 = seccomp.ABIS["x86_64"]["SCMP_ARCH_X86"][0]
+    assert run_filter(every, NUMBERS["x86"]["getppid"], arch=i386) == seccomp.RET_ERRNO | 25
+    assert run_filter(every, NUMBERS["x86"]["getpid"], arch=i386) == seccomp.RET_ALLOW
+    assert run_filter(every, x32 | NUMBERS["x32"]["getppid"]) == seccomp.RET_ERRNO | 25
+    assert run_filter(every, NUMBERS["x86_64"]["getppid"]) == seccomp.RET_ERRNO | 25
+    assert run_filter(every, 0, arch=seccomp.AUDIT_ARCH["aarch64"]) == seccomp.RET_KILL_PROCESS
     unlisted = seccomp.compile(profile(rule("ioctl")), "x86_64")
     assert run_filter(unlisted, x32 | 39) == EPERM_RET  # not listed: EPERM
     arm = seccomp.compile(profile(architectures=["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]), "aarch64")
