@@ -21,7 +21,7 @@ import subprocess
 
 import pytest
 
-from runtime import seccomp, syscall_table
+from runtime import seccomp, security, syscall_table
 from runtime.syscalls import CLONE_NEWUSER, PR_SET_NO_NEW_PRIVS, prctl
 
 MACHINE = {"arm64": "aarch64", "amd64": "x86_64"}.get(os.uname().machine, os.uname().machine)
@@ -472,3 +472,63 @@ def test_an_unsupported_machine_is_one_line():
         seccomp.SeccompError, match="no seccomp filter for riscv64: only for x86_64 and aarch64"
     ):
         seccomp.compile(profile(), "riscv64")
+
+
+PODMAN_PROFILE = "/usr/share/containers/seccomp.json"  # Debian's containers-common
+DOCKER_CAPABILITIES = {f"CAP_{name}" for name in security.DEFAULT_CAPABILITIES}
+
+
+def as_engines_hand_it(source: dict, capabilities: set[str], machine: str) -> dict:
+    """docker's and podman's profile format (rules with includes and excludes by capability
+    and architecture, an archMap) made into the OCI profile they write in config.json."""
+    goarch = {"x86_64": "amd64", "aarch64": "arm64"}[machine]
+    native = f"SCMP_ARCH_{machine.upper()}"
+    sub = next(a["subArchitectures"] for a in source["archMap"] if a["architecture"] == native)
+    syscalls = []
+    for rule in source["syscalls"]:
+        includes, excludes = rule.get("includes") or {}, rule.get("excludes") or {}
+        if includes.get("arches") and goarch not in includes["arches"]:
+            continue
+        if goarch in excludes.get("arches", ()) or capabilities & set(excludes.get("caps", ())):
+            continue
+        if not set(includes.get("caps", ())) <= capabilities:
+            continue
+        keys = ("names", "action", "args", "errnoRet")
+        syscalls.append({key: rule[key] for key in keys if rule.get(key) is not None})
+    return {
+        "defaultAction": source["defaultAction"],
+        "defaultErrnoRet": source["defaultErrnoRet"],
+        "architectures": [native, *sub],
+        "syscalls": syscalls,
+    }
+
+
+@needs_this_machine
+@pytest.mark.skipif(not os.path.exists(PODMAN_PROFILE), reason=f"no {PODMAN_PROFILE} (podman)")
+def test_podmans_default_profile_compiles_and_holds():
+    """An allow-list of ~400 names, for three ABIs, as podman would hand it to runc."""
+    with open(PODMAN_PROFILE) as file:
+        source = json.load(file)
+    for machine in seccomp.ABIS:
+        program = seccomp.compile(as_engines_hand_it(source, DOCKER_CAPABILITIES, machine), machine)
+        assert len(program) // 8 < seccomp.BPF_MAXINSNS
+    program = seccomp.compile(as_engines_hand_it(source, DOCKER_CAPABILITIES, MACHINE))
+    results = in_filtered_child(
+        program,
+        {
+            "getppid": call("getppid"),
+            "kexec_load": call("kexec_load", 0, 0, 0, 0xFFFFFFFF),  # refused with EPERM
+            "io_uring_setup": call("io_uring_setup", 0, 0),  # not named: defaultErrnoRet
+            "personality(PER_LINUX32)": call("personality", 8),
+            "personality(ADDR_NO_RANDOMIZE)": call("personality", 0x0040000),
+            "a call from the future": (1000,),
+        },
+    )
+    assert results == {
+        "getppid": 0,
+        "kexec_load": errno.EPERM,
+        "io_uring_setup": errno.ENOSYS,
+        "personality(PER_LINUX32)": 0,
+        "personality(ADDR_NO_RANDOMIZE)": errno.ENOSYS,
+        "a call from the future": errno.ENOSYS,
+    }
