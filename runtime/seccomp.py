@@ -406,6 +406,10 @@ def install(program: bytes, flags: int = 0) -> None:
     if result == -1:
         err = ctypes.get_errno()
         raise SyscallError(err, f"seccomp(SECCOMP_SET_MODE_FILTER, {flags:#x}): {os.strerror(err)}")
+    if result > 0:  # TSYNC: the thread that could not take the filter
+        raise OSError(
+            f"seccomp: thread {result} could not take the filter (SECCOMP_FILTER_FLAG_TSYNC)"
+        )
 
 
 # --- the profile, checked ----------------------------------------------------------------------

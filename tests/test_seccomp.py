@@ -536,3 +536,17 @@ def test_podmans_default_profile_compiles_and_holds():
         "personality(ADDR_NO_RANDOMIZE)": errno.ENOSYS,
         "a call from the future": errno.ENOSYS,
     }
+
+
+@pytest.mark.parametrize("abi", ["X86_64", "X86", "X32", "AARCH64"])
+def test_the_tables_are_the_kernel_headers(abi):
+    """runtime/syscall_table.py is what 'invoke syscall-table' makes of this machine's
+    headers (or of Debian 12's, which made it: then a newer one may only add calls)."""
+    tasks = pytest.importorskip("tasks", reason="tasks.py needs invoke (the dev extra)")
+    header = tasks.SYSCALL_HEADERS[abi]
+    if not os.path.exists(header):
+        pytest.skip(f"{header} is missing (apt-get install linux-libc-dev)")
+    wants = tasks.AARCH64_WANTS if abi == "AARCH64" else []
+    table = syscall_table.numbers(getattr(syscall_table, abi))
+    assert table.items() <= tasks.syscall_numbers(header, wants).items()
+    assert {"x86_64": 165, "x86": 21, "x32": 165, "aarch64": 40}[abi.lower()] == table["mount"]
