@@ -47,10 +47,9 @@ The program's shape
       ret defaultAction                any other call
     x32 section, x86 section: the same, with their own numbers
 
-The first rule that holds decides; a rule without arguments always holds. Several
-arguments in one rule must all hold (AND); several rules for one call are alternatives
-(OR), as in libseccomp. (runc turns a rule that tests one argument twice into one rule per
-test, OR; here it stays AND, as the spec's wording and crun have it.)
+The first rule that holds decides; a rule without arguments always holds, so rules after
+it for the same call are never reached. Several arguments in one rule must all hold (AND,
+as seccomp_rule_add(3) reads them); several rules for one call are alternatives (OR).
 
 Architectures
 -------------
@@ -291,7 +290,9 @@ def default_profile(capabilities: int) -> dict:
     if not held(CAP_SYS_PTRACE):
         # Attaching to another process; PTRACE_TRACEME (a child asking its parent to trace
         # it, as debuggers start programs) and requests on a tracee stay allowed.
-        rules += [deny(["ptrace"], arg(0, "EQ", request)) for request in (16, 0x4206)]
+        rules += [
+            deny(["ptrace"], arg(0, "EQ", request)) for request in (PTRACE_ATTACH, PTRACE_SEIZE)
+        ]
     # TIOCSTI pushes characters into a terminal's input, TIOCLINUX can paste the console's
     # selection: typed into the shell that started the container, once it exits.
     rules += [deny(["ioctl"], int_is(1, command)) for command in (TIOCSTI, TIOCLINUX)]
