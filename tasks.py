@@ -122,6 +122,100 @@ def lint(c):
     c.run(f"{python()} -m ruff format --check .")
 
 
+# The kernel headers that runtime/syscall_table.py is made from (Debian's linux-libc-dev), and
+# for aarch64 the macros its own <asm/unistd.h> defines before it includes the generic table.
+SYSCALL_HEADERS = {
+    "X86_64": "/usr/include/x86_64-linux-gnu/asm/unistd_64.h",
+    "X86": "/usr/include/x86_64-linux-gnu/asm/unistd_32.h",
+    "X32": "/usr/include/x86_64-linux-gnu/asm/unistd_x32.h",
+    "AARCH64": "/usr/include/asm-generic/unistd.h",
+}
+AARCH64_WANTS = [
+    "__ARCH_WANT_RENAMEAT", "__ARCH_WANT_NEW_STAT", "__ARCH_WANT_SET_GET_RLIMIT",
+    "__ARCH_WANT_TIME32_SYSCALLS", "__ARCH_WANT_SYS_CLONE3", "__ARCH_WANT_MEMFD_SECRET",
+]  # fmt: skip
+
+
+def syscall_numbers(header: str, defined: list[str]) -> dict[str, int]:
+    """``#define __NR_name number`` lines of ``header``, name -> number, evaluating its
+    ``#if``s as a 64-bit build with the macros ``defined`` (the generic table has some)."""
+    import re
+
+    numbers, aliases, live = {}, {}, [True]
+    with open(header) as file:
+        text = file.read()
+    for line in text.splitlines():
+        words = line.split()
+        directive = words[0] if words else ""
+        if directive in ("#if", "#ifdef", "#ifndef"):
+            condition = " ".join(words[1:])
+            if directive != "#if":
+                condition = f"{'!' if directive == '#ifndef' else ''}defined({condition})"
+            condition = re.sub(r"defined\((\w+)\)", lambda m: str(m[1] in defined), condition)
+            condition = condition.replace("__BITS_PER_LONG", "64").replace("||", " or ")
+            condition = condition.replace("&&", " and ")
+            live.append(live[-1] and eval(re.sub(r"!(?!=)", " not ", condition)))
+        elif directive == "#else":
+            live[-1] = live[-2] and not live[-1]
+        elif directive == "#endif":
+            live.pop()
+        elif live[-1] and directive == "#define" and re.match(r"__NR(3264)?_", words[1]):
+            name = re.sub(r"^__NR(3264)?_", "", words[1])
+            value = " ".join(words[2:]).strip("()").removeprefix("__X32_SYSCALL_BIT + ")
+            if value.isdigit() and name not in ("syscalls", "arch_specific_syscall"):
+                numbers[name] = int(value)  # (not those two: a count, a range's start)
+            elif value.startswith("__NR3264_"):  # the 64-bit name of a generic call
+                aliases[name] = value.removeprefix("__NR3264_")
+    for name, generic in aliases.items():
+        numbers[name] = numbers.pop(generic)
+    return numbers
+
+
+@task(name="syscall-table")
+def syscall_table(c):
+    """Write runtime/syscall_table.py from this machine's kernel headers (linux-libc-dev)."""
+    import subprocess
+
+    version = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Version}", "linux-libc-dev"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    lines = [
+        '"""System call names by number, per ABI: made by ``invoke syscall-table``, do not edit.',
+        "",
+        f"From the kernel headers of Debian's linux-libc-dev {version}: x86_64, x86 (i386, the",
+        "``int 0x80`` gate) and x32 from ``asm/unistd_64.h``, ``unistd_32.h``, ``unistd_x32.h``;",
+        "aarch64 from ``asm-generic/unistd.h`` with the macros arm64's ``asm/unistd.h`` defines.",
+        "",
+        "Each table lists names in the order of their numbers, ten to a line (line N holds the",
+        "calls numbered 10N to 10N + 9), ``-`` where no call has the number: a text, not a",
+        "dict, because ``mycontainer run`` imports this module and a string costs nothing to",
+        "load (four dicts cost ~0.3 ms). X32's numbers are without ``__X32_SYSCALL_BIT``, which",
+        "the kernel adds to them.",
+        '"""',
+        "",
+        "# ruff: noqa: E501",
+        "# fmt: off",
+    ]
+    for abi, header in SYSCALL_HEADERS.items():
+        numbers = syscall_numbers(header, AARCH64_WANTS if abi == "AARCH64" else [])
+        names = ["-"] * (max(numbers.values()) + 1)
+        for name, number in numbers.items():
+            names[number] = name
+        rows = [" ".join(names[start : start + 10]) for start in range(0, len(names), 10)]
+        lines += [f'{abi} = """', *rows, '"""']
+    lines += [
+        "# fmt: on",
+        "",
+        "",
+        "def numbers(table: str) -> dict[str, int]:",
+        '    """Name -> number, from one of the tables above."""',
+        '    return {name: number for number, name in enumerate(table.split()) if name != "-"}',
+    ]
+    with open(os.path.join(HERE, "runtime", "syscall_table.py"), "w") as file:
+        file.write("\n".join(lines) + "\n")
+
+
 @task(help={"serve": "serve on localhost:8000 with live reload instead of building"})
 def docs(c, serve=False):
     """Build the tutorial with mkdocs (strict: a broken link fails)."""
@@ -204,7 +298,7 @@ def vm_check(c, pytest_args=""):
     c.run(f"{python()} -m lab.vagrant_check {'-- ' + args if args else ''}".strip())
 
 
-namespace = Collection(rootfs, test, step, lint, docs, bench)
+namespace = Collection(rootfs, test, step, lint, docs, bench, syscall_table)
 namespace.add_collection(
     Collection("vm", vm_up, vm_ssh, vm_halt, vm_destroy, vm_status, vm_box, vm_check)
 )
