@@ -197,13 +197,15 @@ def parse(data: bytes, name: str = "config.json") -> dict:
         ) from None
     except RecursionError:
         raise SpecError(f"{name}: nested too deeply") from None
+    except SpecError as e:
+        raise SpecError(f"{name}: {e}") from None
     if not isinstance(config, dict):
         raise SpecError(f"{name}: not a JSON object")
     return config
 
 
 def _no_constant(name: str):
-    raise SpecError(f"config.json: {name} is not a JSON number")
+    raise SpecError(f"{name} is not a JSON number")
 
 
 def check(config: dict, bundle: str, warn=_stderr) -> dict:
@@ -213,11 +215,18 @@ def check(config: dict, bundle: str, warn=_stderr) -> dict:
 
     ``process`` is required: runc's ``create`` refuses a config without one, and so do we.
     """
+    try:
+        return _check(config, bundle, lambda message: warn(f"config.json: {message}"))
+    except SpecError as e:
+        raise SpecError(f"config.json: {e}") from None
+
+
+def _check(config: dict, bundle: str, warn) -> dict:
     _unsupported(config, "", UNSUPPORTED)
     _version(config.get("ociVersion"))
     out = {"ociVersion": config["ociVersion"]}
     out["root"] = _root(_get(config, "root", dict, required=True), bundle)
-    out["process"] = process(_get(config, "process", dict, required=True), "process", warn)
+    out["process"] = _process(_get(config, "process", dict, required=True), "process", warn)
     for field in ("hostname", "domainname"):
         value = _get(config, field, str)
         if value is not None:
@@ -225,62 +234,62 @@ def check(config: dict, bundle: str, warn=_stderr) -> dict:
     mounts = _get(config, "mounts", list, default=[])
     out["mounts"] = [_mount(m, f"mounts[{i}]", bundle, warn) for i, m in enumerate(mounts)]
     out["linux"] = _linux(_get(config, "linux", dict, default={}), "linux")
-    if ("hostname" in out or "domainname" in out) and not _has_new(out, "uts"):
+    if ("hostname" in out or "domainname" in out) and not _has_own(out, "uts"):
         field = "hostname" if "hostname" in out else "domainname"
-        raise SpecError(f"config.json: {field}: needs a new uts namespace in linux.namespaces")
+        raise SpecError(f"{field}: needs a new uts namespace in linux.namespaces")
     _sysctl_namespaces(out)
     out["hooks"] = _hooks(_get(config, "hooks", dict, default={}), "hooks")
     annotations = _get(config, "annotations", dict, default={})
     for key, value in annotations.items():
         if not key or not isinstance(value, str):
-            raise SpecError(
-                f"config.json: annotations: {key!r}: keys are non-empty strings, values strings"
-            )
+            raise SpecError(f"annotations: {key!r}: keys are non-empty strings, values strings")
     out["annotations"] = annotations
     return out
 
 
-def process(obj: dict, where: str = "process", warn=_stderr) -> dict:
-    """Check a process object (config.json's ``process``, or the file of ``exec --process``)
-    and return it normalized: terminal false, env [], user uid/gid 0 and additionalGids [],
-    the five capability sets (each [] when absent; no capabilities at all when the object
-    is absent), rlimits [], noNewPrivileges false. oomScoreAdj and umask stay absent when
-    absent: then the runtime must not change them."""
-    _unsupported(obj, where, UNSUPPORTED)
+def process(obj: dict, name: str = "process.json", warn=_stderr) -> dict:
+    """Check a process object (the file of ``exec --process``, or one built from ``exec``'s
+    arguments) as config.json's ``process``; errors begin with ``name``."""
+    try:
+        return _process(obj, "", lambda message: warn(f"{name}: {message}"))
+    except SpecError as e:
+        raise SpecError(f"{name}: {e}") from None
+
+
+def _process(obj: dict, where: str, warn) -> dict:
+    """The process, normalized: terminal false, env [], user uid/gid 0 and additionalGids
+    [], the five capability sets (each [] when absent; no capabilities at all when the
+    object is absent), rlimits [], noNewPrivileges false. oomScoreAdj and umask stay absent
+    when absent: then the runtime must not change them."""
+    _unsupported(obj, where, UNSUPPORTED, "process")
     out = {"terminal": _get(obj, "terminal", bool, where, default=False)}
     size = _get(obj, "consoleSize", dict, where)
     if size is not None and out["terminal"]:  # "MUST ignore consoleSize if terminal is false"
+        size_at = _at(where, "consoleSize")
         out["consoleSize"] = {
-            key: _int(
-                _get(size, key, int, f"{where}.consoleSize", required=True),
-                f"{where}.consoleSize.{key}",
-                0,
-                0xFFFF,
-            )
+            key: _int(_get(size, key, int, size_at, required=True), f"{size_at}.{key}", 0, 0xFFFF)
             for key in ("height", "width")
         }
-    args = _strings(_get(obj, "args", list, where, default=[]), f"{where}.args")
+    args = _strings(_get(obj, "args", list, where, default=[]), _at(where, "args"))
     if not args:
-        raise SpecError(f"config.json: {where}.args: empty (the command to run, argv[0] first)")
+        raise SpecError(f"{_at(where, 'args')}: empty (the command to run, argv[0] first)")
     out["args"] = args
-    out["env"] = _env(_get(obj, "env", list, where, default=[]), f"{where}.env")
+    out["env"] = _env(_get(obj, "env", list, where, default=[]), _at(where, "env"))
     cwd = _get(obj, "cwd", str, where, required=True)
-    out["cwd"] = _absolute(cwd, f"{where}.cwd")
-    out["user"] = _user(_get(obj, "user", dict, where, default={}), f"{where}.user")
+    out["cwd"] = _absolute(cwd, _at(where, "cwd"))
+    out["user"] = _user(_get(obj, "user", dict, where, default={}), _at(where, "user"))
+    caps_at = _at(where, "capabilities")
     caps = _get(obj, "capabilities", dict, where, default={})
     out["capabilities"] = {
-        kind: _capabilities(
-            _get(caps, kind, list, f"{where}.capabilities", default=[]),
-            f"{where}.capabilities.{kind}",
-            warn,
-        )
+        kind: _capabilities(_get(caps, kind, list, caps_at, default=[]), f"{caps_at}.{kind}", warn)
         for kind in CAPABILITY_SETS
     }
-    out["rlimits"] = _rlimits(_get(obj, "rlimits", list, where, default=[]), f"{where}.rlimits")
+    rlimits = _get(obj, "rlimits", list, where, default=[])
+    out["rlimits"] = _rlimits(rlimits, _at(where, "rlimits"))
     out["noNewPrivileges"] = _get(obj, "noNewPrivileges", bool, where, default=False)
     score = _get(obj, "oomScoreAdj", int, where)
     if score is not None:
-        out["oomScoreAdj"] = _int(score, f"{where}.oomScoreAdj", -1000, 1000)
+        out["oomScoreAdj"] = _int(score, _at(where, "oomScoreAdj"), -1000, 1000)
     return out
 
 
@@ -294,7 +303,7 @@ def load_process(path: str, warn=_stderr) -> dict:
     name = os.path.basename(path)
     if len(data) > MAX_SIZE:
         raise SpecError(f"{name}: larger than {MAX_SIZE >> 20} MiB")
-    return process(parse(data, name), "process", warn)
+    return process(parse(data, name), name, warn)
 
 
 # --- the parts ----------------------------------------------------------------------------
@@ -303,16 +312,15 @@ def load_process(path: str, warn=_stderr) -> dict:
 def _version(version) -> None:
     if not isinstance(version, str):
         raise SpecError(
-            "config.json: ociVersion: missing or not a string (the runtime-spec version, "
+            "ociVersion: missing or not a string (the runtime-spec version, "
             f"such as {OCI_VERSION_MAX!r})"
         )
     core = version.split("+")[0].split("-")[0].split(".")
     if len(core) != 3 or not all(part.isdigit() and part.isascii() for part in core):
-        raise SpecError(f"config.json: ociVersion: {version!r} is not a version like '1.2.0'")
+        raise SpecError(f"ociVersion: {version!r} is not a version like '1.2.0'")
     if int(core[0]) != 1:
         raise SpecError(
-            f"config.json: ociVersion: {version!r} is not supported (mycontainer reads "
-            "runtime-spec 1.x)"
+            f"ociVersion: {version!r} is not supported (mycontainer reads runtime-spec 1.x)"
         )
 
 
@@ -322,22 +330,22 @@ def _root(root: dict, bundle: str) -> dict:
     given. Never the host's own ``/``."""
     path = _get(root, "path", str, "root", required=True)
     if not path:
-        raise SpecError("config.json: root.path: empty (the root filesystem, such as 'rootfs')")
+        raise SpecError("root.path: empty (the root filesystem, such as 'rootfs')")
     real = os.path.realpath(os.path.join(bundle, path))
     inside = real == bundle or real.startswith(bundle.rstrip("/") + "/")
     if not os.path.isabs(path) and not inside or real == "/":
         raise SpecError(
-            f"config.json: root.path: {path!r} resolves to {real}, outside the bundle "
+            f"root.path: {path!r} resolves to {real}, outside the bundle "
             f"{bundle} (give a directory of the bundle, such as 'rootfs')"
         )
     if not os.path.isdir(real):
-        raise SpecError(f"config.json: root.path: {path!r} is not a directory")
+        raise SpecError(f"root.path: {path!r} is not a directory")
     return {"path": real, "readonly": _get(root, "readonly", bool, "root", default=False)}
 
 
 def _uts_name(name: str, field: str) -> str:
     if len(name.encode()) > 64 or "\0" in name:
-        raise SpecError(f"config.json: {field}: at most 64 bytes, no NUL (got {name!r})")
+        raise SpecError(f"{field}: at most 64 bytes, no NUL (got {name!r})")
     return name
 
 
@@ -354,7 +362,7 @@ def _user(user: dict, where: str) -> dict:
     if umask is not None:
         out["umask"] = _int(umask, f"{where}.umask", 0, 0o777)
     if user.get("username"):
-        raise SpecError(f"config.json: {where}.username: a Windows field (give uid and gid)")
+        raise SpecError(f"{where}.username: a Windows field (give uid and gid)")
     return out
 
 
@@ -365,11 +373,11 @@ def _capabilities(names: list, where: str, warn) -> list[str]:
         bare = name[4:] if isinstance(name, str) and name.startswith("CAP_") else None
         if bare not in CAPABILITIES:
             raise SpecError(
-                f"config.json: {where}: unknown capability {name!r} (names from "
+                f"{where}: unknown capability {name!r} (names from "
                 "capabilities(7), such as CAP_CHOWN)"
             )
         if CAPABILITIES.index(bare) > last:
-            warn(f"config.json: {where}: {name} is not known to this kernel; left out")
+            warn(f"{where}: {name} is not known to this kernel; left out")
         elif name not in kept:
             kept.append(name)
     return kept
@@ -391,18 +399,18 @@ def _rlimits(rlimits: list, where: str) -> list[dict]:
         kind = _get(_object(rlimit, at), "type", str, at, required=True)
         if kind not in RLIMITS:
             raise SpecError(
-                f"config.json: {at}.type: unknown limit {kind!r} (names from getrlimit(2), "
+                f"{at}.type: unknown limit {kind!r} (names from getrlimit(2), "
                 "such as RLIMIT_NOFILE)"
             )
         if kind in seen:
-            raise SpecError(f"config.json: {at}.type: {kind} is set twice")
+            raise SpecError(f"{at}.type: {kind} is set twice")
         seen.add(kind)
         soft, hard = (
             _int(_get(rlimit, key, int, at, required=True), f"{at}.{key}", 0, UINT64)
             for key in ("soft", "hard")
         )
         if soft > hard:
-            raise SpecError(f"config.json: {at}: soft limit {soft} is above the hard {hard}")
+            raise SpecError(f"{at}: soft limit {soft} is above the hard {hard}")
         out.append({"type": kind, "soft": soft, "hard": hard})
     return out
 
@@ -414,23 +422,21 @@ def _mount(mount, where: str, bundle: str, warn) -> dict:
     _unsupported(_object(mount, where), where, UNSUPPORTED, "mounts[]")
     destination = _get(mount, "destination", str, where, required=True)
     if not destination or "\0" in destination:
-        raise SpecError(f"config.json: {where}.destination: empty or with a NUL byte")
+        raise SpecError(f"{where}.destination: empty or with a NUL byte")
     if not destination.startswith("/"):
-        warn(f"config.json: {where}.destination: {destination!r} is relative; taken from /")
+        warn(f"{where}.destination: {destination!r} is relative; taken from /")
         destination = "/" + destination
     out = {"destination": posixpath.normpath(destination).replace("//", "/")}
     options = _strings(_get(mount, "options", list, where, default=[]), f"{where}.options")
     for option in options:
         if option in UNSUPPORTED_MOUNT_OPTIONS:
-            raise SpecError(
-                f"config.json: {where}.options: {option!r}: {UNSUPPORTED_MOUNT_OPTIONS[option]}"
-            )
+            raise SpecError(f"{where}.options: {option!r}: {UNSUPPORTED_MOUNT_OPTIONS[option]}")
     kind = _get(mount, "type", str, where)
     source = _get(mount, "source", str, where)
     is_bind = "bind" in options or "rbind" in options or kind == "bind"
     if is_bind:
         if not source:
-            raise SpecError(f"config.json: {where}.source: a bind mount needs a source path")
+            raise SpecError(f"{where}.source: a bind mount needs a source path")
         source = os.path.join(bundle, source)
     for key, value in (("type", kind), ("source", source)):
         if value is not None:
@@ -453,8 +459,7 @@ def _linux(linux: dict, where: str) -> dict:
         parts = key.replace("/", ".").split(".")
         if not isinstance(value, str) or "" in parts or ".." in parts or "\0" in key:
             raise SpecError(
-                f"config.json: linux.sysctl: {key!r}: names like 'net.ipv4.ip_forward', "
-                "values strings"
+                f"linux.sysctl: {key!r}: names like 'net.ipv4.ip_forward', values strings"
             )
     out["sysctl"] = sysctl
     for field in ("maskedPaths", "readonlyPaths"):
@@ -464,8 +469,7 @@ def _linux(linux: dict, where: str) -> dict:
     if propagation:
         if propagation not in PROPAGATIONS:
             raise SpecError(
-                f"config.json: linux.rootfsPropagation: {propagation!r} is not one of "
-                f"{', '.join(PROPAGATIONS)}"
+                f"linux.rootfsPropagation: {propagation!r} is not one of {', '.join(PROPAGATIONS)}"
             )
         out["rootfsPropagation"] = propagation
     seccomp = _get(linux, "seccomp", dict, where)
@@ -481,14 +485,13 @@ def _namespaces(namespaces: list) -> list[dict]:
         at = f"linux.namespaces[{i}]"
         kind = _get(_object(namespace, at), "type", str, at, required=True)
         if kind in UNSUPPORTED_NAMESPACES:
-            raise SpecError(f"config.json: {at}.type: {kind}: {UNSUPPORTED_NAMESPACES[kind]}")
+            raise SpecError(f"{at}.type: {kind}: {UNSUPPORTED_NAMESPACES[kind]}")
         if kind not in NAMESPACES:
             raise SpecError(
-                f"config.json: {at}.type: unknown namespace {kind!r} (one of "
-                f"{', '.join(NAMESPACES)})"
+                f"{at}.type: unknown namespace {kind!r} (one of {', '.join(NAMESPACES)})"
             )
         if kind in seen:
-            raise SpecError(f"config.json: {at}.type: a second {kind} namespace")
+            raise SpecError(f"{at}.type: a second {kind} namespace")
         seen.add(kind)
         entry = {"type": kind}
         path = _get(namespace, "path", str, at)
@@ -503,10 +506,10 @@ def _device(device, where: str) -> dict:
     (the spec allows any, not only /dev); major and minor unless a FIFO."""
     kind = _get(_object(device, where), "type", str, where, required=True)
     if kind not in DEVICE_TYPES:
-        raise SpecError(f"config.json: {where}.type: {kind!r} is not one of c, b, u, p")
+        raise SpecError(f"{where}.type: {kind!r} is not one of c, b, u, p")
     path = _absolute(_get(device, "path", str, where, required=True), f"{where}.path")
     if path == "/" or ".." in path.split("/"):
-        raise SpecError(f"config.json: {where}.path: {path!r} is not a file path")
+        raise SpecError(f"{where}.path: {path!r} is not a file path")
     out = {"type": kind, "path": path}
     for key in ("major", "minor"):
         value = _get(device, key, int, where, required=kind != "p")
@@ -530,8 +533,7 @@ def _resources(resources: dict) -> dict:
         limit, swap = out["memory"].get("limit", -1), out["memory"].get("swap", -1)
         if limit > 0 and swap > 0 and swap < limit:
             raise SpecError(
-                f"config.json: {where}.memory.swap: {swap} is below the limit {limit} (swap "
-                "is memory plus swap)"
+                f"{where}.memory.swap: {swap} is below the limit {limit} (swap is memory plus swap)"
             )
     cpu = _get(resources, "cpu", dict, where)
     if cpu is not None:
@@ -580,10 +582,10 @@ def _cpu(cpu: dict, where: str) -> dict:
 def _cpu_list(text: str, where: str) -> str:
     """A list like ``0-3,7`` (cpuset(7), "List format")."""
     for part in text.split(","):
-        bounds = part.strip().split("-")
+        bounds = part.split("-")
         valid = len(bounds) <= 2 and all(b.isdigit() and b.isascii() for b in bounds)
         if not valid or len(bounds) == 2 and int(bounds[0]) > int(bounds[1]):
-            raise SpecError(f"config.json: {where}: {text!r} is not a list like '0-3,7'")
+            raise SpecError(f"{where}: {text!r} is not a list like '0-3,7'")
     return text
 
 
@@ -593,7 +595,7 @@ def _device_rule(rule, where: str) -> dict:
     allow = _get(_object(rule, where), "allow", bool, where, required=True)
     kind = _get(rule, "type", str, where) or "a"
     if kind not in ("a", "c", "b"):
-        raise SpecError(f"config.json: {where}.type: {kind!r} is not one of a, c, b")
+        raise SpecError(f"{where}.type: {kind!r} is not one of a, c, b")
     out = {"allow": allow, "type": kind}
     for key in ("major", "minor"):
         value = _get(rule, key, int, where)
@@ -601,7 +603,7 @@ def _device_rule(rule, where: str) -> dict:
             out[key] = _int(value, f"{where}.{key}", 0, UINT32)
     access = _get(rule, "access", str, where) or "rwm"
     if not set(access) <= set("rwm"):
-        raise SpecError(f"config.json: {where}.access: {access!r} is not made of r, w and m")
+        raise SpecError(f"{where}.access: {access!r} is not made of r, w and m")
     out["access"] = access
     return out
 
@@ -611,12 +613,12 @@ def _cgroups_path(path: str) -> str:
     the runtime's own place); no ``..`` component, so it cannot climb out of the tree."""
     if "\0" in path or ".." in path.split("/"):
         raise SpecError(
-            f"config.json: linux.cgroupsPath: {path!r} has a '..' component or a NUL byte "
+            f"linux.cgroupsPath: {path!r} has a '..' component or a NUL byte "
             "(give a path such as '/mygroup/ctr' or 'mygroup/ctr')"
         )
     if ":" in path:
         raise SpecError(
-            f"config.json: linux.cgroupsPath: {path!r} is in systemd's slice:prefix:name "
+            f"linux.cgroupsPath: {path!r} is in systemd's slice:prefix:name "
             "form; the systemd cgroup driver is not supported (give a path)"
         )
     return path
@@ -635,16 +637,14 @@ def _sysctl_namespaces(config: dict) -> None:
             kind = "uts"
         else:
             raise SpecError(
-                f"config.json: linux.sysctl: {key!r} is not namespaced: it would change the "
+                f"linux.sysctl: {key!r} is not namespaced: it would change the "
                 "host's kernel (only net.*, fs.mqueue.*, IPC and UTS sysctls)"
             )
-        if not _has_new(config, kind):
-            raise SpecError(
-                f"config.json: linux.sysctl: {key!r} needs a {kind} namespace in linux.namespaces"
-            )
+        if not _has_own(config, kind):
+            raise SpecError(f"linux.sysctl: {key!r} needs a {kind} namespace in linux.namespaces")
 
 
-def _has_new(config: dict, kind: str) -> bool:
+def _has_own(config: dict, kind: str) -> bool:
     """Whether the container has a namespace of ``kind`` other than the runtime's: a new
     one, or one joined by path."""
     return any(ns["type"] == kind for ns in config["linux"]["namespaces"])
@@ -684,41 +684,46 @@ _TYPE_NAMES = {
 }
 
 
+def _at(where: str, key: str) -> str:
+    """The dotted name of field ``key`` of the object at ``where`` ("" for the top)."""
+    return f"{where}.{key}" if where else key
+
+
 def _get(obj: dict, key: str, kind, where: str = "", *, required=False, default=None):
     """``obj[key]`` if it is of ``kind`` (JSON null counts as absent)."""
     value = obj.get(key)
-    at = f"{where}.{key}" if where else key
+    at = _at(where, key)
     if value is None:
         if required:
-            raise SpecError(f"config.json: {at}: missing")
+            raise SpecError(f"{at}: missing")
         return default
     if not isinstance(value, kind) or kind is int and isinstance(value, bool):
-        raise SpecError(f"config.json: {at}: must be {_TYPE_NAMES[kind]}, not {value!r:.40}")
+        raise SpecError(f"{at}: must be {_TYPE_NAMES[kind]}, not {value!r:.40}")
     return value
 
 
 def _object(value, where: str) -> dict:
     if not isinstance(value, dict):
-        raise SpecError(f"config.json: {where}: must be an object, not {value!r:.40}")
+        raise SpecError(f"{where}: must be an object, not {value!r:.40}")
     return value
 
 
 def _int(value: int, where: str, low: int, high: int) -> int:
     if not low <= value <= high:
-        raise SpecError(f"config.json: {where}: {value} is out of range ({low} to {high})")
+        raise SpecError(f"{where}: {value} is out of range ({low} to {high})")
     return value
 
 
 def _no_nul(text: str, where: str) -> str:
     if "\0" in text:
-        raise SpecError(f"config.json: {where}: contains a NUL byte")
+        raise SpecError(f"{where}: contains a NUL byte")
     return text
 
 
 def _strings(values: list, where: str) -> list[str]:
     for value in values:
         if not isinstance(value, str):
-            raise SpecError(f"config.json: {where}: {value!r:.40} is not a string")
+            raise SpecError(f"{where}: {value!r:.40} is not a string")
         _no_nul(value, where)
     return values
 
@@ -726,13 +731,13 @@ def _strings(values: list, where: str) -> list[str]:
 def _env(values: list, where: str) -> list[str]:
     for value in _strings(values, where):
         if "=" not in value[1:]:
-            raise SpecError(f"config.json: {where}: {value!r:.40} is not KEY=VALUE")
+            raise SpecError(f"{where}: {value!r:.40} is not KEY=VALUE")
     return values
 
 
 def _absolute(path: str, where: str) -> str:
     if not path.startswith("/") or "\0" in path:
-        raise SpecError(f"config.json: {where}: {path!r} is not an absolute path")
+        raise SpecError(f"{where}: {path!r} is not an absolute path")
     return path
 
 
@@ -742,8 +747,7 @@ def _unsupported(obj: dict, where: str, table: dict, prefix: str | None = None) 
     for key, value in obj.items():
         reason = table.get(f"{prefix}.{key}" if prefix else key)
         if reason and value not in (None, False, "", [], {}):
-            at = f"{where}.{key}" if where else key
-            raise SpecError(f"config.json: {at}: {reason} (remove it)")
+            raise SpecError(f"{_at(where, key)}: {reason} (remove it)")
 
 
 # --- what mycontainer writes and offers ---------------------------------------------------
@@ -767,7 +771,7 @@ def default_config() -> dict:
                 "TERM=xterm",
             ],
             "cwd": "/",
-            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "capabilities": {kind: list(caps) for kind in ("bounding", "effective", "permitted")},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": True,
         },
@@ -804,7 +808,7 @@ def default_config() -> dict:
                 "destination": "/dev/mqueue",
                 "type": "mqueue",
                 "source": "mqueue",
-                "options": nosuid_noexec_nodev,
+                "options": list(nosuid_noexec_nodev),
             },
             {
                 "destination": "/sys",

@@ -3,7 +3,7 @@
 Bad input is a corpus: one config per mistake, each refused with one line that names the
 field. Good input is what engines and tools really write: ``runc spec``'s output, the
 configs the OCI runtime-tools suite generates for each of its groups, and our own
-``mycontainer-oci spec``. No root needed.
+``mycontainer-oci spec``. No root needed, except to drive the runtime-tools suite.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -632,6 +633,59 @@ def test_runc_spec_output_loads(tmp_path):
     assert "CAP_KILL" in config["process"]["capabilities"]["ambient"]
 
 
+PODMAN_CAPTURE = """#!/bin/sh
+# A runtime that records the config.json podman asks it to create, then fails.
+prev=
+for a in "$@"; do
+    case "$prev" in --bundle|-b) cp "$a/config.json" "{configs}/$$.json";; esac
+    prev=$a
+done
+exit 1
+"""
+
+
+@pytest.mark.privileged
+@pytest.mark.skipif(
+    shutil.which("podman") is None, reason="podman is not installed (apt install podman)"
+)
+def test_podmans_config_loads(tmp_path):
+    """What Debian's podman writes: its root (the --rootfs, or its storage's merged
+    directory) is outside its bundle, with a sysctl, a pids limit, seccomp and annotations.
+    podman runs with storage of its own, no network, in a mount namespace and a PID
+    namespace of its own: when it exits, the cleanup process it leaves behind dies too."""
+    rootfs, configs = tmp_path / "rootfs", tmp_path / "configs"
+    rootfs.mkdir()
+    configs.mkdir()
+    runtime = tmp_path / "capture"
+    runtime.write_text(PODMAN_CAPTURE.format(configs=configs))
+    runtime.chmod(0o755)
+    (tmp_path / "run").mkdir()
+    run = tempfile.mktemp(prefix="pm")  # podman wants a runroot of at most 50 characters
+    os.symlink(tmp_path / "run", run)
+    podman = (
+        f"podman --root {tmp_path}/root --runroot {run} --runtime {runtime} "
+        f"--storage-driver vfs run --rm --network none --ulimit nofile=1024:1024 "
+        f"--ulimit nproc=1024:1024 --memory 64m --rootfs {rootfs} /bin/sh -c true"
+    )
+    try:
+        result = subprocess.run(
+            ["unshare", "-mpf", "sh", "-c", f"mount --make-rprivate / && {podman}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.unlink(run)
+    captured = list(configs.iterdir())
+    assert len(captured) == 1, result.stderr
+    config = load(tmp_path / "bundle", json.loads(captured[0].read_text()))
+    assert config["root"]["path"] == str(rootfs)
+    assert config["process"]["args"] == ["/bin/sh", "-c", "true"]
+    assert config["linux"]["resources"]["memory"]["limit"] == 64 << 20
+    assert config["linux"]["sysctl"]
+    assert config["linux"]["seccomp"]["defaultAction"]
+
+
 def test_features_agree_with_what_loads(tmp_path):
     """Every name ``features`` offers loads in a config; it offers what runc's does in
     the spec's vocabulary, less what mycontainer does not do."""
@@ -661,8 +715,10 @@ def test_load_process_of_exec(tmp_path):
     path.write_text(json.dumps({"args": ["ps"], "cwd": "/", "env": ["A=1"]}))
     assert spec.load_process(str(path))["args"] == ["ps"]
     path.write_text(json.dumps({"args": ["ps"], "cwd": "relative"}))
-    with pytest.raises(spec.SpecError, match=r"^config.json: process.cwd: 'relative' is not an"):
+    with pytest.raises(spec.SpecError, match=r"^process.json: cwd: 'relative' is not an absolute"):
         spec.load_process(str(path))
+    with pytest.raises(spec.SpecError, match=r"^process.json: apparmorProfile: AppArmor"):
+        spec.process({"args": ["ps"], "cwd": "/", "apparmorProfile": "x"})
 
 
 # --- the configs of the OCI runtime-tools suite -------------------------------------------
@@ -745,6 +801,7 @@ def runtime_tools_configs(tmp_path_factory):
     return configs
 
 
+@pytest.mark.privileged  # the suite's groups check for root before they make a config
 def test_runtime_tools_configs_load_or_fail_clearly(tmp_path, runtime_tools_configs):
     assert len(runtime_tools_configs) == 58
     outcomes = {}
