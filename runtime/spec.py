@@ -746,8 +746,16 @@ def _unsupported(obj: dict, where: str, table: dict, prefix: str | None = None) 
     prefix = where if prefix is None else prefix
     for key, value in obj.items():
         reason = table.get(f"{prefix}.{key}" if prefix else key)
-        if reason and value not in (None, False, "", [], {}):
+        if reason and _asks(value):
             raise SpecError(f"{_at(where, key)}: {reason} (remove it)")
+
+
+def _asks(value) -> bool:
+    """Whether a field's value asks for something: null, false and empty ones do not; a
+    number always does (swappiness 0 means no swapping)."""
+    if value is None or value is False:
+        return False
+    return bool(value) if isinstance(value, (str, list, dict)) else True
 
 
 # --- what mycontainer writes and offers ---------------------------------------------------

@@ -267,6 +267,10 @@ BAD = {
         changed(linux__resources__memory={"swappiness": 10}),
         "linux.resources.memory.swappiness:",
     ),
+    "swappiness zero": (
+        changed(linux__resources__memory={"swappiness": 0}),
+        "linux.resources.memory.swappiness:",
+    ),
     "oom killer off": (
         changed(linux__resources__memory={"disableOOMKiller": True}),
         "linux.resources.memory.disableOOMKiller: the OOM killer cannot be disabled",
