@@ -16,8 +16,12 @@ and config-linux.md, versions 1.0 to 1.3) and, where it leaves a choice, runc:
 - **Errors.** "Runtimes MUST generate an error when invalid or unsupported values are
   encountered" (config.md, *Valid values*): a :class:`SpecError` naming the field, one line.
   A field the spec defines but mycontainer does not implement is an error too, never
-  silently dropped: :data:`UNSUPPORTED` lists each one with the reason, and the docs list
-  that table.
+  silently dropped: :data:`UNSUPPORTED` lists each one with the reason, as data the docs
+  can list. An unknown capability is an error (1.0's MUST; CAP_TEST in runtime-tools).
+- **Choices left to the runtime**, made as runc makes them: ``process`` is required
+  (``create`` needs it); a relative ``root.path`` must stay inside the bundle, while an
+  absolute one is the engine's choice (podman's is its storage's merged directory), but
+  never the host's ``/``; a sysctl must belong to a namespace the container has its own of.
 - **Unknown properties** are ignored: "Runtimes ... MUST otherwise ignore them"
   (config.md, *Extensibility*).
 - **Warnings** go to ``warn`` (one line each): a relative mount destination (deprecated
