@@ -637,6 +637,25 @@ def test_runc_spec_output_loads(tmp_path):
     assert "CAP_KILL" in config["process"]["capabilities"]["ambient"]
 
 
+@pytest.mark.skipif(
+    shutil.which("ctr") is None, reason="ctr is not installed (apt install containerd)"
+)
+def test_containerds_default_spec_loads_once_ctr_gives_it_a_command(tmp_path):
+    """``ctr oci spec``: containerd's default, to which ``ctr run`` adds the image's
+    command. Without one, it is refused as runc refuses it."""
+    output = subprocess.run(["ctr", "oci", "spec"], capture_output=True, check=True).stdout
+    config = json.loads(output)
+    with pytest.raises(spec.SpecError, match=r"^config.json: process.args: empty"):
+        load(tmp_path, config)
+    config["process"]["args"] = ["sh"]
+    loaded = load(tmp_path, config)
+    assert loaded["linux"]["cgroupsPath"] == config["linux"]["cgroupsPath"]
+    assert (
+        loaded["process"]["capabilities"]["bounding"]
+        == config["process"]["capabilities"]["bounding"]
+    )
+
+
 PODMAN_CAPTURE = """#!/bin/sh
 # A runtime that records the config.json podman asks it to create, then fails.
 prev=
