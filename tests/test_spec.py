@@ -432,6 +432,25 @@ def test_bad_config_is_one_line_naming_the_field(tmp_path, case):
     assert "\n" not in text
 
 
+@pytest.mark.parametrize("path", spec.UNSUPPORTED)
+def test_every_unsupported_field_is_refused_by_name(tmp_path, path):
+    """The table is what is enforced: each field in it, set, is refused, named."""
+    config = spec.default_config()
+    obj = config
+    *parents, key = path.split(".")
+    for parent in parents:
+        if parent.endswith("[]"):
+            obj.setdefault(parent[:-2], []).insert(0, {"destination": "/x"})
+            obj = obj[parent[:-2]][0]
+        else:
+            obj = obj.setdefault(parent, {})
+    obj[key] = 1
+    with pytest.raises(spec.SpecError) as error:
+        load(tmp_path, config)
+    name = path.replace("[]", "[0]")
+    assert str(error.value) == f"config.json: {name}: {spec.UNSUPPORTED[path]} (remove it)"
+
+
 @pytest.mark.parametrize(
     "data, message",
     [
