@@ -702,7 +702,8 @@ def test_podmans_config_loads(tmp_path):
     runtime.write_text(PODMAN_CAPTURE.format(configs=configs))
     runtime.chmod(0o755)
     (tmp_path / "run").mkdir()
-    run = tempfile.mktemp(prefix="pm")  # podman wants a runroot of at most 50 characters
+    short = tempfile.mkdtemp(prefix="pm")  # podman wants a runroot of at most 50 characters
+    run = os.path.join(short, "run")
     os.symlink(tmp_path / "run", run)
     podman = (
         f"podman --root {tmp_path}/root --runroot {run} --runtime {runtime} "
@@ -718,6 +719,7 @@ def test_podmans_config_loads(tmp_path):
         )
     finally:
         os.unlink(run)
+        os.rmdir(short)
     captured = list(configs.iterdir())
     assert len(captured) == 1, result.stderr
     config = load(tmp_path / "bundle", json.loads(captured[0].read_text()))
