@@ -9,7 +9,6 @@ https://github.com/opencontainers/runtime-spec/blob/main/config.md
 
 from __future__ import annotations
 
-import json
 import os
 
 from runtime import namespaces
@@ -24,30 +23,10 @@ NAMESPACE_FLAGS = {
     "uts": namespaces.UTS,
     "cgroup": namespaces.CGROUP,
 }
-MAX_CONFIG_SIZE = 4 << 20
 
 
 class BundleError(ContainerError):
     """A bundle cannot be run as it is; the message names the field."""
-
-
-def read_config(bundle: str) -> dict:
-    """The JSON object in ``<bundle>/config.json``."""
-    path = os.path.join(bundle, "config.json")
-    try:
-        with open(path, "rb") as file:
-            text = file.read(MAX_CONFIG_SIZE + 1)
-    except OSError as error:
-        raise BundleError(f"cannot read {path}: {error.strerror}") from None
-    if len(text) > MAX_CONFIG_SIZE:
-        raise BundleError(f"{path} is larger than {MAX_CONFIG_SIZE >> 20} MiB")
-    try:
-        config = json.loads(text)
-    except ValueError as error:
-        raise BundleError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(config, dict):
-        raise BundleError(f"{path} must hold a JSON object")
-    return config
 
 
 def to_config(spec: dict, bundle: str) -> Config:
@@ -90,20 +69,15 @@ def to_config(spec: dict, bundle: str) -> Config:
         namespaces=flags,
         join=join,
         annotations=spec.get("annotations", {}),
+        hooks=spec.get("hooks", {}),
     )
 
 
 def load(bundle: str) -> dict:
-    """The bundle's config.json, with ``root.path`` made absolute (relative to the bundle)."""
-    bundle = os.path.abspath(bundle)
-    spec = read_config(bundle)
-    process = spec.get("process")
-    if not isinstance(process, dict) or not process.get("args"):
-        raise BundleError("config.json: process.args: a program to run is required")
-    root = spec.get("root", {}).get("path")
-    if not root:
-        raise BundleError("config.json: root.path is required")
-    spec["root"]["path"] = os.path.realpath(os.path.join(bundle, root))
-    if not os.path.isdir(spec["root"]["path"]):
-        raise BundleError(f"config.json: root.path: {spec['root']['path']} is not a directory")
-    return spec
+    """The bundle's config.json, checked (runtime.spec.load), as the runtime uses it."""
+    from runtime import spec
+
+    try:
+        return spec.load(os.path.abspath(bundle))
+    except spec.SpecError as error:
+        raise BundleError(str(error)) from None

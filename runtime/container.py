@@ -86,6 +86,7 @@ class Config:
         namespaces: int = namespaces.CONTAINER,  # the CLONE_NEW* flags of the new ones
         join: list[tuple[int, str]] | None = None,  # (CLONE_NEW* flag, path): to setns(2)
         annotations: dict[str, str] | None = None,
+        hooks: dict[str, list[dict]] | None = None,  # config.json's, by kind (runtime.hooks)
     ):
         self.layers = layers
         self.args = args
@@ -107,6 +108,7 @@ class Config:
         # --net host: the host's network namespace, so no new one
         self.namespaces = namespaces & ~NET if self.net == "host" else namespaces
         self.annotations = dict(annotations or {})
+        self.hooks = dict(hooks or {})
 
     def as_dict(self) -> dict:
         return dict(vars(self))
@@ -266,6 +268,8 @@ class Container:
             self._network.connect(self._init.pid)
             self.state.record.update(pid=self.pid, start_time=state.process_start_time(self.pid))
             self.state.save()
+            for kind in ("prestart", "createRuntime", "createContainer"):
+                _run_hooks(self.config.hooks, kind, self.state)
         except (
             ProcessError,
             cgroups.CgroupError,
@@ -290,12 +294,14 @@ class Container:
 
     def start(self) -> None:
         """Let the container's program run (execve it as the container's PID 1)."""
+        _start_hooks(self.state, "startContainer")
         try:
             self._init.start()
         except ProcessError as error:
             raise ContainerError(str(error), error.exit_code) from None
         finally:
             _remove_gate(self.state)
+        _start_hooks(self.state, "poststart")
 
     def wait(self) -> int:
         """Wait until the container's PID 1 exits, forwarding signals and the terminal to it."""
@@ -377,6 +383,37 @@ class Container:
             env["TERM"] = os.environ["TERM"]
         env.update(self.config.env)
         return env
+
+
+def _run_hooks(configured: dict, kind: str, found: state.State, state_json: str = "") -> None:
+    """Run the ``kind`` hooks of config.json's ``configured`` hooks (runtime.hooks), if any;
+    a failure of a kind that must succeed raises ContainerError. Most containers have none:
+    then nothing is imported or computed."""
+    if not configured.get(kind):
+        return
+    from runtime import hooks
+
+    try:
+        hooks.run(configured, kind, state_json or json.dumps(found.oci_state()), found.pid)
+    except hooks.HookError as error:
+        raise ContainerError(str(error)) from None
+
+
+def _start_hooks(found: state.State, kind: str) -> None:
+    """Run a container's startContainer or poststart hooks; a failing startContainer hook
+    stops the container, as the spec asks."""
+    configured = found.record.get("config", {}).get("hooks", {})
+    if not configured.get(kind):
+        return
+    # poststart: the program was started, whether or not it has exited since
+    status = state.RUNNING if kind == "poststart" else state.CREATED
+    state_json = json.dumps(dict(found.oci_state(), status=status, pid=found.pid))
+    try:
+        _run_hooks(configured, kind, found, state_json)
+    except ContainerError:
+        for group in found.record.get("cgroups", []):
+            cgroups.signal_members(group, signal.SIGKILL)
+        raise
 
 
 def _remove_gate(container: state.State) -> None:
@@ -552,7 +589,9 @@ def start(root: str, container_id: str) -> None:
         status = found.status()
         if status != state.CREATED:
             raise ContainerError(f"cannot start container {container_id!r}: it is {status}")
+        _start_hooks(found, "startContainer")
         state.open_gate(found)
+        _start_hooks(found, "poststart")
     finally:
         os.close(lock)
 
@@ -605,6 +644,8 @@ def delete(root: str, container_id: str, force: bool = False) -> None:
         storage = found.record.get("config", {}).get("layers") and storage_directory(container_id)
         if storage:
             removal.remove_tree(storage)
+        poststop = json.dumps(dict(found.oci_state(), status=state.STOPPED))
         state.remove(found)
+        _run_hooks(found.record.get("config", {}).get("hooks", {}), "poststop", found, poststop)
     finally:
         os.close(lock)

@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
             raise OciError("--systemd-cgroup is not supported: use cgroupfs (leave it out)")
         args.root = state.root_directory(args.root)
         code = args.function(args)
-    except (OciError, ContainerError, state.StateError, OSError) as error:
+    except (OciError, ContainerError, state.StateError, ValueError, OSError) as error:
         log_error(args, str(error))
         code = getattr(error, "exit_code", 1) if args.command == "run" else 1
     sys.stdout.flush()
