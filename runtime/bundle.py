@@ -13,6 +13,8 @@ import os
 
 from runtime import namespaces
 from runtime.container import Config, ContainerError
+from runtime.process import Program
+from runtime.security import Security
 
 # linux.namespaces types, and the flag of each (config-linux.md, "Namespaces").
 NAMESPACE_FLAGS = {
@@ -81,3 +83,23 @@ def load(bundle: str) -> dict:
         return spec.load(os.path.abspath(bundle))
     except spec.SpecError as error:
         raise BundleError(str(error)) from None
+
+
+def program(process_config: dict) -> Program:
+    """The process.Program of a config.json ``process`` object (``exec`` runs one)."""
+    user = process_config.get("user", {})
+    capabilities = process_config.get("capabilities", {}).get("bounding", [])
+    return Program(
+        list(process_config["args"]),
+        dict(item.partition("=")[::2] for item in process_config.get("env", [])),
+        process_config.get("cwd", "/"),
+        f"{user.get('uid', 0)}:{user.get('gid', 0)}",
+        Security(
+            cap_add=[name.removeprefix("CAP_") for name in capabilities],
+            cap_drop=["ALL"],
+            security_opt=[
+                f"no-new-privileges={str(bool(process_config.get('noNewPrivileges'))).lower()}",
+                "seccomp=unconfined",
+            ],
+        ),
+    )

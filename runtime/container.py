@@ -649,3 +649,50 @@ def delete(root: str, container_id: str, force: bool = False) -> None:
         _run_hooks(found.record.get("config", {}).get("hooks", {}), "poststop", found, poststop)
     finally:
         os.close(lock)
+
+
+def exec_process(
+    root: str, container_id: str, program: process.Program, *, detach: bool = False
+) -> tuple[int, int]:
+    """Run ``program`` inside running container ``container_id``; return (its pid, exit code).
+
+    The new process joins every namespace of the container's init (setns(2) through
+    /proc/PID/ns/*) and its cgroups, so it sees and is limited as the init is. With
+    ``detach`` it is left running (exit code 0); else we wait for it as its parent.
+    """
+    found = state.load(root, container_id)
+    status = found.status()
+    if status != state.RUNNING:
+        raise ContainerError(f"cannot exec in container {container_id!r}: it is {status}")
+    join = [
+        (flag, f"/proc/{found.pid}/ns/{name}")
+        for name, flag in EXEC_NAMESPACES
+        if os.readlink(f"/proc/{found.pid}/ns/{name}") != os.readlink(f"/proc/self/ns/{name}")
+    ]
+
+    def join_cgroups() -> None:
+        for group in found.record.get("cgroups", []):
+            cgroups.write_file(group, "cgroup.procs", "0")
+
+    try:
+        with process.blocking_forwarded_signals():
+            init = process.spawn(program, namespaces=0, join=join, before_unshare=join_cgroups)
+            init.start()
+            if detach:
+                init.close()
+                return init.pid, 0
+            with process.forwarding_signals(init.pid), process.terminal_foreground(init.pid):
+                return init.pid, init.wait()
+    except ProcessError as error:
+        raise ContainerError(str(error), error.exit_code) from None
+
+
+# The namespaces ``exec`` joins, as /proc/PID/ns names them: mnt last, as it changes the root.
+EXEC_NAMESPACES = (
+    ("cgroup", namespaces.CGROUP),
+    ("ipc", namespaces.IPC),
+    ("uts", namespaces.UTS),
+    ("net", namespaces.NET),
+    ("pid", namespaces.PID),
+    ("mnt", namespaces.MOUNT),
+)

@@ -104,6 +104,36 @@ def run(args) -> int:
             box.delete()
 
 
+def exec_command(args) -> int:
+    """Run a process in a running container: ``--process FILE``, or the container's own
+    process with the arguments and options given here."""
+    from runtime import bundle, container, spec
+
+    if args.console_socket or args.tty:
+        raise OciError("exec --tty/--console-socket is not supported yet")
+    if args.process:
+        process_config = spec.load_process(args.process)
+    else:
+        if not args.command:
+            raise OciError("exec needs a command, or --process FILE")
+        found = state.load(args.root, args.id)
+        base = found.record.get("config", {})
+        process_config = {
+            "args": list(args.command),
+            "env": [f"{k}={v}" for k, v in base.get("env", {}).items()] + list(args.env),
+            "cwd": args.cwd or base.get("cwd", "/"),
+            "capabilities": {"bounding": [f"CAP_{c}" for c in base.get("cap_add", [])]},
+            "noNewPrivileges": args.no_new_privs,
+        }
+        uid, _, gid = (args.user or "0:0").partition(":")
+        process_config["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+    pid, code = container.exec_process(
+        args.root, args.id, bundle.program(process_config), detach=args.detach
+    )
+    _write_pid_file(args.pid_file, pid)
+    return code
+
+
 def list_command(args) -> int:
     rows = []
     for container_id in state.ids(args.root):
@@ -209,6 +239,20 @@ def parser() -> argparse.ArgumentParser:
     sub = command("delete", delete, "delete a stopped container")
     sub.add_argument("--force", "-f", action="store_true")
     sub.add_argument("id")
+    sub = command("exec", exec_command, "run a process in a running container")
+    sub.add_argument("--process", "-p", default=None)
+    sub.add_argument("--detach", "-d", action="store_true")
+    sub.add_argument("--pid-file", default=None)
+    sub.add_argument("--tty", "-t", action="store_true")
+    sub.add_argument("--console-socket", default=None)
+    sub.add_argument("--cwd", default=None)
+    sub.add_argument("--env", "-e", action="append", default=[])
+    sub.add_argument("--user", "-u", default=None)
+    sub.add_argument("--no-new-privs", action="store_true")
+    sub.add_argument("--preserve-fds", type=int, default=0)
+    sub.add_argument("--cap", "-c", action="append", default=[])
+    sub.add_argument("id")
+    sub.add_argument("command", nargs=argparse.REMAINDER)
     sub = command("list", list_command, "list the containers of the state root")
     sub.add_argument("--format", "-f", choices=("table", "json"), default="table")
     sub.add_argument("--quiet", "-q", action="store_true")
