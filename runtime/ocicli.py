@@ -296,3 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()

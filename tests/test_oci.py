@@ -1,0 +1,254 @@
+"""``mycontainer-oci``: the OCI runtime command line over the state layer, as an engine drives it.
+
+Each test makes bundles of its own (the session's busybox rootfs as their root) and a state
+root of its own; whatever a test leaves is force-deleted afterwards, and the fixture checks
+that no state directory, cgroup or mount is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import REPO, container_groups, host_mounts
+
+pytestmark = pytest.mark.privileged
+
+
+@pytest.fixture
+def bundle(tmp_path, busybox_rootfs):
+    """Make a bundle: ``bundle(args, edit=f)`` -> its directory; ``f(config)`` may change
+    the config.json before it is written."""
+    from runtime import spec
+
+    count = 0
+
+    def make(args=("true",), edit=None) -> str:
+        nonlocal count
+        count += 1
+        directory = tmp_path / f"bundle{count}"
+        directory.mkdir()
+        config = spec.default_config()
+        config["process"]["args"] = list(args)
+        config["process"]["terminal"] = False
+        config["root"] = {"path": busybox_rootfs, "readonly": False}
+        if edit:
+            edit(config)
+        (directory / "config.json").write_text(json.dumps(config))
+        return str(directory)
+
+    return make
+
+
+@pytest.fixture
+def oci(state_root, home):
+    """Run ``mycontainer-oci --root STATE ARGS...``; returns CompletedProcess. Afterwards every
+    container left is force-deleted, and nothing may remain: state, cgroup or mount."""
+    mounts_before = host_mounts(str(state_root), str(home))
+    groups_before = container_groups(state_root)
+
+    def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+        kwargs.setdefault("capture_output", True)
+        kwargs.setdefault("text", True)
+        kwargs.setdefault("timeout", 60)
+        env = dict(os.environ, PYTHONPATH=REPO)
+        command = [sys.executable, "-m", "runtime.ocicli", "--root", str(state_root), *args]
+        return subprocess.run(command, env=env, **kwargs)
+
+    yield run
+    for name in os.listdir(state_root):
+        run("delete", "--force", name)
+    assert os.listdir(state_root) == [], "a container left its state directory behind"
+    assert container_groups(state_root) == groups_before, "a container left a cgroup behind"
+    assert host_mounts(str(state_root), str(home)) == mounts_before
+
+
+def state_of(oci, container_id: str) -> dict:
+    result = oci("state", container_id)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def wait_for_status(oci, container_id: str, status: str, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = state_of(oci, container_id)
+        if state["status"] == status or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)
+
+
+def parent_command(pid: int) -> str:
+    """The command line of process ``pid``'s parent."""
+    with open(f"/proc/{pid}/stat") as file:
+        parent = int(file.read().rsplit(")", 1)[1].split()[1])
+    with open(f"/proc/{parent}/cmdline", "rb") as file:
+        return file.read().replace(b"\0", b" ").decode()
+
+
+def test_create_start_kill_delete_each_from_a_process_of_its_own(oci, bundle):
+    directory = bundle(["sleep", "60"])
+    created = oci("create", "--bundle", directory, "box")
+    assert created.returncode == 0, created.stderr
+    state = state_of(oci, "box")
+    assert state["status"] == "created"
+    assert state["bundle"] == directory and state["id"] == "box"
+    # create has returned: no mycontainer process stays behind as the init's monitor
+    assert "runtime.ocicli" not in parent_command(state["pid"])
+    assert oci("start", "box").returncode == 0
+    assert state_of(oci, "box")["status"] == "running"
+    assert oci("kill", "box", "KILL").returncode == 0
+    assert wait_for_status(oci, "box", "stopped")["status"] == "stopped"
+    assert "pid" not in state_of(oci, "box")
+    assert oci("delete", "box").returncode == 0
+    gone = oci("state", "box")
+    assert gone.returncode == 1 and gone.stderr.strip().endswith("does not exist")
+
+
+def test_the_status_comes_from_the_init_not_from_a_stored_flag(oci, bundle):
+    assert oci("create", "--bundle", bundle(["sleep", "60"]), "box").returncode == 0
+    assert oci("start", "box").returncode == 0
+    os.kill(state_of(oci, "box")["pid"], signal.SIGKILL)  # from outside: nobody tells
+    assert wait_for_status(oci, "box", "stopped")["status"] == "stopped"
+
+
+def test_a_reused_pid_is_not_the_container(oci, bundle, state_root):
+    """A living process with the recorded pid but another start time is someone else."""
+    assert oci("create", "--bundle", bundle(["sleep", "60"]), "box").returncode == 0
+    path = state_root / "box" / "state.json"
+    record = json.loads(path.read_text())
+    record["start_time"] -= 1
+    path.write_text(json.dumps(record))
+    assert state_of(oci, "box")["status"] == "stopped"
+    kill = oci("kill", "box", "KILL")
+    assert kill.returncode == 1 and "stopped" in kill.stderr
+    os.kill(record["pid"], 0)  # the process that only shares the pid was left alone
+    os.kill(record["pid"], signal.SIGKILL)
+
+
+def test_the_program_runs_only_at_start(oci, bundle, busybox_rootfs, tmp_path):
+    marker = f"/tmp/started-{tmp_path.name}"
+    assert oci("create", "--bundle", bundle(["touch", marker]), "box").returncode == 0
+    time.sleep(0.2)
+    assert not os.path.exists(busybox_rootfs + marker)
+    assert oci("start", "box").returncode == 0
+    wait_for_status(oci, "box", "stopped")
+    assert os.path.exists(busybox_rootfs + marker)
+    os.unlink(busybox_rootfs + marker)
+
+
+def test_run_is_create_start_wait_delete_and_keeps_the_exit_code(oci, bundle, state_root):
+    result = oci("run", "--bundle", bundle(["sh", "-c", "echo hello; exit 3"]), "box")
+    assert (result.returncode, result.stdout) == (3, "hello\n")
+    assert os.listdir(state_root) == []
+
+
+def test_exec_joins_the_running_container(oci, bundle):
+    directory = bundle(["sleep", "60"], edit=lambda c: c.update(hostname="inside"))
+    assert oci("create", "--bundle", directory, "box").returncode == 0
+    assert oci("start", "box").returncode == 0
+    result = oci("exec", "box", "sh", "-c", "hostname; exit 5")
+    assert (result.returncode, result.stdout) == (5, "inside\n")
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        (["start", "nobody"], "container 'nobody' does not exist"),
+        (["kill", "nobody"], "container 'nobody' does not exist"),
+        (["delete", "nobody"], "container 'nobody' does not exist"),
+        (["state", "../x"], "invalid container id '../x'"),
+    ],
+)
+def test_an_unknown_id_is_one_line(oci, command, message):
+    result = oci(*command)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"mycontainer-oci: error: {message}")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_the_guards_of_the_state_machine(oci, bundle):
+    directory = bundle(["sleep", "60"])
+    assert oci("create", "--bundle", directory, "box").returncode == 0
+    again = oci("create", "--bundle", directory, "box")
+    assert again.returncode == 1 and "already exists" in again.stderr
+    refused = oci("delete", "box")  # created, not stopped: the spec says no effect
+    assert refused.returncode == 1 and "it is created" in refused.stderr
+    assert state_of(oci, "box")["status"] == "created"
+    assert oci("start", "box").returncode == 0
+    twice = oci("start", "box")
+    assert twice.returncode == 1 and "it is running" in twice.stderr
+    assert oci("kill", "box", "KILL").returncode == 0
+    wait_for_status(oci, "box", "stopped")
+    stopped = oci("kill", "box", "TERM")
+    assert stopped.returncode == 1 and "it is stopped" in stopped.stderr
+    assert oci("delete", "box").returncode == 0
+
+
+def test_force_deletes_a_running_container_and_its_processes(oci, bundle):
+    assert oci("run", "--detach", "--bundle", bundle(["sleep", "60"]), "box").returncode == 0
+    pid = state_of(oci, "box")["pid"]
+    assert oci("delete", "--force", "box").returncode == 0
+    time.sleep(0.2)
+    if os.path.exists(f"/proc/{pid}"):
+        with open(f"/proc/{pid}/stat") as file:
+            assert file.read().rsplit(")", 1)[1].split()[0] == "Z"  # dead, unreaped
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda c: c["process"]["capabilities"]["bounding"].append("CAP_TEST"), "bounding"),
+        (lambda c: c["linux"].update(cgroupsPath="../../escape"), "cgroupsPath"),
+        (lambda c: c.update(root={"path": "../.."}), "root.path"),
+        (lambda c: c.pop("process"), "process"),
+    ],
+)
+def test_a_bad_config_is_one_line_and_leaves_nothing(oci, bundle, state_root, edit, field):
+    result = oci("create", "--bundle", bundle(edit=edit), "box")
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1 and field in result.stderr
+    assert os.listdir(state_root) == []
+
+
+def test_prune_never_touches_an_engines_container(oci, bundle, home, state_root):
+    assert oci("create", "--bundle", bundle(["sleep", "60"]), "box").returncode == 0
+    env = dict(os.environ, PYTHONPATH=REPO, MYCONTAINER_HOME=str(home))
+    env["MYCONTAINER_STATE"] = str(state_root)
+    subprocess.run([sys.executable, "-m", "runtime", "prune"], env=env, check=True, timeout=60)
+    assert state_of(oci, "box")["status"] == "created"
+
+
+def test_errors_go_to_the_log_in_json(oci, tmp_path):
+    log = tmp_path / "log.json"
+    result = oci("--log", str(log), "--log-format", "json", "start", "nobody")
+    assert result.returncode == 1
+    (record,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert record["level"] == "error" and "does not exist" in record["msg"]
+
+
+def test_hooks_get_the_state_and_a_failing_one_stops_create(oci, bundle, tmp_path, state_root):
+    seen = tmp_path / "seen"
+
+    def hooks(config):
+        config["hooks"] = {
+            "poststart": [{"path": "/bin/sh", "args": ["sh", "-c", f"cat > {seen}"]}],
+        }
+
+    assert oci("create", "--bundle", bundle(["true"], edit=hooks), "box").returncode == 0
+    assert oci("start", "box").returncode == 0
+    state = json.loads(seen.read_text())
+    assert (state["id"], state["status"]) == ("box", "running")
+    assert oci("delete", "--force", "box").returncode == 0
+
+    def failing(config):
+        config["hooks"] = {"createRuntime": [{"path": "/bin/false", "args": ["false"]}]}
+
+    result = oci("create", "--bundle", bundle(["true"], edit=failing), "other")
+    assert result.returncode == 1 and "createRuntime hook 0" in result.stderr
+    assert os.listdir(state_root) == []
