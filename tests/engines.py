@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import select
 import shutil
 import signal
 import struct
@@ -255,7 +256,10 @@ def in_terminal(argv: list[str], rows: int, columns: int, timeout: float = 60) -
     output = b""
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([master], [], [], left)[0]:
+                raise AssertionError(f"{argv[0]} still ran after {timeout} s: {output!r}")
             try:
                 chunk = os.read(master, 4096)
             except OSError:  # EIO: every process holding the terminal closed it

@@ -115,9 +115,10 @@ def ctr(containerd):
 
 
 def test_podman_runs_the_image_and_propagates_its_exit_code(podman):
-    ran = podman.run("--rm", PODMAN_IMAGE, "sh", "-c", "echo hello from $(hostname); exit 3")
+    script = "echo hello from $(hostname); exit 3"
+    ran = podman.run("--rm", "--hostname", "box", PODMAN_IMAGE, "sh", "-c", script)
     assert ran.returncode == 3, ran.stderr
-    assert ran.stdout.startswith("hello from "), ran.stdout
+    assert ran.stdout == "hello from box\n", ran.stdout
 
 
 def test_podman_says_127_for_a_command_that_is_not_there(podman):
