@@ -73,7 +73,7 @@ def find_mycontainer_oci() -> str | None:
     path = os.path.join(os.path.dirname(sys.executable), SUBJECT)
     if os.access(path, os.X_OK):
         return path
-    return shutil.which(SUBJECT) or None
+    return shutil.which(SUBJECT)
 
 
 def runtime_tool(name: str, path: str, state_root: str, bundle: str) -> Tool:
