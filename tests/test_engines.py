@@ -14,6 +14,7 @@ is stopped and removed, also when it fails, and the teardown checks that nothing
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -156,6 +157,65 @@ def test_podman_run_t_gives_the_container_a_terminal_of_the_hosts_size(podman):
     lines = output.replace("\r", "").splitlines()
     assert status == 5, output
     assert lines[-2:] == ["/dev/pts/0", "31 97"], output
+
+
+def test_podman_exec_t_gives_the_exec_a_terminal(podman):
+    started = podman.run("--detach", "--name", "execterm", PODMAN_IMAGE, "sleep", "1004")
+    assert started.returncode == 0, started.stderr
+    status, output = in_terminal(
+        podman.command("exec", "-t", "execterm", "sh", "-c", "tty; stty size; exit 6"),
+        rows=24,
+        columns=81,
+    )
+    lines = output.replace("\r", "").splitlines()
+    assert status == 6, output
+    assert re.fullmatch(r"/dev/pts/\d+", lines[-2]), output
+    assert lines[-1] == "24 81", output
+
+
+def test_podman_pause_freezes_the_container_and_unpause_thaws_it(podman):
+    # The container counts in a file, which the host reads through /proc/PID/root.
+    script = "i=0; while :; do i=$((i+1)); echo $i > /count; sleep 0.02; done"
+    started = podman.run("--detach", "--name", "paused", PODMAN_IMAGE, "sh", "-c", script)
+    assert started.returncode == 0, started.stderr
+    pid = podman("inspect", "--format", "{{.State.Pid}}", "paused").stdout.strip()
+    count = f"/proc/{pid}/root/count"
+    wait_until_changed(count)
+
+    paused = podman("pause", "paused")
+    assert paused.returncode == 0, paused.stderr
+    state = podman("inspect", "--format", "{{.State.Status}}", "paused")
+    assert state.stdout.strip() == "paused", state.stdout + state.stderr
+    frozen_at = read(count)
+    time.sleep(0.5)  # 25 counts, were it running
+    assert read(count) == frozen_at, "the paused container went on counting"
+
+    unpaused = podman("unpause", "paused")
+    assert unpaused.returncode == 0, unpaused.stderr
+    wait_until_changed(count)
+    executed = podman("exec", "paused", "sh", "-c", "exit 7")
+    assert executed.returncode == 7, executed.stderr
+
+
+def read(path: str) -> str:
+    with open(path) as file:
+        return file.read()
+
+
+def wait_until_changed(path: str, timeout: float = 30) -> None:
+    """Wait until the file at ``path`` exists and its contents change."""
+    deadline = time.monotonic() + timeout
+    first = None
+    while True:
+        try:
+            now = read(path)
+        except FileNotFoundError:
+            now = None
+        if first is not None and now != first:
+            return
+        first = first if first is not None else now
+        assert time.monotonic() < deadline, f"{path} did not change within {timeout} s"
+        time.sleep(0.02)
 
 
 def test_podman_memory_limit_is_set_and_enforced(podman):
