@@ -3,7 +3,8 @@
 Issue 13, item 6: ``podman --runtime RUNTIME`` (Debian's podman 4.3, with conmon) runs a
 loaded image, propagates the exit code, runs detached, execs into the container, stops it,
 allocates a terminal and enforces a memory limit; ``ctr run --runc-binary RUNTIME``
-(Debian's containerd 1.6) runs a container and propagates its exit code.
+(Debian's containerd 1.6) runs a container and propagates its exit code. Also through
+podman, from item 3: ``exec -t`` with a console socket, ``pause`` and ``resume``.
 
 RUNTIME is ``mycontainer-oci``, or ``$MYCONTAINER_OCI_RUNTIME`` (``runc``, ``crun``): the
 tests hold for runc, so a failure with mycontainer-oci is mycontainer-oci's. Each engine has
