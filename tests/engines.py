@@ -239,7 +239,9 @@ def unmount_under(path: str) -> list[str]:
     return under
 
 
-def in_terminal(argv: list[str], rows: int, columns: int, timeout: float = 60) -> tuple[int, str]:
+def in_terminal(
+    argv: list[str], rows: int, columns: int, timeout: float = 60, **popen_args
+) -> tuple[int, str]:
     """Run ``argv`` with a new pty as its controlling terminal, of ``rows`` x ``columns``,
     as in a terminal emulator (pty(7)); return its exit status and all it wrote."""
     master, slave = pty.openpty()
@@ -250,7 +252,12 @@ def in_terminal(argv: list[str], rows: int, columns: int, timeout: float = 60) -
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     process = subprocess.Popen(
-        argv, stdin=slave, stdout=slave, stderr=slave, preexec_fn=controlling_terminal
+        argv,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        preexec_fn=controlling_terminal,
+        **popen_args,
     )
     os.close(slave)
     output = b""
@@ -309,6 +316,7 @@ class Podman:
                 f'volume_path = "{self.root}/volumes"\n'
                 f'static_dir = "{self.root}/libpod"\n'
                 "[network]\n"
+                'network_backend = "cni"\n'
                 f'network_config_dir = "{directory}/networks"\n'
             )
         storage = os.path.join(directory, "storage.conf")
@@ -320,11 +328,16 @@ class Podman:
         registries = os.path.join(directory, "registries.conf")
         with open(registries, "w") as file:  # a mistyped image name never goes to a registry
             file.write('unqualified-search-registries = []\nshort-name-mode = "disabled"\n')
+        # The runtime's state directory: podman 4.3 cannot name it (its --runtime-flag
+        # root=DIR is not passed on to `podman container cleanup`, whose delete then misses
+        # the container), so the runtime keeps its default (runc: /run/runc), but
+        # mycontainer-oci is given one of the test's own as mycontainer is, by environment.
         self.env = dict(
             os.environ,
             CONTAINERS_CONF=conf,
             CONTAINERS_STORAGE_CONF=storage,
             CONTAINERS_REGISTRIES_CONF=registries,
+            MYCONTAINER_STATE=os.path.join(directory, "runtime"),
         )
 
     def command(self, *args: str) -> list[str]:
@@ -343,7 +356,12 @@ class Podman:
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
         kwargs.setdefault("timeout", 120)
+        kwargs.setdefault("cwd", self.directory)  # conmon leaves a file "oom" in its cwd
         return subprocess.run(self.command(*args), env=self.env, **kwargs)
+
+    def in_terminal(self, *args: str, rows: int, columns: int) -> tuple[int, str]:
+        """``podman ARGS...`` in a terminal of ``rows`` x ``columns`` (:func:`in_terminal`)."""
+        return in_terminal(self.command(*args), rows, columns, env=self.env, cwd=self.directory)
 
     def run_options(self) -> list[str]:
         """What every ``podman run`` here needs: the cgroup parent and the rlimits."""
@@ -354,8 +372,20 @@ class Podman:
         return self("run", *self.run_options(), *args, **kwargs)
 
     def load(self, layout: str) -> None:
-        """Pull the OCI layout into the store and name it PODMAN_IMAGE."""
-        pulled = self("pull", "--quiet", f"oci:{layout}")
+        """Pull the OCI layout into the store and name it PODMAN_IMAGE.
+
+        As root, containers/image records every copy in /var/lib/containers/cache, whatever
+        ``--root`` says: the pull runs in a mount namespace of its own with a tmpfs on
+        /var/lib, so that nothing of the machine's changes.
+        """
+        pulled = subprocess.run(
+            [
+                "unshare", "--mount", "--propagation", "private",
+                "sh", "-c", 'mount -t tmpfs tmpfs /var/lib && exec "$@"',
+                "sh", *self.command("pull", "--quiet", f"oci:{layout}"),
+            ],
+            env=self.env, cwd=self.directory, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
         assert pulled.returncode == 0, pulled.stderr
         tagged = self("tag", pulled.stdout.strip(), PODMAN_IMAGE)
         assert tagged.returncode == 0, tagged.stderr
@@ -376,12 +406,18 @@ class Podman:
         return problems
 
     def close(self) -> list[str]:
-        """Remove containers, images and the store's own mounts; return the problems seen."""
+        """Remove containers, images and the store's mounts; return the problems seen.
+
+        Not ``podman system reset``, which also rewrites ~/.config/containers.
+        """
         problems = self.remove_containers()
-        reset = self("system", "reset", "--force")
-        if reset.returncode != 0:
-            problems.append(f"podman system reset failed: {reset.stderr.strip()}")
-        mounted = unmount_under(self.directory)
+        removed = self("rmi", "--all", "--force")
+        if removed.returncode != 0:
+            problems.append(f"podman rmi --all --force failed: {removed.stderr.strip()}")
+        # The overlay driver keeps its directory mounted on itself, made private, for as
+        # long as the store is used (containers-storage.conf(5)): that one is no leftover.
+        own = os.path.join(self.root, "overlay")
+        mounted = [point for point in unmount_under(self.directory) if point != own]
         if mounted:
             problems.append(f"mounts left under the store: {mounted}")
         return problems

@@ -27,7 +27,6 @@ from engines import (
     Containerd,
     Podman,
     find_oci_runtime,
-    in_terminal,
     require,
     write_archive,
     write_busybox_layout,
@@ -149,9 +148,9 @@ def test_podman_runs_detached_execs_into_it_and_stops_it(podman):
 
 
 def test_podman_run_t_gives_the_container_a_terminal_of_the_hosts_size(podman):
-    status, output = in_terminal(
-        podman.command("run", "--rm", "-t", *podman.run_options(), PODMAN_IMAGE)
-        + ["sh", "-c", "tty; stty size; exit 5"],
+    status, output = podman.in_terminal(
+        *("run", "--rm", "-t", *podman.run_options(), PODMAN_IMAGE),
+        *("sh", "-c", "tty; stty size; exit 5"),
         rows=31,
         columns=97,
     )
@@ -163,10 +162,8 @@ def test_podman_run_t_gives_the_container_a_terminal_of_the_hosts_size(podman):
 def test_podman_exec_t_gives_the_exec_a_terminal(podman):
     started = podman.run("--detach", "--name", "execterm", PODMAN_IMAGE, "sleep", "1004")
     assert started.returncode == 0, started.stderr
-    status, output = in_terminal(
-        podman.command("exec", "-t", "execterm", "sh", "-c", "tty; stty size; exit 6"),
-        rows=24,
-        columns=81,
+    status, output = podman.in_terminal(
+        "exec", "-t", "execterm", "sh", "-c", "tty; stty size; exit 6", rows=24, columns=81
     )
     lines = output.replace("\r", "").splitlines()
     assert status == 6, output
@@ -248,13 +245,14 @@ def test_ctr_kill_reaches_the_container_and_its_status_is_128_plus_the_signal(ct
     try:
         deadline = time.monotonic() + 30
         while ctr.task_status("killed") != "RUNNING":
-            assert run.poll() is None, run.communicate()[1]
+            assert run.poll() is None, f"ctr run exited with {run.returncode}: {run.stderr.read()}"
             assert time.monotonic() < deadline, "the task did not run within 30 s"
             time.sleep(0.05)
         killed = ctr.ctr("tasks", "kill", "--signal", "SIGKILL", "killed")
         assert killed.returncode == 0, killed.stderr
-        assert run.wait(timeout=30) == 137, run.communicate()[1]
+        assert run.wait(timeout=30) == 137, run.stderr.read()
     finally:
         if run.poll() is None:
             run.kill()
-        run.communicate()
+            run.wait()
+        run.stderr.close()
