@@ -6,12 +6,17 @@ tests), or whatever ``MYCONTAINER_OCI_RUNTIME`` names (``runc``, ``crun`` or a p
 how these tests were proven against runc before ``mycontainer-oci`` existed.
 
 Nothing here touches the machine's own engine state (/var/lib/containers, /run/containers,
-/var/lib/containerd, /run/containerd): podman gets ``--root``, ``--runroot`` and its
-configuration files through CONTAINERS_CONF and CONTAINERS_STORAGE_CONF
-(containers.conf(5), containers-storage.conf(5)); containerd gets a generated config.toml
-with its own root, state and socket, and runs in a mount namespace of its own with a tmpfs
-on /run, since its shims put their sockets in /run/containerd/s whatever the config says.
-The test session already runs in private network and mount namespaces (tests/conftest.py).
+/run/libpod, /var/lib/containerd, /run/containerd, ~/.config/containers): podman gets
+``--root``, ``--runroot`` and its configuration files through CONTAINERS_CONF,
+CONTAINERS_STORAGE_CONF and CONTAINERS_REGISTRIES_CONF (containers.conf(5),
+containers-storage.conf(5)), no network but loopback, and pulls with a tmpfs on /var/lib
+(:meth:`Podman.load`); containerd gets a generated config.toml with its own root, state and
+socket, and runs in a mount namespace of its own with a tmpfs on /run, since its shims put
+their sockets in /run/containerd/s whatever the config says. The test session already runs
+in private network and mount namespaces (tests/conftest.py). What the runtime itself keeps
+is its own affair: under podman, runc keeps its default /run/runc (podman 4.3 cannot pass
+``--root`` to every call), mycontainer-oci gets MYCONTAINER_STATE; under containerd, both
+keep theirs in containerd's /run.
 """
 
 from __future__ import annotations
@@ -302,8 +307,10 @@ class Podman:
             os.makedirs(path, exist_ok=True)
         conf = os.path.join(directory, "containers.conf")
         with open(conf, "w") as file:
-            # No network but loopback: netavark or CNI would change the session's network
-            # namespace and need what this host may lack. Events to a file: no journald.
+            # No network but loopback: a bridge would change the session's network
+            # namespace and need what this host may lack. The CNI backend, never called
+            # then: netavark keeps a lock and a database in /run/containers/networks even
+            # so. Events to a file: no journald.
             file.write(
                 "[containers]\n"
                 'netns = "none"\n'
