@@ -22,9 +22,10 @@ fi
 # for the bridge network's NAT; iproute2, util-linux, xz-utils and cpio for the tests; procps
 # (pgrep, ps) for the docs' checked transcripts; umoci and skopeo, which build the tests'
 # images; capsh (libcap2-bin) to decode capability sets; runc and crun to benchmark against,
-# and debootstrap for the Debian image of `invoke bench --image`.
+# and debootstrap for the Debian image of `invoke bench --image`; podman (with conmon) and
+# containerd, the engines that drive mycontainer-oci in tests/test_engines.py.
 PACKAGES="python3 python3-venv busybox-static iproute2 util-linux nftables iptables xz-utils
-cpio procps libcap2-bin umoci skopeo runc crun debootstrap"
+cpio procps libcap2-bin umoci skopeo runc crun debootstrap podman conmon containerd"
 missing=""
 for package in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"

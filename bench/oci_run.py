@@ -1,0 +1,236 @@
+"""OCI run: ``mycontainer-oci run`` of a busybox bundle against ``runc run`` and ``crun run``.
+
+    sudo .venv/bin/invoke bench --oci    # or: sudo .venv/bin/python bench/oci_run.py
+
+What is timed
+-------------
+The wall-clock time of one whole ``RUNTIME --root TMP run --bundle BUNDLE ID``, from fork to
+exit, for RUNTIME each of:
+
+* ``mycontainer-oci`` (the subject: the OCI runtime command line that podman, containerd
+  and CRI-O drive), the console script next to the Python that runs the benchmark, else on
+  PATH, or ``--mycontainer-oci PATH``; skipped, saying so, while it is not built;
+* ``runc`` and ``crun``, the runtimes engines use by default.
+
+All three run the *same* bundle: its ``config.json`` is ``runc spec``'s (``crun spec``'s
+without runc) as it is, but for what running ``true`` needs: ``process.args`` ``["true"]``,
+``process.terminal`` false, and ``root.path`` the busybox rootfs (``--rootfs``), absolute and
+symlink-free (runc requires that), read-only as the spec generator has it. So the work is
+what an engine asks of a runtime: the namespaces, mounts, cgroup, capabilities, masked paths
+and rlimits of runc's default configuration.
+
+Each sample is ``time.perf_counter()`` around one ``subprocess.run``, with stdin, stdout and
+stderr on /dev/null; a non-zero exit stops the benchmark with the tool's error.
+
+How
+---
+As ``start_latency.py`` does, with its runner and tools: warm-up runs, then ``--runs``
+interleaved iterations, each starting one tool further along (``common.interleave``); the
+median, the 10th and 90th percentiles, and the ratios of the medians to runc's and crun's.
+mycontainer-oci's bar is 1.3x runc's median, the aim beyond it 1.0x (issue 13). Reported,
+never asserted.
+
+Every runtime keeps its state under a temporary ``--root``; each run uses a fresh container
+id and is followed by ``delete -f``; on any way out (done, failed, Ctrl-C, SIGTERM) the
+containers left are deleted and the temporary bundle and state removed. On a hybrid cgroup
+host crun runs through the ``unshare -m`` wrapper that start_latency.py explains.
+
+Standard library only (Python >= 3.10), so it runs with any Python on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from common import (
+    BUSYBOX_ROOTFS,
+    BenchError,
+    date_and_machine,
+    interleave,
+    machine_notes,
+    root_on_linux,
+    run_cleanly,
+    times,
+    verdict,
+)
+from start_latency import CGROUP_V2_HYBRID_MOUNT, Runner, Tool, oci_tool, ratio, summarize
+
+SUBJECT = "mycontainer-oci"
+PEERS = ("runc", "crun")
+ARGS = ["true"]
+BAR, AIM = 1.3, 1.0  # mycontainer-oci's median over runc's: at most BAR, ideally at most AIM
+
+
+def find_mycontainer_oci() -> str | None:
+    """The console script next to this Python (the venv's), else on PATH, else None."""
+    path = os.path.join(os.path.dirname(sys.executable), SUBJECT)
+    if os.access(path, os.X_OK):
+        return path
+    return shutil.which(SUBJECT)
+
+
+def runtime_tool(name: str, path: str, state_root: str, bundle: str) -> Tool:
+    """``PATH --root STATE_ROOT/NAME run --bundle BUNDLE ID``, then ``delete -f ID``."""
+    root = os.path.join(state_root, name)
+    return Tool(
+        name,
+        argv=lambda cid: [path, "--root", root, "run", "--bundle", bundle, cid],
+        delete=lambda cid: [path, "--root", root, "delete", "-f", cid],
+    )
+
+
+def make_bundle(bundle: str, rootfs: str) -> str:
+    """Write ``bundle/config.json`` for ``rootfs``; return which tool's spec it came from."""
+    generator = "runc" if shutil.which("runc") else "crun"
+    subprocess.run([generator, "spec", "--bundle", bundle], check=True, capture_output=True)
+    path = os.path.join(bundle, "config.json")
+    with open(path) as file:
+        config = json.load(file)
+    config["process"]["args"] = ARGS
+    config["process"]["terminal"] = False
+    config["root"]["path"] = rootfs
+    with open(path, "w") as file:
+        json.dump(config, file, indent=2)
+    return f"{generator} spec"
+
+
+def make_tools(args, workdir: str, notes: list[str]) -> list[Tool]:
+    """mycontainer-oci, runc and crun; one that is not installed is skipped, with why."""
+    state_root = os.path.join(workdir, "state")
+    bundle = os.path.join(workdir, "bundle")
+    if not any(shutil.which(name) for name in PEERS):
+        raise BenchError("neither runc nor crun is installed: apt-get install runc crun")
+    os.mkdir(bundle)
+    notes.append(
+        f"every runtime ran one bundle, its config.json from {make_bundle(bundle, args.rootfs)}"
+    )
+    subject = args.mycontainer_oci or find_mycontainer_oci()
+    if subject and os.access(subject, os.X_OK):
+        tools = [runtime_tool(SUBJECT, subject, state_root, bundle)]
+    elif args.mycontainer_oci:
+        raise BenchError(f"{args.mycontainer_oci}: not an executable file")
+    else:
+        tools = [Tool(SUBJECT, skipped="not built yet (pip install -e . makes it)")]
+    for name in PEERS:
+        if shutil.which(name):
+            tools.append(oci_tool(name, state_root, bundle))
+        else:
+            tools.append(Tool(name, skipped=f"not found on PATH (apt-get install {name})"))
+    if shutil.which("crun") and os.path.ismount(CGROUP_V2_HYBRID_MOUNT):
+        notes.append(
+            f"hybrid cgroups: crun ran under 'unshare -m' with {CGROUP_V2_HYBRID_MOUNT} "
+            "unmounted, which adds ~3 ms to its times"
+        )
+    return tools
+
+
+def report(tools: list[Tool], args, notes: list[str]) -> dict:
+    """Print the table and the verdict; return the same as a dict for --json."""
+    stats = {tool.name: summarize(tool.samples) for tool in tools if not tool.skipped}
+    for tool in tools:
+        if not tool.skipped:
+            summary = stats[tool.name]
+            summary["ratio_to_runc"] = ratio(summary, stats.get("runc"))
+            summary["ratio_to_crun"] = ratio(summary, stats.get("crun"))
+            summary["samples_ms"] = [round(ms, 3) for ms in tool.samples]
+    print(f"{'tool':<17} {'median':>9} {'p10':>9} {'p90':>9} {'/runc':>7} {'/crun':>7}")
+    for tool in tools:
+        if tool.skipped:
+            print(f"{tool.name:<17} skipped: {tool.skipped}")
+            continue
+        s = stats[tool.name]
+        print(
+            f"{tool.name:<17} {s['median_ms']:>6.1f} ms {s['p10_ms']:>6.1f} ms"
+            f" {s['p90_ms']:>6.1f} ms {times(s['ratio_to_runc']):>7} {times(s['ratio_to_crun']):>7}"
+        )
+    if SUBJECT in stats:
+        judged = verdict(SUBJECT, stats[SUBJECT]["ratio_to_runc"], "runc", BAR, AIM)
+    else:
+        judged = f"{SUBJECT} was not measured: cannot judge the bar ({SUBJECT} <= {BAR:.1f}x runc)"
+    print(f"\nverdict: {judged}")
+    for note in notes:
+        print(f"note: {note}")
+    return {
+        **date_and_machine(),
+        "args": ARGS,
+        "rootfs": args.rootfs,
+        SUBJECT: args.mycontainer_oci or find_mycontainer_oci(),
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "bar": BAR,
+        "aim": AIM,
+        "tools": stats,
+        "skipped": {tool.name: tool.skipped for tool in tools if tool.skipped},
+        "verdict": judged,
+        "notes": notes,
+    }
+
+
+def benchmark(args, workdir: str, runner: Runner) -> dict:
+    """Set the tools up, warm them up, time them interleaved, and report."""
+    notes: list[str] = []
+    tools = make_tools(args, workdir, notes)
+    measured = [tool for tool in tools if not tool.skipped]
+    load_before = os.getloadavg()[0]
+    print(
+        f"OCI run of {' '.join(ARGS)} in {args.rootfs}: {args.warmup} warm-up and {args.runs} "
+        f"timed runs per runtime, interleaved; kernel {platform.release()}, "
+        f"{os.cpu_count() or 1} CPUs"
+    )
+    for tool, timed in interleave(measured, args.warmup, args.runs):
+        milliseconds = runner.time_once(tool)
+        if timed:
+            tool.samples.append(milliseconds)
+    # This checkout's bytecode matters only if its mycontainer-oci was measured.
+    other = args.mycontainer_oci or (None if tools[0] in measured else SUBJECT)
+    notes += machine_notes(load_before, 1.0, other)
+    return report(tools, args, notes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="'mycontainer-oci run' of a busybox bundle against 'runc run' and 'crun run'.",
+    )
+    parser.add_argument("--runs", type=int, default=30, help="timed runs per tool (default 30)")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up runs per tool (default 3)")
+    parser.add_argument(
+        "--rootfs", default=BUSYBOX_ROOTFS, help=f"root filesystem (default {BUSYBOX_ROOTFS})"
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
+    parser.add_argument(
+        "--mycontainer-oci",
+        metavar="PATH",
+        help=f"the {SUBJECT} to measure (default: the one next to this Python, else on PATH)",
+    )
+    args = parser.parse_args(argv)
+    if args.runs < 2 or args.warmup < 0:
+        parser.error("--runs needs at least 2 (for percentiles), --warmup at least 0")
+    if not root_on_linux(
+        "oci_run: containers need root on Linux: sudo .venv/bin/invoke bench --oci"
+    ):
+        return 1
+    args.rootfs = os.path.realpath(args.rootfs)
+    if not os.path.exists(os.path.join(args.rootfs, "bin", ARGS[0])):
+        print(f"oci_run: no /bin/{ARGS[0]} in {args.rootfs}: build it with .venv/bin/invoke rootfs")
+        return 1
+
+    runner = Runner()
+    workdir = tempfile.mkdtemp(prefix="mycontainer-bench-")
+
+    def clean_up() -> None:
+        for failure in runner.delete_all():
+            print(f"oci_run: could not delete a container: {failure}", file=sys.stderr)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    return run_cleanly("oci_run", lambda: benchmark(args, workdir, runner), clean_up, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
