@@ -1,14 +1,17 @@
-"""The runner of the OCI runtime-tools suite (lab/conformance.py).
+"""The conformance page and its runner (lab/conformance.py) against the suite they describe.
 
-The suite itself runs in CI (.ci/run, ~70 s); here: bad input makes nothing, and the
-runner never removes a directory something is mounted in.
+The suite itself runs in CI (.ci/run, ~70 s); here: the page lists exactly the suite's
+groups with a verdict each and a reason for each failure, its counts agree with the
+suite's own README, and the runner never removes a directory something is mounted in.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -17,6 +20,53 @@ import pytest
 from lab import conformance
 
 REPO = Path(__file__).resolve().parents[1]
+PAGE = REPO / "docs" / "conformance.md"
+VERDICTS = {"pass", "fail", "error"}
+WHY = ("**runtime**", "**suite**", "**host**")
+
+
+def suite_tarball() -> Path:
+    tarballs = sorted(conformance.SUITE.glob("runtime-tools-*.tar.gz"))
+    if not tarballs:
+        pytest.skip(f"no runtime-tools suite in {conformance.SUITE} (MYCONTAINER_RUNTIME_TOOLS)")
+    return tarballs[0]
+
+
+def page_rows() -> dict[str, list[str]]:
+    """Group -> [what it checks, runc, crun, mycontainer, why], from the page's tables."""
+    rows = {}
+    for line in PAGE.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0] != "group" and re.fullmatch(r"[a-z_]+", cells[0]):
+            assert cells[0] not in rows, f"{cells[0]} has two rows"
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_the_page_has_a_row_for_every_group_of_the_suite():
+    with tarfile.open(suite_tarball()) as tar:
+        names = tar.getnames()
+    groups = {m.group(1) for n in names if (m := re.fullmatch(r"validation/(\w+)/\1\.go", n))}
+    assert len(groups) == 58
+    assert set(page_rows()) == groups
+
+
+def test_every_failure_on_the_page_says_why():
+    for group, (checks, runc, crun, mine, why) in page_rows().items():
+        assert checks, f"{group}: what does it check?"
+        assert {runc, crun} <= VERDICTS, f"{group}: runc {runc!r}, crun {crun!r}"
+        assert mine in VERDICTS | {"pending"}, f"{group}: mycontainer {mine!r}"
+        failing = {runc, crun, mine} - {"pass", "pending"}
+        assert bool(failing) == any(w in why for w in WHY), f"{group}: {why!r}"
+
+
+def test_the_page_counts_what_the_suite_readme_measured():
+    suite_tarball()
+    readme = (conformance.SUITE / "README.md").read_text()
+    measured = dict(re.findall(r"^\| (runc|crun) [^|]*\| (\d+) / 58 \|$", readme, re.M))
+    rows = page_rows().values()
+    assert sum(row[1] == "pass" for row in rows) == int(measured["runc"])
+    assert sum(row[2] == "pass" for row in rows) == int(measured["crun"])
 
 
 def test_the_runner_refuses_a_runtime_that_is_not_there_and_makes_nothing():
