@@ -19,9 +19,16 @@ The cgroups the suite names (``/cgrouptest``, ``testdir/cgrouptest/container``) 
 not there before are removed too; what cannot be is named, as is every state directory
 left in /run/mycontainer by a container of the suite (their ids are UUIDs).
 
-Prints run.sh's line per group and its last line, ``groups passing: N/58``. Exit code 1
-when fewer groups pass than ``--floor``, or when something was left behind; 2 when the
-suite cannot run at all.
+Prints run.sh's line per group and its last line, ``groups passing: N/58``. run.sh calls
+a group that printed no ``not ok`` and exited 0 a pass, and some pass that way having
+checked nothing: a poststart or poststop hook that never ran is only a warning to the
+suite, a group whose runtimetest output never arrived has no case to fail, and a group
+that passes when create refuses its bad field proves nothing while create refuses the
+default config as well. Those are named, and the last line, ``groups passing that
+checked something``, leaves them out: that is the number the floor is held to.
+
+Exit code 1 when fewer groups pass than ``--floor``, or when something was left behind;
+2 when the suite cannot run at all.
 """
 
 from __future__ import annotations
@@ -47,6 +54,11 @@ STATE_ROOT = Path("/run/mycontainer")
 # The cgroupsPath values the suite's groups use (runtime-tools cgroups/cgroups.go), leaf first.
 SUITE_CGROUPS = ("testdir/cgrouptest/container", "testdir/cgrouptest", "testdir", "cgrouptest")
 SUITE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# Groups that pass without printing a case: the hook groups print only failures; the others
+# pass when create refuses their one bad field, which means something only if `default`'s
+# config, the same without that field, is accepted (runtime-tools validation/*/*.go).
+SILENT_WHEN_PASSING = ("poststart", "poststart_fail", "poststop", "poststop_fail")
+PASS_BY_REFUSAL = ("prestart_fail", "process_capabilities_fail", "process_rlimits_fail")
 
 
 def suite_cgroups() -> list[str]:
@@ -70,12 +82,12 @@ def mounts_under(directory: str) -> list[str]:
     return [p for p in points if p == directory or p.startswith(directory + "/")]
 
 
-def build() -> None:
+def build() -> bool:
     """build.sh DIR: does nothing when DIR already holds this tarball's build."""
-    subprocess.run(["bash", str(SUITE / "build.sh"), str(BUILD)], check=True)
+    return subprocess.run(["bash", str(SUITE / "build.sh"), str(BUILD)]).returncode == 0
 
 
-def run_suite(workdir: str, runtime: str, seconds_per_group: int) -> int:
+def run_suite(workdir: str, runtime: str, seconds_per_group: int) -> None:
     """run.sh in namespaces of its own, from ``workdir`` whose ``src`` is the cached build.
 
     run.sh writes DIR/results and DIR/tmp (the bundles) and runs from DIR/src: a link to
@@ -85,14 +97,36 @@ def run_suite(workdir: str, runtime: str, seconds_per_group: int) -> int:
     command = ["bash", str(SUITE / "run.sh"), workdir, runtime, str(seconds_per_group)]
     unshare = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork"]
     unshare += ["--mount-proc", "--kill-child", "--net", "--uts", "--ipc", "--"]
-    return subprocess.run(unshare + command, stdin=subprocess.DEVNULL).returncode
+    subprocess.run(unshare + command, stdin=subprocess.DEVNULL, check=False)
 
 
-def summary(workdir: str) -> dict[str, str]:
-    """Group name -> PASS, FAIL, ERROR or TIMEOUT, from run.sh's results/summary.tsv."""
-    with open(os.path.join(workdir, "results", "summary.tsv")) as tsv:
+def summary(workdir: str) -> dict[str, tuple[str, int]]:
+    """Group name -> (PASS, FAIL, ERROR or TIMEOUT; its number of ok cases), from run.sh's
+    results/summary.tsv (empty when run.sh could not start)."""
+    path = os.path.join(workdir, "results", "summary.tsv")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as tsv:
         rows = [line.rstrip("\n").split("\t") for line in tsv][1:]
-    return {row[0]: row[5] for row in rows}
+    return {row[0]: (row[5], int(row[2])) for row in rows}
+
+
+def hollow(groups: dict[str, tuple[str, int]], workdir: str) -> dict[str, str]:
+    """The passes that checked nothing, and why: run.sh calls a group that printed no
+    ``not ok`` and exited 0 a pass, and some groups pass that way with nothing done."""
+    found = {}
+    for group, (status, oks) in groups.items():
+        if status != "PASS":
+            continue
+        with open(os.path.join(workdir, "results", f"{group}.err"), errors="replace") as err:
+            warned = " hook invoke fails" in err.read()
+        if warned:
+            found[group] = "the hook never ran (the suite only warns)"
+        elif group in PASS_BY_REFUSAL and groups.get("default", ("",))[0] != "PASS":
+            found[group] = "create refused it, but it refuses the default config too"
+        elif oks == 0 and group not in SILENT_WHEN_PASSING + PASS_BY_REFUSAL:
+            found[group] = "no case ran: runtimetest's output never reached create's stdout"
+    return found
 
 
 def remove_workdir(workdir: str) -> list[str]:
@@ -140,14 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     if not os.access(runtime, os.X_OK):
         say(f"{runtime} is not an executable: run setup.sh, or name one with --runtime")
         return 2
-    build()
+    if not build():
+        say(f"building the suite in {BUILD} failed: build.sh's output above says why")
+        return 2
     cgroups_before, states_before = suite_cgroups(), state_dirs()
     workdir = tempfile.mkdtemp(prefix="mycontainer-conformance-", dir="/var/tmp")
     os.chmod(workdir, 0o755)  # linux_uid_mappings' container root is host uid 1000: it must get in
     try:
         run_suite(workdir, runtime, args.seconds)
         groups = summary(workdir)
-        if args.results:
+        empty = hollow(groups, workdir)
+        if args.results and groups:
             shutil.copytree(os.path.join(workdir, "results"), args.results, dirs_exist_ok=True)
     finally:
         left = remove_workdir(workdir) + remove_suite_cgroups(cgroups_before)
@@ -155,7 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         left += [f"state directory {STATE_ROOT / container}" for container in leaked]
     for line in left:
         say(f"left behind: {line}")
-    passing = sum(status == "PASS" for status in groups.values())
+    if not groups:
+        say("run.sh gave no results: its output above says why")
+        return 2
+    for group, why in sorted(empty.items()):
+        say(f"{group} does not count: {why}")
+    passing = sum(status == "PASS" for status, _ in groups.values()) - len(empty)
+    print(f"groups passing that checked something: {passing}/{len(groups)}")
     if passing < args.floor:
         say(f"{passing} groups pass, fewer than the floor of {args.floor} (.ci/run)")
         return 1

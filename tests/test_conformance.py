@@ -100,3 +100,45 @@ def test_the_run_directory_stays_while_something_is_mounted_in_it():
         subprocess.run(["umount", str(dev)], check=True)
     assert conformance.remove_workdir(workdir) == []
     assert not os.path.exists(workdir)
+
+
+def write_results(workdir: Path, groups: dict[str, tuple[str, int, str]]) -> None:
+    """run.sh's results: summary.tsv and each group's stderr."""
+    results = workdir / "results"
+    results.mkdir()
+    lines = ["group\texit\tok\tnot_ok\tskip\tstatus"]
+    for group, (status, oks, stderr) in groups.items():
+        lines.append(f"{group}\t0\t{oks}\t0\t0\t{status}")
+        (results / f"{group}.err").write_text(stderr)
+    (results / "summary.tsv").write_text("\n".join(lines) + "\n")
+
+
+def test_passes_that_checked_nothing_do_not_count(tmp_path):
+    write_results(
+        tmp_path,
+        {
+            "default": ("FAIL", 300, ""),
+            "process_capabilities": ("PASS", 0, ""),
+            "poststart": ("PASS", 0, "WARNING: The poststart hook invoke fails\n"),
+            "poststop_fail": ("PASS", 0, ""),
+            "process_rlimits_fail": ("PASS", 0, "failed to create the container\n"),
+            "state": ("PASS", 3, ""),
+        },
+    )
+    groups = conformance.summary(str(tmp_path))
+    assert sorted(conformance.hollow(groups, str(tmp_path))) == [
+        "poststart",
+        "process_capabilities",
+        "process_rlimits_fail",
+    ]
+
+
+def test_a_refusal_counts_once_the_default_config_passes(tmp_path):
+    write_results(
+        tmp_path,
+        {
+            "default": ("PASS", 309, ""),
+            "process_rlimits_fail": ("PASS", 0, "failed to create the container\n"),
+        },
+    )
+    assert conformance.hollow(conformance.summary(str(tmp_path)), str(tmp_path)) == {}
