@@ -16,8 +16,9 @@ runtime that fails a ``delete`` leaves its container running. So run.sh runs in 
 ends, every process it left is killed and every mount it left vanishes. Bundles and
 results go to a temporary directory, removed afterwards, unless a mount is still in it.
 The cgroups the suite names (``/cgrouptest``, ``testdir/cgrouptest/container``) that were
-not there before are removed too; what cannot be is named, as is every state directory
-left in /run/mycontainer by a container of the suite (their ids are UUIDs).
+not there before are removed too, with any named after a container of the suite; what
+cannot be is named. The runtime's state root, /run/mycontainer, is a tmpfs of the run's
+own: what the runtime leaves there is named too, and vanishes with the namespace.
 
 Prints run.sh's line per group and its last line, ``groups passing: N/58``. run.sh calls
 a group that printed no ``not ok`` and exited 0 a pass, and some pass that way having
@@ -62,17 +63,14 @@ PASS_BY_REFUSAL = ("prestart_fail", "process_capabilities_fail", "process_rlimit
 
 
 def suite_cgroups() -> list[str]:
-    """The suite's cgroup directories that exist now, in any hierarchy, deepest first."""
+    """The cgroup directories the suite names, and those named after one of its containers
+    (every id it uses is a UUID), in any hierarchy, deepest first."""
     found = []
     for name in SUITE_CGROUPS:
         found += glob.glob(f"/sys/fs/cgroup/{name}") + glob.glob(f"/sys/fs/cgroup/*/{name}")
+    for directory, subdirectories, _ in os.walk("/sys/fs/cgroup"):
+        found += [os.path.join(directory, d) for d in subdirectories if SUITE_ID.search(d)]
     return sorted(set(found), key=lambda path: (-path.count("/"), path))
-
-
-def state_dirs() -> set[str]:
-    """The state directories of containers the suite names: every id it uses is a UUID."""
-    names = os.listdir(STATE_ROOT) if STATE_ROOT.is_dir() else []
-    return {name for name in names if SUITE_ID.fullmatch(name)}
 
 
 def mounts_under(directory: str) -> list[str]:
@@ -87,17 +85,36 @@ def build() -> bool:
     return subprocess.run(["bash", str(SUITE / "build.sh"), str(BUILD)]).returncode == 0
 
 
+# In the run's namespaces: a state root of its own, run.sh, then what is left in that root.
+INSIDE = """
+mount -t tmpfs -o mode=0711 lab-conformance "$STATE_ROOT" || exit 2
+bash "$@"
+ls -A "$STATE_ROOT" > "$WORKDIR/state-left"
+"""
+
+
 def run_suite(workdir: str, runtime: str, seconds_per_group: int) -> None:
     """run.sh in namespaces of its own, from ``workdir`` whose ``src`` is the cached build.
 
     run.sh writes DIR/results and DIR/tmp (the bundles) and runs from DIR/src: a link to
-    the build keeps the cache untouched. --kill-child: if this process is killed, the
-    PID namespace's first process dies and takes every other one with it."""
+    the build keeps the cache untouched. The runtime's state root is a tmpfs of the run's:
+    no other mycontainer's ``prune`` sweeps the suite's containers away mid-run, and none
+    of them outlives it. --kill-child: if this process is killed, the PID namespace's first
+    process dies and takes every other one with it."""
     os.symlink(BUILD / "src", os.path.join(workdir, "src"))
-    command = ["bash", str(SUITE / "run.sh"), workdir, runtime, str(seconds_per_group)]
+    STATE_ROOT.mkdir(mode=0o711, parents=True, exist_ok=True)
     unshare = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork"]
     unshare += ["--mount-proc", "--kill-child", "--net", "--uts", "--ipc", "--"]
-    subprocess.run(unshare + command, stdin=subprocess.DEVNULL, check=False)
+    run_sh = [str(SUITE / "run.sh"), workdir, runtime, str(seconds_per_group)]
+    environment = {**os.environ, "STATE_ROOT": str(STATE_ROOT), "WORKDIR": workdir}
+    command = unshare + ["bash", "-c", INSIDE, "lab-conformance", *run_sh]
+    subprocess.run(command, stdin=subprocess.DEVNULL, env=environment, check=False)
+
+
+def state_left(workdir: str) -> list[str]:
+    """What the runtime left in the run's state root, as listed at the end of the run."""
+    path = os.path.join(workdir, "state-left")
+    return open(path).read().split() if os.path.exists(path) else []
 
 
 def summary(workdir: str) -> dict[str, tuple[str, int]]:
@@ -177,19 +194,20 @@ def main(argv: list[str] | None = None) -> int:
     if not build():
         say(f"building the suite in {BUILD} failed: build.sh's output above says why")
         return 2
-    cgroups_before, states_before = suite_cgroups(), state_dirs()
+    cgroups_before = suite_cgroups()
     workdir = tempfile.mkdtemp(prefix="mycontainer-conformance-", dir="/var/tmp")
     os.chmod(workdir, 0o755)  # linux_uid_mappings' container root is host uid 1000: it must get in
     try:
         run_suite(workdir, runtime, args.seconds)
         groups = summary(workdir)
         empty = hollow(groups, workdir)
+        leaked = state_left(workdir)
+        left = [f"state directory {STATE_ROOT / name} (the run's own)" for name in leaked]
         if args.results and groups:
             shutil.copytree(os.path.join(workdir, "results"), args.results, dirs_exist_ok=True)
     finally:
-        left = remove_workdir(workdir) + remove_suite_cgroups(cgroups_before)
-        leaked = sorted(state_dirs() - states_before)
-        left += [f"state directory {STATE_ROOT / container}" for container in leaked]
+        removed = remove_workdir(workdir) + remove_suite_cgroups(cgroups_before)
+    left += removed
     for line in left:
         say(f"left behind: {line}")
     if not groups:
