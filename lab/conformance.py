@@ -18,7 +18,8 @@ results go to a temporary directory, removed afterwards, unless a mount is still
 The cgroups the suite names (``/cgrouptest``, ``testdir/cgrouptest/container``) that were
 not there before are removed too, with any named after a container of the suite; what
 cannot be is named. The runtime's state root, /run/mycontainer, is a tmpfs of the run's
-own: what the runtime leaves there is named too, and vanishes with the namespace.
+own: what the runtime leaves there is named too (a container it never deleted), and
+vanishes with the namespace.
 
 Prints run.sh's line per group and its last line, ``groups passing: N/58``. run.sh calls
 a group that printed no ``not ok`` and exited 0 a pass, and some pass that way having
@@ -28,8 +29,8 @@ that passes when create refuses its bad field proves nothing while create refuse
 default config as well. Those are named, and the last line, ``groups passing that
 checked something``, leaves them out: that is the number the floor is held to.
 
-Exit code 1 when fewer groups pass than ``--floor``, or when something was left behind;
-2 when the suite cannot run at all.
+Exit code 1 when fewer groups pass than ``--floor``, or when something was left behind on
+this machine (a mount in the run's directory, a cgroup); 2 when the suite cannot run.
 """
 
 from __future__ import annotations
@@ -201,15 +202,15 @@ def main(argv: list[str] | None = None) -> int:
         run_suite(workdir, runtime, args.seconds)
         groups = summary(workdir)
         empty = hollow(groups, workdir)
-        leaked = state_left(workdir)
-        left = [f"state directory {STATE_ROOT / name} (the run's own)" for name in leaked]
+        undeleted = state_left(workdir)
         if args.results and groups:
             shutil.copytree(os.path.join(workdir, "results"), args.results, dirs_exist_ok=True)
     finally:
-        removed = remove_workdir(workdir) + remove_suite_cgroups(cgroups_before)
-    left += removed
+        left = remove_workdir(workdir) + remove_suite_cgroups(cgroups_before)
     for line in left:
-        say(f"left behind: {line}")
+        say(f"left behind on this machine: {line}")
+    for name in undeleted:
+        say(f"the runtime never deleted {name}: its state stayed in the run's own {STATE_ROOT}")
     if not groups:
         say("run.sh gave no results: its output above says why")
         return 2
