@@ -117,7 +117,7 @@ def test_passes_that_checked_nothing_do_not_count(tmp_path):
     write_results(
         tmp_path,
         {
-            "default": ("FAIL", 300, ""),
+            "default": ("ERROR", 0, "failed to create the container\n"),
             "process_capabilities": ("PASS", 0, ""),
             "poststart": ("PASS", 0, "WARNING: The poststart hook invoke fails\n"),
             "poststop_fail": ("PASS", 0, ""),
@@ -133,11 +133,11 @@ def test_passes_that_checked_nothing_do_not_count(tmp_path):
     ]
 
 
-def test_a_refusal_counts_once_the_default_config_passes(tmp_path):
+def test_a_refusal_counts_once_the_default_config_runs(tmp_path):
     write_results(
         tmp_path,
         {
-            "default": ("PASS", 309, ""),
+            "default": ("FAIL", 277, ""),
             "process_rlimits_fail": ("PASS", 0, "failed to create the container\n"),
         },
     )
