@@ -218,7 +218,8 @@ def vm_check(c, pytest_args=""):
     c.run(f"{python()} -m lab.vagrant_check {'-- ' + args if args else ''}".strip())
 
 
-namespace = Collection(rootfs, test, step, lint, docs, bench, conformance)
+namespace = Collection(rootfs, test, step, lint, docs, bench)
 namespace.add_collection(
     Collection("vm", vm_up, vm_ssh, vm_halt, vm_destroy, vm_status, vm_box, vm_check)
 )
+namespace.add_task(conformance)
