@@ -246,6 +246,20 @@ def bench(c, runs=None, image=False, oci=False, json=None):
     c.run(f"{python()} {script}{options}", pty=sys.stdout.isatty())
 
 
+@task(
+    help={
+        "runtime": "the runtime to check (default: .venv/bin/mycontainer-oci)",
+        "results": "copy each group's TAP output and summary.tsv into this directory",
+    }
+)
+def conformance(c, runtime=None, results=None):
+    """The OCI runtime-tools suite against mycontainer-oci, as root (lab.conformance)."""
+    options = f" --runtime {shlex.quote(runtime)}" if runtime else ""
+    if results:
+        options += f" --results {shlex.quote(results)}"
+    c.run(f"{python()} -m lab.conformance{options}")
+
+
 @task(name="up")
 def vm_up(c):
     """Start (and on first use create and provision) the lab VM."""
@@ -310,3 +324,4 @@ namespace = Collection(rootfs, test, step, lint, docs, bench, syscall_table)
 namespace.add_collection(
     Collection("vm", vm_up, vm_ssh, vm_halt, vm_destroy, vm_status, vm_box, vm_check)
 )
+namespace.add_task(conformance)

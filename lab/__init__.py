@@ -11,6 +11,7 @@ that touches cgroup v2 can only be exercised inside a virtual machine.
 - ``lab.provision_check`` -- runs provision.sh in a bare Debian 12 chroot
 - ``lab.box`` -- builds the lab's own Vagrant box (libvirt, Debian 12, systemd, offline)
 - ``lab.vagrant_check`` -- ``vagrant up`` of the Vagrantfile on that box, in namespaces (CI)
+- ``lab.conformance`` -- the OCI runtime-tools suite against mycontainer-oci, in namespaces (CI)
 
 Everything here is standard library only, so it runs from a fresh clone.
 """
