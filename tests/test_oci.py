@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -52,13 +53,17 @@ def oci(state_root, home):
     mounts_before = host_mounts(str(state_root), str(home))
     groups_before = container_groups(state_root)
 
-    def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
-        kwargs.setdefault("capture_output", True)
-        kwargs.setdefault("text", True)
-        kwargs.setdefault("timeout", 60)
+    def run(*args: str) -> subprocess.CompletedProcess:
+        # Files, not pipes: a created container keeps create's stdout and stderr open
+        # (they are its own), and a pipe would not reach its end until the container's does.
         env = dict(os.environ, PYTHONPATH=REPO)
         command = [sys.executable, "-m", "runtime.ocicli", "--root", str(state_root), *args]
-        return subprocess.run(command, env=env, **kwargs)
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            result = subprocess.run(command, env=env, stdout=out, stderr=err, timeout=60)
+            out.seek(0)
+            err.seek(0)
+            result.stdout, result.stderr = out.read(), err.read()
+        return result
 
     yield run
     for name in os.listdir(state_root):
