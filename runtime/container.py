@@ -356,9 +356,7 @@ class Container:
         if self.config.net != "host":  # with --net host, lo is the host's
             network.bring_up("lo")
         filesystem.mount_layers(self.config.layers, self.storage)
-        filesystem.enter_rootfs(
-            self.root_directory, cgroup2=self.cgroup.layout.uses_v2, files=self._network.files
-        )
+        filesystem.enter_rootfs(self.root_directory, files=self._network.files)
         self.security.protect_paths()  # masked and read-only paths of /proc and /sys
         os.close(rootpath.open_directory(self.config.cwd, create=True))  # as docker does
 
