@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime import filesystem, mounts, namespaces
+from runtime import filesystem, mounts, namespaces, sysctl
 from runtime.syscalls import MS_NOEXEC, MS_NOSUID, mount
 
 pytestmark = pytest.mark.privileged
@@ -30,9 +30,11 @@ def rootfs(tmp_path, busybox_rootfs):
     return root
 
 
-def inside(rootfs, script, mounts=filesystem.DEFAULT_MOUNTS, before=None, kinds=NAMESPACES, **kw):
+def inside(rootfs, script, mounts=filesystem.DEFAULT_MOUNTS, before=None, after=None,
+           kinds=NAMESPACES, **kw):  # fmt: skip
     """(exit status, output) of ``sh -c script`` in a container on ``rootfs`` made by
-    ``enter_rootfs(rootfs, mounts, **kw)``; ``before()`` runs first, in its namespaces."""
+    ``enter_rootfs(rootfs, mounts, **kw)``; ``before()`` runs first, in its namespaces,
+    ``after()`` after it."""
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
@@ -47,6 +49,8 @@ def inside(rootfs, script, mounts=filesystem.DEFAULT_MOUNTS, before=None, kinds=
             if init == 0:
                 try:
                     filesystem.enter_rootfs(str(rootfs), mounts, **kw)
+                    if after:
+                        after()
                     os.execv("/bin/sh", ["sh", "-c", script])
                 except BaseException as error:
                     os.write(1, f"error: {error}\n".encode())
@@ -252,3 +256,57 @@ def test_options_become_flags_propagation_and_data():
     assert options.propagation == [mounts.PROPAGATION["rslave"]]
     assert options.data == "size=1m,mode=755"
     assert stat.S_ISCHR(filesystem.DEVICE_TYPES["u"])
+
+
+def test_sysctls_are_set_in_the_containers_namespaces_only(rootfs):
+    settings = {"kernel.shmmax": "4096", "fs/mqueue/msg_max": "20", "net.ipv4.ip_forward": "1"}
+    host = {key: Path("/proc/sys", sysctl.path(key)).read_text() for key in settings}
+    script = "cat /proc/sys/kernel/shmmax /proc/sys/fs/mqueue/msg_max /proc/sys/net/ipv4/ip_forward"
+    status, output = inside(rootfs, script, after=lambda: sysctl.apply(settings))
+    assert (status, output) == (0, "4096\n20\n1\n")
+    assert host == {key: Path("/proc/sys", sysctl.path(key)).read_text() for key in settings}
+
+
+def test_a_sysctl_that_cannot_be_written_is_one_line(rootfs):
+    status, output = inside(rootfs, "true", after=lambda: sysctl.apply({"kernel.nothing": "1"}))
+    assert (status, output) == (
+        125,
+        "error: cannot set sysctl kernel.nothing to '1': No such file or directory\n",
+    )
+
+
+NEW = [{"type": kind} for kind in ("pid", "mount", "ipc", "uts", "network")]
+
+
+@pytest.mark.parametrize(
+    ("key", "namespaces", "refusal"),
+    [
+        ("kernel.shmmax", NEW, None),
+        ("kernel.msgmnb", NEW, None),
+        ("fs.mqueue.queues_max", NEW, None),
+        ("net.ipv4.ip_forward", NEW, None),
+        ("net/ipv4/conf/eth0.100/forwarding", NEW, None),
+        ("kernel.domainname", NEW, None),
+        ("kernel.shmmax", NEW[:2], "kernel.shmmax needs a new ipc namespace: add one"),
+        ("net.ipv4.ip_forward", NEW[:4], "net.ipv4.ip_forward needs a new network namespace"),
+        ("net.core.somaxconn", [{"type": "network", "path": "/proc/self/ns/net"}],
+         "net.core.somaxconn would change the host's network"),
+        ("kernel.hostname", NEW, "set kernel.hostname with the config's hostname"),
+        ("kernel.domainname", NEW[:3], "kernel.domainname is not in a namespace of the container"),
+        ("vm.swappiness", NEW, "vm.swappiness is not in a namespace of the container's own"),
+        ("kernel.pid_max", NEW, "kernel.pid_max is not in a namespace of the container's own"),
+        ("net/../../vm/swappiness", NEW, "is not the name of a sysctl"),
+    ],
+)  # fmt: skip
+def test_only_namespaced_sysctls_are_allowed(key, namespaces, refusal):
+    if refusal is None:
+        sysctl.check({key: "1"}, namespaces)
+    else:
+        with pytest.raises(sysctl.SysctlError, match=refusal.replace(".", r"\.")) as error:
+            sysctl.check({key: "1"}, namespaces)
+        assert str(error.value).startswith("linux.sysctl: ")
+
+
+def test_a_dotted_name_in_a_slashed_key_stays_one_name():
+    assert sysctl.path("net/ipv4/conf/eth0.100/forwarding") == "net/ipv4/conf/eth0.100/forwarding"
+    assert sysctl.path("net.ipv4.conf.all.forwarding") == "net/ipv4/conf/all/forwarding"
