@@ -310,3 +310,32 @@ def test_only_namespaced_sysctls_are_allowed(key, namespaces, refusal):
 def test_a_dotted_name_in_a_slashed_key_stays_one_name():
     assert sysctl.path("net/ipv4/conf/eth0.100/forwarding") == "net/ipv4/conf/eth0.100/forwarding"
     assert sysctl.path("net.ipv4.conf.all.forwarding") == "net/ipv4/conf/all/forwarding"
+
+
+def test_runtime_tools_mounts_group(rootfs):
+    """The mounts of runtime-tools' validation/mounts: tmpfs and bind mounts of /etc with
+    every propagation, each with tmpfs options a bind mount must ignore."""
+    config = [*filesystem.DEFAULT_MOUNTS]
+    for name in ("shared", "slave", "private"):
+        options = ["nosuid", "strictatime", "mode=755", "size=1k", name]
+        config.append({"destination": f"/tmp/test-{name}", "type": "tmpfs", "options": options})
+    for name in ("shared", "slave", "private", "unbindable"):
+        for prefix, bind in (("", "bind"), ("r", "rbind")):
+            config.append({"destination": f"/mnt/etc-{prefix}{name}", "source": "/etc",
+                           "options": ["nosuid", "strictatime", "mode=755", "size=1k", bind,
+                                       prefix + name]})  # fmt: skip
+    status, output = inside(rootfs, "cat /proc/self/mountinfo", config)
+    assert status == 0, output
+    lines = [line for line in output.splitlines() if "/test-" in line or "/etc-" in line]
+    assert [line.split()[4] for line in lines] == [entry["destination"] for entry in config[7:]]
+    for line in lines:
+        fields = line.split()
+        name = fields[4].rsplit("-", 1)[1].removeprefix("r")  # rshared: shared, recursively
+        assert fields[3] == ("/" if "/test-" in line else "/etc"), line
+        assert "nosuid" in fields[5].split(","), line
+        propagation = {"shared": "shared:", "slave": "master:", "unbindable": "unbindable"}
+        optional = " ".join(fields[6 : fields.index("-")])
+        if name in propagation and name != "slave":  # a slave of a private mount is private
+            assert propagation[name] in optional, line
+        else:
+            assert "shared:" not in optional and "master:" not in optional, line
