@@ -339,3 +339,45 @@ def test_runtime_tools_mounts_group(rootfs):
             assert propagation[name] in optional, line
         else:
             assert "shared:" not in optional and "master:" not in optional, line
+
+
+@pytest.mark.parametrize(
+    ("config", "propagation", "message"),
+    [
+        ({}, None, "mounts[0].destination must be an absolute path"),
+        ({"destination": "tmp", "type": "tmpfs"}, None, "mounts[0].destination must be"),
+        ({"destination": "/x", "options": ["ro"]}, None, "mounts[0]: give a type (tmpfs, proc...)"),
+        ({"destination": "/x", "type": "bind"}, None, "mounts[0]: a bind mount needs a source"),
+        ({"destination": "/x", "type": "tmpfs", "options": ["tmpcopyup"]}, None,
+         "mounts[0]: option tmpcopyup is not supported"),
+        ({"destination": "/x", "type": "tmpfs", "options": "ro"}, None,
+         "mounts[0].options must be a list of strings"),
+        ({"destination": "/x", "type": "tmpfs"}, "bidirectional",
+         "linux.rootfsPropagation is 'bidirectional': use one of private, rprivate, shared"),
+    ],
+)  # fmt: skip
+def test_bad_mounts_are_refused_before_anything_is_made(config, propagation, message):
+    with pytest.raises(mounts.MountError) as error:
+        mounts.check([config], propagation)
+    assert str(error.value).startswith(message)
+    mounts.check(list(filesystem.DEFAULT_MOUNTS), "rslave")
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ({"path": "/etc/x", "type": "c", "major": 1, "minor": 3}, "[0].path must be under /dev/"),
+        ({"path": "/dev/x", "type": "x", "major": 1, "minor": 3}, "[0].type must be c, u, b or p"),
+        ({"path": "/dev/x", "type": "c", "minor": 3}, "[0].major must be a number, 0 or more"),
+        (
+            {"path": "/dev/x", "type": "b", "major": 1, "minor": -1},
+            "[0].minor must be a number, 0 or more",
+        ),
+        ({"path": "/dev/x", "type": "p", "uid": "0"}, "[0].uid must be a number, 0 or more"),
+    ],
+)
+def test_bad_devices_are_refused_before_anything_is_made(device, message):
+    with pytest.raises(mounts.MountError) as error:
+        filesystem.check_devices([device])
+    assert str(error.value) == "linux.devices" + message
+    filesystem.check_devices([*filesystem.DEFAULT_DEVICES, {"path": "/dev/f", "type": "p"}])
