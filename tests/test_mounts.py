@@ -18,6 +18,8 @@ import pytest
 from runtime import filesystem, mounts, namespaces, sysctl
 from runtime.syscalls import MS_NOEXEC, MS_NOSUID, mount
 
+from conftest import host_mounts
+
 pytestmark = pytest.mark.privileged
 
 NAMESPACES = namespaces.MOUNT | namespaces.PID | namespaces.IPC | namespaces.NET
@@ -107,6 +109,7 @@ def test_mounts_are_made_in_order_with_their_options(rootfs, tmp_path):
     assert "Read-only file system" in output and "wrote" in output
     assert (host / "y").exists() and not (host / "x").exists()
     assert (rootfs / "mnt/file").read_text() == ""  # created empty, as a mount point
+    assert host_mounts(str(tmp_path)) == []  # nothing reached the session's "/", shared
 
 
 def test_a_read_only_bind_keeps_the_flags_its_source_has(rootfs, tmp_path):
