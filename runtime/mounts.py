@@ -58,6 +58,7 @@ from runtime.syscalls import (
     MS_STRICTATIME,
     MS_SYNCHRONOUS,
     MS_UNBINDABLE,
+    SyscallError,
     mount,
 )
 
@@ -125,7 +126,6 @@ _STATVFS_FLAGS = (
     (os.ST_RELATIME, MS_RELATIME),
 )
 _ATIME = MS_NOATIME | MS_NODIRATIME | MS_RELATIME | MS_STRICTATIME
-_PLAIN = (OSError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
 
 
 class MountError(OSError):
@@ -198,7 +198,8 @@ def apply(root: int, mounts) -> None:
         except MountError:
             raise
         except OSError as error:
-            reason = error.strerror if type(error) in _PLAIN else str(error)
+            plain = not isinstance(error, (SyscallError, rootpath.PathError))
+            reason = error.strerror if plain and error.strerror else str(error)
             destination = entry.get("destination")
             raise MountError(error.errno, f"cannot mount {destination}: {reason}") from None
 
