@@ -130,7 +130,14 @@ def make_devices(root: int, devices=()) -> None:
     """Make the spec's default devices and ``devices`` (linux.devices; one at the path of a
     default replaces it) inside directory ``root`` (a descriptor), then /dev's links."""
     for device in {device["path"]: device for device in (*DEFAULT_DEVICES, *devices)}.values():
-        make_device(root, device)
+        try:
+            make_device(root, device)
+        except config_mounts.MountError:
+            raise
+        except OSError as error:
+            reason = str(error) if isinstance(error, rootpath.PathError) else error.strerror
+            message = f"cannot make device {device['path']}: {reason}"
+            raise config_mounts.MountError(error.errno, message) from None
     dev = rootpath.open_beneath(root, "/dev", "directory")
     try:
         for name, target in DEFAULT_DEV_LINKS:

@@ -384,3 +384,13 @@ def test_bad_devices_are_refused_before_anything_is_made(device, message):
         filesystem.check_devices([device])
     assert str(error.value) == "linux.devices" + message
     filesystem.check_devices([*filesystem.DEFAULT_DEVICES, {"path": "/dev/f", "type": "p"}])
+
+
+def test_a_device_that_cannot_be_made_is_one_line(rootfs):
+    (rootfs / "dev/sub").write_text("")  # where a directory is needed
+    devices = [{"path": "/dev/sub/x", "type": "c", "major": 1, "minor": 3}]
+    status, output = inside(rootfs, "true", filesystem.DEFAULT_MOUNTS[:1], devices=devices)
+    assert (status, output) == (
+        125,
+        "error: cannot make device /dev/sub/x: Not a directory\n",
+    )
