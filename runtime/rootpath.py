@@ -137,7 +137,7 @@ def open_beneath(root: int, path: str, create: str | None = None) -> int:
                 if target.startswith("/"):
                     while len(chain) > 1:
                         os.close(chain.pop())
-                names.extend(name for name in reversed(target.split("/")) if name not in ("", "."))
+                names.extend(part for part in reversed(target.split("/")) if part not in ("", "."))
                 continue
             chain.append(fd)
             if names and not stat.S_ISDIR(mode):
