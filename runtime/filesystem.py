@@ -149,27 +149,6 @@ def make_devices(root: int, devices=()) -> None:
         os.close(dev)
 
 
-def check_devices(devices) -> None:
-    """Refuse, in one line naming the entry, ``devices`` (linux.devices) that
-    ``make_device`` cannot make: before the container is made."""
-    if not isinstance(devices, list):
-        raise config_mounts.MountError(errno.EINVAL, "linux.devices must be a list")
-    for index, device in enumerate(devices):
-        where = f"linux.devices[{index}]"
-        if not isinstance(device, dict):
-            raise config_mounts.MountError(errno.EINVAL, f"{where} must be an object")
-        if not isinstance(device.get("path"), str) or not device["path"].startswith("/dev/"):
-            raise config_mounts.MountError(errno.EINVAL, f"{where}.path must be under /dev/")
-        if device.get("type") not in DEVICE_TYPES:
-            raise config_mounts.MountError(errno.EINVAL, f"{where}.type must be c, u, b or p")
-        numbers = ("major", "minor") if device["type"] != "p" else ()
-        for field in (*numbers, "fileMode", "uid", "gid"):
-            value = device.get(field, 0 if field not in numbers else None)
-            if type(value) is not int or value < 0:
-                message = f"{where}.{field} must be a number, 0 or more"
-                raise config_mounts.MountError(errno.EINVAL, message)
-
-
 def make_device(root: int, device: dict) -> None:
     """Make the node of ``device`` (an entry of linux.devices) with mknod(2), inside
     directory ``root``: its type, major and minor, ``fileMode`` (default 0666, not

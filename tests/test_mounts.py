@@ -278,38 +278,6 @@ def test_a_sysctl_that_cannot_be_written_is_one_line(rootfs):
     )
 
 
-NEW = [{"type": kind} for kind in ("pid", "mount", "ipc", "uts", "network")]
-
-
-@pytest.mark.parametrize(
-    ("key", "namespaces", "refusal"),
-    [
-        ("kernel.shmmax", NEW, None),
-        ("kernel.msgmnb", NEW, None),
-        ("fs.mqueue.queues_max", NEW, None),
-        ("net.ipv4.ip_forward", NEW, None),
-        ("net/ipv4/conf/eth0.100/forwarding", NEW, None),
-        ("kernel.domainname", NEW, None),
-        ("kernel.shmmax", NEW[:2], "kernel.shmmax needs a new ipc namespace: add one"),
-        ("net.ipv4.ip_forward", NEW[:4], "net.ipv4.ip_forward needs a new network namespace"),
-        ("net.core.somaxconn", [{"type": "network", "path": "/proc/self/ns/net"}],
-         "net.core.somaxconn would change the host's network"),
-        ("kernel.hostname", NEW, "set kernel.hostname with the config's hostname"),
-        ("kernel.domainname", NEW[:3], "kernel.domainname is not in a namespace of the container"),
-        ("vm.swappiness", NEW, "vm.swappiness is not in a namespace of the container's own"),
-        ("kernel.pid_max", NEW, "kernel.pid_max is not in a namespace of the container's own"),
-        ("net/../../vm/swappiness", NEW, "is not the name of a sysctl"),
-    ],
-)  # fmt: skip
-def test_only_namespaced_sysctls_are_allowed(key, namespaces, refusal):
-    if refusal is None:
-        sysctl.check({key: "1"}, namespaces)
-    else:
-        with pytest.raises(sysctl.SysctlError, match=refusal.replace(".", r"\.")) as error:
-            sysctl.check({key: "1"}, namespaces)
-        assert str(error.value).startswith("linux.sysctl: ")
-
-
 def test_a_dotted_name_in_a_slashed_key_stays_one_name():
     assert sysctl.path("net/ipv4/conf/eth0.100/forwarding") == "net/ipv4/conf/eth0.100/forwarding"
     assert sysctl.path("net.ipv4.conf.all.forwarding") == "net/ipv4/conf/all/forwarding"
@@ -344,46 +312,14 @@ def test_runtime_tools_mounts_group(rootfs):
             assert "shared:" not in optional and "master:" not in optional, line
 
 
-@pytest.mark.parametrize(
-    ("config", "propagation", "message"),
-    [
-        ({}, None, "mounts[0].destination must be an absolute path"),
-        ({"destination": "tmp", "type": "tmpfs"}, None, "mounts[0].destination must be"),
-        ({"destination": "/x", "options": ["ro"]}, None, "mounts[0]: give a type (tmpfs, proc...)"),
-        ({"destination": "/x", "type": "bind"}, None, "mounts[0]: a bind mount needs a source"),
-        ({"destination": "/x", "type": "tmpfs", "options": ["tmpcopyup"]}, None,
-         "mounts[0]: option tmpcopyup is not supported"),
-        ({"destination": "/x", "type": "tmpfs", "options": "ro"}, None,
-         "mounts[0].options must be a list of strings"),
-        ({"destination": "/x", "type": "tmpfs"}, "bidirectional",
-         "linux.rootfsPropagation is 'bidirectional': use one of private, rprivate, shared"),
-    ],
-)  # fmt: skip
-def test_bad_mounts_are_refused_before_anything_is_made(config, propagation, message):
-    with pytest.raises(mounts.MountError) as error:
-        mounts.check([config], propagation)
-    assert str(error.value).startswith(message)
-    mounts.check(list(filesystem.DEFAULT_MOUNTS), "rslave")
-
-
-@pytest.mark.parametrize(
-    ("device", "message"),
-    [
-        ({"path": "/etc/x", "type": "c", "major": 1, "minor": 3}, "[0].path must be under /dev/"),
-        ({"path": "/dev/x", "type": "x", "major": 1, "minor": 3}, "[0].type must be c, u, b or p"),
-        ({"path": "/dev/x", "type": "c", "minor": 3}, "[0].major must be a number, 0 or more"),
-        (
-            {"path": "/dev/x", "type": "b", "major": 1, "minor": -1},
-            "[0].minor must be a number, 0 or more",
-        ),
-        ({"path": "/dev/x", "type": "p", "uid": "0"}, "[0].uid must be a number, 0 or more"),
-    ],
-)
-def test_bad_devices_are_refused_before_anything_is_made(device, message):
-    with pytest.raises(mounts.MountError) as error:
-        filesystem.check_devices([device])
-    assert str(error.value) == "linux.devices" + message
-    filesystem.check_devices([*filesystem.DEFAULT_DEVICES, {"path": "/dev/f", "type": "p"}])
+def test_recursive_attributes_are_refused_not_ignored(rootfs, tmp_path):
+    """A bind mount ignores data: "rro" handed to it so would leave it writable."""
+    config = [{"destination": "/m", "source": str(tmp_path), "options": ["rbind", "rro"]}]
+    status, output = inside(rootfs, "true", config)
+    assert (status, output) == (
+        125,
+        "error: cannot mount /m: option rro (mount_setattr(2)) is not supported\n",
+    )
 
 
 def test_a_device_that_cannot_be_made_is_one_line(rootfs):
