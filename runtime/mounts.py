@@ -5,9 +5,9 @@ devpts, mqueue, cgroup, bind...), a ``source`` and ``options`` as mount(8) spell
 (runtime-spec config.md, "Mounts"; runc's libcontainer/specconv). Mounting one, in the
 container's private mount namespace before pivot_root(2):
 
-1. the options become mount(2) flags (``ro``, ``nosuid``, ``bind``...), propagation changes
-   (``rshared``, ``private``...) and, for all else, the filesystem's data (``size=64m``,
-   ``newinstance``);
+1. the options become mount(2) flags (``ro``, ``nosuid``, ``bind``...), recursive
+   attributes (``rro``, ``rnosuid``...), propagation changes (``rshared``, ``private``...)
+   and, for all else, the filesystem's data (``size=64m``, ``newinstance``);
 2. the destination is resolved inside the rootfs (``rootpath.open_beneath``): an image's
    symbolic link aimed at the host's /etc leads to the image's /etc, and what is missing is
    created, a directory, or an empty file when a file is bind-mounted;
@@ -17,7 +17,9 @@ container's private mount namespace before pivot_root(2):
 4. a bind mount with flags is remounted (``MS_BIND | MS_REMOUNT``): the kernel ignores the
    flags of the bind itself. The source's own nosuid, nodev, noexec and ro stay unless an
    option clears them: a bind mount must not unlock what the source's mount locked.
-5. the propagation changes are applied, in their order.
+5. the recursive attributes are set on the mount and every mount below it
+   (mount_setattr(2), AT_RECURSIVE, Linux 5.12+), then the propagation changes are
+   applied, in their order.
 
 A ``cgroup`` mount shows the container's own groups, read-only as the options say: on
 cgroup v2 one cgroup2 filesystem; on v1 a tmpfs holding one cgroup filesystem per
@@ -26,6 +28,7 @@ shows the container's group as its root; without one, the container's group is
 bind-mounted over it, so that the host's other groups stay out of sight.
 
 Man pages: https://man7.org/linux/man-pages/man2/mount.2.html,
+https://man7.org/linux/man-pages/man2/mount_setattr.2.html,
 https://man7.org/linux/man-pages/man8/mount.8.html,
 https://man7.org/linux/man-pages/man7/mount_namespaces.7.html
 """
@@ -38,6 +41,18 @@ import stat
 
 from runtime import rootpath
 from runtime.syscalls import (
+    AT_EMPTY_PATH,
+    AT_RECURSIVE,
+    MOUNT_ATTR__ATIME,
+    MOUNT_ATTR_NOATIME,
+    MOUNT_ATTR_NODEV,
+    MOUNT_ATTR_NODIRATIME,
+    MOUNT_ATTR_NOEXEC,
+    MOUNT_ATTR_NOSUID,
+    MOUNT_ATTR_NOSYMFOLLOW,
+    MOUNT_ATTR_RDONLY,
+    MOUNT_ATTR_RELATIME,
+    MOUNT_ATTR_STRICTATIME,
     MS_BIND,
     MS_DIRSYNC,
     MS_LAZYTIME,
@@ -60,6 +75,7 @@ from runtime.syscalls import (
     MS_UNBINDABLE,
     SyscallError,
     mount,
+    mount_setattr,
 )
 
 # Option: (flags it sets, flags it clears), as mount(8) and runc read them.
@@ -107,14 +123,29 @@ PROPAGATION = {
     "runbindable": MS_UNBINDABLE | MS_REC,
 }
 
-# mount_setattr(2)'s recursive flags, which runc and crun take as options ("rro": read-only
-# with every mount below): refused, since handed to a bind mount as data they would be
-# ignored without a word, and the mount left writable.
-RECURSIVE_OPTIONS = frozenset(
-    ("rro", "rrw", "rnosuid", "rsuid", "rnodev", "rdev", "rnoexec", "rexec", "rnoatime")
-    + ("ratime", "rnodiratime", "rdiratime", "rrelatime", "rnorelatime", "rstrictatime")
-    + ("rnostrictatime", "rnosymfollow", "rsymfollow")
-)
+# Recursive options, as runc and crun take them ("rro": read-only, every mount below too):
+# (MOUNT_ATTR_* set, cleared), applied with mount_setattr(2) and AT_RECURSIVE (step 5).
+RECURSIVE_OPTIONS = {
+    "rro": (MOUNT_ATTR_RDONLY, 0),
+    "rrw": (0, MOUNT_ATTR_RDONLY),
+    "rnosuid": (MOUNT_ATTR_NOSUID, 0),
+    "rsuid": (0, MOUNT_ATTR_NOSUID),
+    "rnodev": (MOUNT_ATTR_NODEV, 0),
+    "rdev": (0, MOUNT_ATTR_NODEV),
+    "rnoexec": (MOUNT_ATTR_NOEXEC, 0),
+    "rexec": (0, MOUNT_ATTR_NOEXEC),
+    "rnodiratime": (MOUNT_ATTR_NODIRATIME, 0),
+    "rdiratime": (0, MOUNT_ATTR_NODIRATIME),
+    "rnosymfollow": (MOUNT_ATTR_NOSYMFOLLOW, 0),
+    "rsymfollow": (0, MOUNT_ATTR_NOSYMFOLLOW),
+    # One atime choice replaces the others: clearing the mask, then setting one.
+    "rrelatime": (MOUNT_ATTR_RELATIME, MOUNT_ATTR__ATIME),
+    "rnoatime": (MOUNT_ATTR_NOATIME, MOUNT_ATTR__ATIME),
+    "rstrictatime": (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR__ATIME),
+    "ratime": (MOUNT_ATTR_RELATIME, MOUNT_ATTR__ATIME),  # atime: the default, relatime
+    "rnostrictatime": (MOUNT_ATTR_RELATIME, MOUNT_ATTR__ATIME),
+    "rnorelatime": (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR__ATIME),
+}
 
 # statvfs(3) flags and the mount(2) flags they stand for.
 _STATVFS_FLAGS = (
@@ -142,7 +173,7 @@ class Options:
     for the filesystem, comma-separated)."""
 
     def __init__(self, options=()) -> None:
-        self.flags = self.cleared = 0
+        self.flags = self.cleared = self.recursive_set = self.recursive_clear = 0
         self.propagation: list[int] = []
         data = []
         for option in options:
@@ -153,7 +184,9 @@ class Options:
             elif option in PROPAGATION:
                 self.propagation.append(PROPAGATION[option])
             elif option in RECURSIVE_OPTIONS:
-                raise OSError(errno.EINVAL, f"option {option} (mount_setattr(2)) is not supported")
+                sets, clears = RECURSIVE_OPTIONS[option]
+                self.recursive_set = (self.recursive_set & ~clears) | sets
+                self.recursive_clear |= clears  # the kernel clears first, then sets
             else:
                 data.append(option)
         self.data = ",".join(data) or None
@@ -198,6 +231,13 @@ def mount_entry(root: int, entry: dict) -> None:
     else:
         with _Target(root, destination, "directory") as target:
             mount(source, target, kind, options.flags, options.data)
+    if options.recursive_set or options.recursive_clear:
+        target = rootpath.open_beneath(root, destination)
+        try:
+            flags = AT_EMPTY_PATH | AT_RECURSIVE
+            mount_setattr(target, "", flags, options.recursive_set, options.recursive_clear)
+        finally:
+            os.close(target)
     for propagation in options.propagation:
         with _Target(root, destination) as target:
             mount(None, target, None, propagation)

@@ -312,14 +312,30 @@ def test_runtime_tools_mounts_group(rootfs):
             assert "shared:" not in optional and "master:" not in optional, line
 
 
-def test_recursive_attributes_are_refused_not_ignored(rootfs, tmp_path):
-    """A bind mount ignores data: "rro" handed to it so would leave it writable."""
-    config = [{"destination": "/m", "source": str(tmp_path), "options": ["rbind", "rro"]}]
-    status, output = inside(rootfs, "true", config)
-    assert (status, output) == (
-        125,
-        "error: cannot mount /m: option rro (mount_setattr(2)) is not supported\n",
-    )
+def test_recursive_attributes_reach_the_mounts_below(rootfs, tmp_path):
+    """ "rro" makes the bind mount and the mounts below it read-only (mount_setattr(2));
+    "ro" alone would leave the mounts below writable."""
+    (tmp_path / "top" / "below").mkdir(parents=True)
+
+    def mount_below():
+        mount("tmpfs", str(tmp_path / "top" / "below"), "tmpfs")
+
+    script = "touch /r/x /r/below/x /o/below/x 2>&1; grep -E ' /(r|o)' /proc/self/mountinfo"
+    config = [
+        filesystem.DEFAULT_MOUNTS[0],
+        {"destination": "/r", "source": str(tmp_path / "top"), "options": ["rbind", "rro"]},
+        {"destination": "/o", "source": str(tmp_path / "top"), "options": ["rbind", "ro"]},
+        {"destination": "/s", "source": str(tmp_path / "top"),
+         "options": ["rbind", "rnosuid", "rnoatime", "rrelatime"]},
+    ]  # fmt: skip
+    status, output = inside(rootfs, script + "; grep ' /s' /proc/self/mountinfo", config,
+                            before=mount_below)  # fmt: skip
+    assert "touch: /r/x: Read-only file system" in output
+    assert "touch: /r/below/x: Read-only file system" in output
+    assert "/o/below/x" not in output  # "ro" alone: the mount below stays writable
+    found = mountinfo(output)
+    assert found["/r/below"][1].startswith("ro,") and found["/o/below"][1].startswith("rw,")
+    assert "nosuid" in found["/s/below"][1] and "relatime" in found["/s/below"][1]
 
 
 def test_a_device_that_cannot_be_made_is_one_line(rootfs):
