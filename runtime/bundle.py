@@ -72,6 +72,11 @@ def to_config(spec: dict, bundle: str) -> Config:
         join=join,
         annotations=spec.get("annotations", {}),
         hooks=spec.get("hooks", {}),
+        mounts=spec.get("mounts", []),
+        devices=linux.get("devices", []),
+        readonly=bool(spec["root"].get("readonly")),
+        propagation=linux.get("rootfsPropagation"),
+        sysctl=linux.get("sysctl", {}),
     )
 
 

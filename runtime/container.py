@@ -38,6 +38,7 @@ from runtime import (
     devices,
     filesystem,
     image,
+    mounts,
     namespaces,
     network,
     process,
@@ -45,6 +46,7 @@ from runtime import (
     rootpath,
     security,
     state,
+    sysctl,
 )
 from runtime.namespaces import NET
 from runtime.process import EXIT_RUNTIME_ERROR, EXIT_SIGNAL_BASE, ProcessError
@@ -87,6 +89,11 @@ class Config:
         join: list[tuple[int, str]] | None = None,  # (CLONE_NEW* flag, path): to setns(2)
         annotations: dict[str, str] | None = None,
         hooks: dict[str, list[dict]] | None = None,  # config.json's, by kind (runtime.hooks)
+        mounts: list[dict] | None = None,  # config.json's form; default: docker's (filesystem)
+        devices: list[dict] | None = None,  # linux.devices: nodes beyond the default ones
+        readonly: bool = False,  # root.readonly
+        propagation: str | None = None,  # linux.rootfsPropagation
+        sysctl: dict[str, str] | None = None,  # linux.sysctl
     ):
         self.layers = layers
         self.args = args
@@ -109,6 +116,11 @@ class Config:
         self.namespaces = namespaces & ~NET if self.net == "host" else namespaces
         self.annotations = dict(annotations or {})
         self.hooks = dict(hooks or {})
+        self.mounts = filesystem.DEFAULT_MOUNTS if mounts is None else list(mounts)
+        self.devices = list(devices or [])
+        self.readonly = readonly
+        self.propagation = propagation
+        self.sysctl = dict(sysctl or {})
 
     def as_dict(self) -> dict:
         return dict(vars(self))
@@ -271,6 +283,8 @@ class Container:
             for kind in ("prestart", "createRuntime", "createContainer"):
                 _run_hooks(self.config.hooks, kind, self.state)
         except (
+            mounts.MountError,
+            sysctl.SysctlError,
             ProcessError,
             cgroups.CgroupError,
             devices.DeviceError,
@@ -368,8 +382,15 @@ class Container:
         if self.config.layers:
             filesystem.mount_layers(self.config.layers, self.storage)
         filesystem.enter_rootfs(
-            self.root_directory, cgroup2=self.cgroup.layout.uses_v2, files=self._network.files
+            self.root_directory,
+            self.config.mounts,
+            self.config.devices,
+            self.config.readonly,
+            self.config.propagation,
+            files=self._network.files,
         )
+        if self.config.sysctl:
+            sysctl.apply(self.config.sysctl)  # before /proc/sys turns read-only
         self.security.protect_paths()  # masked and read-only paths of /proc and /sys
         os.close(rootpath.open_directory(self.config.cwd, create=True))  # as docker does
 

@@ -5,13 +5,19 @@ Runs inside the container's new mount namespace (mount_namespaces(7)), which
 propagates to the host, even where systemd made ``/`` shared. Then, in this order:
 
 1. bind-mount the rootfs onto itself, because pivot_root(2) needs a mount point;
-2. mount ``/proc``, ``/sys`` (read-only) and a minimal ``/dev`` inside it, as the OCI runtime
-   spec lists them (config-linux.md, "Default Filesystems" and "Default Devices");
-3. pivot_root(2) into it and detach the old root, so the host's mounts are not merely hidden
-   (as chroot(2) would leave them) but gone from this namespace.
+2. mount the config's ``mounts`` inside it, in order (``runtime.mounts``): docker's are
+   ``DEFAULT_MOUNTS``, a /proc, a read-only /sys and a minimal /dev among them, as the OCI
+   runtime spec lists them (config-linux.md, "Default Filesystems");
+3. make the device nodes in /dev, the spec's ("Default Devices") and the config's, and
+   its links, unless /dev is a bind mount of the host's;
+4. pivot_root(2) into it and detach the old root, so the host's mounts are not merely hidden
+   (as chroot(2) would leave them) but gone from this namespace;
+5. with ``root.readonly``, remount "/" read-only; with ``linux.rootfsPropagation``, give
+   "/" that propagation (mount_namespaces(7), "Shared subtrees").
 
 Man pages: https://man7.org/linux/man-pages/man2/pivot_root.2.html,
 https://man7.org/linux/man-pages/man7/mount_namespaces.7.html,
+https://man7.org/linux/man-pages/man2/mknod.2.html,
 https://man7.org/linux/man-pages/man5/proc.5.html
 """
 
@@ -21,6 +27,8 @@ import errno
 import os
 import stat
 
+from runtime import mounts as config_mounts
+from runtime import rootpath
 from runtime.syscalls import (
     MNT_DETACH,
     MS_BIND,
@@ -29,20 +37,48 @@ from runtime.syscalls import (
     MS_NOSUID,
     MS_RDONLY,
     MS_REC,
-    MS_STRICTATIME,
     mount,
     pivot_root,
     umount2,
 )
 
-# The devices every container gets (OCI runtime spec, "Default Devices"): name, major, minor.
+
+def _entry(destination: str, kind: str, source: str, options: str) -> dict:
+    """A mount in config.json's form; ``options`` comma-separated, as mount(8) takes them."""
+    return {
+        "destination": destination,
+        "type": kind,
+        "source": source,
+        "options": options.split(","),
+    }
+
+
+# docker's default mounts (moby's oci/defaults.go), in config.json's form. /sys is
+# read-only: writing to it could reconfigure the host's hardware. /dev is not the host's
+# (that would hand the container every disk of the machine) but a small tmpfs.
+DEFAULT_MOUNTS = (
+    _entry("/proc", "proc", "proc", "nosuid,noexec,nodev"),
+    _entry("/sys", "sysfs", "sysfs", "nosuid,noexec,nodev,ro"),
+    _entry("/dev", "tmpfs", "tmpfs", "nosuid,strictatime,mode=755,size=65536k"),
+    # A devpts instance of its own, so the container cannot reach the host's terminals.
+    _entry(
+        "/dev/pts", "devpts", "devpts", "nosuid,noexec,newinstance,ptmxmode=0666,mode=0620,gid=5"
+    ),
+    _entry("/dev/shm", "tmpfs", "shm", "nosuid,noexec,nodev,mode=1777,size=65536k"),
+    _entry("/dev/mqueue", "mqueue", "mqueue", "nosuid,noexec,nodev"),
+    # Its own groups, read-only: it may watch its limits and usage, not change them.
+    _entry("/sys/fs/cgroup", "cgroup", "cgroup", "ro,nosuid,noexec,nodev"),
+)
+
+# The devices every container gets (OCI runtime spec, "Default Devices"), in config.json's
+# form (linux.devices): "c" is a character device.
 DEFAULT_DEVICES = (
-    ("null", 1, 3),
-    ("zero", 1, 5),
-    ("full", 1, 7),
-    ("random", 1, 8),
-    ("urandom", 1, 9),
-    ("tty", 5, 0),
+    {"path": "/dev/null", "type": "c", "major": 1, "minor": 3},
+    {"path": "/dev/zero", "type": "c", "major": 1, "minor": 5},
+    {"path": "/dev/full", "type": "c", "major": 1, "minor": 7},
+    {"path": "/dev/random", "type": "c", "major": 1, "minor": 8},
+    {"path": "/dev/urandom", "type": "c", "major": 1, "minor": 9},
+    {"path": "/dev/tty", "type": "c", "major": 5, "minor": 0},
 )
 
 # Symbolic links the runtime spec requires in /dev, pointing into the container's own /proc.
@@ -54,52 +90,95 @@ DEFAULT_DEV_LINKS = (
     ("ptmx", "pts/ptmx"),
 )
 
-
-def mount_proc(rootfs: str) -> None:
-    """Mount a procfs that shows the PID namespace of the calling process (proc(5))."""
-    mount("proc", _mount_point(rootfs, "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+# linux.devices' types: c and u (unbuffered) are character devices, b block, p a FIFO.
+DEVICE_TYPES = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
 
 
-def mount_sys(rootfs: str, cgroup2: bool = False) -> None:
-    """Mount sysfs read-only: the container may look at the kernel's objects, not change them.
+def enter_rootfs(
+    rootfs: str,
+    mounts=DEFAULT_MOUNTS,
+    devices=(),
+    readonly: bool = False,
+    propagation: str | None = None,
+    files: dict[str, str] | None = None,
+) -> None:
+    """Steps 1 to 5 of this module's docstring: after this, "/" is ``rootfs``.
 
-    With ``cgroup2``, also mount the cgroup v2 tree, read-only, at /sys/fs/cgroup: in the
-    container's cgroup namespace it shows the container's own group as its root, so the
-    container can watch its limits (memory.max, memory.events, cpu.stat) but not change them.
+    ``mounts`` and ``devices`` are config.json's ``mounts`` and ``linux.devices``;
+    ``readonly`` and ``propagation``, its ``root.readonly`` and ``linux.rootfsPropagation``.
+    ``files`` maps paths in the container to host files bind-mounted there after the
+    mounts (the network's /etc/hosts, /etc/hostname and /etc/resolv.conf).
     """
-    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY
-    sys_dir = _mount_point(rootfs, "sys")
-    mount("sysfs", sys_dir, "sysfs", flags)
-    if cgroup2:
-        mount_cgroup2(os.path.join(sys_dir, "fs/cgroup"))
+    mount(rootfs, rootfs, None, MS_BIND | MS_REC)
+    root = os.open(rootfs, rootpath.DIRECTORY)
+    try:
+        binds = [{"destination": path, "source": source, "options": ["bind"]}
+                 for path, source in (files or {}).items()]  # fmt: skip
+        config_mounts.apply(root, [*mounts, *binds])
+        if not any(_binds_dev(entry) for entry in mounts):
+            make_devices(root, devices)
+    finally:
+        os.close(root)
+    pivot_into(rootfs)
+    if readonly:
+        config_mounts.remount("/", config_mounts.mount_flags("/") | MS_RDONLY, bind=True)
+    if propagation:
+        mount(None, "/", None, config_mounts.PROPAGATION[propagation])
+
+
+def make_devices(root: int, devices=()) -> None:
+    """Make the spec's default devices and ``devices`` (linux.devices; one at the path of a
+    default replaces it) inside directory ``root`` (a descriptor), then /dev's links."""
+    for device in {device["path"]: device for device in (*DEFAULT_DEVICES, *devices)}.values():
+        try:
+            make_device(root, device)
+        except config_mounts.MountError:
+            raise
+        except OSError as error:
+            reason = str(error) if isinstance(error, rootpath.PathError) else error.strerror
+            message = f"cannot make device {device['path']}: {reason}"
+            raise config_mounts.MountError(error.errno, message) from None
+    dev = rootpath.open_beneath(root, "/dev", "directory")
+    try:
+        for name, target in DEFAULT_DEV_LINKS:
+            try:
+                os.symlink(target, name, dir_fd=dev)
+            except FileExistsError:
+                pass  # the image's own /dev has it: runc leaves it too
+    finally:
+        os.close(dev)
+
+
+def make_device(root: int, device: dict) -> None:
+    """Make the node of ``device`` (an entry of linux.devices) with mknod(2), inside
+    directory ``root``: its type, major and minor, ``fileMode`` (default 0666, not
+    narrowed by the umask), owner ``uid`` and ``gid``. A file already there stays."""
+    path = device["path"]
+    kind = DEVICE_TYPES.get(device.get("type"))
+    if kind is None:
+        raise config_mounts.MountError(
+            errno.EINVAL, f"device {path}: its type must be c, u, b or p"
+        )
+    mode = device.get("fileMode", 0o666) & 0o7777
+    number = 0 if kind == stat.S_IFIFO else os.makedev(device["major"], device["minor"])
+    parent = rootpath.open_beneath(root, os.path.dirname(path), "directory")
+    name = os.path.basename(path)
+    try:
+        try:
+            os.mknod(name, kind | mode, number, dir_fd=parent)
+        except FileExistsError:
+            return
+        os.chmod(name, mode, dir_fd=parent)  # mknod(2) applies the umask; the spec does not
+        uid, gid = device.get("uid", 0), device.get("gid", 0)
+        os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
+    finally:
+        os.close(parent)
 
 
 def mount_cgroup2(path: str) -> None:
     """Mount the cgroup v2 tree read-only at ``path``, as the calling process's cgroup
     namespace shows it (cgroup_namespaces(7)): its own group is the root."""
     mount("cgroup2", path, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
-
-
-def mount_dev(rootfs: str) -> None:
-    """Give the container a /dev of its own: a tmpfs holding only harmless devices.
-
-    Bind-mounting the host's /dev would hand the container every disk on the machine.
-    """
-    dev = _mount_point(rootfs, "dev")
-    mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
-    for name, major, minor in DEFAULT_DEVICES:
-        path = os.path.join(dev, name)
-        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
-        os.chmod(path, 0o666)  # mknod(2) applies the umask; the spec wants 0666
-    # A devpts instance of its own, so the container cannot reach the host's terminals.
-    os.mkdir(os.path.join(dev, "pts"), 0o755)
-    options = "newinstance,ptmxmode=0666,mode=0620,gid=5"
-    mount("devpts", os.path.join(dev, "pts"), "devpts", MS_NOSUID | MS_NOEXEC, options)
-    os.mkdir(os.path.join(dev, "shm"), 0o1777)
-    shm_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
-    mount("shm", os.path.join(dev, "shm"), "tmpfs", shm_flags, "mode=1777,size=65536k")
-    for name, target in DEFAULT_DEV_LINKS:
-        os.symlink(target, os.path.join(dev, name))
 
 
 def mount_layers(layers: list[str], storage: str) -> str:
@@ -144,46 +223,9 @@ def pivot_into(rootfs: str) -> None:
     os.chdir("/")
 
 
-def enter_rootfs(rootfs: str, cgroup2: bool = False, files: dict[str, str] | None = None) -> None:
-    """Steps 1 to 3 of this module's docstring: after this, "/" is ``rootfs``.
-
-    ``files`` maps paths in the container to host files bind-mounted there before the pivot
-    (the network's /etc/hosts, /etc/hostname and /etc/resolv.conf).
-    """
-    mount(rootfs, rootfs, None, MS_BIND | MS_REC)
-    mount_proc(rootfs)
-    mount_sys(rootfs, cgroup2)
-    mount_dev(rootfs)
-    for target, source in (files or {}).items():
-        bind_file(source, rootfs, target)
-    pivot_into(rootfs)
-
-
-def bind_file(source: str, rootfs: str, target: str) -> None:
-    """Bind-mount the host file ``source`` over ``target`` in ``rootfs`` (mount(2), MS_BIND).
-
-    A bind mount can cover a single file: the container sees ``source`` at ``target``, and
-    the image's own file stays untouched underneath. A missing ``target`` (or its directory)
-    is created empty, as a mount point. A symbolic link on the way is refused: before
-    pivot_root, an absolute one would resolve against the host's root.
-    """
-    path = rootfs
-    for name in target.strip("/").split("/"):
-        path = os.path.join(path, name)
-        if os.path.islink(path):
-            raise OSError(f"refusing to mount on {path}: it is a symbolic link")
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    if not os.path.exists(path):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
-    mount(source, path, None, MS_BIND)
-
-
-def _mount_point(rootfs: str, name: str) -> str:
-    """``rootfs/name``, created if the rootfs lacks it (as runc does)."""
-    path = os.path.join(rootfs, name)
-    if os.path.islink(path):
-        raise OSError(f"refusing to mount on {path}: it is a symbolic link")
-    if os.path.lexists(path) and not os.path.isdir(path):
-        raise OSError(f"the image's /{name} is not a directory: it cannot be mounted on")
-    os.makedirs(path, mode=0o755, exist_ok=True)
-    return path
+def _binds_dev(entry: dict) -> bool:
+    """Whether mount ``entry`` binds a host directory at /dev: then the devices are the
+    host's, and none is made (as runc decides)."""
+    options = entry.get("options") or ()
+    bind = entry.get("type") == "bind" or "bind" in options or "rbind" in options
+    return bind and os.path.normpath(entry["destination"]) == "/dev"

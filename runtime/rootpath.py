@@ -29,7 +29,9 @@ from runtime.syscalls import RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, openat2
 
 DIRECTORY = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 READ = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+NOFOLLOW = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC  # a symbolic link opens as itself
 MAX_FILE_SIZE = 4 << 20  # bytes: /etc/passwd of a large image is a few hundred kB
+MAX_SYMLINKS = 40  # links followed in one resolution, as the kernel allows (path_resolution(7))
 
 _openat2_missing = False  # ENOSYS once: the kernel predates openat2
 
@@ -100,6 +102,69 @@ def read_file(path: str, limit: int = MAX_FILE_SIZE) -> bytes | None:
         for opened in (root, parent, fd):
             if opened != -1:
                 os.close(opened)
+
+
+def open_beneath(root: int, path: str, create: str | None = None) -> int:
+    """An O_PATH descriptor of ``path`` resolved inside directory ``root`` (a descriptor).
+
+    Symbolic links are followed, but as ``RESOLVE_IN_ROOT`` would: "/", ".." and absolute
+    links stop at ``root``, so a link of the image aimed at the host's /etc lands in the
+    image's /etc. The walk opens one name at a time, relative to the descriptor of the
+    directory before it, with O_NOFOLLOW: no path string is looked up again later, so a
+    link swapped in meanwhile cannot redirect the result (runc's CVE-2021-30465). With
+    ``create`` ("directory" or "file"), what is missing is made: directories (0755) on the
+    way, and the last name as ``create`` says (an empty file: 0644), even behind a dangling
+    link. Unlike openat2(2), this needs no recent kernel, and it can create.
+    """
+    names = [name for name in reversed(path.split("/")) if name not in ("", ".")]
+    chain = [os.dup(root)]  # the directories walked through, from the root down
+    links = 0
+    try:
+        while names:
+            name = names.pop()
+            if name == "..":
+                if len(chain) > 1:
+                    os.close(chain.pop())
+                continue
+            fd = _open_or_create(chain[-1], name, create and ("directory" if names else create))
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISLNK(mode):
+                os.close(fd)
+                links += 1
+                if links > MAX_SYMLINKS:
+                    raise OSError(errno.ELOOP, "too many levels of symbolic links")
+                target = os.readlink(name, dir_fd=chain[-1])
+                if target.startswith("/"):
+                    while len(chain) > 1:
+                        os.close(chain.pop())
+                names.extend(part for part in reversed(target.split("/")) if part not in ("", "."))
+                continue
+            chain.append(fd)
+            if names and not stat.S_ISDIR(mode):
+                raise OSError(errno.ENOTDIR, "a component of it is not a directory")
+        return chain.pop()
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise PathError(error.errno, f"{path}: {reason[0].lower()}{reason[1:]}") from None
+    finally:
+        for fd in chain:
+            os.close(fd)
+
+
+def _open_or_create(parent: int, name: str, create: str | None) -> int:
+    """An O_PATH, O_NOFOLLOW descriptor of ``name`` in directory ``parent``; if it is
+    missing and ``create`` says "directory" or "file", made first."""
+    try:
+        return os.open(name, NOFOLLOW, dir_fd=parent)
+    except FileNotFoundError:
+        if create is None:
+            raise
+    if create == "directory":
+        os.mkdir(name, 0o755, dir_fd=parent)
+    else:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        os.close(os.open(name, flags, 0o644, dir_fd=parent))
+    return os.open(name, NOFOLLOW, dir_fd=parent)
 
 
 def _open(root: int, parent: int, names: list[str], flags: int) -> int:

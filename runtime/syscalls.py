@@ -49,15 +49,39 @@ MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
 MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
 MS_BIND = 4096
 MS_REC = 16384
+MS_UNBINDABLE = 1 << 17
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
 
 MOUNT_FLAG_NAMES = {name: value for name, value in globals().items() if name.startswith("MS_")}
+
+# mount_setattr(2) (Linux 5.12+): attributes of a mount and, with AT_RECURSIVE, of every
+# mount below it, from <linux/mount.h> and <fcntl.h>.
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR__ATIME = 0x70  # the mask of the three atime choices below
+MOUNT_ATTR_RELATIME = 0x0
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
 
 # umount2(2) flags.
 MNT_DETACH = 2
@@ -288,6 +312,20 @@ def openat2(dir_fd: int, path: str, flags: int, resolve: int) -> int:
     size = ctypes.c_size_t(ctypes.sizeof(how))
     result = LIBC.syscall(number, ctypes.c_int(dir_fd), _path(path), ctypes.byref(how), size)
     return _check(result, "openat2", path)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in ("set", "clr", "propagation", "userns_fd")]
+
+
+def mount_setattr(dir_fd: int, path: str, flags: int, attr_set: int, attr_clr: int) -> None:
+    """Set ``attr_set`` and clear ``attr_clr`` (MOUNT_ATTR_*) on the mount at ``path``
+    from ``dir_fd``; with AT_RECURSIVE, on every mount below it too (mount_setattr(2))."""
+    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    number = ctypes.c_long(syscall_number("mount_setattr"))
+    args = (ctypes.c_int(dir_fd), _path(path), ctypes.c_uint(flags), ctypes.byref(attr))
+    result = LIBC.syscall(number, *args, ctypes.c_size_t(ctypes.sizeof(attr)))
+    _check(result, "mount_setattr", dir_fd, path, hex(flags))
 
 
 def bpf(command: int, attr: ctypes.Array) -> int:

@@ -1,8 +1,9 @@
 """Step 3: a filesystem of its own, with mount and IPC namespaces and pivot_root.
 
 Adds CLONE_NEWNS and CLONE_NEWIPC to step 2, and a root filesystem: inside its private mount
-namespace the container mounts a /proc of its own PID namespace, a read-only /sys and a
-minimal /dev into the rootfs, then pivot_root(2)s into it and detaches the host's root.
+namespace the container mounts a /proc of its own PID namespace, a read-only /sys, a
+minimal /dev and the /dev/mqueue of its IPC namespace into the rootfs, then pivot_root(2)s
+into it and detaches the host's root.
 Try: ``sudo python3 -m steps.step3_mount --rootfs /var/lib/mycontainer/rootfs/busybox -- sh``.
 """
 
@@ -14,12 +15,14 @@ from runtime import filesystem, namespaces
 from steps import common, step2_pid
 
 NAMESPACES = step2_pid.NAMESPACES | namespaces.MOUNT | namespaces.IPC
+# docker's default mounts but its view of the cgroups, which step 4 adds.
+MOUNTS = [entry for entry in filesystem.DEFAULT_MOUNTS if entry["type"] != "cgroup"]
 
 
 def setup(options) -> None:
     """Step 2's setup, then make the rootfs the container's "/"."""
     step2_pid.setup(options)
-    filesystem.enter_rootfs(options.rootfs)
+    filesystem.enter_rootfs(options.rootfs, MOUNTS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from runtime import cgroups, security
+from runtime import security
 
 from conftest import environment, mycontainer_command, read_until, running_containers
 
@@ -82,10 +82,12 @@ def test_every_namespace_is_new(mycontainer):
 
 def test_only_the_container_mounts_are_visible(mycontainer):
     result = mycontainer("run", "busybox", "cut", "-d", " ", "-f", "2", "/proc/mounts")
-    expected = ["/", "/dev", "/dev/pts", "/dev/shm", "/proc", "/sys"]
+    expected = ["/", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/proc", "/sys"]
     expected += ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"]  # generated for it
-    if cgroups.detect().uses_v2:
-        expected.append("/sys/fs/cgroup")  # its own group, read-only
+    expected.append("/sys/fs/cgroup")  # its own groups, read-only: on v1, one per hierarchy
+    with open("/proc/self/cgroup") as file:
+        hierarchies = [line.split(":")[1] for line in file if not line.startswith("0:")]
+    expected += [f"/sys/fs/cgroup/{name.removeprefix('name=')}" for name in hierarchies if name]
     # masked and read-only paths of /proc and /sys (runtime.security), those this kernel has
     expected += [p for p in security.MASKED_PATHS + security.READONLY_PATHS if os.path.exists(p)]
     assert sorted(result.stdout.split()) == sorted(expected)
@@ -95,7 +97,7 @@ def test_dev_holds_only_the_default_devices(mycontainer):
     result = mycontainer("run", "busybox", "ls", "/dev")
     devices = ["full", "null", "random", "tty", "urandom", "zero"]
     links = ["fd", "ptmx", "stderr", "stdin", "stdout"]
-    assert sorted(result.stdout.split()) == sorted([*devices, *links, "pts", "shm"])
+    assert sorted(result.stdout.split()) == sorted([*devices, *links, "mqueue", "pts", "shm"])
     # A read-write sysfs refuses new files too, but says "Permission denied"
     sysfs = mycontainer("run", "busybox", "sh", "-c", "echo x > /sys/kernel/x")
     assert sysfs.returncode != 0 and "Read-only file system" in sysfs.stderr, sysfs.stderr

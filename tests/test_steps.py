@@ -79,7 +79,7 @@ def test_step3_proc_shows_only_the_container(own_rootfs):
 def test_step3_host_mounts_invisible_and_none_left_behind(own_rootfs):
     result = step("step3_mount", "--rootfs", str(own_rootfs), "--", "cat", "/proc/mounts")
     mount_points = sorted(line.split()[1] for line in result.stdout.splitlines())
-    assert mount_points == ["/", "/dev", "/dev/pts", "/dev/shm", "/proc", "/sys"]
+    assert mount_points == ["/", "/dev", "/dev/mqueue", "/dev/pts", "/dev/shm", "/proc", "/sys"]
     assert host_mounts(own_rootfs) == []
 
 
