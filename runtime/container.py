@@ -203,6 +203,7 @@ class Container:
         root: str | None = None,
         bundle: str | None = None,
         autoremove: bool = True,
+        inherit: tuple[int, ...] = (),
     ):
         self.id = container_id or new_id()
         self.config = config
@@ -213,6 +214,7 @@ class Container:
         self.root_directory = config.rootfs or os.path.join(self.storage, "root")
         self.bundle = bundle or self.storage
         self.autoremove = autoremove  # a foreground run's: ended by prune if its runtime dies
+        self.inherit = inherit  # descriptors the program gets beyond 0-2 (--preserve-fds)
         self.cgroup = cgroups.Cgroup(cgroups.detect(), self.id, cgroup_parent(self.root))
         self.security = security.Security(config.cap_add, config.cap_drop, config.security_opt)
         self._init: process.Init | None = None
@@ -269,6 +271,7 @@ class Container:
                     self.config.cwd,
                     self.config.user,
                     self.security,
+                    self.inherit,
                 ),
                 namespaces=self.config.namespaces,
                 join=self.config.join,

@@ -134,6 +134,32 @@ def exec_command(args) -> int:
     return code
 
 
+def ps_command(args) -> int:
+    """The container's processes (host pids): as a JSON list, or as ps(1) prints them."""
+    found = state.load(args.root, args.id)
+    pids = set()
+    for group in found.record.get("cgroups", []):
+        try:
+            with open(os.path.join(group, "cgroup.procs")) as file:
+                pids.update(int(pid) for pid in file.read().split())
+        except FileNotFoundError:
+            continue  # stopped and removed meanwhile
+    if args.format == "json":
+        print(json.dumps(sorted(pids)))
+        return 0
+    import subprocess
+
+    lines = subprocess.run(
+        ["ps", *(args.ps_options or ["-ef"])], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    column = lines[0].split().index("PID")
+    print(lines[0])
+    for line in lines[1:]:
+        if int(line.split()[column]) in pids:
+            print(line)
+    return 0
+
+
 def list_command(args) -> int:
     rows = []
     for container_id in state.ids(args.root):
@@ -183,7 +209,12 @@ def _new_container(args):
     directory = os.path.abspath(args.bundle or ".")
     config = bundle.to_config(bundle.load(directory), directory)
     return container.Container(
-        config, state.check_id(args.id), root=args.root, bundle=directory, autoremove=False
+        config,
+        state.check_id(args.id),
+        root=args.root,
+        bundle=directory,
+        autoremove=False,
+        inherit=tuple(range(3, 3 + args.preserve_fds)),
     )
 
 
@@ -253,6 +284,10 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--cap", "-c", action="append", default=[])
     sub.add_argument("id")
     sub.add_argument("command", nargs=argparse.REMAINDER)
+    sub = command("ps", ps_command, "list the processes of a container")
+    sub.add_argument("--format", "-f", choices=("table", "json"), default="table")
+    sub.add_argument("id")
+    sub.add_argument("ps_options", nargs=argparse.REMAINDER)
     sub = command("list", list_command, "list the containers of the state root")
     sub.add_argument("--format", "-f", choices=("table", "json"), default="table")
     sub.add_argument("--quiet", "-q", action="store_true")

@@ -156,9 +156,16 @@ class Program:
     and the security boundaries it runs within (a runtime.security.Security; None: none)."""
 
     def __init__(
-        self, argv: list[str], env=None, cwd: str = "/", user: str | None = None, security=None
+        self,
+        argv: list[str],
+        env=None,
+        cwd: str = "/",
+        user: str | None = None,
+        security=None,
+        inherit: tuple[int, ...] = (),
     ):
         self.argv = argv
+        self.inherit = inherit  # descriptors beyond 0-2 it gets, as runc's --preserve-fds
         self.env = env if env is not None else dict(os.environ)
         self.cwd = cwd
         self.user = user  # USER[:GROUP] as the image's config gives it; None: stay root
@@ -408,7 +415,7 @@ def _intermediate(program, namespaces, joined, before_unshare, setup, sync, gate
         # First of all, before anything resolves a path: only stdin, stdout and stderr may
         # reach the container; an inherited descriptor of a host directory is a way out
         # through /proc/self/fd/N (CVE-2024-21626).
-        close_descriptors(keep=(sync, gate, *(fd for _, fd in joined)))
+        close_descriptors(keep=(sync, gate, *program.inherit, *(fd for _, fd in joined)))
         if before_unshare:
             before_unshare()
         for flag, fd in joined:
@@ -448,7 +455,7 @@ def _init(program: Program, setup, sync: int, gate: int) -> None:
         _send(sync, "ready")
         if os.read(gate, 1) != b"0":  # EOF: the runtime gave up on us
             os._exit(EXIT_RUNTIME_ERROR)
-        close_descriptors(keep=(sync,))  # and any that setup() left open
+        close_descriptors(keep=(sync, *program.inherit))  # and any that setup() left open
         if program.security:  # capabilities, no_new_privs, seccomp: see runtime.security
             program.security.before_user_switch()
         if program.user:

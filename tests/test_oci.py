@@ -54,13 +54,21 @@ def oci(state_root, home):
     mounts_before = host_mounts(str(state_root), str(home))
     groups_before = container_groups(state_root)
 
-    def run(*args: str) -> subprocess.CompletedProcess:
+    def run(*args: str, fd3: int | None = None) -> subprocess.CompletedProcess:
         # Files, not pipes: a created container keeps create's stdout and stderr open
         # (they are its own), and a pipe would not reach its end until the container's does.
         env = dict(os.environ, PYTHONPATH=REPO)
         command = [sys.executable, "-m", "runtime.ocicli", "--root", str(state_root), *args]
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            result = subprocess.run(command, env=env, stdout=out, stderr=err, timeout=60)
+            result = subprocess.run(
+                command,
+                env=env,
+                stdout=out,
+                stderr=err,
+                timeout=60,
+                pass_fds=() if fd3 is None else [3],  # ``fd3`` becomes the child's 3
+                preexec_fn=None if fd3 is None else lambda: os.dup2(fd3, 3),
+            )
             out.seek(0)
             err.seek(0)
             result.stdout, result.stderr = out.read(), err.read()
@@ -258,3 +266,24 @@ def test_hooks_get_the_state_and_a_failing_one_stops_create(oci, bundle, tmp_pat
     result = oci("create", "--bundle", bundle(["true"], edit=failing), "other")
     assert result.returncode == 1 and "createRuntime hook 0" in result.stderr
     assert os.listdir(state_root) == []
+
+
+def test_ps_lists_the_containers_processes(oci, bundle):
+    assert oci("run", "--detach", "--bundle", bundle(["sleep", "60"]), "box").returncode == 0
+    pid = state_of(oci, "box")["pid"]
+    assert json.loads(oci("ps", "--format", "json", "box").stdout) == [pid]
+    table = oci("ps", "box").stdout.splitlines()
+    assert "PID" in table[0] and len(table) == 2 and "sleep 60" in table[1]
+
+
+def test_preserved_descriptors_reach_the_program(oci, bundle, tmp_path):
+    """``--preserve-fds 1``: descriptor 3 of create is the program's descriptor 3 (socket
+    activation, as podman passes it); others are closed."""
+    passed = tmp_path / "passed"
+    passed.write_text("through fd 3\n")
+    directory = bundle(["sh", "-c", "cat <&3; ls /proc/self/fd"])
+    with open(passed) as file:
+        result = oci("run", "--preserve-fds", "1", "--bundle", directory, "box", fd3=file.fileno())
+    lines = result.stdout.splitlines()
+    assert lines[0] == "through fd 3"
+    assert sorted(lines[1:]) == ["0", "1", "2", "3", "4"]  # 4: ls's own directory
