@@ -31,7 +31,7 @@ import time
 
 import pytest
 
-from runtime import cgroups, devices, launcher, seccomp, security, syscalls
+from runtime import cgroups, devices, launcher, policy, seccomp, security, syscalls
 from runtime.syscalls import CLONE_NEWUSER, PR_SET_NO_NEW_PRIVS, prctl
 
 from conftest import (
@@ -45,23 +45,26 @@ from conftest import (
 
 MACHINE = {"arm64": "aarch64", "amd64": "x86_64"}.get(os.uname().machine, os.uname().machine)
 DEFAULT_MASK = 0x00000000A80425FB  # docker's 14, as /proc/PID/status shows them
+DOCKER_PATHS = security.Boundaries(
+    masked_paths=policy.MASKED_PATHS, readonly_paths=policy.READONLY_PATHS
+)
 
 # --- options and settings (no root needed) ---------------------------------------------------
 
 
 def test_capability_names_are_checked_and_normalised():
-    assert security.parse_cap_add("net_admin") == "NET_ADMIN"
-    assert security.parse_cap_add("CAP_SYS_ADMIN") == "SYS_ADMIN"
-    assert security.parse_cap_drop("all") == "ALL"
+    assert policy.parse_cap_add("net_admin") == "NET_ADMIN"
+    assert policy.parse_cap_add("CAP_SYS_ADMIN") == "SYS_ADMIN"
+    assert policy.parse_cap_drop("all") == "ALL"
     with pytest.raises(ValueError, match="--cap-drop: unknown capability 'CAP_FOO'"):
-        security.parse_cap_drop("CAP_FOO")
+        policy.parse_cap_drop("CAP_FOO")
 
 
 @pytest.mark.parametrize("text", ["\u017fys_admin", "net_adm\u0131n"])
 def test_capability_names_are_ascii(text):
     """Unicode case rules turn ſ into S and ı into I: such a name is no capability's."""
     with pytest.raises(ValueError, match="--cap-add: unknown capability"):
-        security.parse_cap_add(text)
+        policy.parse_cap_add(text)
 
 
 @pytest.mark.parametrize(
@@ -74,18 +77,18 @@ def test_capability_names_are_ascii(text):
     ],
 )
 def test_security_opts(text, normalised):
-    assert security.parse_security_opt(text) == normalised
+    assert policy.parse_security_opt(text) == normalised
 
 
 @pytest.mark.parametrize("text", ["seccomp=profile.json", "apparmor=x", "no-new-privileges=1"])
 def test_bad_security_opts(text):
     with pytest.raises(ValueError, match="--security-opt"):
-        security.parse_security_opt(text)
+        policy.parse_security_opt(text)
 
 
 def test_default_capabilities_are_dockers():
-    assert security.Security().capabilities == DEFAULT_MASK
-    assert len(security.DEFAULT_CAPABILITIES) == 14
+    assert policy.capability_set() == DEFAULT_MASK
+    assert len(policy.DEFAULT_CAPABILITIES) == 14
 
 
 @pytest.mark.parametrize(
@@ -99,16 +102,21 @@ def test_default_capabilities_are_dockers():
     ],
 )
 def test_cap_add_and_drop_follow_docker(add, drop, expected):
-    assert security.Security(add, drop).capabilities == expected
+    assert policy.capability_set(add, drop) == expected
+
+
+def switches(security_opt=()) -> tuple[bool, bool, bool]:
+    """(no_new_privs, seccomp, masked and read-only paths) of docker's flags."""
+    config, program = policy.security_settings(security_opt=security_opt)
+    linux = config["linux"]
+    assert bool(linux["maskedPaths"]) == bool(linux["readonlyPaths"])
+    return config["process"]["noNewPrivileges"], program is not None, bool(linux["maskedPaths"])
 
 
 def test_security_opts_set_the_switches():
-    lifted = security.Security(
-        security_opt=["no-new-privileges=false", "seccomp=unconfined", "systempaths=unconfined"]
-    )
-    assert (lifted.no_new_privileges, lifted.seccomp, lifted.system_paths) == (False,) * 3
-    default = security.Security()
-    assert (default.no_new_privileges, default.seccomp, default.system_paths) == (True,) * 3
+    lifted = ["no-new-privileges=false", "seccomp=unconfined", "systempaths=unconfined"]
+    assert switches(lifted) == (False,) * 3
+    assert switches() == (True,) * 3
 
 
 def test_the_fast_path_parses_the_new_options():
@@ -455,7 +463,7 @@ def test_capabilities_are_exactly_dockers_default(mycontainer):
         "Seccomp_filters:\t1",
     ]
     assert security.names_of(DEFAULT_MASK) == sorted(
-        security.DEFAULT_CAPABILITIES, key=security.CAPABILITIES.index
+        policy.DEFAULT_CAPABILITIES, key=security.CAPABILITIES.index
     )
 
 
@@ -625,7 +633,7 @@ def test_masked_and_read_only_paths(mycontainer):
     )  # fmt: skip
     count, *mounts = unconfined.stdout.split()
     assert int(count) == len(os.listdir("/sys/firmware"))
-    assert not set(mounts) & set(security.MASKED_PATHS + security.READONLY_PATHS)
+    assert not set(mounts) & set(policy.MASKED_PATHS + policy.READONLY_PATHS)
 
 
 def in_private_root(tmp_path, action) -> str:
@@ -669,7 +677,7 @@ def test_a_planted_symbolic_link_is_never_followed(tmp_path, planted):
     elif planted_path.exists():
         planted_path.unlink()
     planted_path.symlink_to("/target")  # were it followed, /target would be mounted on
-    message = in_private_root(tmp_path, security.Security().protect_paths)
+    message = in_private_root(tmp_path, DOCKER_PATHS.protect_paths)
     assert message.startswith(f"refusing /{planted}"), message
 
 
@@ -677,7 +685,7 @@ def test_a_planted_symbolic_link_is_never_followed(tmp_path, planted):
 def test_a_fake_dev_null_is_refused(tmp_path):
     (tmp_path / "dev").mkdir()
     (tmp_path / "dev" / "null").write_text("not the null device")
-    message = in_private_root(tmp_path, security.Security().protect_paths)
+    message = in_private_root(tmp_path, DOCKER_PATHS.protect_paths)
     assert message == "refusing to mask with /dev/null: it is not the null device"
 
 
