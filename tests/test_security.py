@@ -31,7 +31,17 @@ import time
 
 import pytest
 
-from runtime import cgroups, devices, launcher, policy, seccomp, security, syscalls
+from runtime import (
+    capabilities,
+    cgroups,
+    devices,
+    launcher,
+    policy,
+    process_settings,
+    seccomp,
+    security,
+    syscalls,
+)
 from runtime.syscalls import CLONE_NEWUSER, PR_SET_NO_NEW_PRIVS, prctl
 
 from conftest import (
@@ -188,6 +198,183 @@ def test_capabilities_lift_their_rules_as_in_dockers_profile(machine, capability
 def test_device_rules_as_cgroup_v1_lines():
     assert devices.v1_rules()[:3] == ["c *:* m", "b *:* m", "c 1:3 rwm"]
     assert len(devices.device_filter()) % 8 == 0
+
+
+# --- config.json's values, applied as given ----------------------------------------------------
+
+ALL_CAPS = [f"CAP_{name}" for name in security.CAPABILITIES]
+
+
+def caps(*names: str) -> dict:
+    """A process.capabilities with docker's set as bounding and ``names`` in the other four."""
+    return {
+        "bounding": [f"CAP_{name}" for name in policy.DEFAULT_CAPABILITIES],
+        **dict.fromkeys(["effective", "permitted", "inheritable", "ambient"], list(names)),
+    }
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (
+            {"process": {"capabilities": {"bounding": ["CAP_CHOWN", "CAP_TEST"]}}},
+            "process.capabilities.bounding: unknown capability 'CAP_TEST'",
+        ),
+        (
+            {"process": {"capabilities": {"effective": ["NET_ADMIN"]}}},
+            "process.capabilities.effective: unknown capability 'NET_ADMIN'",
+        ),
+        (
+            {"process": {"capabilities": {"effective": ["CAP_KILL"]}}},
+            "process.capabilities.effective: KILL must also be in permitted",
+        ),
+        (
+            {"process": {"capabilities": {**caps("CAP_KILL"), "inheritable": []}}},
+            "process.capabilities.ambient: KILL must also be both permitted and inheritable",
+        ),
+        (
+            {"process": {"capabilities": {**caps("CAP_SYS_ADMIN")}}},
+            "process.capabilities.inheritable: SYS_ADMIN must also be in bounding",
+        ),
+        ({"process": {"capabilities": {"bounded": []}}}, "process.capabilities takes the sets"),
+        ({"process": {"noNewPrivileges": "yes"}}, "process.noNewPrivileges must be true or false"),
+        ({"linux": {"maskedPaths": ["proc/kcore"]}}, "linux.maskedPaths: 'proc/kcore' is not an"),
+        ({"linux": {"readonlyPaths": "/proc/sys"}}, "linux.readonlyPaths must be a list"),
+    ],
+)
+def test_bad_boundaries_are_one_line_naming_the_field(config, message):
+    """The spec: a capability that maps to nothing the kernel knows MUST be an error
+    (runtime-tools' process_capabilities_fail), and so must a relative path."""
+    with pytest.raises(security.SecurityError) as raised:
+        security.Boundaries.from_config(config)
+    assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+
+
+def test_dockers_flags_stand_for_config_values():
+    config, program = policy.security_settings(["NET_ADMIN"], ["CHOWN"], uid=1000)
+    capabilities = config["process"]["capabilities"]
+    assert capabilities["bounding"] == [
+        f"CAP_{name}" for name in security.names_of(DEFAULT_MASK & ~1 | 1 << 12)
+    ]
+    assert capabilities["effective"] == capabilities["permitted"] == []  # not root
+    assert capabilities["inheritable"] == capabilities["ambient"] == []
+    assert config["linux"]["maskedPaths"] == list(policy.MASKED_PATHS)
+    assert program == seccomp.build(DEFAULT_MASK & ~1 | 1 << 12, MACHINE)
+    root, _ = policy.security_settings()
+    assert root["process"]["capabilities"]["effective"] == [
+        f"CAP_{name}" for name in security.names_of(DEFAULT_MASK)
+    ]
+
+
+def held_mask() -> int:
+    return syscalls.capget()[1]
+
+
+@pytest.mark.privileged
+def test_every_capability_we_hold_in_all_five_sets():
+    """runtime-tools' process_capabilities: all of them in every set, ambient included."""
+    from test_process_settings import in_child, status
+
+    held = security.names_of(held_mask())
+    sets = dict.fromkeys(["bounding", "effective", "permitted", "inheritable", "ambient"])
+    capabilities = {name: [f"CAP_{cap}" for cap in held] for name in sets}
+    seen = status(in_child(security.Boundaries(capabilities)))
+    for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert seen[field] == f"{held_mask():016x}", field
+
+
+@pytest.mark.privileged
+def test_ambient_capabilities_pass_to_a_non_root_user():
+    """Kept across setuid(2) (PR_SET_KEEPCAPS), then raised: the one way a non-root
+    program without file capabilities holds one, as a user would bind port 80."""
+    from test_process_settings import in_child, status
+
+    user = process_settings.ProcessSettings({"uid": 1000, "gid": 1000})
+    seen = status(in_child(security.Boundaries(caps("CAP_NET_BIND_SERVICE")), user))
+    assert seen["Uid"].split()[0] == "1000"
+    bit = f"{1 << 10:016x}"
+    assert (seen["CapInh"], seen["CapPrm"], seen["CapEff"], seen["CapAmb"]) == (bit,) * 4
+    assert seen["CapBnd"] == f"{DEFAULT_MASK:016x}"
+    # Without ambient, execve(2) empties a non-root program's permitted set, whatever it was.
+    without = {**caps("CAP_NET_BIND_SERVICE"), "ambient": []}
+    seen = status(in_child(security.Boundaries(without), user))
+    assert (seen["CapInh"], seen["CapPrm"], seen["CapEff"]) == (bit, "0" * 16, "0" * 16)
+
+
+@pytest.mark.privileged
+def test_root_gets_exactly_the_sets_given():
+    from test_process_settings import in_child, status
+
+    given = {"bounding": ["CAP_KILL", "CAP_CHOWN"], "permitted": ["CAP_KILL"]}
+    given["effective"] = ["CAP_KILL"]
+    seen = status(in_child(security.Boundaries(given)))
+    assert seen["CapBnd"] == f"{1 << 5 | 1:016x}"
+    # root's execve(2) grants it its bounding set (capabilities(7)): runc's and crun's too
+    assert seen["CapPrm"] == seen["CapEff"] == f"{1 << 5 | 1:016x}"
+    assert seen["CapInh"] == seen["CapAmb"] == "0" * 16
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("no_new_privileges", [True, False])
+def test_no_new_privileges_and_the_filter_as_given(no_new_privileges):
+    from test_process_settings import in_child, status
+
+    if MACHINE not in seccomp.AUDIT_ARCH:
+        pytest.skip(no_machine_code("seccomp filter"))
+    program = seccomp.build(DEFAULT_MASK, MACHINE)
+    boundaries = security.Boundaries(caps(), no_new_privileges, seccomp=program)
+    seen = status(in_child(boundaries, process_settings.ProcessSettings({"uid": 1, "gid": 1})))
+    assert seen["NoNewPrivs"] == ("1" if no_new_privileges else "0")
+    assert seen["Seccomp"] == "2"
+    unconfined = status(in_child(security.Boundaries(caps(), no_new_privileges)))
+    assert unconfined["Seccomp"] == "0"
+
+
+@pytest.mark.privileged
+def test_capabilities_we_lack_are_refused():
+    """We cannot give what we do not hold: the container would silently lack it."""
+    missing = (1 << len(security.CAPABILITIES)) - 1 & ~held_mask()
+    missing &= (1 << capabilities.last_capability() + 1) - 1
+    if not missing:
+        pytest.skip("this process holds every capability the kernel knows: none to lack")
+    name = security.names_of(missing)[0]
+    with pytest.raises(security.SecurityError, match=f"does not have {name}"):
+        security.Boundaries({"bounding": [f"CAP_{name}"]})
+
+
+@pytest.mark.privileged
+def test_masked_and_read_only_paths_as_given(tmp_path):
+    """runtime-tools' linux_masked_paths and linux_readonly_paths: a file and a directory
+    each; a path that does not exist is nothing to hide."""
+    for directory in ("dev", "secret-dir", "ro-dir", "proc"):
+        (tmp_path / directory).mkdir()
+    os.mknod(tmp_path / "dev" / "null", 0o666 | 0o020000, os.makedev(1, 3))
+    (tmp_path / "secret-dir" / "file").write_text("secret")
+    (tmp_path / "secret-file").write_text("secret")
+    (tmp_path / "ro-file").write_text("kept")
+    boundaries = security.Boundaries(
+        masked_paths=["/secret-dir", "/secret-file", "/missing"],
+        readonly_paths=["/ro-dir", "/ro-file"],
+    )
+
+    def protect_and_look():
+        syscalls.mount("proc", "/proc", "proc")  # for /proc/self/fd/N
+        boundaries.protect_paths()
+        seen = [os.listdir("/secret-dir")]
+        for path in ("/secret-file", "/ro-file"):
+            with open(path) as file:
+                seen.append(file.read())
+        for path in ("/ro-dir/new", "/ro-file"):
+            try:
+                open(path, "a").close()
+                seen.append("written")
+            except OSError as error:
+                seen.append(error.strerror)
+        raise RuntimeError(json.dumps(seen))
+
+    seen = json.loads(in_private_root(tmp_path, protect_and_look))
+    assert seen == [[], "", "kept", "Read-only file system", "Read-only file system"]
+    assert (tmp_path / "secret-file").read_text() == "secret"  # hidden, not changed
 
 
 # --- a tiny static program that makes one system call ----------------------------------------
