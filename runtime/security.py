@@ -61,8 +61,6 @@ from runtime.syscalls import (
     prctl,
 )
 
-__all__ = ["CAPABILITIES", "Boundaries", "SecurityError", "mask_of", "names_of"]
-
 
 class SecurityError(OSError):
     """A capability set or path that cannot be applied as given; the message names its
