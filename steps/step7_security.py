@@ -14,6 +14,7 @@ import sys
 
 from runtime import devices, policy, security
 from runtime.container import ContainerError
+from runtime.process import EXIT_RUNTIME_ERROR
 from steps import common, step4_cgroups, step5_image
 
 
@@ -49,9 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     ):
         parser.add_argument(option, action="append", default=[], type=common.checked(check))
     options = common.parse(parser, argv, command_required=False)
-    config, program = policy.security_settings(
-        options.cap_add, options.cap_drop, options.security_opt
-    )
+    try:
+        config, program = policy.security_settings(
+            options.cap_add, options.cap_drop, options.security_opt
+        )
+    except OSError as error:  # a capability we do not hold, a machine without a filter
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
     options.security = boundaries = security.Boundaries.from_config(config, program)
     print(
         f"step 7: capabilities {' '.join(security.names_of(boundaries.capabilities))}; "
