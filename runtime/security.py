@@ -107,11 +107,6 @@ class Boundaries:
             seccomp,
         )
 
-    @property
-    def capabilities(self) -> int:
-        """The bounding set: the most that any process of the container can ever hold."""
-        return self.sets["bounding"] if self.sets is not None else capget()[1]
-
     # After pivot_root, still before the gate ------------------------------------------------
 
     def protect_paths(self) -> None:

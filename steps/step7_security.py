@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_RUNTIME_ERROR
     options.security = boundaries = security.Boundaries.from_config(config, program)
     print(
-        f"step 7: capabilities {' '.join(security.names_of(boundaries.capabilities))}; "
+        f"step 7: capabilities {' '.join(security.names_of(boundaries.sets['bounding']))}; "
         f"no_new_privs {'on' if boundaries.no_new_privileges else 'off'}; "
         f"seccomp {'on' if boundaries.seccomp else 'off'}; "
         f"masked paths {'on' if boundaries.masked_paths else 'off'}",
