@@ -34,6 +34,7 @@ from runtime.syscalls import capget
 MAX_ID = 2**32 - 2  # uid_t and gid_t; 2**32 - 1 is (uid_t) -1, "no change" to setuid(2)
 RLIM_INFINITY = 2**64 - 1  # as config.json writes "unlimited" (rlim_t's largest value); the
 # resource module takes limits up to 2**63 - 1 only, and -1 for this one
+NGROUPS_MAX = 65536  # the most supplementary groups setgroups(2) takes
 CAP_SYS_RESOURCE = 24
 
 # setrlimit(2)'s resources, by config.json's names (the kernel's own; RLIMIT_RSS is ignored
@@ -100,9 +101,15 @@ class ProcessSettings:
         if self.user is None:
             return
         uid, gid, additional_gids, umask = self.user
-        os.setgroups(additional_gids)
-        os.setgid(gid)
-        os.setuid(uid)
+        try:
+            os.setgroups(additional_gids)
+            os.setgid(gid)
+            os.setuid(uid)
+        except OSError as error:
+            raise ProcessSettingsError(
+                f"process.user: cannot become uid {uid}, gid {gid}, groups {additional_gids}: "
+                f"{error.strerror}"
+            ) from None
         if umask is not None:
             os.umask(umask)
 
@@ -123,10 +130,14 @@ def _user(user: dict) -> tuple[int, int, list[int], int | None]:
                 f"(got {user.get(field)!r})"
             )
     additional = user.get("additionalGids") or []
-    if not isinstance(additional, list) or not all(_is_int(g, 0, MAX_ID) for g in additional):
+    if (
+        not isinstance(additional, list)
+        or not all(_is_int(g, 0, MAX_ID) for g in additional)
+        or len(additional) > NGROUPS_MAX
+    ):
         raise ProcessSettingsError(
-            f"process.user.additionalGids must be a list of numbers from 0 to {MAX_ID} "
-            f"(got {additional!r})"
+            f"process.user.additionalGids must be a list of at most {NGROUPS_MAX} numbers "
+            f"from 0 to {MAX_ID} (got {str(additional)[:80]})"
         )
     umask = user.get("umask")
     if umask is not None and not _is_int(umask, 0, 0o777):

@@ -93,6 +93,10 @@ def holds_sys_resource() -> bool:
         ({"user": {"uid": 0, "gid": 0, "additionalGids": ["5"]}}, "additionalGids must be"),
         ({"user": {"uid": 0, "gid": 0, "umask": 0o1000}}, "process.user.umask must be"),
         (
+            {"user": {"uid": 0, "gid": 0, "additionalGids": list(range(65537))}},
+            "additionalGids must be a list of at most 65536 numbers",
+        ),
+        (
             {"rlimits": [{"type": "RLIMIT_TEST", "soft": 1, "hard": 1}]},
             "unknown type 'RLIMIT_TEST'",
         ),
@@ -210,3 +214,28 @@ def test_lowering_the_oom_score_needs_cap_sys_resource():
             "error: process.oomScoreAdj: cannot set -500: lowering it needs CAP_SYS_RESOURCE, "
             "which mycontainer lacks"
         )
+
+
+@pytest.mark.privileged
+def test_a_user_switch_that_fails_is_one_line_naming_the_field():
+    """Here the process is no longer root, so setgroups(2) is refused."""
+    settings = ProcessSettings({"uid": 10, "gid": 10})
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        message = "switched"
+        try:
+            os.setuid(1000)
+            settings.switch_user()
+        except BaseException as error:
+            message = str(error)
+        finally:
+            os.write(write_end, message.encode())
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        message = reader.read().decode()
+    os.waitpid(pid, 0)
+    assert message == (
+        "process.user: cannot become uid 10, gid 10, groups []: Operation not permitted"
+    )
