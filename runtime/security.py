@@ -222,13 +222,18 @@ def _capability_sets(capabilities: dict) -> dict[str, int]:
 
 
 def _absolute_paths(field: str, paths) -> tuple[str, ...]:
-    """``paths`` (a list), each absolute as the spec requires."""
+    """``paths`` (a list), each absolute as the spec requires, normalised (``//``, ``.``
+    and ``..`` resolved as names: a path that is a symbolic link is refused later anyway)."""
     if not isinstance(paths, (list, tuple)) or not all(isinstance(p, str) for p in paths):
         raise SecurityError(f"{field} must be a list of absolute paths")
+    normal = []
     for path in paths:
         if not path.startswith("/"):
             raise SecurityError(f"{field}: {path!r} is not an absolute path")
-    return tuple(paths)
+        normal.append("/" + os.path.normpath(path).lstrip("/"))
+        if normal[-1] == "/":
+            raise SecurityError(f"{field}: {path!r} is the container's whole root")
+    return tuple(normal)
 
 
 # --- paths, without following links --------------------------------------------------------

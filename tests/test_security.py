@@ -240,6 +240,7 @@ def caps(*names: str) -> dict:
         ({"process": {"noNewPrivileges": "yes"}}, "process.noNewPrivileges must be true or false"),
         ({"linux": {"maskedPaths": ["proc/kcore"]}}, "linux.maskedPaths: 'proc/kcore' is not an"),
         ({"linux": {"readonlyPaths": "/proc/sys"}}, "linux.readonlyPaths must be a list"),
+        ({"linux": {"maskedPaths": ["/proc/.."]}}, "linux.maskedPaths: '/proc/..' is the"),
     ],
 )
 def test_bad_boundaries_are_one_line_naming_the_field(config, message):
@@ -353,7 +354,7 @@ def test_masked_and_read_only_paths_as_given(tmp_path):
     (tmp_path / "secret-file").write_text("secret")
     (tmp_path / "ro-file").write_text("kept")
     boundaries = security.Boundaries(
-        masked_paths=["/secret-dir", "/secret-file", "/missing"],
+        masked_paths=["/secret-dir", "//secret-file/.", "/missing"],
         readonly_paths=["/ro-dir", "/ro-file"],
     )
 
