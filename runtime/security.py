@@ -1,33 +1,37 @@
 """What a container's root may still do: capabilities, no_new_privs, seccomp, hidden paths.
 
 Namespaces give a container its own view of the machine, but its processes still run as
-root on the host's kernel. Four boundaries narrow what that root can do, each applied by
-the container's init (runtime.process) after the gate, in this order (runc's):
+root on the host's kernel. Four boundaries narrow what that root can do. This module applies
+them as a config.json gives them (``process.capabilities``, ``process.noNewPrivileges``,
+``linux.maskedPaths``, ``linux.readonlyPaths``, and a seccomp filter already compiled);
+runtime.policy chooses docker's for ``mycontainer run``. The container's init
+(runtime.process) applies them after the gate, around the switch to the container's user,
+in this order (runc's):
 
-1. **Capabilities** (capabilities(7)). Root's power is ~41 separate privileges. A container
-   keeps docker's 14 (:data:`DEFAULT_CAPABILITIES`): enough to chown, bind port 80 or
-   switch user, not to mount, load modules, trace other processes or reboot. Four sets
-   matter: *bounding* (the most this process and its descendants can ever get back, even
+1. **Capabilities** (capabilities(7)). Root's power is ~41 separate privileges, held in five
+   sets: *bounding* (the most this process and its descendants can ever get back, even
    through a set-user-ID-root program or file capabilities), *permitted*, *effective* (what
-   the kernel checks) and *inheritable*. Bounding becomes the container's set; so do
-   permitted and effective for root, while any other USER gets none; inheritable and the
-   fifth, *ambient*, are empty (docker's rules since CVE-2022-24769). ``--cap-add`` and
-   ``--cap-drop`` change the set, as docker's do.
+   the kernel checks), *inheritable* (what may pass through execve(2) to a program whose
+   file allows it) and *ambient* (what passes through execve(2) to any program that is not
+   privileged). Each is set exactly as given: the bounding set shrinks first, while we
+   still hold CAP_SETPCAP; the permitted set survives the switch to another user
+   (PR_SET_KEEPCAPS), so that the other three can be set after it; ambient capabilities
+   are raised last, since each must be permitted and inheritable by then.
 2. **no_new_privs** (prctl(2) PR_SET_NO_NEW_PRIVS): from now on, execve(2) never grants
-   privileges (set-user-ID bits, file capabilities are ignored). On by default;
-   ``--security-opt no-new-privileges=false`` lifts it.
-3. **seccomp** (runtime.seccomp): a filter that makes ~70 dangerous system calls fail with
-   EPERM. ``--security-opt seccomp=unconfined`` lifts it.
-4. **Masked and read-only paths** (the OCI runtime spec's defaults): files of /proc and /sys
-   that leak host information (/proc/kcore, /proc/keys, ...) are covered with /dev/null or
-   an empty read-only tmpfs; /proc/sys, /proc/sysrq-trigger and a few more become read-only,
-   so that the container cannot retune the host's kernel. Done right after pivot_root.
-   ``--security-opt systempaths=unconfined`` lifts it (as docker's).
+   privileges (set-user-ID bits, file capabilities are ignored).
+3. **seccomp** (runtime.seccomp): a filter of system calls, installed last of all, right
+   before execve(2); without no_new_privs installing it needs CAP_SYS_ADMIN, so then it goes
+   in first of all, while we still hold it.
+4. **Masked and read-only paths**: files of /proc and /sys that leak host information
+   (/proc/kcore, /proc/keys, ...) are covered with /dev/null or an empty read-only tmpfs;
+   /proc/sys, /proc/sysrq-trigger and a few more become read-only, so that the container
+   cannot retune the host's kernel. Done right after pivot_root.
 
 Man pages: https://man7.org/linux/man-pages/man7/capabilities.7.html,
 https://man7.org/linux/man-pages/man2/prctl.2.html,
 https://man7.org/linux/man-pages/man2/seccomp.2.html
-Spec: https://github.com/opencontainers/runtime-spec/blob/main/config-linux.md
+Spec: https://github.com/opencontainers/runtime-spec/blob/main/config.md#linux-process,
+https://github.com/opencontainers/runtime-spec/blob/main/config-linux.md
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ import errno
 import os
 import stat
 
-from runtime import seccomp
+from runtime import policy, seccomp
+from runtime.capabilities import CAPABILITIES, SETS, last_capability, mask_of, names_of
 from runtime.syscalls import (
     MS_BIND,
     MS_NODEV,
@@ -46,128 +51,66 @@ from runtime.syscalls import (
     MS_REMOUNT,
     PR_CAP_AMBIENT,
     PR_CAP_AMBIENT_CLEAR_ALL,
+    PR_CAP_AMBIENT_RAISE,
     PR_CAPBSET_DROP,
+    PR_SET_KEEPCAPS,
     PR_SET_NO_NEW_PRIVS,
     capget,
     capset,
-    machine_name,
     mount,
     prctl,
 )
 
-# capabilities(7), in bit order: capability N is bit N of every set.
-CAPABILITIES = (
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",
-    "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN",
-    "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE",
-    "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME",
-    "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
-    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ",
-    "PERFMON", "BPF", "CHECKPOINT_RESTORE",
-)  # fmt: skip
 
-# docker's default set (moby's oci/caps/defaults.go): 00000000a80425fb in /proc/PID/status.
-DEFAULT_CAPABILITIES = (
-    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
-    "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE",
-)  # fmt: skip
-
-# The OCI runtime spec's defaults (runc spec; docker masks and protects the same).
-MASKED_PATHS = (
-    "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-    "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-)  # fmt: skip
-READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
-
-SECURITY_OPTS = "no-new-privileges[=true|false], seccomp=unconfined or systempaths=unconfined"
+class SecurityError(OSError):
+    """A capability set or path that cannot be applied as given; the message names its
+    config.json field. An OSError, so that every one-line error path of the runtime shows it."""
 
 
-def mask_of(names) -> int:
-    """The capability set (a bit mask) of capability ``names``."""
-    mask = 0
-    for name in names:
-        mask |= 1 << CAPABILITIES.index(name)
-    return mask
+class Boundaries:
+    """The boundaries of one container's processes, as config.json gives them.
 
-
-def names_of(mask: int) -> list[str]:
-    """The names of the capabilities in ``mask``, in bit order (as ``capsh --decode``)."""
-    return [name for bit, name in enumerate(CAPABILITIES) if mask >> bit & 1]
-
-
-# --- input -------------------------------------------------------------------------------
-
-
-def _capability_parser(option: str):
-    def parse(text: str) -> str:
-        """``NET_ADMIN``, ``CAP_NET_ADMIN``, ``net_admin`` -> ``NET_ADMIN``; ``ALL`` stays."""
-        name = text.strip().upper()  # ASCII only: "ſys_admin".upper() is SYS_ADMIN
-        name = name[4:] if name.startswith("CAP_") else name
-        if not text.isascii() or name != "ALL" and name not in CAPABILITIES:
-            raise ValueError(
-                f"{option}: unknown capability {text!r} (a name from capabilities(7), such "
-                "as NET_ADMIN or CAP_NET_ADMIN, or ALL)"
-            )
-        return name
-
-    parse.__name__ = f"parse_{option.lstrip('-').replace('-', '_')}"
-    return parse
-
-
-parse_cap_add = _capability_parser("--cap-add")
-parse_cap_drop = _capability_parser("--cap-drop")
-
-
-def parse_security_opt(text: str) -> str:
-    """A ``--security-opt`` as docker spells it, normalised: ``no-new-privileges=true``,
-    ``no-new-privileges=false``, ``seccomp=unconfined`` or ``systempaths=unconfined``.
-
-    docker also accepts ``:`` for ``=`` (``no-new-privileges:true``), and so do we.
+    ``capabilities`` is ``process.capabilities``: the five sets, each a list of names such
+    as ``CAP_NET_ADMIN`` (a missing set is empty; None: every set stays as the runtime's).
+    ``seccomp`` is the filter, compiled (runtime.seccomp), or None. Every value is checked
+    here, in the runtime, before anything of the container exists.
     """
-    key, separator, value = text.replace(":", "=", 1).partition("=")
-    key, value = key.strip().lower(), value.strip().lower()
-    if key == "no-new-privileges" and (not separator or value in ("true", "false")):
-        return f"{key}={value or 'true'}"
-    if key in ("seccomp", "systempaths") and value == "unconfined":
-        return f"{key}=unconfined"
-    if key == "seccomp":
-        raise ValueError(
-            f"--security-opt: seccomp profiles from a file are not supported; only "
-            f"seccomp=unconfined (got {text!r})"
+
+    def __init__(
+        self,
+        capabilities: dict | None = None,
+        no_new_privileges: bool = False,
+        masked_paths=(),
+        readonly_paths=(),
+        seccomp: bytes | None = None,
+    ):
+        self.sets = None if capabilities is None else _capability_sets(capabilities)
+        if not isinstance(no_new_privileges, bool):
+            raise SecurityError(
+                f"process.noNewPrivileges must be true or false (got {no_new_privileges!r})"
+            )
+        self.no_new_privileges = no_new_privileges
+        self.masked_paths = _absolute_paths("linux.maskedPaths", masked_paths)
+        self.readonly_paths = _absolute_paths("linux.readonlyPaths", readonly_paths)
+        self.seccomp = seccomp
+
+    @classmethod
+    def from_config(cls, config: dict, seccomp: bytes | None = None) -> Boundaries:
+        """The boundaries a config.json (a dict, in the spec's field names) sets."""
+        process = config.get("process") or {}
+        linux = config.get("linux") or {}
+        return cls(
+            process.get("capabilities"),
+            process.get("noNewPrivileges", False),
+            linux.get("maskedPaths") or (),
+            linux.get("readonlyPaths") or (),
+            seccomp,
         )
-    raise ValueError(f"--security-opt takes {SECURITY_OPTS} (got {text!r})")
-
-
-# --- the container's settings --------------------------------------------------------------
-
-
-class Security:
-    """The boundaries of one container, from the ``--cap-add``, ``--cap-drop`` and
-    ``--security-opt`` values (already checked by the parse functions above)."""
-
-    def __init__(self, cap_add=(), cap_drop=(), security_opt=()):
-        # docker's rules (moby's oci/caps TweakCapabilities): --cap-add ALL gives every
-        # capability but the dropped ones; --cap-drop ALL keeps only the added ones; else
-        # the default set, minus the dropped, plus the added (adding wins).
-        everything = (1 << len(CAPABILITIES)) - 1
-        if "ALL" in cap_add:
-            self.capabilities = everything & ~mask_of(n for n in cap_drop if n != "ALL")
-        elif "ALL" in cap_drop:
-            self.capabilities = mask_of(cap_add)
-        else:
-            default = mask_of(DEFAULT_CAPABILITIES) & ~mask_of(cap_drop)
-            self.capabilities = default | mask_of(cap_add)
-        self.named = mask_of(n for n in cap_add if n != "ALL")  # must be granted, or fail
-        options = dict(option.split("=", 1) for option in security_opt)
-        self.no_new_privileges = options.get("no-new-privileges", "true") == "true"
-        self.seccomp = options.get("seccomp") != "unconfined"
-        self.system_paths = options.get("systempaths") != "unconfined"
 
     # After pivot_root, still before the gate ------------------------------------------------
 
     def protect_paths(self) -> None:
-        """Mask MASKED_PATHS and make READONLY_PATHS read-only, in the new root.
+        """Mask ``masked_paths`` and make ``readonly_paths`` read-only, in the new root.
 
         Every path is opened one component at a time from "/", refusing symbolic links
         (O_NOFOLLOW), and the mount is made on the opened file through /proc/self/fd/N:
@@ -176,67 +119,121 @@ class Security:
         replaced with a link to /proc/sys/kernel/core_pattern). /dev/null itself is checked
         to be the null device before it is used as the mask.
         """
-        if not self.system_paths:
-            return
-        null = open_in_root("/dev/null")
-        try:
-            if os.fstat(null).st_rdev != os.makedev(1, 3):
-                raise OSError("refusing to mask with /dev/null: it is not the null device")
-            for path in MASKED_PATHS:
-                _mask(path, null)
-        finally:
-            os.close(null)
-        for path in READONLY_PATHS:
+        if self.masked_paths:
+            null = open_in_root("/dev/null")
+            try:
+                if os.fstat(null).st_rdev != os.makedev(1, 3):
+                    raise OSError("refusing to mask with /dev/null: it is not the null device")
+                for path in self.masked_paths:
+                    _mask(path, null)
+            finally:
+                os.close(null)
+        for path in self.readonly_paths:
             _make_read_only(path)
 
-    # After the gate, in the init: before and after the switch to the image's USER ----------
+    # After the gate, in the init: before and after the switch to the container's user -------
 
     def before_user_switch(self) -> None:
         """Seccomp first if no_new_privs is off (installing a filter then needs CAP_SYS_ADMIN,
-        which we are about to lose); shrink the bounding set (it needs CAP_SETPCAP)."""
-        _, held, _ = capget()
-        missing = self.named & ~held
-        if missing:
-            raise OSError(
-                f"cannot add {', '.join(names_of(missing))}: mycontainer itself does not "
-                "have it (see CapBnd in /proc/self/status)"
-            )
-        self.capabilities &= held  # --cap-add ALL: all that we have
+        which we are about to lose); shrink the bounding set (it needs CAP_SETPCAP); keep the
+        permitted set across setuid(2), to set the others from it after the switch."""
         if self.seccomp and not self.no_new_privileges:
-            self._install_seccomp()
+            seccomp.install(self.seccomp)
+        if self.sets is None:
+            return
         for cap in range(64):
-            if not self.capabilities >> cap & 1:
+            if not self.sets["bounding"] >> cap & 1:
                 try:
                     prctl(PR_CAPBSET_DROP, cap)
                 except OSError as error:
                     if error.errno != errno.EINVAL:
                         raise
                     break  # past the last capability this kernel knows
+        prctl(PR_SET_KEEPCAPS, 1)
 
     def after_user_switch(self) -> None:
-        """Set the capability sets, clear ambient, set no_new_privs, then seccomp: the last
-        step before execve(2), so the filter need not allow what the runtime still does.
+        """Set the permitted, effective and inheritable sets, raise the ambient ones, set
+        no_new_privs, then seccomp: the last step before execve(2), so the filter need not
+        allow what the runtime still does.
 
-        As docker since CVE-2022-24769: root gets the container's set as permitted and
-        effective; any other user gets none (setuid(2) has emptied them already), so that a
-        program with file capabilities gains nothing under no_new_privs; inheritable stays
-        empty for everyone, or such a program's ``=ei`` capabilities would be granted.
+        The sets are exactly those given. For a user other than root, execve(2) then keeps
+        only the ambient ones (and those of a program's file capabilities, unless
+        no_new_privs), whatever the permitted set was (capabilities(7)).
         """
-        mask = self.capabilities if os.geteuid() == 0 else 0
-        capset(effective=mask, permitted=mask, inheritable=0)
-        prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+        if self.sets is not None:
+            prctl(PR_SET_KEEPCAPS, 0)
+            sets = self.sets
+            capset(sets["effective"], sets["permitted"], sets["inheritable"])
+            prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+            for cap in range(len(CAPABILITIES)):
+                if sets["ambient"] >> cap & 1:
+                    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
         if self.no_new_privileges:
             prctl(PR_SET_NO_NEW_PRIVS, 1)
             if self.seccomp:
-                self._install_seccomp()
+                seccomp.install(self.seccomp)
 
-    def _install_seccomp(self) -> None:
-        machine = machine_name()
-        if machine not in seccomp.AUDIT_ARCH:
-            raise OSError(
-                f"no seccomp filter for {machine}: run with --security-opt seccomp=unconfined"
+
+def _capability_sets(capabilities: dict) -> dict[str, int]:
+    """config.json's ``process.capabilities`` as five masks, checked.
+
+    A name that is no capability is an error, as the spec requires; so are sets that
+    capset(2) and PR_CAP_AMBIENT would refuse, so that their EPERM becomes a line naming the
+    field; and a capability the runtime itself does not hold (it could not give it). One
+    this kernel is too old to know is left out, as runc and crun do.
+    """
+    if not isinstance(capabilities, dict) or set(capabilities) - set(SETS):
+        raise SecurityError(f"process.capabilities takes the sets {', '.join(SETS)}")
+    sets = {}
+    for name in SETS:
+        names = capabilities.get(name) or []
+        field = f"process.capabilities.{name}"
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise SecurityError(f"{field} must be a list of capability names")
+        unknown = [n for n in names if not n.startswith("CAP_") or n[4:] not in CAPABILITIES]
+        if unknown:
+            raise SecurityError(
+                f"{field}: unknown capability {unknown[0]!r} (a name from capabilities(7), "
+                "such as CAP_NET_ADMIN)"
             )
-        seccomp.install(seccomp.build(self.capabilities, machine))
+        sets[name] = mask_of(n[4:] for n in names)
+    for name, within, rule in (
+        ("effective", sets["permitted"], "in permitted"),
+        ("inheritable", sets["bounding"], "in bounding"),
+        ("ambient", sets["permitted"] & sets["inheritable"], "both permitted and inheritable"),
+    ):
+        if sets[name] & ~within:
+            raise SecurityError(
+                f"process.capabilities.{name}: {', '.join(names_of(sets[name] & ~within))} "
+                f"must also be {rule} (capabilities(7))"
+            )
+    _, held, _ = capget()
+    if any(mask & ~held for mask in sets.values()):
+        known = (1 << last_capability() + 1) - 1  # what this kernel cannot know, goes
+        for name in SETS:
+            sets[name] &= known
+            if sets[name] & ~held:
+                raise SecurityError(
+                    f"process.capabilities.{name}: mycontainer itself does not have "
+                    f"{', '.join(names_of(sets[name] & ~held))} (see CapPrm in "
+                    "/proc/self/status), so it cannot give it"
+                )
+    return sets
+
+
+def _absolute_paths(field: str, paths) -> tuple[str, ...]:
+    """``paths`` (a list), each absolute as the spec requires, normalised (``//``, ``.``
+    and ``..`` resolved as names: a path that is a symbolic link is refused later anyway)."""
+    if not isinstance(paths, (list, tuple)) or not all(isinstance(p, str) for p in paths):
+        raise SecurityError(f"{field} must be a list of absolute paths")
+    normal = []
+    for path in paths:
+        if not path.startswith("/"):
+            raise SecurityError(f"{field}: {path!r} is not an absolute path")
+        normal.append("/" + os.path.normpath(path).lstrip("/"))
+        if normal[-1] == "/":
+            raise SecurityError(f"{field}: {path!r} is the container's whole root")
+    return tuple(normal)
 
 
 # --- paths, without following links --------------------------------------------------------
@@ -302,3 +299,29 @@ def _make_read_only(path: str) -> None:
         mount(None, _fd_path(fd), None, flags)
     finally:
         os.close(fd)
+
+
+# --- docker's flags ----------------------------------------------------------------------------
+# runtime.policy's now. These names stay until runtime.container, runtime.launcher and step 7
+# take them from there (issue 13).
+
+DEFAULT_CAPABILITIES = policy.DEFAULT_CAPABILITIES
+MASKED_PATHS = policy.MASKED_PATHS
+READONLY_PATHS = policy.READONLY_PATHS
+parse_cap_add = policy.parse_cap_add
+parse_cap_drop = policy.parse_cap_drop
+parse_security_opt = policy.parse_security_opt
+
+
+def Security(cap_add=(), cap_drop=(), security_opt=()) -> Boundaries:  # noqa: N802
+    """The boundaries docker's flags stand for (runtime.policy), for a USER that the init
+    resolves only after the gate: root's sets, which _DockerBoundaries empties for others."""
+    config, program = policy.security_settings(cap_add, cap_drop, security_opt)
+    return _DockerBoundaries.from_config(config, program)
+
+
+class _DockerBoundaries(Boundaries):
+    def after_user_switch(self) -> None:
+        if os.geteuid() != 0:  # policy.security_settings(uid=...) once the user is known early
+            self.sets = {**self.sets, "effective": 0, "permitted": 0}
+        super().after_user_switch()

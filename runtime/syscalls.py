@@ -88,12 +88,14 @@ MNT_DETACH = 2
 
 # prctl(2) options, from <linux/prctl.h>.
 PR_SET_PDEATHSIG = 1
+PR_SET_KEEPCAPS = 8  # setuid(2) away from root keeps the permitted set
 PR_SET_SECCOMP = 22
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
-PR_CAP_AMBIENT_CLEAR_ALL = 4  # the second argument of PR_CAP_AMBIENT
+PR_CAP_AMBIENT_RAISE = 2  # the second arguments of PR_CAP_AMBIENT
+PR_CAP_AMBIENT_CLEAR_ALL = 4
 SECCOMP_MODE_FILTER = 2  # the second argument of PR_SET_SECCOMP
 
 # openat2(2) resolve flags, from <linux/openat2.h>.

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import sys
 
-from runtime import devices, security
+from runtime import devices, policy, security
 from runtime.container import ContainerError
+from runtime.process import EXIT_RUNTIME_ERROR
 from steps import common, step4_cgroups, step5_image
 
 
@@ -43,19 +44,25 @@ def main(argv: list[str] | None = None) -> int:
     step5_image.add_image_argument(parser)
     step4_cgroups.add_limit_options(parser)
     for option, check in (
-        ("--cap-add", security.parse_cap_add),
-        ("--cap-drop", security.parse_cap_drop),
-        ("--security-opt", security.parse_security_opt),
+        ("--cap-add", policy.parse_cap_add),
+        ("--cap-drop", policy.parse_cap_drop),
+        ("--security-opt", policy.parse_security_opt),
     ):
         parser.add_argument(option, action="append", default=[], type=common.checked(check))
     options = common.parse(parser, argv, command_required=False)
-    options.security = security.Security(options.cap_add, options.cap_drop, options.security_opt)
-    boundaries = options.security
+    try:
+        config, program = policy.security_settings(
+            options.cap_add, options.cap_drop, options.security_opt
+        )
+    except OSError as error:  # a capability we do not hold, a machine without a filter
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+    options.security = boundaries = security.Boundaries.from_config(config, program)
     print(
-        f"step 7: capabilities {' '.join(security.names_of(boundaries.capabilities))}; "
+        f"step 7: capabilities {' '.join(security.names_of(boundaries.sets['bounding']))}; "
         f"no_new_privs {'on' if boundaries.no_new_privileges else 'off'}; "
         f"seccomp {'on' if boundaries.seccomp else 'off'}; "
-        f"masked paths {'on' if boundaries.system_paths else 'off'}",
+        f"masked paths {'on' if boundaries.masked_paths else 'off'}",
         file=sys.stderr,
     )
     return step5_image.run_image(options, setup, ready=lambda _pid: restrict_devices(options))

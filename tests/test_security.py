@@ -33,7 +33,17 @@ import time
 import pytest
 from test_seccomp import run_filter
 
-from runtime import cgroups, devices, launcher, seccomp, security, syscalls
+from runtime import (
+    capabilities,
+    cgroups,
+    devices,
+    launcher,
+    policy,
+    process_settings,
+    seccomp,
+    security,
+    syscalls,
+)
 from runtime.syscalls import CLONE_NEWUSER, PR_SET_NO_NEW_PRIVS, prctl
 
 from conftest import (
@@ -47,23 +57,26 @@ from conftest import (
 
 MACHINE = {"arm64": "aarch64", "amd64": "x86_64"}.get(os.uname().machine, os.uname().machine)
 DEFAULT_MASK = 0x00000000A80425FB  # docker's 14, as /proc/PID/status shows them
+DOCKER_PATHS = security.Boundaries(
+    masked_paths=policy.MASKED_PATHS, readonly_paths=policy.READONLY_PATHS
+)
 
 # --- options and settings (no root needed) ---------------------------------------------------
 
 
 def test_capability_names_are_checked_and_normalised():
-    assert security.parse_cap_add("net_admin") == "NET_ADMIN"
-    assert security.parse_cap_add("CAP_SYS_ADMIN") == "SYS_ADMIN"
-    assert security.parse_cap_drop("all") == "ALL"
+    assert policy.parse_cap_add("net_admin") == "NET_ADMIN"
+    assert policy.parse_cap_add("CAP_SYS_ADMIN") == "SYS_ADMIN"
+    assert policy.parse_cap_drop("all") == "ALL"
     with pytest.raises(ValueError, match="--cap-drop: unknown capability 'CAP_FOO'"):
-        security.parse_cap_drop("CAP_FOO")
+        policy.parse_cap_drop("CAP_FOO")
 
 
 @pytest.mark.parametrize("text", ["\u017fys_admin", "net_adm\u0131n"])
 def test_capability_names_are_ascii(text):
     """Unicode case rules turn ſ into S and ı into I: such a name is no capability's."""
     with pytest.raises(ValueError, match="--cap-add: unknown capability"):
-        security.parse_cap_add(text)
+        policy.parse_cap_add(text)
 
 
 @pytest.mark.parametrize(
@@ -76,18 +89,18 @@ def test_capability_names_are_ascii(text):
     ],
 )
 def test_security_opts(text, normalised):
-    assert security.parse_security_opt(text) == normalised
+    assert policy.parse_security_opt(text) == normalised
 
 
 @pytest.mark.parametrize("text", ["seccomp=profile.json", "apparmor=x", "no-new-privileges=1"])
 def test_bad_security_opts(text):
     with pytest.raises(ValueError, match="--security-opt"):
-        security.parse_security_opt(text)
+        policy.parse_security_opt(text)
 
 
 def test_default_capabilities_are_dockers():
-    assert security.Security().capabilities == DEFAULT_MASK
-    assert len(security.DEFAULT_CAPABILITIES) == 14
+    assert policy.capability_set() == DEFAULT_MASK
+    assert len(policy.DEFAULT_CAPABILITIES) == 14
 
 
 @pytest.mark.parametrize(
@@ -101,16 +114,21 @@ def test_default_capabilities_are_dockers():
     ],
 )
 def test_cap_add_and_drop_follow_docker(add, drop, expected):
-    assert security.Security(add, drop).capabilities == expected
+    assert policy.capability_set(add, drop) == expected
+
+
+def switches(security_opt=()) -> tuple[bool, bool, bool]:
+    """(no_new_privs, seccomp, masked and read-only paths) of docker's flags."""
+    config, program = policy.security_settings(security_opt=security_opt)
+    linux = config["linux"]
+    assert bool(linux["maskedPaths"]) == bool(linux["readonlyPaths"])
+    return config["process"]["noNewPrivileges"], program is not None, bool(linux["maskedPaths"])
 
 
 def test_security_opts_set_the_switches():
-    lifted = security.Security(
-        security_opt=["no-new-privileges=false", "seccomp=unconfined", "systempaths=unconfined"]
-    )
-    assert (lifted.no_new_privileges, lifted.seccomp, lifted.system_paths) == (False,) * 3
-    default = security.Security()
-    assert (default.no_new_privileges, default.seccomp, default.system_paths) == (True,) * 3
+    lifted = ["no-new-privileges=false", "seccomp=unconfined", "systempaths=unconfined"]
+    assert switches(lifted) == (False,) * 3
+    assert switches() == (True,) * 3
 
 
 def test_the_fast_path_parses_the_new_options():
@@ -182,6 +200,185 @@ def test_capabilities_lift_their_rules_as_in_dockers_profile(machine, capability
 def test_device_rules_as_cgroup_v1_lines():
     assert devices.v1_rules()[:3] == ["c *:* m", "b *:* m", "c 1:3 rwm"]
     assert len(devices.device_filter()) % 8 == 0
+
+
+# --- config.json's values, applied as given ----------------------------------------------------
+
+ALL_CAPS = [f"CAP_{name}" for name in security.CAPABILITIES]
+
+
+def caps(*names: str) -> dict:
+    """A process.capabilities with docker's set as bounding and ``names`` in the other four."""
+    return {
+        "bounding": [f"CAP_{name}" for name in policy.DEFAULT_CAPABILITIES],
+        **dict.fromkeys(["effective", "permitted", "inheritable", "ambient"], list(names)),
+    }
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (
+            {"process": {"capabilities": {"bounding": ["CAP_CHOWN", "CAP_TEST"]}}},
+            "process.capabilities.bounding: unknown capability 'CAP_TEST'",
+        ),
+        (
+            {"process": {"capabilities": {"effective": ["NET_ADMIN"]}}},
+            "process.capabilities.effective: unknown capability 'NET_ADMIN'",
+        ),
+        (
+            {"process": {"capabilities": {"effective": ["CAP_KILL"]}}},
+            "process.capabilities.effective: KILL must also be in permitted",
+        ),
+        (
+            {"process": {"capabilities": {**caps("CAP_KILL"), "inheritable": []}}},
+            "process.capabilities.ambient: KILL must also be both permitted and inheritable",
+        ),
+        (
+            {"process": {"capabilities": {**caps("CAP_SYS_ADMIN")}}},
+            "process.capabilities.inheritable: SYS_ADMIN must also be in bounding",
+        ),
+        ({"process": {"capabilities": {"bounded": []}}}, "process.capabilities takes the sets"),
+        ({"process": {"noNewPrivileges": "yes"}}, "process.noNewPrivileges must be true or false"),
+        ({"linux": {"maskedPaths": ["proc/kcore"]}}, "linux.maskedPaths: 'proc/kcore' is not an"),
+        ({"linux": {"readonlyPaths": "/proc/sys"}}, "linux.readonlyPaths must be a list"),
+        ({"linux": {"maskedPaths": ["/proc/.."]}}, "linux.maskedPaths: '/proc/..' is the"),
+    ],
+)
+def test_bad_boundaries_are_one_line_naming_the_field(config, message):
+    """The spec: a capability that maps to nothing the kernel knows MUST be an error
+    (runtime-tools' process_capabilities_fail), and so must a relative path."""
+    with pytest.raises(security.SecurityError) as raised:
+        security.Boundaries.from_config(config)
+    assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+
+
+def test_dockers_flags_stand_for_config_values():
+    config, program = policy.security_settings(["NET_ADMIN"], ["CHOWN"], uid=1000)
+    capabilities = config["process"]["capabilities"]
+    assert capabilities["bounding"] == [
+        f"CAP_{name}" for name in security.names_of(DEFAULT_MASK & ~1 | 1 << 12)
+    ]
+    assert capabilities["effective"] == capabilities["permitted"] == []  # not root
+    assert capabilities["inheritable"] == capabilities["ambient"] == []
+    assert config["linux"]["maskedPaths"] == list(policy.MASKED_PATHS)
+    assert program == seccomp.build(DEFAULT_MASK & ~1 | 1 << 12, MACHINE)
+    root, _ = policy.security_settings()
+    assert root["process"]["capabilities"]["effective"] == [
+        f"CAP_{name}" for name in security.names_of(DEFAULT_MASK)
+    ]
+
+
+def held_mask() -> int:
+    return syscalls.capget()[1]
+
+
+@pytest.mark.privileged
+def test_every_capability_we_hold_in_all_five_sets():
+    """runtime-tools' process_capabilities: all of them in every set, ambient included."""
+    from test_process_settings import in_child, status
+
+    held = security.names_of(held_mask())
+    sets = dict.fromkeys(["bounding", "effective", "permitted", "inheritable", "ambient"])
+    capabilities = {name: [f"CAP_{cap}" for cap in held] for name in sets}
+    seen = status(in_child(security.Boundaries(capabilities)))
+    for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert seen[field] == f"{held_mask():016x}", field
+
+
+@pytest.mark.privileged
+def test_ambient_capabilities_pass_to_a_non_root_user():
+    """Kept across setuid(2) (PR_SET_KEEPCAPS), then raised: the one way a non-root
+    program without file capabilities holds one, as a user would bind port 80."""
+    from test_process_settings import in_child, status
+
+    user = process_settings.ProcessSettings({"uid": 1000, "gid": 1000})
+    seen = status(in_child(security.Boundaries(caps("CAP_NET_BIND_SERVICE")), user))
+    assert seen["Uid"].split()[0] == "1000"
+    bit = f"{1 << 10:016x}"
+    assert (seen["CapInh"], seen["CapPrm"], seen["CapEff"], seen["CapAmb"]) == (bit,) * 4
+    assert seen["CapBnd"] == f"{DEFAULT_MASK:016x}"
+    # Without ambient, execve(2) empties a non-root program's permitted set, whatever it was.
+    without = {**caps("CAP_NET_BIND_SERVICE"), "ambient": []}
+    seen = status(in_child(security.Boundaries(without), user))
+    assert (seen["CapInh"], seen["CapPrm"], seen["CapEff"]) == (bit, "0" * 16, "0" * 16)
+
+
+@pytest.mark.privileged
+def test_root_gets_exactly_the_sets_given():
+    from test_process_settings import in_child, status
+
+    given = {"bounding": ["CAP_KILL", "CAP_CHOWN"], "permitted": ["CAP_KILL"]}
+    given["effective"] = ["CAP_KILL"]
+    seen = status(in_child(security.Boundaries(given)))
+    assert seen["CapBnd"] == f"{1 << 5 | 1:016x}"
+    # root's execve(2) grants it its bounding set (capabilities(7)): runc's and crun's too
+    assert seen["CapPrm"] == seen["CapEff"] == f"{1 << 5 | 1:016x}"
+    assert seen["CapInh"] == seen["CapAmb"] == "0" * 16
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("no_new_privileges", [True, False])
+def test_no_new_privileges_and_the_filter_as_given(no_new_privileges):
+    from test_process_settings import in_child, status
+
+    if MACHINE not in seccomp.AUDIT_ARCH:
+        pytest.skip(no_machine_code("seccomp filter"))
+    program = seccomp.build(DEFAULT_MASK, MACHINE)
+    boundaries = security.Boundaries(caps(), no_new_privileges, seccomp=program)
+    seen = status(in_child(boundaries, process_settings.ProcessSettings({"uid": 1, "gid": 1})))
+    assert seen["NoNewPrivs"] == ("1" if no_new_privileges else "0")
+    assert seen["Seccomp"] == "2"
+    unconfined = status(in_child(security.Boundaries(caps(), no_new_privileges)))
+    assert unconfined["Seccomp"] == "0"
+
+
+@pytest.mark.privileged
+def test_capabilities_we_lack_are_refused():
+    """We cannot give what we do not hold: the container would silently lack it."""
+    missing = (1 << len(security.CAPABILITIES)) - 1 & ~held_mask()
+    missing &= (1 << capabilities.last_capability() + 1) - 1
+    if not missing:
+        pytest.skip("this process holds every capability the kernel knows: none to lack")
+    name = security.names_of(missing)[0]
+    with pytest.raises(security.SecurityError, match=f"does not have {name}"):
+        security.Boundaries({"bounding": [f"CAP_{name}"]})
+
+
+@pytest.mark.privileged
+def test_masked_and_read_only_paths_as_given(tmp_path):
+    """runtime-tools' linux_masked_paths and linux_readonly_paths: a file and a directory
+    each; a path that does not exist is nothing to hide."""
+    for directory in ("dev", "secret-dir", "ro-dir", "proc"):
+        (tmp_path / directory).mkdir()
+    (tmp_path / "secret-dir" / "file").write_text("secret")
+    (tmp_path / "secret-file").write_text("secret")
+    (tmp_path / "ro-file").write_text("kept")
+    boundaries = security.Boundaries(
+        masked_paths=["/secret-dir", "//secret-file/.", "/missing"],
+        readonly_paths=["/ro-dir", "/ro-file"],
+    )
+
+    def protect_and_look():
+        syscalls.mount("proc", "/proc", "proc")  # for /proc/self/fd/N
+        syscalls.mount("tmpfs", "/dev", "tmpfs")  # devices work there, whatever /tmp's flags
+        os.mknod("/dev/null", 0o666 | 0o020000, os.makedev(1, 3))
+        boundaries.protect_paths()
+        seen = [os.listdir("/secret-dir")]
+        for path in ("/secret-file", "/ro-file"):
+            with open(path) as file:
+                seen.append(file.read())
+        for path in ("/ro-dir/new", "/ro-file"):
+            try:
+                open(path, "a").close()
+                seen.append("written")
+            except OSError as error:
+                seen.append(error.strerror)
+        raise RuntimeError(json.dumps(seen))
+
+    seen = json.loads(in_private_root(tmp_path, protect_and_look))
+    assert seen == [[], "", "kept", "Read-only file system", "Read-only file system"]
+    assert (tmp_path / "secret-file").read_text() == "secret"  # hidden, not changed
 
 
 # --- a tiny static program that makes one system call ----------------------------------------
@@ -455,7 +652,7 @@ def test_capabilities_are_exactly_dockers_default(mycontainer):
         "Seccomp_filters:\t1",
     ]
     assert security.names_of(DEFAULT_MASK) == sorted(
-        security.DEFAULT_CAPABILITIES, key=security.CAPABILITIES.index
+        policy.DEFAULT_CAPABILITIES, key=security.CAPABILITIES.index
     )
 
 
@@ -625,7 +822,7 @@ def test_masked_and_read_only_paths(mycontainer):
     )  # fmt: skip
     count, *mounts = unconfined.stdout.split()
     assert int(count) == len(os.listdir("/sys/firmware"))
-    assert not set(mounts) & set(security.MASKED_PATHS + security.READONLY_PATHS)
+    assert not set(mounts) & set(policy.MASKED_PATHS + policy.READONLY_PATHS)
 
 
 def in_private_root(tmp_path, action) -> str:
@@ -669,7 +866,7 @@ def test_a_planted_symbolic_link_is_never_followed(tmp_path, planted):
     elif planted_path.exists():
         planted_path.unlink()
     planted_path.symlink_to("/target")  # were it followed, /target would be mounted on
-    message = in_private_root(tmp_path, security.Security().protect_paths)
+    message = in_private_root(tmp_path, DOCKER_PATHS.protect_paths)
     assert message.startswith(f"refusing /{planted}"), message
 
 
@@ -677,7 +874,7 @@ def test_a_planted_symbolic_link_is_never_followed(tmp_path, planted):
 def test_a_fake_dev_null_is_refused(tmp_path):
     (tmp_path / "dev").mkdir()
     (tmp_path / "dev" / "null").write_text("not the null device")
-    message = in_private_root(tmp_path, security.Security().protect_paths)
+    message = in_private_root(tmp_path, DOCKER_PATHS.protect_paths)
     assert message == "refusing to mask with /dev/null: it is not the null device"
 
 
