@@ -14,7 +14,6 @@ import os
 from runtime import namespaces
 from runtime.container import Config, ContainerError
 from runtime.process import Program
-from runtime.security import Security
 
 # linux.namespaces types, and the flag of each (config-linux.md, "Namespaces").
 NAMESPACE_FLAGS = {
@@ -48,8 +47,6 @@ def to_config(spec: dict, bundle: str) -> Config:
             "config.json: linux.namespaces: a mount namespace is required (add "
             '{"type": "mount"}): mycontainer never sets up a root in its own'
         )
-    user = process.get("user", {})
-    capabilities = process.get("capabilities", {}).get("bounding", [])
     resources = linux.get("resources", {})
     return Config(
         [],
@@ -57,16 +54,9 @@ def to_config(spec: dict, bundle: str) -> Config:
         hostname=spec.get("hostname") or None,
         env=dict(item.partition("=")[::2] for item in process.get("env", [])),
         cwd=process.get("cwd", "/"),
-        user=f"{user.get('uid', 0)}:{user.get('gid', 0)}",
         memory=resources.get("memory", {}).get("limit"),
         pids_limit=resources.get("pids", {}).get("limit"),
         net="none",  # an engine plugs its network in itself (CNI, netavark)
-        cap_add=[name.removeprefix("CAP_") for name in capabilities],
-        cap_drop=["ALL"],
-        security_opt=[
-            f"no-new-privileges={str(bool(process.get('noNewPrivileges'))).lower()}",
-            "seccomp=unconfined",
-        ],
         rootfs=spec["root"]["path"],
         namespaces=flags,
         join=join,
@@ -77,6 +67,7 @@ def to_config(spec: dict, bundle: str) -> Config:
         readonly=bool(spec["root"].get("readonly")),
         propagation=linux.get("rootfsPropagation"),
         sysctl=linux.get("sysctl", {}),
+        spec=spec,
     )
 
 
@@ -90,21 +81,18 @@ def load(bundle: str) -> dict:
         raise BundleError(str(error)) from None
 
 
-def program(process_config: dict) -> Program:
-    """The process.Program of a config.json ``process`` object (``exec`` runs one)."""
-    user = process_config.get("user", {})
-    capabilities = process_config.get("capabilities", {}).get("bounding", [])
+def program(process_config: dict, seccomp_profile: dict | None = None) -> Program:
+    """The process.Program of a config.json ``process`` object (``exec`` runs one), confined
+    by the container's seccomp profile, as runc confines what it execs."""
+    from runtime import process_settings, seccomp, security
+
+    config = {"process": process_config}
     return Program(
         list(process_config["args"]),
         dict(item.partition("=")[::2] for item in process_config.get("env", [])),
         process_config.get("cwd", "/"),
-        f"{user.get('uid', 0)}:{user.get('gid', 0)}",
-        Security(
-            cap_add=[name.removeprefix("CAP_") for name in capabilities],
-            cap_drop=["ALL"],
-            security_opt=[
-                f"no-new-privileges={str(bool(process_config.get('noNewPrivileges'))).lower()}",
-                "seccomp=unconfined",
-            ],
+        security=security.Boundaries.from_config(
+            config, seccomp.compile(seccomp_profile) if seccomp_profile else None
         ),
+        settings=process_settings.ProcessSettings.from_config(config),
     )

@@ -41,9 +41,12 @@ from runtime import (
     mounts,
     namespaces,
     network,
+    policy,
     process,
+    process_settings,
     removal,
     rootpath,
+    seccomp,
     security,
     state,
     sysctl,
@@ -81,9 +84,9 @@ class Config:
         pids_limit: int | None = None,
         net: str | None = None,  # bridge (default), none or host
         publish: list[str] | None = None,  # ["8080:80/tcp"]: network.parse_publish's form
-        cap_add: list[str] | None = None,  # capability names, or ALL (security.parse_cap_add)
+        cap_add: list[str] | None = None,  # capability names, or ALL (policy.parse_cap_add)
         cap_drop: list[str] | None = None,
-        security_opt: list[str] | None = None,  # security.parse_security_opt's forms
+        security_opt: list[str] | None = None,  # policy.parse_security_opt's forms
         rootfs: str | None = None,  # a root directory to use as it is, instead of layers
         namespaces: int = namespaces.CONTAINER,  # the CLONE_NEW* flags of the new ones
         join: list[tuple[int, str]] | None = None,  # (CLONE_NEW* flag, path): to setns(2)
@@ -94,6 +97,7 @@ class Config:
         readonly: bool = False,  # root.readonly
         propagation: str | None = None,  # linux.rootfsPropagation
         sysctl: dict[str, str] | None = None,  # linux.sysctl
+        spec: dict | None = None,  # a bundle's config.json: its process and security values
     ):
         self.layers = layers
         self.args = args
@@ -121,6 +125,7 @@ class Config:
         self.readonly = readonly
         self.propagation = propagation
         self.sysctl = dict(sysctl or {})
+        self.spec = spec
 
     def as_dict(self) -> dict:
         return dict(vars(self))
@@ -216,7 +221,17 @@ class Container:
         self.autoremove = autoremove  # a foreground run's: ended by prune if its runtime dies
         self.inherit = inherit  # descriptors the program gets beyond 0-2 (--preserve-fds)
         self.cgroup = cgroups.Cgroup(cgroups.detect(), self.id, cgroup_parent(self.root))
-        self.security = security.Security(config.cap_add, config.cap_drop, config.security_opt)
+        if config.spec is not None:
+            program = (
+                seccomp.compile(config.spec["linux"]["seccomp"])
+                if config.spec.get("linux", {}).get("seccomp")
+                else None
+            )
+            self.security = security.Boundaries.from_config(config.spec, program)
+            self.settings = process_settings.ProcessSettings.from_config(config.spec)
+        else:
+            self.security = policy.boundaries(config.cap_add, config.cap_drop, config.security_opt)
+            self.settings = None
         self._init: process.Init | None = None
         self._network: network.Network | None = None
         self._lock = -1
@@ -272,6 +287,7 @@ class Container:
                     self.config.user,
                     self.security,
                     self.inherit,
+                    self.settings,
                 ),
                 namespaces=self.config.namespaces,
                 join=self.config.join,
@@ -281,6 +297,8 @@ class Container:
             )
             # The init waits at its gate: plug its network namespace into the bridge.
             self._network.connect(self._init.pid)
+            if self.settings:
+                self.settings.apply_limits(self._init.pid)  # rlimits, oomScoreAdj: as root
             self.state.record.update(pid=self.pid, start_time=state.process_start_time(self.pid))
             self.state.save()
             for kind in ("prestart", "createRuntime", "createContainer"):
@@ -292,6 +310,7 @@ class Container:
             cgroups.CgroupError,
             devices.DeviceError,
             network.NetworkError,
+            process_settings.ProcessSettingsError,
         ) as error:
             self.delete()
             code = getattr(error, "exit_code", EXIT_RUNTIME_ERROR)

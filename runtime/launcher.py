@@ -17,8 +17,8 @@ import sys
 from runtime.cgroups import format_size, parse_cpu_weight, parse_memory, parse_pids_limit
 from runtime.namespaces import check_hostname
 from runtime.network import parse_net, parse_publish
+from runtime.policy import parse_cap_add, parse_cap_drop, parse_security_opt
 from runtime.process import EXIT_RUNTIME_ERROR, EXIT_SIGNAL_BASE
-from runtime.security import parse_cap_add, parse_cap_drop, parse_security_opt
 
 
 class Interrupted(BaseException):

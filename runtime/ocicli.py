@@ -117,18 +117,20 @@ def exec_command(args) -> int:
         if not args.command:
             raise OciError("exec needs a command, or --process FILE")
         found = state.load(args.root, args.id)
-        base = found.record.get("config", {})
-        process_config = {
-            "args": list(args.command),
-            "env": [f"{k}={v}" for k, v in base.get("env", {}).items()] + list(args.env),
-            "cwd": args.cwd or base.get("cwd", "/"),
-            "capabilities": {"bounding": [f"CAP_{c}" for c in base.get("cap_add", [])]},
-            "noNewPrivileges": args.no_new_privs,
-        }
-        uid, _, gid = (args.user or "0:0").partition(":")
-        process_config["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+        process_config = dict(found.config.get("spec", {}).get("process", {}))
+        process_config["args"] = list(args.command)
+        process_config["env"] = process_config.get("env", []) + list(args.env)
+        process_config["cwd"] = args.cwd or process_config.get("cwd", "/")
+        process_config["noNewPrivileges"] = args.no_new_privs or process_config.get(
+            "noNewPrivileges", False
+        )
+        if args.user:
+            uid, _, gid = args.user.partition(":")
+            process_config["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+        process_config = spec.process(process_config, "exec")
+    profile = state.load(args.root, args.id).config.get("spec", {}).get("linux", {}).get("seccomp")
     pid, code = container.exec_process(
-        args.root, args.id, bundle.program(process_config), detach=args.detach
+        args.root, args.id, bundle.program(process_config, profile), detach=args.detach
     )
     _write_pid_file(args.pid_file, pid)
     return code

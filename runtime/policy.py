@@ -22,6 +22,8 @@ https://docs.docker.com/engine/containers/run/#runtime-privilege-and-linux-capab
 
 from __future__ import annotations
 
+import os
+
 from runtime import seccomp
 from runtime.capabilities import CAPABILITIES, mask_of, names_of, spec_names
 from runtime.syscalls import capget, machine_name
@@ -151,3 +153,20 @@ def security_settings(
             f"no seccomp filter for {machine}: run with --security-opt seccomp=unconfined"
         )
     return config, seccomp.build(mask, machine)
+
+
+def boundaries(cap_add=(), cap_drop=(), security_opt=()):
+    """The runtime.security.Boundaries that docker's flags stand for. docker resolves USER
+    before it creates the container; mycontainer resolves it in the init, after the gate
+    (runtime.users), so these are root's sets, which a non-root USER loses on the switch,
+    as docker gives it none (CVE-2022-24769)."""
+    from runtime.security import Boundaries
+
+    class DockerBoundaries(Boundaries):
+        def after_user_switch(self) -> None:
+            if os.geteuid() != 0:
+                self.sets = {**self.sets, "effective": 0, "permitted": 0}
+            super().after_user_switch()
+
+    config, program = security_settings(cap_add, cap_drop, security_opt)
+    return DockerBoundaries.from_config(config, program)

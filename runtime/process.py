@@ -153,7 +153,7 @@ class Init:
 
 class Program:
     """What the container's PID 1 executes, and how: arguments, environment, directory, user,
-    and the security boundaries it runs within (a runtime.security.Security; None: none)."""
+    and the security boundaries it runs within (a runtime.security.Boundaries; None: none)."""
 
     def __init__(
         self,
@@ -163,6 +163,7 @@ class Program:
         user: str | None = None,
         security=None,
         inherit: tuple[int, ...] = (),
+        settings=None,
     ):
         self.argv = argv
         self.inherit = inherit  # descriptors beyond 0-2 it gets, as runc's --preserve-fds
@@ -170,6 +171,7 @@ class Program:
         self.cwd = cwd
         self.user = user  # USER[:GROUP] as the image's config gives it; None: stay root
         self.security = security
+        self.settings = settings  # a runtime.process_settings.ProcessSettings, or None
 
 
 def spawn(
@@ -458,7 +460,9 @@ def _init(program: Program, setup, sync: int, gate: int) -> None:
         close_descriptors(keep=(sync, *program.inherit))  # and any that setup() left open
         if program.security:  # capabilities, no_new_privs, seccomp: see runtime.security
             program.security.before_user_switch()
-        if program.user:
+        if program.settings:
+            program.settings.switch_user()
+        elif program.user:
             home = users.switch_to(program.user)
             if home and "HOME" not in program.env:
                 program.env["HOME"] = home

@@ -40,7 +40,7 @@ import errno
 import os
 import stat
 
-from runtime import policy, seccomp
+from runtime import seccomp
 from runtime.capabilities import CAPABILITIES, SETS, last_capability, mask_of, names_of
 from runtime.syscalls import (
     MS_BIND,
@@ -299,29 +299,3 @@ def _make_read_only(path: str) -> None:
         mount(None, _fd_path(fd), None, flags)
     finally:
         os.close(fd)
-
-
-# --- docker's flags ----------------------------------------------------------------------------
-# runtime.policy's now. These names stay until runtime.container, runtime.launcher and step 7
-# take them from there (issue 13).
-
-DEFAULT_CAPABILITIES = policy.DEFAULT_CAPABILITIES
-MASKED_PATHS = policy.MASKED_PATHS
-READONLY_PATHS = policy.READONLY_PATHS
-parse_cap_add = policy.parse_cap_add
-parse_cap_drop = policy.parse_cap_drop
-parse_security_opt = policy.parse_security_opt
-
-
-def Security(cap_add=(), cap_drop=(), security_opt=()) -> Boundaries:  # noqa: N802
-    """The boundaries docker's flags stand for (runtime.policy), for a USER that the init
-    resolves only after the gate: root's sets, which _DockerBoundaries empties for others."""
-    config, program = policy.security_settings(cap_add, cap_drop, security_opt)
-    return _DockerBoundaries.from_config(config, program)
-
-
-class _DockerBoundaries(Boundaries):
-    def after_user_switch(self) -> None:
-        if os.geteuid() != 0:  # policy.security_settings(uid=...) once the user is known early
-            self.sets = {**self.sets, "effective": 0, "permitted": 0}
-        super().after_user_switch()

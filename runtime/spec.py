@@ -42,7 +42,8 @@ import posixpath
 import stat
 import sys
 
-from runtime.security import CAPABILITIES, MASKED_PATHS, READONLY_PATHS
+from runtime.capabilities import CAPABILITIES
+from runtime.policy import MASKED_PATHS, READONLY_PATHS
 
 MAX_SIZE = 4 << 20  # bytes; runc's own configs are ~3 KiB, podman's ~10 KiB
 OCI_VERSION_MIN = "1.0.0"

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from runtime import security
+from runtime import policy
 
 from conftest import environment, mycontainer_command, read_until, running_containers
 
@@ -89,7 +89,7 @@ def test_only_the_container_mounts_are_visible(mycontainer):
         hierarchies = [line.split(":")[1] for line in file if not line.startswith("0:")]
     expected += [f"/sys/fs/cgroup/{name.removeprefix('name=')}" for name in hierarchies if name]
     # masked and read-only paths of /proc and /sys (runtime.security), those this kernel has
-    expected += [p for p in security.MASKED_PATHS + security.READONLY_PATHS if os.path.exists(p)]
+    expected += [p for p in policy.MASKED_PATHS + policy.READONLY_PATHS if os.path.exists(p)]
     assert sorted(result.stdout.split()) == sorted(expected)
 
 

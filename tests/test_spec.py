@@ -18,7 +18,7 @@ import tempfile
 import pytest
 
 from runtime import spec
-from runtime.security import CAPABILITIES
+from runtime.capabilities import CAPABILITIES
 
 
 def make_bundle(path, config) -> str:
