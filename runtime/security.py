@@ -39,6 +39,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 
 from runtime import seccomp
 from runtime.capabilities import CAPABILITIES, SETS, last_capability, mask_of, names_of
@@ -197,10 +198,16 @@ def _capability_sets(capabilities: dict) -> dict[str, int]:
                 "such as CAP_NET_ADMIN)"
             )
         sets[name] = mask_of(n[4:] for n in names)
+    dropped = sets["ambient"] & ~(sets["permitted"] & sets["inheritable"])
+    if dropped:  # the kernel refuses them (PR_CAP_AMBIENT_RAISE); runc warns and goes on
+        sys.stderr.write(
+            f"mycontainer: warning: process.capabilities.ambient: {', '.join(names_of(dropped))}"
+            " left out: an ambient capability must also be permitted and inheritable\n"
+        )
+        sets["ambient"] &= ~dropped
     for name, within, rule in (
         ("effective", sets["permitted"], "in permitted"),
         ("inheritable", sets["bounding"], "in bounding"),
-        ("ambient", sets["permitted"] & sets["inheritable"], "both permitted and inheritable"),
     ):
         if sets[name] & ~within:
             raise SecurityError(

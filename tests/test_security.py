@@ -231,10 +231,6 @@ def caps(*names: str) -> dict:
             "process.capabilities.effective: KILL must also be in permitted",
         ),
         (
-            {"process": {"capabilities": {**caps("CAP_KILL"), "inheritable": []}}},
-            "process.capabilities.ambient: KILL must also be both permitted and inheritable",
-        ),
-        (
             {"process": {"capabilities": {**caps("CAP_SYS_ADMIN")}}},
             "process.capabilities.inheritable: SYS_ADMIN must also be in bounding",
         ),
@@ -251,6 +247,14 @@ def test_bad_boundaries_are_one_line_naming_the_field(config, message):
     with pytest.raises(security.SecurityError) as raised:
         security.Boundaries.from_config(config)
     assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+
+
+def test_an_ambient_capability_that_cannot_be_raised_is_left_out_with_a_warning(capsys):
+    """As runc: ``runc spec`` itself lists ambient capabilities that are not inheritable."""
+    config = {"process": {"capabilities": {**caps("CAP_KILL"), "inheritable": []}}}
+    boundaries = security.Boundaries.from_config(config)
+    assert boundaries.sets["ambient"] == 0
+    assert "ambient: KILL left out" in capsys.readouterr().err
 
 
 def test_dockers_flags_stand_for_config_values():
