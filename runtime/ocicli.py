@@ -14,7 +14,6 @@ runc's man pages (runc-create(8), runc-state(8)...) for the flags.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -230,74 +229,190 @@ def _write_pid_file(path: str | None, pid: int) -> None:
 
 
 # --- the command line ---------------------------------------------------------------------
+# runc's grammar (urfave/cli): global options, a command, its options, then its arguments;
+# options end at the first argument or at "--". Parsed by hand from these tables: argparse
+# would cost ~10 ms per call, and an engine calls this command several times per container.
+
+# option -> (attribute, kind): "value" takes the next word, "list" too and may repeat,
+# "switch" takes none.
+GLOBAL_OPTIONS = {
+    "--root": ("root", "value"),
+    "--log": ("log", "value"),
+    "--log-format": ("log_format", "value"),
+    "--debug": ("debug", "switch"),
+    "--systemd-cgroup": ("systemd_cgroup", "switch"),
+    "--rootless": ("rootless", "value"),  # engines pass "false" or "auto"
+}
+BUNDLE_OPTIONS = {
+    "--bundle": ("bundle", "value"),
+    "-b": ("bundle", "value"),
+    "--pid-file": ("pid_file", "value"),
+    "--console-socket": ("console_socket", "value"),
+    "--no-pivot": ("no_pivot", "switch"),
+    "--no-new-keyring": ("no_new_keyring", "switch"),
+    "--preserve-fds": ("preserve_fds", "value"),
+}
+EXEC_OPTIONS = {
+    "--process": ("process", "value"),
+    "-p": ("process", "value"),
+    "--detach": ("detach", "switch"),
+    "-d": ("detach", "switch"),
+    "--pid-file": ("pid_file", "value"),
+    "--tty": ("tty", "switch"),
+    "-t": ("tty", "switch"),
+    "--console-socket": ("console_socket", "value"),
+    "--cwd": ("cwd", "value"),
+    "--env": ("env", "list"),
+    "-e": ("env", "list"),
+    "--user": ("user", "value"),
+    "-u": ("user", "value"),
+    "--no-new-privs": ("no_new_privs", "switch"),
+    "--preserve-fds": ("preserve_fds", "value"),
+    "--cap": ("cap", "list"),
+    "-c": ("cap", "list"),
+}
+FORMAT_OPTIONS = {"--format": ("format", "value"), "-f": ("format", "value")}
+
+# command -> (function, what it does, its options, its arguments: "name", "name?" optional,
+# "name..." all the rest)
+COMMANDS = {
+    "create": (create, "create a container from a bundle", BUNDLE_OPTIONS, ("id",)),
+    "run": (
+        run,
+        "create and start a container, and wait for it",
+        {**BUNDLE_OPTIONS, "--detach": ("detach", "switch"), "-d": ("detach", "switch")},
+        ("id",),
+    ),
+    "start": (start, "start a created container", {}, ("id",)),
+    "state": (state_command, "print a container's state (JSON)", {}, ("id",)),
+    "kill": (
+        kill,
+        "send a signal (default TERM) to a container's init, or --all its processes",
+        {"--all": ("all", "switch"), "-a": ("all", "switch")},
+        ("id", "signal?"),
+    ),
+    "delete": (
+        delete,
+        "delete a stopped container (--force: any)",
+        {"--force": ("force", "switch"), "-f": ("force", "switch")},
+        ("id",),
+    ),
+    "exec": (
+        exec_command,
+        "run a process in a running container",
+        EXEC_OPTIONS,
+        ("id", "command..."),
+    ),  # fmt: skip
+    "ps": (
+        ps_command,
+        "list the processes of a container",
+        FORMAT_OPTIONS,
+        ("id", "ps_options..."),
+    ),  # fmt: skip
+    "list": (
+        list_command,
+        "list the containers of the state root",
+        {**FORMAT_OPTIONS, "--quiet": ("quiet", "switch"), "-q": ("quiet", "switch")},
+        (),
+    ),
+    "spec": (
+        spec_command,
+        "write a default config.json",
+        {
+            "--bundle": ("bundle", "value"),
+            "-b": ("bundle", "value"),
+            "--rootless": ("rootless", "switch"),
+        },  # fmt: skip
+        (),
+    ),
+    "features": (features, "print what this runtime supports (JSON)", {}, ()),
+}
+USAGE = "usage: mycontainer-oci [--root DIR] [--log FILE] [--log-format text|json] COMMAND ..."
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
-        prog="mycontainer-oci", description="mycontainer's OCI runtime command line (runc's)."
-    )
-    top.add_argument("--version", "-v", action="version", version=f"mycontainer-oci {__version__}")
-    top.add_argument("--root", default=None, help="state root (default /run/mycontainer)")
-    top.add_argument("--log", default=None, help="also write errors to this file")
-    top.add_argument("--log-format", choices=("text", "json"), default="text")
-    top.add_argument("--debug", action="store_true")
-    top.add_argument("--systemd-cgroup", action="store_true")
-    top.add_argument("--rootless", default=None)  # engines pass it; "false" or "auto" only
-    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+class Arguments:
+    """The parsed command line: one attribute per option and argument (None when absent)."""
 
-    def command(name, function, text):
-        sub = commands.add_parser(name, help=text, description=text)
-        sub.set_defaults(function=function)
-        return sub
+    def __init__(self, **values):
+        self.__dict__.update(values)
 
-    def bundle_options(sub):
-        sub.add_argument("--bundle", "-b", default=None)
-        sub.add_argument("--pid-file", default=None)
-        sub.add_argument("--console-socket", default=None)
-        sub.add_argument("--no-pivot", action="store_true")
-        sub.add_argument("--no-new-keyring", action="store_true")
-        sub.add_argument("--preserve-fds", type=int, default=0)
-        sub.add_argument("id")
+    def __getattr__(self, name: str):
+        return None  # an option not given
 
-    bundle_options(command("create", create, "create a container from a bundle"))
-    sub = command("run", run, "create and start a container, and wait for it")
-    sub.add_argument("--detach", "-d", action="store_true")
-    bundle_options(sub)
-    command("start", start, "start a created container").add_argument("id")
-    command("state", state_command, "print a container's state (JSON)").add_argument("id")
-    sub = command("kill", kill, "send a signal to a container's init")
-    sub.add_argument("--all", "-a", action="store_true")
-    sub.add_argument("id")
-    sub.add_argument("signal", nargs="?", default="TERM")
-    sub = command("delete", delete, "delete a stopped container")
-    sub.add_argument("--force", "-f", action="store_true")
-    sub.add_argument("id")
-    sub = command("exec", exec_command, "run a process in a running container")
-    sub.add_argument("--process", "-p", default=None)
-    sub.add_argument("--detach", "-d", action="store_true")
-    sub.add_argument("--pid-file", default=None)
-    sub.add_argument("--tty", "-t", action="store_true")
-    sub.add_argument("--console-socket", default=None)
-    sub.add_argument("--cwd", default=None)
-    sub.add_argument("--env", "-e", action="append", default=[])
-    sub.add_argument("--user", "-u", default=None)
-    sub.add_argument("--no-new-privs", action="store_true")
-    sub.add_argument("--preserve-fds", type=int, default=0)
-    sub.add_argument("--cap", "-c", action="append", default=[])
-    sub.add_argument("id")
-    sub.add_argument("command", nargs=argparse.REMAINDER)
-    sub = command("ps", ps_command, "list the processes of a container")
-    sub.add_argument("--format", "-f", choices=("table", "json"), default="table")
-    sub.add_argument("id")
-    sub.add_argument("ps_options", nargs=argparse.REMAINDER)
-    sub = command("list", list_command, "list the containers of the state root")
-    sub.add_argument("--format", "-f", choices=("table", "json"), default="table")
-    sub.add_argument("--quiet", "-q", action="store_true")
-    sub = command("spec", spec_command, "write a default config.json")
-    sub.add_argument("--bundle", "-b", default=None)
-    sub.add_argument("--rootless", action="store_true")
-    command("features", features, "print what this runtime supports (JSON)")
-    return top
+
+def parse(argv: list[str]) -> Arguments:
+    """runc's command line -> Arguments, or OciError naming what is wrong."""
+    args = Arguments(log_format="text", env=[], cap=[], preserve_fds="0", signal="TERM")
+    words = iter(argv)
+    command = _options(words, GLOBAL_OPTIONS, args)
+    if command is None or command not in COMMANDS:
+        known = ", ".join(COMMANDS)
+        raise OciError(f"unknown command {command!r}: use one of {known}" if command else USAGE)
+    function, _, options, names = COMMANDS[command]
+    args.command, args.function = command, function
+    first = _options(words, options, args)
+    rest = [] if first is None else [first, *words]
+    for name in names:
+        if name.endswith("..."):
+            setattr(args, name[:-3], rest)
+            rest = []
+        elif rest:
+            setattr(args, name.rstrip("?"), rest.pop(0))
+        elif not name.endswith("?"):
+            raise OciError(f"{command} needs the container {name.upper()}: {command} ID")
+    if rest:
+        raise OciError(f"{command}: unexpected argument {rest[0]!r}")
+    if args.log_format not in ("text", "json"):
+        raise OciError(f"--log-format takes text or json (got {args.log_format!r})")
+    if not args.preserve_fds.isdigit():
+        raise OciError(f"--preserve-fds takes a number (got {args.preserve_fds!r})")
+    args.preserve_fds = int(args.preserve_fds)
+    return args
+
+
+def _options(words, options: dict, args: Arguments) -> str | None:
+    """Read ``options`` from ``words`` into ``args``; return the first word that is not one
+    (None at the end). ``--name=value`` and ``--name value`` are the same."""
+    for word in words:
+        if word == "--":
+            return next(words, None)
+        name, equals, value = word.partition("=")
+        if name in ("-h", "--help"):
+            raise Help()
+        if name == "--version" or name == "-v" and options is GLOBAL_OPTIONS:
+            print(f"mycontainer-oci version {__version__}")
+            raise Help(printed=True)
+        if not name.startswith("-") or name == "-":
+            return word
+        if name not in options:
+            raise OciError(f"unknown option {name}")
+        attribute, kind = options[name]
+        if kind == "switch":
+            setattr(args, attribute, True)
+            continue
+        if not equals:
+            value = next(words, None)
+            if value is None:
+                raise OciError(f"option {name} needs a value")
+        if kind == "list":
+            getattr(args, attribute).append(value)
+        else:
+            setattr(args, attribute, value)
+    return None
+
+
+class Help(Exception):
+    """-h/--help (or --version): print what is asked, exit 0."""
+
+    def __init__(self, printed: bool = False):
+        super().__init__()
+        self.printed = printed
+
+
+def usage() -> str:
+    lines = [USAGE, "", "commands:"]
+    lines += [f"  {name:<10}{text}" for name, (_, text, _, _) in COMMANDS.items()]
+    return "\n".join(lines)
 
 
 def log_error(args, message: str) -> None:
@@ -320,13 +435,18 @@ def log_error(args, message: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     from runtime.container import ContainerError
 
-    args = parser().parse_args(argv)
+    args = Arguments(log_format="text")
     code = 1
     try:
+        args = parse(sys.argv[1:] if argv is None else argv)
         if args.systemd_cgroup:
             raise OciError("--systemd-cgroup is not supported: use cgroupfs (leave it out)")
         args.root = state.root_directory(args.root)
         code = args.function(args)
+    except Help as help_asked:
+        if not help_asked.printed:
+            print(usage())
+        code = 0
     except (OciError, ContainerError, state.StateError, ValueError, OSError) as error:
         log_error(args, str(error))
         code = getattr(error, "exit_code", 1) if args.command == "run" else 1
