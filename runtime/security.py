@@ -84,8 +84,15 @@ class Boundaries:
         masked_paths=(),
         readonly_paths=(),
         seccomp: bytes | None = None,
+        apparmor_profile: str | None = None,
     ):
         self.sets = None if capabilities is None else _capability_sets(capabilities)
+        if apparmor_profile and not apparmor_enabled():
+            raise SecurityError(
+                f"process.apparmorProfile: {apparmor_profile!r} cannot be applied: AppArmor is "
+                "not enabled on this host (leave the field out)"
+            )
+        self.apparmor_profile = apparmor_profile
         if not isinstance(no_new_privileges, bool):
             raise SecurityError(
                 f"process.noNewPrivileges must be true or false (got {no_new_privileges!r})"
@@ -106,6 +113,7 @@ class Boundaries:
             linux.get("maskedPaths") or (),
             linux.get("readonlyPaths") or (),
             seccomp,
+            apparmor_profile=process.get("apparmorProfile"),
         )
 
     # After pivot_root, still before the gate ------------------------------------------------
@@ -138,6 +146,8 @@ class Boundaries:
         """Seccomp first if no_new_privs is off (installing a filter then needs CAP_SYS_ADMIN,
         which we are about to lose); shrink the bounding set (it needs CAP_SETPCAP); keep the
         permitted set across setuid(2), to set the others from it after the switch."""
+        if self.apparmor_profile:
+            apply_apparmor_profile(self.apparmor_profile)
         if self.seccomp and not self.no_new_privileges:
             seccomp.install(self.seccomp)
         if self.sets is None:
@@ -306,3 +316,34 @@ def _make_read_only(path: str) -> None:
         mount(None, _fd_path(fd), None, flags)
     finally:
         os.close(fd)
+
+
+def apparmor_enabled() -> bool:
+    """Whether the kernel enforces AppArmor (its module parameter says Y)."""
+    try:
+        with open("/sys/module/apparmor/parameters/enabled") as file:
+            return file.read().strip() == "Y"
+    except OSError:
+        return False
+
+
+def apply_apparmor_profile(profile: str) -> None:
+    """Have the next execve(2) enter AppArmor profile ``profile``, as runc does: the kernel
+    reads "exec NAME" from /proc/self/attr/apparmor/exec (Linux 5.8+; /proc/self/attr/exec
+    before). The profile must be loaded on the host (apparmor_parser), as docker-default is."""
+    for path in ("/proc/self/attr/apparmor/exec", "/proc/self/attr/exec"):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            os.write(fd, f"exec {profile}".encode())
+        except OSError as error:
+            raise SecurityError(
+                f"process.apparmorProfile: cannot apply {profile!r}: {error.strerror} "
+                "(is it loaded? see aa-status)"
+            ) from None
+        finally:
+            os.close(fd)
+        return
+    raise SecurityError("process.apparmorProfile: this kernel has no /proc/self/attr/exec")

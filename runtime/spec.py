@@ -98,7 +98,6 @@ SECCOMP_ARCHS = (
 # empty value, false or null is accepted: it asks for nothing). Paths use the spec's
 # names; "[]" stands for every entry of an array.
 UNSUPPORTED = {
-    "process.apparmorProfile": "AppArmor profiles are not applied by mycontainer",
     "process.selinuxLabel": "SELinux labels are not applied by mycontainer",
     "process.scheduler": "scheduling policies are not set by mycontainer",
     "process.ioPriority": "I/O priorities are not set by mycontainer",
@@ -873,7 +872,7 @@ def features() -> dict:
                 "knownFlags": [],
                 "supportedFlags": [],
             },
-            "apparmor": {"enabled": False},
+            "apparmor": {"enabled": True},
             "selinux": {"enabled": False},
             "intelRdt": {"enabled": False},
             "mountExtensions": {"idmap": {"enabled": False}},

@@ -1470,3 +1470,14 @@ def test_an_image_whose_mount_point_is_a_file_is_one_line(
         125,
         f"mycontainer: error: the image's /{name} is not a directory: it cannot be mounted on\n",
     )
+
+
+def test_an_apparmor_profile_needs_apparmor(monkeypatch):
+    """podman asks for one wherever AppArmor is on (Debian, Ubuntu): applied then, as runc
+    does; where it is off, one line instead of a silent ignore."""
+    config = {"process": {"apparmorProfile": "docker-default"}}
+    if security.apparmor_enabled():
+        assert security.Boundaries.from_config(config).apparmor_profile == "docker-default"
+    else:
+        with pytest.raises(security.SecurityError, match="AppArmor is not enabled on this host"):
+            security.Boundaries.from_config(config)

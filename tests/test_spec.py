@@ -154,10 +154,6 @@ BAD = {
         "process.noNewPrivileges: must be true or false",
     ),
     "oomScoreAdj": (changed(process__oomScoreAdj=1001), "process.oomScoreAdj: 1001 is out"),
-    "apparmor": (
-        changed(process__apparmorProfile="acme"),
-        "process.apparmorProfile: AppArmor profiles are not applied",
-    ),
     "selinux": (changed(process__selinuxLabel="system_u"), "process.selinuxLabel: SELinux"),
     "scheduler": (
         changed(process__scheduler={"policy": "SCHED_FIFO"}),
@@ -761,8 +757,8 @@ def test_load_process_of_exec(tmp_path):
     path.write_text(json.dumps({"args": ["ps"], "cwd": "relative"}))
     with pytest.raises(spec.SpecError, match=r"^process.json: cwd: 'relative' is not an absolute"):
         spec.load_process(str(path))
-    with pytest.raises(spec.SpecError, match=r"^process.json: apparmorProfile: AppArmor"):
-        spec.process({"args": ["ps"], "cwd": "/", "apparmorProfile": "x"})
+    with pytest.raises(spec.SpecError, match=r"^process.json: selinuxLabel: SELinux"):
+        spec.process({"args": ["ps"], "cwd": "/", "selinuxLabel": "x"})
 
 
 # --- the configs of the OCI runtime-tools suite -------------------------------------------
@@ -785,7 +781,6 @@ REFUSED = {
     "linux_ns_nopath": "linux.uidMappings: user namespaces are not supported",
     "linux_ns_path_type": "type: user: user namespaces are not supported",
     "linux_uid_mappings": "linux.uidMappings: user namespaces are not supported",
-    "linux_process_apparmor_profile": "process.apparmorProfile: AppArmor profiles",
     "misc_props": "ociVersion: 'invalid' is not a version",
     "process_capabilities_fail": "process.capabilities.bounding: unknown capability 'CAP_TEST'",
     "process_rlimits_fail": "process.rlimits[1].type: unknown limit 'RLIMIT_TEST'",
