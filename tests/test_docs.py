@@ -267,10 +267,10 @@ def stored_images(env: dict[str, str]) -> set[str]:
 
 
 def state_dirs() -> set[str]:
-    from runtime.container import DEFAULT_STATE_ROOT
+    from runtime.state import DEFAULT_ROOT
 
     try:
-        return set(os.listdir(DEFAULT_STATE_ROOT))
+        return set(os.listdir(DEFAULT_ROOT))
     except FileNotFoundError:
         return set()
 
