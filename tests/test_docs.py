@@ -6,7 +6,8 @@ Two kinds of checked blocks, described for authors in docs/contributing.md ("Wri
   ``$ command`` runs with ``sh -c`` from the repository's top directory, as root, and its
   output (stdout and stderr together) must match the lines below it, where ``<id>`` stands
   for a container id, ``<n>`` for a number, ``<any>`` for any text on one line, and a line
-  ``...`` for any number of lines. ``mycontainer`` and ``python3`` are this interpreter's.
+  ``...`` for any number of lines. ``mycontainer``, ``mycontainer-oci`` and ``python3`` are
+  this interpreter's.
 * A quote: a fenced block titled with a repository file, ```` ```python title="runtime/x.py" ````.
   Its text must appear in that file; a line ``...`` separates quoted pieces.
 
@@ -189,7 +190,8 @@ def shown(expected: list[str], actual: list[str]) -> list[str]:
 
 @pytest.fixture(scope="session")
 def transcript_env(tmp_path_factory) -> dict[str, str]:
-    """The environment transcripts run in: this interpreter as ``python3`` and ``mycontainer``.
+    """The environment transcripts run in: this interpreter as ``python3``, ``mycontainer``
+    and ``mycontainer-oci``.
 
     The docs are written for a root shell with the project's venv activated; in a CI VM the
     interpreter may be another venv with the repository on PYTHONPATH, so wrappers stand in.
@@ -202,6 +204,7 @@ def transcript_env(tmp_path_factory) -> dict[str, str]:
     for name, line in (
         ("python3", f'exec {python} "$@"'),
         ("mycontainer", f'exec {python} -m runtime "$@"'),
+        ("mycontainer-oci", f'exec {python} -m runtime.ocicli "$@"'),
     ):
         script = bin_dir / name
         script.write_text(f"#!/bin/sh\n{line}\n")
@@ -267,10 +270,10 @@ def stored_images(env: dict[str, str]) -> set[str]:
 
 
 def state_dirs() -> set[str]:
-    from runtime.container import DEFAULT_STATE_ROOT
+    from runtime.state import DEFAULT_ROOT
 
     try:
-        return set(os.listdir(DEFAULT_STATE_ROOT))
+        return set(os.listdir(DEFAULT_ROOT))
     except FileNotFoundError:
         return set()
 
