@@ -17,9 +17,11 @@ ends, every process it left is killed and every mount it left vanishes. Bundles 
 results go to a temporary directory, removed afterwards, unless a mount is still in it.
 The cgroups the suite names (``/cgrouptest``, ``testdir/cgrouptest/container``) that were
 not there before are removed too, with any named after a container of the suite; what
-cannot be is named. The runtime's state root, /run/mycontainer, is a tmpfs of the run's
-own: what the runtime leaves there is named too (a container it never deleted), and
-vanishes with the namespace.
+cannot be is named. The runtime's state root (``MYCONTAINER_STATE``), a directory of
+its own and so a cgroup parent of its own (runtime.container.cgroup_parent), is a tmpfs of
+the run's: what the runtime leaves there is named too (a container it never deleted), and
+vanishes with the namespace. Not /run/mycontainer: hiding the machine's containers from the
+runtime would make their cgroups look abandoned to its ``prune``.
 
 Prints run.sh's line per group and its last line, ``groups passing: N/58``. run.sh calls
 a group that printed no ``not ok`` and exited 0 a pass, and some pass that way having
@@ -53,7 +55,7 @@ SUITE = Path(os.environ.get("MYCONTAINER_RUNTIME_TOOLS", REPO.parent / "shared" 
 CACHE = Path(os.environ.get("MYCONTAINER_LAB_CACHE", "/var/cache/mycontainer-lab"))
 BUILD = CACHE / "runtime-tools"
 RUNTIME = REPO / ".venv" / "bin" / "mycontainer-oci"
-STATE_ROOT = Path("/run/mycontainer")
+STATE_ROOT = Path("/run/mycontainer-conformance")
 # The cgroupsPath values the suite's groups use (runtime-tools cgroups/cgroups.go), leaf first.
 SUITE_CGROUPS = ("testdir/cgrouptest/container", "testdir/cgrouptest", "testdir", "cgrouptest")
 SUITE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -109,6 +111,7 @@ def run_suite(workdir: str, runtime: str, seconds_per_group: int) -> None:
     unshare += ["--mount-proc", "--kill-child", "--net", "--uts", "--ipc", "--"]
     run_sh = [str(SUITE / "run.sh"), workdir, runtime, str(seconds_per_group)]
     environment = {**os.environ, "STATE_ROOT": str(STATE_ROOT), "WORKDIR": workdir}
+    environment["MYCONTAINER_STATE"] = str(STATE_ROOT)  # mycontainer-oci's default --root
     command = unshare + ["bash", "-c", INSIDE, "lab-conformance", *run_sh]
     subprocess.run(command, stdin=subprocess.DEVNULL, env=environment, check=False)
 

@@ -533,7 +533,12 @@ def prune(layout: cgroups.Layout | None = None, problems: list[str] | None = Non
         return os.path.isdir(os.path.join(root, name))
 
     for path in cgroups.stale_groups(layout, alive, cgroup_parent()):
-        cgroups.remove_group(path)
+        try:
+            cgroups.remove_group(path)
+        except OSError as error:  # left for a later prune; not this create's failure
+            if problems is not None:
+                problems.append(f"cannot remove cgroup {path}: {error.strerror}")
+            continue
         pruned.append(os.path.basename(path))
     return pruned
 

@@ -21,6 +21,7 @@ import sys
 import time
 
 from runtime import __version__, state
+from runtime.process import EXIT_SIGNAL_BASE
 
 
 class OciError(Exception):
@@ -447,11 +448,16 @@ def main(argv: list[str] | None = None) -> None:
         if not help_asked.printed:
             print(usage())
         code = 0
+    except BrokenPipeError:  # our reader went away (``| grep -q``): nobody to tell, as runc
+        code = EXIT_SIGNAL_BASE + signal.SIGPIPE
     except (OciError, ContainerError, state.StateError, ValueError, OSError) as error:
         log_error(args, str(error))
         code = getattr(error, "exit_code", 1) if args.command == "run" else 1
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        code = EXIT_SIGNAL_BASE + signal.SIGPIPE
     os._exit(code or 0)
 
 
