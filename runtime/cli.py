@@ -123,19 +123,19 @@ def images() -> int:
 @click.argument("names", nargs=-1, required=True)
 def rmi(names: tuple[str, ...]) -> int:
     """Remove images from the store, with the layers no other image uses."""
-    from runtime import container, image
+    from runtime import container, image, imagespec
 
     container.check_host()
     with image.StoreLock(exclusive=True):  # no import or starting container meanwhile
         try:
             for name in names:
-                users = container.containers_using(image.normalize(name))
+                users = container.containers_using(imagespec.normalize(name))
                 if users:
                     raise click.ClickException(
                         f"image {name} is used by container {users[0][:12]}: stop it first"
                     )
                 image.remove(name)
-                click.echo(f"removed {image.normalize(name)}")
+                click.echo(f"removed {imagespec.normalize(name)}")
         finally:  # the layers of the images removed before an error go too
             image.remove_unused_layers(container.layers_in_use())
     return 0
