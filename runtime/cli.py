@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from runtime import __version__, launcher
+from runtime import __version__, exits, launcher
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -178,14 +178,14 @@ def main(argv: list[str]) -> None:
     line, exit code 128+N; click itself would print an empty line, then "aborted", exit 1.
     """
     try:
-        with launcher.interruptible():
-            launcher.exit_with_result(
+        with exits.interruptible():
+            exits.exit_with_result(
                 cli.main, args=argv, prog_name="mycontainer", standalone_mode=False
             )
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx else "mycontainer"
-        launcher.fail(f"{error.format_message().rstrip('.')} (see '{command} --help')")
+        exits.fail(f"{error.format_message().rstrip('.')} (see '{command} --help')")
     except click.ClickException as error:
-        launcher.fail(error.format_message())
+        exits.fail(error.format_message())
     except click.Abort:
-        launcher.fail("aborted")
+        exits.fail("aborted")

@@ -11,44 +11,13 @@ option, another command) goes to click, which explains it.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 from runtime.cgroups import format_size, parse_cpu_weight, parse_memory, parse_pids_limit
+from runtime.exits import exit_with_result, interruptible
 from runtime.namespaces import check_hostname
 from runtime.network import parse_net, parse_publish
-from runtime.process import EXIT_RUNTIME_ERROR, EXIT_SIGNAL_BASE
 from runtime.security import parse_cap_add, parse_cap_drop, parse_security_opt
-
-
-class Interrupted(BaseException):
-    """SIGINT, SIGTERM or SIGHUP arrived while mycontainer itself was at work (importing an
-    image, say): raised wherever it was, so that what it had begun is undone on the way
-    out. A BaseException, as KeyboardInterrupt, so that no ``except Exception`` stops it."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
-        self.exit_code = EXIT_SIGNAL_BASE + signum  # 130 for SIGINT, as shells and docker
-
-
-class interruptible:
-    """Within the ``with`` block, SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted`
-    (SIGTERM and SIGHUP would otherwise end the process at once, leaving its work behind).
-    After the first, they are ignored: the clean-up they started runs to its end."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __enter__(self) -> None:
-        self.previous = {sig: signal.signal(sig, self._interrupt) for sig in self.SIGNALS}
-
-    def __exit__(self, *_exception) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def _interrupt(self, signum: int, _frame) -> None:
-        for sig in self.SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
-        raise Interrupted(signum)
 
 
 def parse_env(text: str) -> tuple[str, str | None]:
@@ -229,32 +198,6 @@ def _progress_on_terminal():
             on_screen = line
 
     return show
-
-
-def fail(message: str, exit_code: int = EXIT_RUNTIME_ERROR) -> None:
-    """Print ``mycontainer: error: MESSAGE`` as the one line on stderr, and exit."""
-    sys.stderr.write(f"mycontainer: error: {message}\n")
-    sys.exit(exit_code)
-
-
-def exit_with_result(action, *args, **kwargs) -> None:
-    """Run ``action`` and exit with its code, turning a runtime failure into one line."""
-    from runtime.container import ContainerError
-    from runtime.image import ImageError
-
-    try:
-        code = action(*args, **kwargs)
-    except (ContainerError, ImageError, Interrupted) as error:
-        fail(str(error), error.exit_code)
-    except KeyboardInterrupt:  # SIGINT outside an interruptible() block
-        fail(str(Interrupted(signal.SIGINT)), EXIT_SIGNAL_BASE + signal.SIGINT)
-    except OSError as error:
-        fail(str(error))
-    # Skip the interpreter's teardown (garbage collection, module cleanup): ~5 ms per run,
-    # and nothing is left to clean up. Buffered output must go out first.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code or 0)
 
 
 def open_standard_streams() -> None:
