@@ -17,6 +17,7 @@ from runtime.cgroups import format_size, parse_cpu_weight, parse_memory, parse_p
 from runtime.exits import exit_with_result, interruptible
 from runtime.namespaces import check_hostname
 from runtime.network import parse_net, parse_publish
+from runtime.progress import progress_on_terminal
 from runtime.security import parse_cap_add, parse_cap_drop, parse_security_opt
 
 
@@ -61,7 +62,6 @@ REPEATABLE_OPTIONS = {"--publish", "--env", "--cap-add", "--cap-drop", "--securi
 # Short names, recognised before IMAGE only: after it, the ``-p`` of ``mkdir -p`` is the
 # command's. (Long options are recognised anywhere, as split_run_args explains.)
 SHORT_OPTIONS = {"-p": "--publish", "-e": "--env"}
-PROGRESS_WIDTH = 30  # characters of the import progress bar
 
 
 def split_run_args(args: list[str]) -> tuple[list[str], list[str]]:
@@ -142,7 +142,7 @@ def run(image: str, command: list[str], **options) -> int:
     container.check_host()
     with images.StoreLock() as store:
         with interruptible():  # an image file may be imported: undone if interrupted
-            found = images.resolve(image, progress=_progress_on_terminal())
+            found = images.resolve(image, progress=progress_on_terminal())
         entrypoint = options.pop("entrypoint", None)
         env = found.environment()
         env.update((key, value) for key, value in options.pop("env", []) if value is not None)
@@ -173,31 +173,9 @@ def load(file: str) -> int:
 
     container.check_host()
     with interruptible():
-        loaded = image.load(file, progress=_progress_on_terminal())
+        loaded = image.load(file, progress=progress_on_terminal())
     print(loaded.name)
     return 0
-
-
-def _progress_on_terminal():
-    """A progress bar for imports when stderr is a terminal (else None): how much of the
-    layers' compressed bytes the unpacking has read. It is erased when the import is done."""
-    if not sys.stderr.isatty():
-        return None
-    on_screen = ""
-
-    def show(done: int, total: int) -> None:
-        nonlocal on_screen
-        line = ""
-        if done < total:
-            filled = PROGRESS_WIDTH * done // total
-            bar = "#" * filled + "." * (PROGRESS_WIDTH - filled)
-            line = f"unpacking [{bar}] {100 * done // total:3d}%  {done >> 20}/{total >> 20} MiB"
-        if line != on_screen:
-            sys.stderr.write(f"\r\x1b[K{line}")  # \x1b[K: erase the rest of the line
-            sys.stderr.flush()
-            on_screen = line
-
-    return show
 
 
 def open_standard_streams() -> None:
