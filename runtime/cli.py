@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from runtime import __version__, exits, launcher
+from runtime import __version__, exits, launcher, runoptions
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -18,7 +18,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 class RunCommand(click.Command):
     """``run``, whose options may also follow the command (``run busybox hostname --hostname a``).
 
-    Before click parses, launcher.split_run_args moves our options to the front; parsing then
+    Before click parses, runoptions.split_run_args moves our options to the front; parsing then
     stops at IMAGE (``allow_interspersed_args = False``), so everything after IMAGE that is not
     ours, such as the ``-l`` of ``ls -l``, belongs to the command.
     """
@@ -29,14 +29,14 @@ class RunCommand(click.Command):
         if any(arg in CONTEXT["help_option_names"] for arg in args[:1]):
             return super().parse_args(ctx, args)
         try:
-            ours, rest = launcher.split_run_args(args)
+            ours, rest = runoptions.split_run_args(args)
         except ValueError as error:
             raise click.UsageError(str(error), ctx) from None
         return super().parse_args(ctx, ours + rest)
 
 
 def _checked_by(check):
-    """A click callback that validates a value with one of launcher.RUN_OPTIONS's checks
+    """A click callback that validates a value with one of runoptions.RUN_OPTIONS's checks
     (each value, as a list, for a repeatable option)."""
 
     def callback(_ctx: click.Context, param: click.Parameter, value):
@@ -83,12 +83,12 @@ def run(image: str, command: tuple[str, ...], **options: str | None) -> int:
     return launcher.run(image, args, **options)
 
 
-for _name, (_check, _help) in launcher.RUN_OPTIONS.items():
-    _short = [short for short, name in launcher.SHORT_OPTIONS.items() if name == _name]
+for _name, (_check, _help) in runoptions.RUN_OPTIONS.items():
+    _short = [short for short, name in runoptions.SHORT_OPTIONS.items() if name == _name]
     run = click.option(
         _name,
         *_short,
-        multiple=_name in launcher.REPEATABLE_OPTIONS,
+        multiple=_name in runoptions.REPEATABLE_OPTIONS,
         callback=_checked_by(_check),
         help=_help,
     )(run)
