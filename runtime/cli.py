@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from runtime import __version__, exits, launcher, runoptions
+from runtime import __version__, commands, exits, runoptions
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -80,7 +80,7 @@ def run(image: str, command: tuple[str, ...], **options: str | None) -> int:
       mycontainer run -p 8080:80 busybox httpd -f -p 80
     """
     args = list(command[1:] if command[:1] == ("--",) else command)
-    return launcher.run(image, args, **options)
+    return commands.run(image, args, **options)
 
 
 for _name, (_check, _help) in runoptions.RUN_OPTIONS.items():
@@ -103,7 +103,7 @@ def load(file: str) -> int:
     root filesystem tarball (.tar, .tar.gz, .tar.xz); FILE:TAG picks one image of several.
     Layers already in the store are not unpacked again.
     """
-    return launcher.load(file)
+    return commands.load(file)
 
 
 @cli.command(context_settings=CONTEXT)

@@ -1,11 +1,11 @@
-"""The ``mycontainer`` entry point, and the one-line error policy every command shares.
+"""The ``mycontainer`` entry point: a plain ``run`` or ``load FILE`` without click.
 
 ``mycontainer run`` is measured against runc and crun, which start a container in tens of
 milliseconds; importing click alone costs ~34 ms on a small VM. So a *plain* ``run`` command
 line (known options with valid values, an IMAGE, a COMMAND) is parsed here, by the same
-rules and with the same option table as the click CLI in :mod:`runtime.cli`; so is a plain
-``load FILE``, measured against GNU tar. Anything else (help, a bad value, an unknown
-option, another command) goes to click, which explains it.
+rules and with the same option table (:mod:`runtime.runoptions`) as the click CLI in
+:mod:`runtime.cli`; so is a plain ``load FILE``, measured against GNU tar. Anything else
+(help, a bad value, an unknown option, another command) goes to click, which explains it.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from __future__ import annotations
 import os
 import sys
 
-from runtime.cgroups import format_size
-from runtime.exits import exit_with_result, interruptible
-from runtime.progress import progress_on_terminal
+from runtime import commands
+from runtime.exits import exit_with_result
 from runtime.runoptions import REPEATABLE_OPTIONS, RUN_OPTIONS, split_run_args
 
 
@@ -46,57 +45,6 @@ def parse_plain_run(argv: list[str]) -> tuple[str, list[str], dict[str, str]] | 
     return image, command, options
 
 
-def run(image: str, command: list[str], **options) -> int:
-    """``mycontainer run``: create, start, wait for and delete one container.
-
-    ``options`` are RUN_OPTIONS' values by name (``hostname``, ``memory``, ``cpu_weight``...).
-
-    The store stays locked (shared) from finding the image until the container's state
-    names its layers: ``rmi`` and ``prune`` wait, and never remove them in between.
-    Container.run lets go of it once the container is created.
-    """
-    from runtime import container
-    from runtime import image as images
-
-    container.check_host()
-    with images.StoreLock() as store:
-        with interruptible():  # an image file may be imported: undone if interrupted
-            found = images.resolve(image, progress=progress_on_terminal())
-        entrypoint = options.pop("entrypoint", None)
-        env = found.environment()
-        env.update((key, value) for key, value in options.pop("env", []) if value is not None)
-        config = container.Config(
-            found.lower_directories(),
-            found.command_line(command, entrypoint),
-            image=found.name,
-            env=env,
-            cwd=found.config.get("WorkingDir") or "/",
-            user=found.config.get("User") or None,
-            **options,
-        )
-        box = container.Container(config)
-        try:  # once the container stacks its layers, rmi and prune may go on
-            code = box.run(created=store.release)
-        finally:
-            if box.leftovers:  # the command's exit code stands; this is one more line
-                sys.stderr.write(f"mycontainer: warning: {box.leftovers}\n")
-    if box.oom_killed:
-        limit = f" (limit {format_size(config.memory)})" if config.memory else ""
-        sys.stderr.write(f"mycontainer: container killed: out of memory{limit}\n")
-    return code
-
-
-def load(file: str) -> int:
-    """``mycontainer load``: import an image file into the store and print its name."""
-    from runtime import container, image
-
-    container.check_host()
-    with interruptible():
-        loaded = image.load(file, progress=progress_on_terminal())
-    print(loaded.name)
-    return 0
-
-
 def open_standard_streams() -> None:
     """Put /dev/null on descriptors 0, 1 and 2 where the caller closed them (``>&-``).
 
@@ -121,11 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     open_standard_streams()
     if len(argv) == 2 and argv[0] == "load" and not argv[1].startswith("-"):
-        exit_with_result(load, argv[1])
+        exit_with_result(commands.load, argv[1])
     plain = parse_plain_run(argv)
     if plain is None:
         from runtime import cli
 
         cli.main(argv)
     image, command, options = plain
-    exit_with_result(run, image, command, **options)
+    exit_with_result(commands.run, image, command, **options)
