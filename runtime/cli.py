@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from runtime import __version__, launcher
+from runtime import __version__, commands, exits, runoptions
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -18,7 +18,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
 class RunCommand(click.Command):
     """``run``, whose options may also follow the command (``run busybox hostname --hostname a``).
 
-    Before click parses, launcher.split_run_args moves our options to the front; parsing then
+    Before click parses, runoptions.split_run_args moves our options to the front; parsing then
     stops at IMAGE (``allow_interspersed_args = False``), so everything after IMAGE that is not
     ours, such as the ``-l`` of ``ls -l``, belongs to the command.
     """
@@ -29,14 +29,14 @@ class RunCommand(click.Command):
         if any(arg in CONTEXT["help_option_names"] for arg in args[:1]):
             return super().parse_args(ctx, args)
         try:
-            ours, rest = launcher.split_run_args(args)
+            ours, rest = runoptions.split_run_args(args)
         except ValueError as error:
             raise click.UsageError(str(error), ctx) from None
         return super().parse_args(ctx, ours + rest)
 
 
 def _checked_by(check):
-    """A click callback that validates a value with one of launcher.RUN_OPTIONS's checks
+    """A click callback that validates a value with one of runoptions.RUN_OPTIONS's checks
     (each value, as a list, for a repeatable option)."""
 
     def callback(_ctx: click.Context, param: click.Parameter, value):
@@ -80,15 +80,15 @@ def run(image: str, command: tuple[str, ...], **options: str | None) -> int:
       mycontainer run -p 8080:80 busybox httpd -f -p 80
     """
     args = list(command[1:] if command[:1] == ("--",) else command)
-    return launcher.run(image, args, **options)
+    return commands.run(image, args, **options)
 
 
-for _name, (_check, _help) in launcher.RUN_OPTIONS.items():
-    _short = [short for short, name in launcher.SHORT_OPTIONS.items() if name == _name]
+for _name, (_check, _help) in runoptions.RUN_OPTIONS.items():
+    _short = [short for short, name in runoptions.SHORT_OPTIONS.items() if name == _name]
     run = click.option(
         _name,
         *_short,
-        multiple=_name in launcher.REPEATABLE_OPTIONS,
+        multiple=_name in runoptions.REPEATABLE_OPTIONS,
         callback=_checked_by(_check),
         help=_help,
     )(run)
@@ -103,7 +103,7 @@ def load(file: str) -> int:
     root filesystem tarball (.tar, .tar.gz, .tar.xz); FILE:TAG picks one image of several.
     Layers already in the store are not unpacked again.
     """
-    return launcher.load(file)
+    return commands.load(file)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -123,19 +123,19 @@ def images() -> int:
 @click.argument("names", nargs=-1, required=True)
 def rmi(names: tuple[str, ...]) -> int:
     """Remove images from the store, with the layers no other image uses."""
-    from runtime import container, image
+    from runtime import container, image, imagespec
 
     container.check_host()
     with image.StoreLock(exclusive=True):  # no import or starting container meanwhile
         try:
             for name in names:
-                users = container.containers_using(image.normalize(name))
+                users = container.containers_using(imagespec.normalize(name))
                 if users:
                     raise click.ClickException(
                         f"image {name} is used by container {users[0][:12]}: stop it first"
                     )
                 image.remove(name)
-                click.echo(f"removed {image.normalize(name)}")
+                click.echo(f"removed {imagespec.normalize(name)}")
         finally:  # the layers of the images removed before an error go too
             image.remove_unused_layers(container.layers_in_use())
     return 0
@@ -178,14 +178,14 @@ def main(argv: list[str]) -> None:
     line, exit code 128+N; click itself would print an empty line, then "aborted", exit 1.
     """
     try:
-        with launcher.interruptible():
-            launcher.exit_with_result(
+        with exits.interruptible():
+            exits.exit_with_result(
                 cli.main, args=argv, prog_name="mycontainer", standalone_mode=False
             )
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx else "mycontainer"
-        launcher.fail(f"{error.format_message().rstrip('.')} (see '{command} --help')")
+        exits.fail(f"{error.format_message().rstrip('.')} (see '{command} --help')")
     except click.ClickException as error:
-        launcher.fail(error.format_message())
+        exits.fail(error.format_message())
     except click.Abort:
-        launcher.fail("aborted")
+        exits.fail("aborted")

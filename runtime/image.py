@@ -36,35 +36,21 @@ import json
 import os
 import signal
 
+from runtime.imagespec import (
+    ImageError,
+    config_problem,
+    digest_hex,
+    escaped_name,
+    name_problem,
+    normalize,
+    tag_problem,
+)
 from runtime.removal import remove_tree
 
 DEFAULT_HOME = "/var/lib/mycontainer"
-INDEX_TYPES = (
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-)
-ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64", "amd64": "amd64"}
 TEMPORARY_PREFIXES = (".unpacking-", ".staging-", ".busybox-oci-", ".tmp-")
-# Image names, as docker's reference grammar (distribution/reference) allows them, except
-# that upper case is kept (a file's name may give an image its name).
-NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-SEPARATORS = "._-"
-MAX_TAG = 128
-MAX_RECORD_NAME = 255 - len(".json")  # NAME_MAX, with '/' written as %2F
 # The signals that end a command: an import holds them back while it moves its work in.
 ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class ImageError(Exception):
-    """IMAGE names nothing runnable, or could not be imported; the message says what to do.
-
-    ``exit_code`` is what ``mycontainer`` exits with: 125, or docker's 127 for a command
-    that cannot be found.
-    """
-
-    def __init__(self, message: str, exit_code: int = 125):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def home() -> str:
@@ -129,58 +115,6 @@ class StoreLock:
             self.fd = -1
 
 
-def normalize(name: str) -> str:
-    """The name as the store keeps it: ``busybox`` -> ``busybox:latest`` (no tag means
-    latest) and ``docker.io/library/busybox:1`` -> ``busybox:1`` (docker's short form)."""
-    for registry in ("docker.io/library/", "docker.io/"):
-        name = name.removeprefix(registry)
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
-
-
-def name_problem(name: str) -> str | None:
-    """What makes ``name`` (``REPOSITORY:TAG``, normalized) no name for the store, or None.
-
-    docker's grammar: REPOSITORY is components of letters, digits and separators (``._-``,
-    neither first nor last) joined by ``/``, the first of several may be a registry's
-    ``host:port``; TAG is at most 128 of the same characters, not starting with ``.`` or
-    ``-``. And the record's file name must fit NAME_MAX (255 bytes).
-    """
-    repository, _, tag = name.rpartition(":")
-    problem = tag_problem(tag)
-    if problem:
-        return problem
-    components = repository.split("/")
-    for position, component in enumerate(components):
-        host, colon, port = component.partition(":")
-        if colon and not (
-            position == 0 < len(components) - 1 and port.isascii() and port.isdigit()
-        ):
-            return f"':' only goes before a tag or a registry's port (in {component!r})"
-        if not host or host[0] in SEPARATORS or host[-1] in SEPARATORS:
-            return "a name component is empty, or starts or ends with '.', '_' or '-'"
-        if not NAME_CHARACTERS.issuperset(host):
-            return "names have only letters, digits, '.', '_', '-', '/' and one ':TAG'"
-    if len(_escaped(name)) > MAX_RECORD_NAME:
-        return f"too long ({len(name)} characters; at most {MAX_RECORD_NAME}, a '/' counting 3)"
-    return None
-
-
-def tag_problem(tag: str) -> str | None:
-    """What makes ``tag`` no tag (see :func:`name_problem`), or None."""
-    if not 0 < len(tag) <= MAX_TAG or not NAME_CHARACTERS.issuperset(tag) or tag[0] in ".-":
-        return f"a tag is 1 to {MAX_TAG} letters, digits, '.', '_' or '-', not first '.' or '-'"
-    return None
-
-
-def check_name(name: str) -> str:
-    """``name``, or ImageError saying why the store cannot keep it (see :func:`name_problem`)."""
-    problem = name_problem(name)
-    if problem:
-        shown = repr(name) if len(name) <= 80 else f"{name[:60]!r}..."
-        raise ImageError(f"invalid image name {shown}: {problem}")
-    return name
-
-
 class Image:
     """An image in the store (or a root filesystem directory run as it is)."""
 
@@ -194,7 +128,9 @@ class Image:
         """The directories an overlay mount stacks, *top* layer first (overlayfs's order)."""
         if self.directory:
             return [self.directory]
-        return [os.path.join(layers_root(), _hex(diff_id)) for diff_id in reversed(self.layers)]
+        return [
+            os.path.join(layers_root(), digest_hex(diff_id)) for diff_id in reversed(self.layers)
+        ]
 
     def command_line(self, command: list[str], entrypoint: str | None = None) -> list[str]:
         """What to execute, composed as docker does: ENTRYPOINT followed by CMD.
@@ -220,73 +156,6 @@ class Image:
 
     def record(self) -> dict:
         return {"name": self.name, "config": self.config, "layers": self.layers}
-
-
-def config_problem(config) -> tuple[str, str, object] | None:
-    """The first field of an image config's ``config`` object (image-spec config.md) with
-    the wrong shape, as (field, the shape it must have, its value); None if all are fine.
-    Only the fields docker reads are looked at; null means unset, as in docker's configs."""
-    if not isinstance(config, dict):
-        return "", "an object", config
-    for field, (valid, shape) in CONFIG_FIELDS.items():
-        value = config.get(field)
-        if value is not None and not valid(value):
-            return field, shape, value
-    return None
-
-
-def excerpt(value) -> str:
-    """A value of an image's metadata as an error message shows it: JSON, cut short."""
-    text = json.dumps(value, ensure_ascii=True)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _is_text(value) -> bool:
-    return isinstance(value, str) and "\0" not in value  # no NUL: execve(2) takes C strings
-
-
-def _is_text_list(value) -> bool:
-    return isinstance(value, list) and all(map(_is_text, value))
-
-
-def _is_environment(value) -> bool:
-    return _is_text_list(value) and all("=" in entry[1:] for entry in value)
-
-
-def _is_absolute_path(value) -> bool:
-    return _is_text(value) and (value == "" or value.startswith("/"))
-
-
-def _is_port(value) -> bool:
-    """``80``, ``80/tcp``, ``53/udp``, ``9/sctp``: an exposed port, as docker writes it."""
-    port, _, protocol = value.partition("/")
-    number = port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536
-    return number and protocol in ("", "tcp", "udp", "sctp")
-
-
-def _is_set_of(valid):
-    """An object whose keys are ``valid`` and whose values are ``{}`` (docker's sets)."""
-    return lambda value: (
-        isinstance(value, dict)
-        and all(valid(key) and isinstance(item, dict) for key, item in value.items())
-    )
-
-
-def is_text_map(value) -> bool:
-    return isinstance(value, dict) and all(map(_is_text, value.values()))
-
-
-CONFIG_FIELDS = {
-    "User": (_is_text, "a string, USER[:GROUP]"),
-    "WorkingDir": (_is_absolute_path, "an absolute path"),
-    "Env": (_is_environment, "a list of KEY=VALUE strings"),
-    "Entrypoint": (_is_text_list, "a list of strings"),
-    "Cmd": (_is_text_list, "a list of strings"),
-    "ExposedPorts": (_is_set_of(_is_port), 'an object of "PORT/PROTOCOL": {} entries'),
-    "Volumes": (_is_set_of(_is_absolute_path), 'an object of "/PATH": {} entries'),
-    "Labels": (is_text_map, "an object of strings"),
-    "StopSignal": (_is_text, "a string"),
-}
 
 
 def resolve(reference: str, progress=None) -> Image:
@@ -373,7 +242,7 @@ def remove_unused_layers(in_use: set[str]) -> list[str]:
         removed.append(f"sha256:{entry}")
     for rootfs_digest in os.listdir(_by_blob_root()) if os.path.isdir(_by_blob_root()) else []:
         diff_id = _diff_id_seen(rootfs_digest)
-        if not (diff_id and os.path.isdir(os.path.join(layers_root(), _hex(diff_id)))):
+        if not (diff_id and os.path.isdir(os.path.join(layers_root(), digest_hex(diff_id)))):
             os.unlink(os.path.join(_by_blob_root(), rootfs_digest))
     return removed
 
@@ -398,7 +267,7 @@ def load(reference: str, progress=None) -> Image:
         raise ImageError(f"invalid tag {tag[:60]!r}: {problem}")
     if not (os.path.isdir(path) or os.path.isfile(path)):
         raise ImageError(f"no such image file or directory: {path}")
-    with StoreLock(), imagesource.open_source(path) as source:
+    with StoreLock(), imagesource.open_source(path, home()) as source:
         try:
             manifest = source.select(tag)
         except imagesource.Malformed as error:
@@ -423,7 +292,7 @@ def _move_in(image: Image, staged: dict[int, str], rootfs_blobs) -> None:
         record = _write_new(os.path.join(home(), "images"), json.dumps(image.record(), indent=2))
         with _Uninterrupted():
             for index, staging in staged.items():
-                final = os.path.join(layers_root(), _hex(image.layers[index]))
+                final = os.path.join(layers_root(), digest_hex(image.layers[index]))
                 try:
                     os.rename(staging, final)
                 except OSError:
@@ -431,7 +300,7 @@ def _move_in(image: Image, staged: dict[int, str], rootfs_blobs) -> None:
                         raise
                     # else another import moved the same layer in meanwhile: keep that one
             for index, blob in enumerate(rootfs_blobs or []):
-                _remember_diff_id(_hex(blob.digest), image.layers[index])
+                _remember_diff_id(digest_hex(blob.digest), image.layers[index])
             os.replace(record, _record_path(image.name))
     finally:
         for staging in staged.values():
@@ -491,8 +360,8 @@ def _unpack_layers(source, manifest, progress) -> tuple[dict[int, str], list[str
             if manifest.diff_ids:
                 expected = manifest.diff_ids[index]
             else:  # a rootfs tarball: no config names its diff_id, but the store may know it
-                expected = _diff_id_seen(_hex(blob.digest))
-            stored = os.path.join(layers_root(), _hex(expected)) if expected else ""
+                expected = _diff_id_seen(digest_hex(blob.digest))
+            stored = os.path.join(layers_root(), digest_hex(expected)) if expected else ""
             if stored and os.path.isdir(stored):
                 directories[index], diff_ids[index] = stored, expected
                 continue
@@ -542,7 +411,7 @@ def _diff_id_seen(rootfs_digest: str) -> str | None:
     try:
         with open(os.path.join(_by_blob_root(), rootfs_digest)) as file:
             diff_id = file.read()
-        _hex(diff_id)
+        digest_hex(diff_id)
         return diff_id
     except (FileNotFoundError, ImageError):  # not seen, or a record cut short
         return None
@@ -618,28 +487,9 @@ def _finish(index: int, job, manifest, staged, directories, diff_ids) -> None:
 # --- the records ---------------------------------------------------------------------------
 
 
-def is_digest(value) -> bool:
-    """A digest mycontainer can check: ``sha256:`` and 64 lower-case hex digits."""
-    try:
-        return isinstance(value, str) and bool(_hex(value))
-    except ImageError:
-        return False
-
-
-def _hex(digest: str) -> str:
-    algorithm, _, value = digest.partition(":")
-    if algorithm != "sha256" or len(value) != 64 or not all(c in "0123456789abcdef" for c in value):
-        raise ImageError(f"unsupported or malformed digest: {digest}")
-    return value
-
-
 def _record_path(name: str) -> str:
     """images/<name>.json, with '/' and other unsafe characters %-escaped."""
-    return os.path.join(home(), "images", f"{_escaped(name)}.json")
-
-
-def _escaped(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.:" else f"%{ord(c):02X}" for c in name)
+    return os.path.join(home(), "images", f"{escaped_name(name)}.json")
 
 
 def _read_record(name: str) -> Image | None:
@@ -668,7 +518,7 @@ def _read_record_file(path: str) -> Image | None:
         if not (isinstance(layers, list) and all(isinstance(d, str) for d in layers)):
             raise ValueError("layers must be a list of digests")
         for diff_id in layers:
-            _hex(diff_id)
+            digest_hex(diff_id)
     except (ValueError, ImageError) as error:
         raise ImageError(
             f"the store's record {path} is broken ({error}): remove the image with "

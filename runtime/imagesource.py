@@ -28,8 +28,8 @@ import stat
 import tarfile
 import tempfile
 
-from runtime import image, layer
-from runtime.image import ImageError
+from runtime import imagespec, layer
+from runtime.imagespec import ImageError
 from runtime.removal import remove_tree
 
 IMAGE_MARKERS = {"oci-layout": "oci", "index.json": "oci", "manifest.json": "docker"}
@@ -47,7 +47,7 @@ class Malformed(Exception):
     the document and the field (``config field "config.Cmd" must be...``)."""
 
     def __init__(self, document: str, field: str, shape: str, value=None):
-        got = "it is missing" if value is None else f"got {image.excerpt(value)}"
+        got = "it is missing" if value is None else f"got {imagespec.excerpt(value)}"
         what = f'{document} field "{field}"' if field else document
         super().__init__(f"{what} must be {shape} ({got})")
 
@@ -67,15 +67,19 @@ class Manifest:
     def __init__(self, name: str, config: dict, diff_ids: list[str], layers: list[Blob]):
         if diff_ids and len(diff_ids) != len(layers):
             raise ImageError(f"image {name}: {len(layers)} layers but {len(diff_ids)} diff_ids")
-        self.name = image.check_name(image.normalize(name))
+        self.name = imagespec.check_name(imagespec.normalize(name))
         self.config = config
         self.diff_ids = diff_ids
         self.layers = layers
 
 
 @contextlib.contextmanager
-def open_source(path: str):
-    """The source for the image at ``path``, its staging directory removed afterwards."""
+def open_source(path: str, home: str):
+    """The source for the image at ``path``, its staging directory removed afterwards.
+
+    An archive is unpacked into a ``.staging-*`` directory under the store's ``home``, where
+    ``prune`` finds it if the import is killed.
+    """
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "oci-layout")):
             raise ImageError(f"{path} is not an OCI image layout (it has no oci-layout file)")
@@ -85,8 +89,8 @@ def open_source(path: str):
     if kind == "rootfs":
         yield RootfsTarball(path)
         return
-    os.makedirs(image.home(), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".staging-", dir=image.home())
+    os.makedirs(home, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=home)
     try:
         extract_image_files(path, staging)
         yield (OciLayout if kind == "oci" else DockerArchive)(staging, stem(path))
@@ -240,7 +244,7 @@ class OciLayout(Source):
         name = annotations.get(NAME_ANNOTATION) or _name(
             self.default_name, annotations.get(TAG_ANNOTATION) or tag
         )
-        while descriptor.get("mediaType") in image.INDEX_TYPES:  # nested index: by platform
+        while descriptor.get("mediaType") in imagespec.INDEX_TYPES:  # nested index: by platform
             where = f"index {descriptor['digest']}"
             nested = self.read_json(_blob_path(descriptor), descriptor["digest"], "index")
             descriptor = _pick(_descriptors(_object(nested, where, ""), where), None, name)
@@ -288,7 +292,7 @@ def _image_config(config) -> tuple[dict, list[str]]:
     """(the ``config`` object, the diff_ids) of an image config (config.md), checked."""
     _object(config, "config", "")
     settings = {} if config.get("config") is None else config["config"]
-    problem = image.config_problem(settings)
+    problem = imagespec.config_problem(settings)
     if problem:
         field, shape, value = problem
         raise Malformed("config", f"config.{field}".rstrip("."), shape, value)
@@ -324,7 +328,7 @@ def _strings(value, document: str, field: str) -> list[str]:
 
 def _digest(value, document: str, field: str) -> str:
     """A digest mycontainer can check: sha256, 64 lower-case hex digits (descriptor.md)."""
-    if not image.is_digest(value):
+    if not imagespec.is_digest(value):
         raise Malformed(document, field, "a digest, sha256:<64 hex digits>", value)
     return value
 
@@ -336,7 +340,7 @@ def _descriptor(value, document: str, field: str) -> dict:
     if value.get("mediaType") is not None:
         _take(value, "mediaType", str, document, f"{field}.mediaType")
     annotations = value.get("annotations")
-    if annotations is not None and not image.is_text_map(annotations):
+    if annotations is not None and not imagespec.is_text_map(annotations):
         raise Malformed(document, f"{field}.annotations", "an object of strings", annotations)
     platform = value.get("platform")
     if platform is not None:
@@ -388,7 +392,7 @@ def _pick(descriptors: list[dict], tag: str | None, name: str) -> dict:
         descriptors = [d for d in descriptors if tag_of(d) == "latest"]
     if len(descriptors) > 1 and all("platform" in d for d in descriptors):
         machine = os.uname().machine
-        architecture = image.ARCHITECTURES.get(machine, machine)
+        architecture = imagespec.ARCHITECTURES.get(machine, machine)
         descriptors = [
             d
             for d in descriptors
@@ -416,7 +420,7 @@ def _has_tag(reference: str, tag: str) -> bool:
 def _name(default: str, tag: str | None) -> str:
     """A store name from a file's stem and a tag (or a full name given as the tag)."""
     if tag and ("/" in tag or ":" in tag):
-        return image.normalize(tag)
+        return imagespec.normalize(tag)
     return f"{default}:{tag or 'latest'}"
 
 

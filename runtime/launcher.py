@@ -1,134 +1,21 @@
-"""The ``mycontainer`` entry point, and the one-line error policy every command shares.
+"""The ``mycontainer`` entry point: a plain ``run`` or ``load FILE`` without click.
 
 ``mycontainer run`` is measured against runc and crun, which start a container in tens of
 milliseconds; importing click alone costs ~34 ms on a small VM. So a *plain* ``run`` command
 line (known options with valid values, an IMAGE, a COMMAND) is parsed here, by the same
-rules and with the same option table as the click CLI in :mod:`runtime.cli`; so is a plain
-``load FILE``, measured against GNU tar. Anything else (help, a bad value, an unknown
-option, another command) goes to click, which explains it.
+rules and with the same option table (:mod:`runtime.runoptions`) as the click CLI in
+:mod:`runtime.cli`; so is a plain ``load FILE``, measured against GNU tar. Anything else
+(help, a bad value, an unknown option, another command) goes to click, which explains it.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
-from runtime.cgroups import format_size, parse_cpu_weight, parse_memory, parse_pids_limit
-from runtime.namespaces import check_hostname
-from runtime.network import parse_net, parse_publish
-from runtime.policy import parse_cap_add, parse_cap_drop, parse_security_opt
-from runtime.process import EXIT_RUNTIME_ERROR, EXIT_SIGNAL_BASE
-
-
-class Interrupted(BaseException):
-    """SIGINT, SIGTERM or SIGHUP arrived while mycontainer itself was at work (importing an
-    image, say): raised wherever it was, so that what it had begun is undone on the way
-    out. A BaseException, as KeyboardInterrupt, so that no ``except Exception`` stops it."""
-
-    def __init__(self, signum: int):
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
-        self.exit_code = EXIT_SIGNAL_BASE + signum  # 130 for SIGINT, as shells and docker
-
-
-class interruptible:
-    """Within the ``with`` block, SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted`
-    (SIGTERM and SIGHUP would otherwise end the process at once, leaving its work behind).
-    After the first, they are ignored: the clean-up they started runs to its end."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __enter__(self) -> None:
-        self.previous = {sig: signal.signal(sig, self._interrupt) for sig in self.SIGNALS}
-
-    def __exit__(self, *_exception) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def _interrupt(self, signum: int, _frame) -> None:
-        for sig in self.SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
-        raise Interrupted(signum)
-
-
-def parse_env(text: str) -> tuple[str, str | None]:
-    """``KEY=VALUE`` -> (KEY, VALUE); ``KEY`` -> (KEY, its value here, or None), as docker."""
-    key, equals, value = text.partition("=")
-    if not key or " " in key:
-        raise ValueError(f"--env takes KEY=VALUE or KEY (got {text!r})")
-    return key, value if equals else os.environ.get(key)
-
-
-# The options of ``run``: name -> (check that returns the value or raises ValueError, help).
-# runtime.cli builds its click options from this table.
-RUN_OPTIONS = {
-    "--hostname": (check_hostname, "Hostname inside the container (default: its short id)."),
-    "--memory": (parse_memory, "Memory limit, e.g. 64m or 1g (at least 6m); no swap."),
-    "--cpu-weight": (
-        parse_cpu_weight,
-        "Share of CPU time under contention, 1-10000 (default 100).",
-    ),
-    "--pids-limit": (parse_pids_limit, "Most processes and threads the container may have."),
-    "--entrypoint": (str, "Replace the image's ENTRYPOINT ('' clears it; CMD is then unused)."),
-    "--env": (
-        parse_env,
-        "Set a variable, KEY=VALUE (KEY alone: its value here, if set). Repeatable.",
-    ),
-    "--net": (parse_net, "Network: bridge (default; eth0 on bridge mycontainer0), none or host."),
-    "--publish": (
-        parse_publish,
-        "Publish a port, HOST_PORT:CONTAINER_PORT[/tcp|udp], with --net bridge. Repeatable.",
-    ),
-    "--cap-add": (parse_cap_add, "Add a capability (NET_ADMIN, CAP_NET_ADMIN, ALL). Repeatable."),
-    "--cap-drop": (parse_cap_drop, "Drop a capability (as --cap-add; ALL drops all). Repeatable."),
-    "--security-opt": (
-        parse_security_opt,
-        "no-new-privileges[=true|false] (default true), seccomp=unconfined or "
-        "systempaths=unconfined. Repeatable.",
-    ),
-}
-# Options that may be given more than once: their value is the list of all of them.
-REPEATABLE_OPTIONS = {"--publish", "--env", "--cap-add", "--cap-drop", "--security-opt"}
-# Short names, recognised before IMAGE only: after it, the ``-p`` of ``mkdir -p`` is the
-# command's. (Long options are recognised anywhere, as split_run_args explains.)
-SHORT_OPTIONS = {"-p": "--publish", "-e": "--env"}
-PROGRESS_WIDTH = 30  # characters of the import progress bar
-
-
-def split_run_args(args: list[str]) -> tuple[list[str], list[str]]:
-    """Move the options of ``run`` to the front, as ``--name value``; the rest keeps its order.
-
-    The seed's command line puts options after the command (``run busybox hostname
-    --hostname a``), so an option of ours is recognised anywhere before a ``--``; any other
-    token, such as the ``-l`` of ``ls -l``, stays with the command. After ``--``, nothing is
-    ours. A short option (SHORT_OPTIONS: ``-p 80:80`` or ``-p80:80``) is ours only before
-    IMAGE, and comes out under its long name. Returns (our options with their values, the rest).
-    """
-    ours: list[str] = []
-    rest: list[str] = []
-    before_image = True
-    tokens = iter(args)
-    for token in tokens:
-        if token == "--":
-            rest.append(token)
-            rest.extend(tokens)
-            break
-        name, equals, value = token.partition("=")
-        if before_image and token[:2] in SHORT_OPTIONS:  # -p VALUE, or -pVALUE
-            name, value = SHORT_OPTIONS[token[:2]], token[2:]
-            equals = value  # a value attached to the option counts as given
-        if name in RUN_OPTIONS:
-            value = value if equals else next(tokens, None)
-            if value is None:
-                raise ValueError(
-                    f"option {name} needs a value (put '--' before COMMAND "
-                    "to pass it to the command)"
-                )
-            ours += [name, value]
-        else:
-            rest.append(token)
-            before_image = before_image and token.startswith("-")
-    return ours, rest
+from runtime import commands
+from runtime.exits import exit_with_result
+from runtime.runoptions import REPEATABLE_OPTIONS, RUN_OPTIONS, split_run_args
 
 
 def parse_plain_run(argv: list[str]) -> tuple[str, list[str], dict[str, str]] | None:
@@ -158,105 +45,6 @@ def parse_plain_run(argv: list[str]) -> tuple[str, list[str], dict[str, str]] | 
     return image, command, options
 
 
-def run(image: str, command: list[str], **options) -> int:
-    """``mycontainer run``: create, start, wait for and delete one container.
-
-    ``options`` are RUN_OPTIONS' values by name (``hostname``, ``memory``, ``cpu_weight``...).
-
-    The store stays locked (shared) from finding the image until the container's state
-    names its layers: ``rmi`` and ``prune`` wait, and never remove them in between.
-    Container.run lets go of it once the container is created.
-    """
-    from runtime import container
-    from runtime import image as images
-
-    container.check_host()
-    with images.StoreLock() as store:
-        with interruptible():  # an image file may be imported: undone if interrupted
-            found = images.resolve(image, progress=_progress_on_terminal())
-        entrypoint = options.pop("entrypoint", None)
-        env = found.environment()
-        env.update((key, value) for key, value in options.pop("env", []) if value is not None)
-        config = container.Config(
-            found.lower_directories(),
-            found.command_line(command, entrypoint),
-            image=found.name,
-            env=env,
-            cwd=found.config.get("WorkingDir") or "/",
-            user=found.config.get("User") or None,
-            **options,
-        )
-        box = container.Container(config)
-        try:  # once the container stacks its layers, rmi and prune may go on
-            code = box.run(created=store.release)
-        finally:
-            if box.leftovers:  # the command's exit code stands; this is one more line
-                sys.stderr.write(f"mycontainer: warning: {box.leftovers}\n")
-    if box.oom_killed:
-        limit = f" (limit {format_size(config.memory)})" if config.memory else ""
-        sys.stderr.write(f"mycontainer: container killed: out of memory{limit}\n")
-    return code
-
-
-def load(file: str) -> int:
-    """``mycontainer load``: import an image file into the store and print its name."""
-    from runtime import container, image
-
-    container.check_host()
-    with interruptible():
-        loaded = image.load(file, progress=_progress_on_terminal())
-    print(loaded.name)
-    return 0
-
-
-def _progress_on_terminal():
-    """A progress bar for imports when stderr is a terminal (else None): how much of the
-    layers' compressed bytes the unpacking has read. It is erased when the import is done."""
-    if not sys.stderr.isatty():
-        return None
-    on_screen = ""
-
-    def show(done: int, total: int) -> None:
-        nonlocal on_screen
-        line = ""
-        if done < total:
-            filled = PROGRESS_WIDTH * done // total
-            bar = "#" * filled + "." * (PROGRESS_WIDTH - filled)
-            line = f"unpacking [{bar}] {100 * done // total:3d}%  {done >> 20}/{total >> 20} MiB"
-        if line != on_screen:
-            sys.stderr.write(f"\r\x1b[K{line}")  # \x1b[K: erase the rest of the line
-            sys.stderr.flush()
-            on_screen = line
-
-    return show
-
-
-def fail(message: str, exit_code: int = EXIT_RUNTIME_ERROR) -> None:
-    """Print ``mycontainer: error: MESSAGE`` as the one line on stderr, and exit."""
-    sys.stderr.write(f"mycontainer: error: {message}\n")
-    sys.exit(exit_code)
-
-
-def exit_with_result(action, *args, **kwargs) -> None:
-    """Run ``action`` and exit with its code, turning a runtime failure into one line."""
-    from runtime.container import ContainerError
-    from runtime.image import ImageError
-
-    try:
-        code = action(*args, **kwargs)
-    except (ContainerError, ImageError, Interrupted) as error:
-        fail(str(error), error.exit_code)
-    except KeyboardInterrupt:  # SIGINT outside an interruptible() block
-        fail(str(Interrupted(signal.SIGINT)), EXIT_SIGNAL_BASE + signal.SIGINT)
-    except OSError as error:
-        fail(str(error))
-    # Skip the interpreter's teardown (garbage collection, module cleanup): ~5 ms per run,
-    # and nothing is left to clean up. Buffered output must go out first.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code or 0)
-
-
 def open_standard_streams() -> None:
     """Put /dev/null on descriptors 0, 1 and 2 where the caller closed them (``>&-``).
 
@@ -281,11 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     open_standard_streams()
     if len(argv) == 2 and argv[0] == "load" and not argv[1].startswith("-"):
-        exit_with_result(load, argv[1])
+        exit_with_result(commands.load, argv[1])
     plain = parse_plain_run(argv)
     if plain is None:
         from runtime import cli
 
         cli.main(argv)
     image, command, options = plain
-    exit_with_result(run, image, command, **options)
+    exit_with_result(commands.run, image, command, **options)

@@ -140,7 +140,7 @@ def build_busybox_image(busybox: str | None = None) -> str:
 
 def write_oci_layout(rootfs: str, layout: str, name: str, command: list[str]) -> None:
     """Write ``rootfs`` as a one-layer OCI image layout at ``layout`` (image-layout.md)."""
-    from runtime import image
+    from runtime import imagespec
 
     blobs = os.path.join(layout, "blobs", "sha256")
     os.makedirs(blobs, exist_ok=True)
@@ -162,7 +162,7 @@ def write_oci_layout(rootfs: str, layout: str, name: str, command: list[str]) ->
     )
     machine = os.uname().machine
     config = {
-        "architecture": image.ARCHITECTURES.get(machine, machine),
+        "architecture": imagespec.ARCHITECTURES.get(machine, machine),
         "os": "linux",
         "config": {"Cmd": command, "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from runtime import launcher
+from runtime import launcher, runoptions
 from runtime.namespaces import check_hostname
 
 from conftest import REPO, environment, mycontainer_command
@@ -156,7 +156,7 @@ UNICODE_DIGITS = [
 @pytest.mark.parametrize(("option", "value"), UNICODE_DIGITS)
 def test_only_ascii_digits_are_numbers(option, value, tmp_path):
     """Each option's parser, and the command line: one line naming the option, exit 125."""
-    check, _help = launcher.RUN_OPTIONS[option]
+    check, _help = runoptions.RUN_OPTIONS[option]
     with pytest.raises(ValueError, match=f"^{option} "):
         check(value)
     result = mycontainer("run", option, value, "busybox", "true", state=tmp_path)

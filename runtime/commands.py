@@ -1,0 +1,62 @@
+"""What ``mycontainer run`` and ``mycontainer load`` do, once their command lines are parsed:
+by the fast path (runtime.launcher) or by click (runtime.cli).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from runtime.cgroups import format_size
+from runtime.exits import interruptible
+from runtime.progress import progress_on_terminal
+
+
+def run(image: str, command: list[str], **options) -> int:
+    """``mycontainer run``: create, start, wait for and delete one container.
+
+    ``options`` are RUN_OPTIONS' values by name (``hostname``, ``memory``, ``cpu_weight``...).
+
+    The store stays locked (shared) from finding the image until the container's state
+    names its layers: ``rmi`` and ``prune`` wait, and never remove them in between.
+    Container.run lets go of it once the container is created.
+    """
+    from runtime import container
+    from runtime import image as images
+
+    container.check_host()
+    with images.StoreLock() as store:
+        with interruptible():  # an image file may be imported: undone if interrupted
+            found = images.resolve(image, progress=progress_on_terminal())
+        entrypoint = options.pop("entrypoint", None)
+        env = found.environment()
+        env.update((key, value) for key, value in options.pop("env", []) if value is not None)
+        config = container.Config(
+            found.lower_directories(),
+            found.command_line(command, entrypoint),
+            image=found.name,
+            env=env,
+            cwd=found.config.get("WorkingDir") or "/",
+            user=found.config.get("User") or None,
+            **options,
+        )
+        box = container.Container(config)
+        try:  # once the container stacks its layers, rmi and prune may go on
+            code = box.run(created=store.release)
+        finally:
+            if box.leftovers:  # the command's exit code stands; this is one more line
+                sys.stderr.write(f"mycontainer: warning: {box.leftovers}\n")
+    if box.oom_killed:
+        limit = f" (limit {format_size(config.memory)})" if config.memory else ""
+        sys.stderr.write(f"mycontainer: container killed: out of memory{limit}\n")
+    return code
+
+
+def load(file: str) -> int:
+    """``mycontainer load``: import an image file into the store and print its name."""
+    from runtime import container, image
+
+    container.check_host()
+    with interruptible():
+        loaded = image.load(file, progress=progress_on_terminal())
+    print(loaded.name)
+    return 0
