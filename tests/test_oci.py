@@ -287,3 +287,27 @@ def test_preserved_descriptors_reach_the_program(oci, bundle, tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0] == "through fd 3"
     assert sorted(lines[1:]) == ["0", "1", "2", "3", "4"]  # 4: ls's own directory
+
+
+def test_a_mount_destination_linked_out_of_the_rootfs_stays_inside(
+    oci, bundle, busybox_rootfs, tmp_path
+):
+    """A bundle whose rootfs has /escape -> /tmp/outside-<test> (absolute, so a host path):
+    the tmpfs of config.json's mount on /escape lands inside the rootfs, never on the host."""
+    rootfs = tmp_path / "rootfs"
+    subprocess.run(["cp", "-a", busybox_rootfs, str(rootfs)], check=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (rootfs / "escape").symlink_to(str(outside))
+    mount = {"destination": "/escape", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}
+
+    def edit(config):
+        config["root"] = {"path": str(rootfs), "readonly": False}
+        config["mounts"].append(mount)
+
+    directory = bundle(["sh", "-c", "touch /escape/made-inside"], edit=edit)
+    result = oci("run", "--bundle", directory, "box")
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(outside) == []  # the host directory the link names was not touched
+    assert os.path.isdir(f"{rootfs}{outside}")  # the link was followed inside the rootfs
+    assert not any(str(outside) in point for point in host_mounts(str(tmp_path)))
