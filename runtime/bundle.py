@@ -90,6 +90,8 @@ def to_config(spec: dict, bundle: str) -> Config:
         namespaces=flags,
         join=join,
         annotations=spec.get("annotations", {}),
+        resources=resources,
+        cgroups_path=linux.get("cgroupsPath") or None,
     )
 
 
