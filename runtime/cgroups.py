@@ -35,7 +35,11 @@ group on v2, inside it on v1); an absolute one from the hierarchy's root. Either
 below the place we may use: we never move a process out of the subtree we were started in.
 Run from the root of a hierarchy (a root shell on most hosts), any absolute path does; run
 from a delegated subtree (a systemd service with Delegate=yes, a user session, a sandbox's
-group), an absolute path outside it is refused in one line, and a relative path works.
+group), an absolute path outside it is refused in one line, and a relative path works. On
+v1, where each hierarchy has its own tree, the runtime may sit at the root of some and in a
+delegated group of others (a sandbox that limits only memory): a hierarchy where the path
+lies outside and whose controller the container's resources do not use gets no group, the
+container staying in ours there, as any process we start would; one they use is refused.
 
 The limits are the OCI ``linux.resources`` object, in the spec's own field names, whatever
 the container came from: ``mycontainer run``'s flags become one (:func:`docker_resources`).
@@ -381,10 +385,14 @@ class Cgroup:
             mounts = dict(layout.v1_mounts)
             if (cpu.get("cpus") or cpu.get("mems")) and layout.v1_cpuset:
                 mounts["cpuset"] = layout.v1_cpuset
-            self.paths = {
-                controller: _place(mount, own_v1_path(controller), inner, path, None, controller)
-                for controller, mount in mounts.items()
-            }
+            self.paths = {}
+            for controller, mount in mounts.items():
+                try:
+                    base = own_v1_path(controller)
+                    self.paths[controller] = _place(mount, base, inner, path, None, controller)
+                except CgroupError:
+                    if controller in _used_v1_controllers(self.resources):
+                        raise  # else the container stays in our group there, as we do
             self.directories = sorted(set(self.paths.values()))  # co-mounted ones share one
         self.parents = sorted({os.path.dirname(directory) for directory in self.directories})
 
@@ -638,6 +646,18 @@ _NO_SWAP_ACCOUNTING = (
     "linux.resources.memory.swap: this kernel does not account swap (boot it with"
     " swapaccount=1), so only a swap equal to the memory limit (no swap) can be given"
 )
+
+
+def _used_v1_controllers(resources: dict) -> set[str]:
+    """The v1 controllers ``resources`` sets something in; devices always (its rules)."""
+    used = {"devices"}
+    for name in ("memory", "cpu", "pids"):
+        if any(value for value in (resources.get(name) or {}).values()):
+            used.add(name)
+    cpu = resources.get("cpu") or {}
+    if cpu.get("cpus") or cpu.get("mems"):
+        used.add("cpuset")
+    return used
 
 
 def _place(mount: str, base: str, inner: list[str], path, own, controller="") -> str:
