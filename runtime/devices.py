@@ -198,7 +198,10 @@ def device_filter(rules=None) -> bytes:
             to_next_rule = len(tests) - index - 1 + 2  # the tests left, and the two below
             program.append(_insn(code, dst, src, to_next_rule if is_jump else 0, imm))
         program += [_insn(MOV64_K, 0, 0, 0, int(allow)), _insn(EXIT, 0, 0)]
-    program += [_insn(MOV64_K, 0, 0, 0, 0), _insn(EXIT, 0, 0)]  # no rule matched: deny
+        if not tests:
+            break  # it matches everything: the verifier refuses code that cannot be reached
+    else:
+        program += [_insn(MOV64_K, 0, 0, 0, 0), _insn(EXIT, 0, 0)]  # no rule matched: deny
     return b"".join(program)
 
 

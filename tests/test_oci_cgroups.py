@@ -17,7 +17,8 @@ from runtime import cgroups, devices
 
 from conftest import environment
 
-OCI = os.path.join(os.path.dirname(sys.executable), "mycontainer-oci")
+# mycontainer-oci of this checkout (the lab VM's venv may hold another, or none)
+OCI = [sys.executable, "-c", "from runtime.ocicli import main; main()"]
 
 # --- input, anywhere -------------------------------------------------------------------------
 
@@ -145,6 +146,16 @@ def test_a_rule_v1_cannot_express_is_refused_not_dropped():
         devices.v1_writes(rules)
 
 
+def test_the_v2_filter_stops_at_a_rule_that_matches_everything():
+    """The kernel's verifier refuses a program with code it cannot reach: after a deny-all
+    (the first rule of most bundles, so the last tested) nothing may follow."""
+    deny_all = devices.device_filter(devices.oci_rules([{"allow": False, "access": "rwm"}]))
+    assert len(deny_all) == len(devices.device_filter(devices.oci_rules([])))
+    assert deny_all[-16:] == devices._insn(devices.MOV64_K, 0, 0, 0, 0) + devices._insn(
+        devices.EXIT, 0, 0
+    )
+
+
 @pytest.mark.parametrize(
     ("rule", "message"),
     [
@@ -179,7 +190,7 @@ def oci(home, state_root, tmp_path):
             made.append(args[-1])
         with open(tmp_path / "out", "w+") as out, open(tmp_path / "err", "w+") as err:
             code = subprocess.run(
-                [OCI, *args],
+                [*OCI, *args],
                 env=environment(home, state_root),
                 input=input,
                 stdin=None if input is not None else subprocess.DEVNULL,
@@ -423,7 +434,7 @@ def test_an_absolute_path_outside_a_delegated_hierarchy_uses_none_of_it(
 
     def create(container_id, resources):
         path = bundle(["sleep", "1013"], cgroupsPath=f"/{parent_name}/box", resources=resources)
-        command = ["sh", "-c", script, "sh", runner, OCI, "create", "--bundle", path, container_id]
+        command = ["sh", "-c", script, "sh", runner, *OCI, "create", "--bundle", path, container_id]
         return subprocess.run(
             command,
             env=environment(home, state_root),
