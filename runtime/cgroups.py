@@ -457,6 +457,11 @@ class Cgroup:
         ]
         if (cpu.get("cpus") or cpu.get("mems")) and "cpuset" not in self.paths:
             missing.append("cpuset")
+        if "cpuset" in missing and self.layout.v1_cpuset and self.directories:
+            raise CgroupError(
+                "the container was created without CPUs or memory nodes, so in no v1 cpuset"
+                " group: give cpu.cpus or cpu.mems when creating it"
+            )
         if missing:
             raise CgroupError(
                 f"the {', '.join(missing)} cgroup controller is not available on this host "

@@ -406,6 +406,9 @@ def test_update_changes_the_limits_of_a_running_container(oci, bundle, state_roo
         "--pids-limit must be a number (got 'lots')\n"
     )
     assert read(pids, "pids.max") == "99"
+    if not cgroups.detect().uses_v2:  # v1: a cpuset group only for those created with one
+        late = oci("update", "--cpuset-cpus", "0", "upd", check=False)
+        assert late.stderr.endswith("give cpu.cpus or cpu.mems when creating it\n")
     oci("kill", "upd", "KILL")
     while json.loads(oci("state", "upd").stdout)["status"] != "stopped":
         time.sleep(0.05)
