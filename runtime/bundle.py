@@ -68,6 +68,8 @@ def to_config(spec: dict, bundle: str) -> Config:
         propagation=linux.get("rootfsPropagation"),
         sysctl=linux.get("sysctl", {}),
         spec=spec,
+        resources=resources,
+        cgroups_path=linux.get("cgroupsPath") or None,
     )
 
 

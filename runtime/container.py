@@ -98,6 +98,8 @@ class Config:
         propagation: str | None = None,  # linux.rootfsPropagation
         sysctl: dict[str, str] | None = None,  # linux.sysctl
         spec: dict | None = None,  # a bundle's config.json: its process and security values
+        resources: dict | None = None,  # OCI linux.resources; default: from the three above
+        cgroups_path: str | None = None,  # OCI linux.cgroupsPath; default: mycontainer/<id>
     ):
         self.layers = layers
         self.args = args
@@ -126,6 +128,10 @@ class Config:
         self.propagation = propagation
         self.sysctl = dict(sysctl or {})
         self.spec = spec
+        if resources is None:
+            resources = cgroups.docker_resources(memory, cpu_weight, pids_limit)
+        self.resources = resources
+        self.cgroups_path = cgroups_path
 
     def as_dict(self) -> dict:
         return dict(vars(self))
@@ -220,7 +226,16 @@ class Container:
         self.bundle = bundle or self.storage
         self.autoremove = autoremove  # a foreground run's: ended by prune if its runtime dies
         self.inherit = inherit  # descriptors the program gets beyond 0-2 (--preserve-fds)
-        self.cgroup = cgroups.Cgroup(cgroups.detect(), self.id, cgroup_parent(self.root))
+        try:
+            self.cgroup = cgroups.Cgroup(
+                cgroups.detect(),
+                self.id,
+                cgroup_parent(self.root),
+                config.cgroups_path,
+                config.resources,
+            )
+        except cgroups.CgroupError as error:
+            raise ContainerError(str(error)) from None
         if config.spec is not None:
             program = (
                 seccomp.compile(config.spec["linux"]["seccomp"])
@@ -274,7 +289,7 @@ class Container:
         }
         self.state, self._lock = state.make(self.root, self.id, record)
         try:
-            self.cgroup.create(self.config.memory, self.config.cpu_weight, self.config.pids_limit)
+            self.cgroup.create(self.config.resources)
             devices.restrict(self.cgroup)  # before any of its processes can open a device
             if self.storage:
                 self._storage_lock = make_storage_directory(self.storage)
@@ -558,26 +573,25 @@ def _remove_groups(layout: cgroups.Layout, container_id: str, directory: str) ->
     """Kill and remove the cgroups of the container whose state is in ``directory``.
 
     Where they are depends on the cgroup its runtime ran in (cgroups.py), which need not be
-    ours: the state names them. Only paths in a hierarchy of this host, ending in the
-    container's id, are taken from it; where the group would be from here is added.
+    ours: the state names them. Only paths below the root of a hierarchy of this host are
+    taken from it (a cgroupsPath names the group: it need not end in the id); where the
+    group would be from here is added.
     """
     try:
         with open(os.path.join(directory, "state.json")) as file:
             recorded = json.load(file).get("cgroups", [])
     except (OSError, ValueError, AttributeError):
         recorded = []
-    mounts = [layout.v2_mount or "", *layout.v1_mounts.values()]
+    mounts = [layout.v2_mount or "", layout.v1_cpuset or "", *layout.v1_mounts.values()]
     groups = {
         group
         for group in recorded
         if isinstance(group, str)
-        and os.path.basename(group) == container_id
         and ".." not in group.split("/")
         and any(mount and group.startswith(mount.rstrip("/") + "/") for mount in mounts)
     }
     groups.update(cgroups.Cgroup(layout, container_id, cgroup_parent()).directories)
-    for group in sorted(groups):
-        cgroups.remove_group(group)
+    cgroups.remove_groups(sorted(groups))
 
 
 def _prune_storage(layout: cgroups.Layout, problems: list[str] | None) -> list[str]:
@@ -653,7 +667,7 @@ def kill(root: str, container_id: str, signum: int, every: bool = False) -> None
     """
     found = state.load(root, container_id)
     status = found.status()
-    if status not in (state.CREATED, state.RUNNING):
+    if status not in (state.CREATED, state.RUNNING, state.PAUSED):
         raise ContainerError(f"cannot kill container {container_id!r}: it is {status}")
     if every:
         for group in found.record.get("cgroups", []):

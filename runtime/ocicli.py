@@ -202,6 +202,114 @@ def features(args) -> int:
     return 0
 
 
+def pause(args) -> int:
+    """Freeze every process of a created or running container (its cgroup's freezer)."""
+    _freeze(args.root, args.id, True)
+    return 0
+
+
+def resume(args) -> int:
+    """Let a paused container's processes go on."""
+    _freeze(args.root, args.id, False)
+    return 0
+
+
+def _freeze(root: str, container_id: str, frozen: bool):
+    from runtime import cgroups
+
+    found = state.load(root, container_id)
+    lock = state.lock(found)
+    try:
+        status = found.status()
+        allowed = (state.CREATED, state.RUNNING) if frozen else (state.PAUSED,)
+        if status not in allowed:
+            verb = "pause" if frozen else "resume"
+            raise OciError(f"cannot {verb} container {container_id!r}: it is {status}")
+        group = cgroups.Cgroup.at(cgroups.detect(), container_id, found.record.get("cgroups", []))
+        group.freeze(frozen)
+    except cgroups.CgroupError as error:
+        raise OciError(str(error)) from None
+    finally:
+        os.close(lock)
+
+
+# runc update's flags: (flag, object, field, parse)
+UPDATE_FLAGS = (
+    ("memory", "memory", "limit", "size"),
+    ("memory_reservation", "memory", "reservation", "size"),
+    ("memory_swap", "memory", "swap", "size"),
+    ("cpu_shares", "cpu", "shares", int),
+    ("cpu_quota", "cpu", "quota", int),
+    ("cpu_period", "cpu", "period", int),
+    ("cpuset_cpus", "cpu", "cpus", str),
+    ("cpuset_mems", "cpu", "mems", str),
+    ("pids_limit", "pids", "limit", int),
+)
+
+
+def update(args) -> int:
+    """Change the resources of a created, running or paused container: ``--resources``
+    (a linux.resources object, in a file or on stdin for ``-``) then runc's flags."""
+    from runtime import cgroups
+
+    resources = _read_resources(args.resources) if args.resources else {}
+    for flag, name, field, parse in UPDATE_FLAGS:
+        text = getattr(args, flag)
+        if text is not None:
+            resources.setdefault(name, {})[field] = _parse_update(flag, text, parse)
+    if resources.get("devices"):
+        raise OciError("update: linux.resources.devices cannot be changed once created")
+    found = state.load(args.root, args.id)
+    lock = state.lock(found)
+    try:
+        status = found.status()
+        if status not in (state.CREATED, state.RUNNING, state.PAUSED):
+            raise OciError(f"cannot update container {args.id!r}: it is {status}")
+        layout = cgroups.detect()
+        group = cgroups.Cgroup.at(layout, args.id, found.record.get("cgroups", []))
+        cgroups.check_resources(resources, layout)
+        group.set(resources)
+        recorded = found.record.setdefault("config", {}).setdefault("resources", {})
+        for name, value in resources.items():
+            recorded[name] = {**(recorded.get(name) or {}), **value}
+        found.save()
+    except cgroups.CgroupError as error:
+        raise OciError(str(error).replace("config.json: ", "update: ")) from None
+    finally:
+        os.close(lock)
+    return 0
+
+
+def _read_resources(path: str) -> dict:
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path) as file:
+                text = file.read()
+        resources = json.loads(text)
+    except (OSError, ValueError) as error:
+        raise OciError(f"update: cannot read --resources {path}: {error}") from None
+    if not isinstance(resources, dict):
+        raise OciError(f"update: --resources {path} must hold a JSON object")
+    return resources
+
+
+def _parse_update(flag: str, text: str, parse):
+    """A flag's value: sizes as ``64m`` or bytes, -1 for no limit; numbers; CPU lists."""
+    option = "--" + flag.replace("_", "-")
+    try:
+        if parse == "size":
+            from runtime import cgroups
+
+            return -1 if text.strip() == "-1" else cgroups.parse_memory(text)
+        return parse(text)
+    except ValueError as error:
+        if parse == "size":
+            raise OciError(str(error).replace("--memory", option)) from None
+        raise OciError(f"{option} must be a number (got {text!r})") from None
+
+
 def _new_container(args):
     """A Container (not yet created) for the bundle of ``args``."""
     from runtime import bundle, container
@@ -327,6 +435,18 @@ COMMANDS = {
         (),
     ),
     "features": (features, "print what this runtime supports (JSON)", {}, ()),
+    "pause": (pause, "freeze a container's processes", {}, ("id",)),
+    "resume": (resume, "let a paused container's processes go on", {}, ("id",)),
+    "update": (
+        update,
+        "change a container's resources (--resources FILE|-, or runc's flags)",
+        {
+            "--resources": ("resources", "value"),
+            "-r": ("resources", "value"),
+            **{"--" + flag.replace("_", "-"): (flag, "value") for flag, *_ in UPDATE_FLAGS},
+        },
+        ("id",),
+    ),
 }
 USAGE = "usage: mycontainer-oci [--root DIR] [--log FILE] [--log-format text|json] COMMAND ..."
 

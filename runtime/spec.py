@@ -114,19 +114,14 @@ UNSUPPORTED = {
     "linux.netDevices": "moving host network devices into a container is not supported",
     "linux.resources.memory.kernel": "kernel memory limits are gone from Linux (5.16+)",
     "linux.resources.memory.kernelTCP": "kernel TCP memory limits are not supported",
-    "linux.resources.memory.swappiness": "memory swappiness is not set by mycontainer",
-    "linux.resources.memory.disableOOMKiller": "the OOM killer cannot be disabled",
     "linux.resources.memory.useHierarchy": "hierarchical accounting is not set",
     "linux.resources.memory.checkBeforeUpdate": "usage checks before update are not done",
-    "linux.resources.cpu.realtimeRuntime": "real-time CPU limits are not supported",
-    "linux.resources.cpu.realtimePeriod": "real-time CPU limits are not supported",
     "linux.resources.cpu.burst": "CPU burst is not supported",
     "linux.resources.cpu.idle": "SCHED_IDLE cgroups are not supported",
     "linux.resources.blockIO": "block I/O limits (blkio, io controller) are not supported",
     "linux.resources.hugepageLimits": "huge page limits (hugetlb controller) are not supported",
     "linux.resources.network": "net_cls and net_prio are not supported",
     "linux.resources.rdma": "the rdma controller is not supported",
-    "linux.resources.unified": "raw cgroup v2 files (unified) are not supported",
     "linux.seccomp.listenerPath": "seccomp notification (SCMP_ACT_NOTIFY) is not supported",
     "solaris": "this is a Solaris configuration",
     "windows": "this is a Windows configuration",
@@ -534,6 +529,11 @@ def _resources(resources: dict) -> dict:
     if memory is not None:
         _unsupported(memory, f"{where}.memory", UNSUPPORTED)
         out["memory"] = _numbers(memory, f"{where}.memory", ("limit", "reservation", "swap"))
+        swappiness = _get(memory, "swappiness", int, f"{where}.memory")
+        if swappiness is not None:
+            out["memory"]["swappiness"] = _int(swappiness, f"{where}.memory.swappiness", 0, 100)
+        if _get(memory, "disableOOMKiller", bool, f"{where}.memory"):
+            out["memory"]["disableOOMKiller"] = True
         limit, swap = out["memory"].get("limit", -1), out["memory"].get("swap", -1)
         if limit > 0 and swap > 0 and swap < limit:
             raise SpecError(
@@ -551,6 +551,11 @@ def _resources(resources: dict) -> dict:
             if limit is None
             else {"limit": _int(limit, f"{where}.pids.limit", -1, (1 << 63) - 1)}
         )
+    unified = _get(resources, "unified", dict, where)
+    if unified:  # cgroup v2 file name -> value, written as they are (cgroups.py checks them)
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in unified.items()):
+            raise SpecError(f"{where}.unified: file names and values must be strings")
+        out["unified"] = dict(unified)
     rules = _get(resources, "devices", list, where, default=[])
     out["devices"] = [_device_rule(r, f"{where}.devices[{i}]") for i, r in enumerate(rules)]
     return out
@@ -572,6 +577,8 @@ def _cpu(cpu: dict, where: str) -> dict:
         ("shares", 0, UINT64),
         ("quota", -1, (1 << 63) - 1),
         ("period", 0, UINT64),
+        ("realtimeRuntime", -1, (1 << 63) - 1),
+        ("realtimePeriod", 0, UINT64),
     ):
         value = _get(cpu, key, int, where)
         if value is not None:

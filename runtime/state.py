@@ -21,7 +21,8 @@ it the same way), so it cannot go stale when a process dies without telling anyo
   recorded with it, and a process with that pid but another start time is someone else.
   A zombie (exited, not yet reaped by its parent) counts as gone;
 - ``created``: the init lives and its gate, ``exec.fifo``, is still there;
-- ``running``: the init lives and has passed the gate.
+- ``running``: the init lives and has passed the gate;
+- ``paused``: created or running, and its cgroup is frozen (``pause``; runc's status too).
 
 The gate is a FIFO (mkfifo(3)), as runc's exec.fifo. The init opens it for reading *and*
 writing before it enters the container, then, once set up, blocks in read(2) on it.
@@ -43,10 +44,13 @@ import json
 import os
 import re
 
+from runtime import cgroups
+
 DEFAULT_ROOT = "/run/mycontainer"
 OCI_VERSION = "1.2.0"  # of the runtime spec whose state we report
 
 CREATING, CREATED, RUNNING, STOPPED = "creating", "created", "running", "stopped"
+PAUSED = "paused"  # runc's too: created or running, its cgroup frozen (pause/resume)
 STATE_FILE, GATE, LOCK = "state.json", "exec.fifo", "lock"
 
 # runc's rule for ids: letters, digits and a few marks; no "/" or "..", so an id is a name.
@@ -103,11 +107,13 @@ class State:
         return bool(self.pid) and process_start_time(self.pid) == self.record.get("start_time")
 
     def status(self) -> str:
-        """creating, created, running or stopped: derived now (see the module's docstring)."""
+        """creating, created, running, paused or stopped: derived now (the module's docstring)."""
         if not self.pid:
             return CREATING
         if not self.init_alive():
             return STOPPED
+        if cgroups.is_frozen(self.record.get("cgroups", [])):
+            return PAUSED
         return CREATED if os.path.lexists(self.path(GATE)) else RUNNING
 
     def path(self, name: str) -> str:
@@ -125,7 +131,7 @@ class State:
             "created": self.record.get("created", ""),
             "annotations": self.record.get("annotations", {}),
         }
-        if status in (CREATED, RUNNING):
+        if status in (CREATED, RUNNING, PAUSED):
             state["pid"] = self.pid
         return state
 

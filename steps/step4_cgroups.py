@@ -48,7 +48,9 @@ def run_limited(options, setup_inside, namespaces: int = NAMESPACES, ready=None)
     options.cgroup_v2 = layout.uses_v2
     group = cgroups.Cgroup(layout, f"step4-{os.getpid()}")
     try:
-        group.create(options.memory, options.cpu_weight, options.pids_limit)
+        group.create(
+            cgroups.docker_resources(options.memory, options.cpu_weight, options.pids_limit)
+        )
     except cgroups.CgroupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 125
