@@ -316,10 +316,10 @@ def test_resources_and_a_relative_cgroups_path_are_applied(oci, bundle, state_ro
 @pytest.mark.parametrize(
     ("linux", "message"),
     [
-        ({"resources": {"blockIO": {"weight": 500}}}, "linux.resources.blockIO is not supported"),
-        ({"resources": {"memory": {"kernel": 1 << 26}}}, "memory.kernel is not supported"),
-        ({"cgroupsPath": "../escape"}, "linux.cgroupsPath '../escape' must name a group"),
-        ({"resources": {"devices": [{"allow": "yes"}]}}, "allow (true or false) is required"),
+        ({"resources": {"blockIO": {"weight": 500}}}, "linux.resources.blockIO: block I/O"),
+        ({"resources": {"memory": {"kernel": 1 << 26}}}, "linux.resources.memory.kernel:"),
+        ({"cgroupsPath": "../escape"}, "linux.cgroupsPath: '../escape' has a '..'"),
+        ({"resources": {"devices": [{"allow": "yes"}]}}, "devices[0].allow: must be true"),
     ],
 )
 def test_bad_cgroup_settings_fail_in_one_line_and_leave_nothing(

@@ -259,18 +259,6 @@ BAD = {
         changed(linux__resources__memory={"kernel": 1 << 20}),
         "linux.resources.memory.kernel: kernel memory limits are gone",
     ),
-    "swappiness": (
-        changed(linux__resources__memory={"swappiness": 10}),
-        "linux.resources.memory.swappiness:",
-    ),
-    "swappiness zero": (
-        changed(linux__resources__memory={"swappiness": 0}),
-        "linux.resources.memory.swappiness:",
-    ),
-    "oom killer off": (
-        changed(linux__resources__memory={"disableOOMKiller": True}),
-        "linux.resources.memory.disableOOMKiller: the OOM killer cannot be disabled",
-    ),
     "cpus open range": (
         changed(linux__resources__cpu={"cpus": "0-"}),
         "linux.resources.cpu.cpus: '0-' is not a list like '0-3,7'",
@@ -286,10 +274,6 @@ BAD = {
     "quota below -1": (
         changed(linux__resources__cpu={"quota": -5}),
         "linux.resources.cpu.quota: -5 is out of range",
-    ),
-    "realtime": (
-        changed(linux__resources__cpu={"realtimeRuntime": 950000}),
-        "linux.resources.cpu.realtimeRuntime: real-time CPU limits",
     ),
     "pids below -1": (
         changed(linux__resources__pids={"limit": -2}),
@@ -318,10 +302,6 @@ BAD = {
     "net_cls": (
         changed(linux__resources__network={"classID": 1048577}),
         "linux.resources.network: net_cls and net_prio",
-    ),
-    "unified": (
-        changed(linux__resources__unified={"memory.high": "1G"}),
-        "linux.resources.unified: raw cgroup v2 files",
     ),
     "cgroupsPath dotdot": (
         changed(linux__cgroupsPath="/a/../../b"),
@@ -858,3 +838,21 @@ def test_runtime_tools_configs_load_or_fail_clearly(tmp_path, runtime_tools_conf
     for group, message in REFUSED.items():
         if runtime_tools_configs[group]:
             assert message in outcomes[group], f"{group} loaded: {message!r} expected"
+
+
+def test_resources_that_cgroups_may_refuse_by_version_load(tmp_path):
+    """swappiness, disableOOMKiller and the real-time CPU limits are cgroup v1's, unified is
+    v2's: the spec lets them through, and runtime.cgroups refuses them, in one line, on the
+    other version (tests/test_oci_cgroups.py)."""
+    config = copy.deepcopy(MINIMAL)
+    config["linux"] = {
+        "resources": {
+            "memory": {"swappiness": 0, "disableOOMKiller": True},
+            "cpu": {"realtimeRuntime": 950000, "realtimePeriod": 1000000},
+            "unified": {"memory.high": "1G"},
+        }
+    }
+    resources = load(tmp_path, config)["linux"]["resources"]
+    assert resources["memory"] == {"swappiness": 0, "disableOOMKiller": True}
+    assert resources["cpu"]["realtimeRuntime"] == 950000
+    assert resources["unified"] == {"memory.high": "1G"}
