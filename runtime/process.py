@@ -41,7 +41,7 @@ import signal
 
 from runtime import rootpath, users
 from runtime.namespaces import enter_new
-from runtime.syscalls import CLONE_NEWPID, PR_SET_CHILD_SUBREAPER, prctl, setns
+from runtime.syscalls import CLONE_NEWPID, PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, prctl, setns
 
 # Exit codes, as docker and the shells use them.
 EXIT_RUNTIME_ERROR = 125  # the runtime itself failed
@@ -418,6 +418,11 @@ def _intermediate(program, namespaces, joined, before_unshare, setup, sync, gate
         # reach the container; an inherited descriptor of a host directory is a way out
         # through /proc/self/fd/N (CVE-2024-21626).
         close_descriptors(keep=(sync, gate, *program.inherit, *(fd for _, fd in joined)))
+        # Until it execs the program, this process (and the init it forks) runs the host's
+        # Python interpreter. Non-dumpable, no process of the container can open its
+        # /proc/PID/exe, a way to the interpreter's file (CVE-2019-5736; ptrace(2), "access
+        # mode checking"); execve(2) makes the program dumpable again.
+        prctl(PR_SET_DUMPABLE, 0)
         if before_unshare:
             before_unshare()
         for flag, fd in joined:
@@ -453,7 +458,8 @@ def _init(program: Program, setup, sync: int, gate: int) -> None:
         os.fchdir(cwd)
         os.close(cwd)
         check_cwd_inside_root(program.cwd)
-        find_program(program.argv[0], program.env)  # "not found" is create's error, as runc's
+        found = find_program(program.argv[0], program.env)  # "not found": create's error
+        refuse_the_interpreter(found)
         _send(sync, "ready")
         if os.read(gate, 1) != b"0":  # EOF: the runtime gave up on us
             os._exit(EXIT_RUNTIME_ERROR)
@@ -541,8 +547,8 @@ def check_cwd_inside_root(cwd: str) -> None:
         raise ProcessError(f"working directory {cwd!r} is outside the container's root")
 
 
-def find_program(command: str, env: dict[str, str]) -> None:
-    """Raise ProcessError (127) if ``command`` names no file, here or in the PATH of ``env``.
+def find_program(command: str, env: dict[str, str]) -> str:
+    """The file ``command`` names, here or in the PATH of ``env``; ProcessError (127) if none.
 
     Checked before the gate, so that ``create`` reports it, as runc does: after ``start``,
     whoever created the container may be long gone. Whether the file can be executed is
@@ -552,9 +558,43 @@ def find_program(command: str, env: dict[str, str]) -> None:
         candidates = [command]
     else:
         candidates = [os.path.join(d or ".", command) for d in env.get("PATH", "").split(":")]
-    if not any(os.path.exists(path) for path in candidates):
-        code, reason = _exec_failure(command, FileNotFoundError(errno.ENOENT, "not found"))
-        raise ProcessError(f"cannot run {command!r}: {reason}", code)
+    for path in candidates:
+        if os.path.exists(path):
+            return path
+    code, reason = _exec_failure(command, FileNotFoundError(errno.ENOENT, "not found"))
+    raise ProcessError(f"cannot run {command!r}: {reason}", code)
+
+
+def refuse_the_interpreter(path: str) -> None:
+    """Refuse a program that is, or whose ``#!`` interpreters lead to, this very process's
+    executable: the host's Python interpreter, which /proc/self/exe reaches from inside.
+
+    Run, it would give the container a process whose /proc/self/exe is the host's file;
+    kept open (O_PATH) and reopened for writing once no process runs the interpreter, as
+    after ``mycontainer-oci create`` none does, it would let the container overwrite it
+    (CVE-2019-5736; runc executes a sealed copy of itself instead). Compared by device and
+    inode, so no name or link hides it; the kernel follows four ``#!`` levels, so do we.
+    """
+    ours = os.stat("/proc/self/exe")
+    for _ in range(5):
+        try:
+            found = os.stat(path)
+            with open(path, "rb") as file:
+                head = file.read(256)
+        except OSError:
+            return  # execve(2) will say why
+        if (found.st_dev, found.st_ino) == (ours.st_dev, ours.st_ino):
+            raise ProcessError(
+                f"refusing to run {path!r}: it is mycontainer's own interpreter, which the "
+                "container could overwrite (CVE-2019-5736)",
+                EXIT_CANNOT_EXECUTE,
+            )
+        if not head.startswith(b"#!"):
+            return
+        words = head[2:].split(b"\n", 1)[0].split()
+        if not words:
+            return
+        path = os.fsdecode(words[0])
 
 
 def execvpe(argv: list[str], env: dict[str, str]) -> None:

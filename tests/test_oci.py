@@ -311,3 +311,26 @@ def test_a_mount_destination_linked_out_of_the_rootfs_stays_inside(
     assert os.listdir(outside) == []  # the host directory the link names was not touched
     assert os.path.isdir(f"{rootfs}{outside}")  # the link was followed inside the rootfs
     assert not any(str(outside) in point for point in host_mounts(str(tmp_path)))
+
+
+@pytest.mark.parametrize("how", ["directly", "as a script's interpreter"])
+def test_the_runtimes_own_interpreter_is_never_the_program(
+    oci, bundle, busybox_rootfs, tmp_path, state_root, how
+):
+    """CVE-2019-5736: /proc/self/exe in the init is the host's Python interpreter. Run, and
+    kept open once no process runs it (after create, none does), it could be overwritten
+    from inside. create refuses it, by inode, however it is reached."""
+    rootfs = tmp_path / "rootfs"
+    subprocess.run(["cp", "-a", busybox_rootfs, str(rootfs)], check=True)
+    (rootfs / "script").write_text("#!/proc/self/exe\nprint('escaped')\n")
+    (rootfs / "script").chmod(0o755)
+    args = ["/proc/self/exe", "-c", "print(1)"] if how == "directly" else ["/script"]
+
+    def edit(config):
+        config["root"] = {"path": str(rootfs), "readonly": False}
+
+    result = oci("create", "--bundle", bundle(args, edit=edit), "box")
+    assert result.returncode == 1
+    assert "mycontainer's own interpreter" in result.stderr and "CVE-2019-5736" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert os.listdir(state_root) == []
