@@ -70,6 +70,8 @@ def to_config(spec: dict, bundle: str) -> Config:
         spec=spec,
         resources=resources,
         cgroups_path=linux.get("cgroupsPath") or None,
+        tty=bool(process.get("terminal")),
+        console_size=process.get("consoleSize"),
     )
 
 

@@ -388,8 +388,8 @@ class Cgroup:
             self.paths = {}
             for controller, mount in mounts.items():
                 try:
-                    base = own_v1_path(controller)
-                    self.paths[controller] = _place(mount, base, inner, path, None, controller)
+                    own = own_v1_path(controller)
+                    self.paths[controller] = _place(mount, own, inner, path, own, controller)
                 except CgroupError:
                     if controller in _used_v1_controllers(self.resources):
                         raise  # else the container stays in our group there, as we do
@@ -667,11 +667,14 @@ def _used_v1_controllers(resources: dict) -> set[str]:
 
 def _place(mount: str, base: str, inner: list[str], path, own, controller="") -> str:
     """The directory of a group: ``inner`` below ``base`` (the part of the tree we may use),
-    or for an absolute cgroupsPath ``path`` that path, if it lies strictly below ``base``
-    and does not hold ``own``, our own group (v2)."""
+    or for an absolute cgroupsPath ``path`` that path, if it lies strictly below the parent
+    of ``own``, our own group, and does not hold it. Beside us, not only below: an engine's
+    monitor runs the runtime from a group of its own (conmon's ``<parent>/conmon``) and asks
+    for the container's beside it (``<parent>/libpod-<id>``)."""
     if path and path.startswith("/"):
         group = "/" + "/".join(inner)
-        inside = base == "/" or group.startswith(base.rstrip("/") + "/")
+        allowed = os.path.dirname(own) if own else base
+        inside = allowed == "/" or group.startswith(allowed.rstrip("/") + "/")
         ours = own and (group == own or own.startswith(group + "/"))
         if not inside or ours:
             hierarchy = f"{controller} " if controller else ""

@@ -74,7 +74,7 @@ def run(image: str, command: tuple[str, ...], **options: str | None) -> int:
 
     \b
     Examples:
-      mycontainer run busybox sh
+      mycontainer run -it busybox sh
       mycontainer run --hostname box busybox hostname
       mycontainer run busybox sh -c 'echo $$' --hostname box
       mycontainer run -p 8080:80 busybox httpd -f -p 80
@@ -92,6 +92,10 @@ for _name, (_check, _help) in runoptions.RUN_OPTIONS.items():
         callback=_checked_by(_check),
         help=_help,
     )(run)
+
+for _name, _help in runoptions.RUN_FLAGS.items():
+    _short = [short for short, name in runoptions.SHORT_FLAGS.items() if name == _name]
+    run = click.option(_name, *_short, is_flag=True, help=_help)(run)
 
 
 @cli.command(context_settings=CONTEXT)

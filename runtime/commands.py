@@ -27,6 +27,7 @@ def run(image: str, command: list[str], **options) -> int:
     with images.StoreLock() as store:
         with interruptible():  # an image file may be imported: undone if interrupted
             found = images.resolve(image, progress=progress_on_terminal())
+        options.pop("interactive", None)  # stdin is always attached
         entrypoint = options.pop("entrypoint", None)
         env = found.environment()
         env.update((key, value) for key, value in options.pop("env", []) if value is not None)

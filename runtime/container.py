@@ -100,6 +100,8 @@ class Config:
         spec: dict | None = None,  # a bundle's config.json: its process and security values
         resources: dict | None = None,  # OCI linux.resources; default: from the three above
         cgroups_path: str | None = None,  # OCI linux.cgroupsPath; default: mycontainer/<id>
+        tty: bool = False,  # a terminal of its own (process.terminal; runtime.terminal)
+        console_size: dict | None = None,  # process.consoleSize; default: our terminal's
     ):
         self.layers = layers
         self.args = args
@@ -132,6 +134,8 @@ class Config:
             resources = cgroups.docker_resources(memory, cpu_weight, pids_limit)
         self.resources = resources
         self.cgroups_path = cgroups_path
+        self.tty = tty
+        self.console_size = console_size
 
     def as_dict(self) -> dict:
         return dict(vars(self))
@@ -215,6 +219,7 @@ class Container:
         bundle: str | None = None,
         autoremove: bool = True,
         inherit: tuple[int, ...] = (),
+        console_socket: str | None = None,
     ):
         self.id = container_id or new_id()
         self.config = config
@@ -226,6 +231,11 @@ class Container:
         self.bundle = bundle or self.storage
         self.autoremove = autoremove  # a foreground run's: ended by prune if its runtime dies
         self.inherit = inherit  # descriptors the program gets beyond 0-2 (--preserve-fds)
+        # With a terminal: an engine's console socket gets its master (--console-socket);
+        # else we do, and relay it to our own terminal (mycontainer run -t).
+        self.console_socket_path = console_socket
+        self._console = -1  # the master of the container's terminal, when we relay it
+        self._console_socket = -1  # the init's end of the socket that carries it
         try:
             self.cgroup = cgroups.Cgroup(
                 cgroups.detect(),
@@ -306,10 +316,12 @@ class Container:
                 ),
                 namespaces=self.config.namespaces,
                 join=self.config.join,
+                console=self._open_console_socket(),
                 before_unshare=self.cgroup.join,
                 setup=self._setup_inside,
                 gate=self.state.path(state.GATE),
             )
+            self._receive_console()
             # The init waits at its gate: plug its network namespace into the bridge.
             self._network.connect(self._init.pid)
             if self.settings:
@@ -357,7 +369,13 @@ class Container:
     def wait(self) -> int:
         """Wait until the container's PID 1 exits, forwarding signals and the terminal to it."""
         with process.forwarding_signals(self.pid), process.terminal_foreground(self.pid):
-            code = self._init.wait()
+            if self._console == -1:
+                code = self._init.wait()
+            else:
+                from runtime import terminal
+
+                with terminal.Relay(self._console):
+                    code = self._init.wait()
         # The OOM killer may have picked any process of the container, not only PID 1.
         self.oom_killed = self.cgroup.oom_kills() > 0
         return EXIT_OOM if self.oom_killed else code
@@ -376,6 +394,10 @@ class Container:
             self._init.kill()  # does nothing to an init already reaped
             self._init.close()
             self._init = None
+        for fd in (self._console, self._console_socket):
+            if fd != -1:
+                os.close(fd)
+        self._console = self._console_socket = -1
         if self._network is not None:
             self._network.release()  # its veth, published ports and address lease
         self.cgroup.remove()
@@ -429,7 +451,50 @@ class Container:
         if self.config.sysctl:
             sysctl.apply(self.config.sysctl)  # before /proc/sys turns read-only
         self.security.protect_paths()  # masked and read-only paths of /proc and /sys
+        if self._console_socket != -1:
+            from runtime import terminal
+
+            size = self.config.console_size
+            if size is None:
+                rows, columns = terminal.window_size(0) or terminal.window_size(1) or (0, 0)
+                size = {"height": rows, "width": columns}
+            terminal.attach_console(self._console_socket, size)
         os.close(rootpath.open_directory(self.config.cwd, create=True))  # as docker does
+
+    def _open_console_socket(self) -> int:
+        """The init's end of the socket its terminal's master goes through, or -1 without
+        a terminal: the engine's --console-socket, or one end of a pair of ours."""
+        if not self.config.tty:
+            return -1
+        from runtime import terminal  # not imported by runs without a terminal
+
+        try:
+            if self.console_socket_path:
+                self._console_socket = terminal.connect(self.console_socket_path)
+            else:
+                self._console, self._console_socket = terminal.socketpair()
+        except terminal.TerminalError as error:
+            raise ProcessError(str(error)) from None
+        return self._console_socket
+
+    def _receive_console(self) -> None:
+        """Once the init has sent its terminal: close its end here; keep the master if it
+        came to us."""
+        if self._console_socket == -1:
+            return
+        from runtime import terminal
+
+        os.close(self._console_socket)
+        self._console_socket = -1
+        if self._console == -1:
+            return  # the engine has it
+        ours, self._console = self._console, -1
+        try:
+            self._console, _ = terminal.receive(ours)
+        except terminal.TerminalError as error:
+            raise ProcessError(str(error)) from None
+        finally:
+            os.close(ours)
 
     def _environment(self) -> dict[str, str]:
         """A clean environment, as docker gives: nothing of the host's leaks in but TERM.
@@ -439,6 +504,8 @@ class Container:
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.hostname, "HOME": "/root"}
         if sys.stdin is not None and sys.stdin.isatty() and "TERM" in os.environ:
             env["TERM"] = os.environ["TERM"]
+        elif self.config.tty:
+            env["TERM"] = "xterm"  # as docker sets it for -t
         env.update(self.config.env)
         return env
 
@@ -714,13 +781,20 @@ def delete(root: str, container_id: str, force: bool = False) -> None:
 
 
 def exec_process(
-    root: str, container_id: str, program: process.Program, *, detach: bool = False
+    root: str,
+    container_id: str,
+    program: process.Program,
+    *,
+    detach: bool = False,
+    console_socket: str | None = None,
+    console_size: dict | None = None,
 ) -> tuple[int, int]:
     """Run ``program`` inside running container ``container_id``; return (its pid, exit code).
 
     The new process joins every namespace of the container's init (setns(2) through
     /proc/PID/ns/*) and its cgroups, so it sees and is limited as the init is. With
-    ``detach`` it is left running (exit code 0); else we wait for it as its parent.
+    ``detach`` it is left running (exit code 0); else we wait for it as its parent. With
+    ``console_socket``, it gets a terminal of its own, whose master goes to that socket.
     """
     found = state.load(root, container_id)
     status = found.status()
@@ -736,9 +810,30 @@ def exec_process(
         for group in found.record.get("cgroups", []):
             cgroups.write_file(group, "cgroup.procs", "0")
 
+    console, setup = -1, None
+    if console_socket:
+        from runtime import terminal
+
+        try:
+            console = terminal.connect(console_socket)
+        except terminal.TerminalError as error:
+            raise ContainerError(str(error)) from None
+
+        def setup() -> None:  # the container's /dev/console is its init's: left alone
+            terminal.attach_console(console, console_size, mount_console=False)
+
     try:
         with process.blocking_forwarded_signals():
-            init = process.spawn(program, namespaces=0, join=join, before_unshare=join_cgroups)
+            init = process.spawn(
+                program,
+                namespaces=0,
+                join=join,
+                before_unshare=join_cgroups,
+                setup=setup,
+                console=console,
+            )
+            if console != -1:
+                os.close(console)
             init.start()
             if detach:
                 init.close()

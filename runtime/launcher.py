@@ -15,7 +15,7 @@ import sys
 
 from runtime import commands
 from runtime.exits import exit_with_result
-from runtime.runoptions import REPEATABLE_OPTIONS, RUN_OPTIONS, split_run_args
+from runtime.runoptions import REPEATABLE_OPTIONS, RUN_FLAGS, RUN_OPTIONS, split_run_args
 
 
 def parse_plain_run(argv: list[str]) -> tuple[str, list[str], dict[str, str]] | None:
@@ -27,9 +27,14 @@ def parse_plain_run(argv: list[str]) -> tuple[str, list[str], dict[str, str]] | 
     except ValueError:
         return None
     options = {}
-    for name, value in zip(ours[::2], ours[1::2], strict=True):
-        check, _help = RUN_OPTIONS[name]
+    tokens = iter(ours)
+    for name in tokens:
         key = name.lstrip("-").replace("-", "_")
+        if name in RUN_FLAGS:
+            options[key] = True
+            continue
+        value = next(tokens)
+        check, _help = RUN_OPTIONS[name]
         try:
             if name in REPEATABLE_OPTIONS:
                 options.setdefault(key, []).append(check(value))

@@ -109,8 +109,8 @@ def exec_command(args) -> int:
     process with the arguments and options given here."""
     from runtime import bundle, container, spec
 
-    if args.console_socket or args.tty:
-        raise OciError("exec --tty/--console-socket is not supported yet")
+    if args.tty and not args.console_socket:
+        raise OciError("exec --tty needs --console-socket, to hand the terminal to its engine")
     if args.process:
         process_config = spec.load_process(args.process)
     else:
@@ -121,6 +121,7 @@ def exec_command(args) -> int:
         process_config["args"] = list(args.command)
         process_config["env"] = process_config.get("env", []) + list(args.env)
         process_config["cwd"] = args.cwd or process_config.get("cwd", "/")
+        process_config["terminal"] = bool(args.tty)
         process_config["noNewPrivileges"] = args.no_new_privs or process_config.get(
             "noNewPrivileges", False
         )
@@ -130,7 +131,12 @@ def exec_command(args) -> int:
         process_config = spec.process(process_config, "exec")
     profile = state.load(args.root, args.id).config.get("spec", {}).get("linux", {}).get("seccomp")
     pid, code = container.exec_process(
-        args.root, args.id, bundle.program(process_config, profile), detach=args.detach
+        args.root,
+        args.id,
+        bundle.program(process_config, profile),
+        detach=args.detach,
+        console_socket=args.console_socket if process_config.get("terminal") or args.tty else None,
+        console_size=process_config.get("consoleSize"),
     )
     _write_pid_file(args.pid_file, pid)
     return code
@@ -314,10 +320,15 @@ def _new_container(args):
     """A Container (not yet created) for the bundle of ``args``."""
     from runtime import bundle, container
 
-    if args.console_socket:
-        raise OciError("--console-socket is not supported yet")
     directory = os.path.abspath(args.bundle or ".")
     config = bundle.to_config(bundle.load(directory), directory)
+    if config.tty and not args.console_socket and args.command == "create":
+        raise OciError(
+            "process.terminal needs --console-socket: a created container's terminal goes "
+            "to the engine that will use it"
+        )
+    if args.console_socket and not config.tty:
+        raise OciError("--console-socket needs process.terminal set to true in config.json")
     return container.Container(
         config,
         state.check_id(args.id),
@@ -325,6 +336,7 @@ def _new_container(args):
         bundle=directory,
         autoremove=False,
         inherit=tuple(range(3, 3 + args.preserve_fds)),
+        console_socket=args.console_socket,
     )
 
 

@@ -182,6 +182,7 @@ def spawn(
     before_unshare=None,
     gate: str | None = None,
     join: list[tuple[int, str]] = (),
+    console: int = -1,
 ) -> Init:
     """Create a process in new ``namespaces`` that has run ``setup()`` and waits to exec
     ``program``.
@@ -191,7 +192,10 @@ def spawn(
     namespace is rooted at it. ``gate``: the path of a FIFO to wait on (see above; default:
     a pipe). ``join``: (CLONE_NEW* flag, path) of existing namespaces to enter (setns(2)),
     such as another container's /proc/PID/ns/net; they are opened here, so a wrong path
-    fails before anything is made. Returns once the process is ready, or raises
+    fails before anything is made. ``console``: the init's end of a console socket
+    (runtime.terminal), kept open for ``setup()`` to attach a terminal to; the init then
+    leads a session of its own (setsid(2)), as a terminal's controlling process must,
+    instead of a process group. Returns once the process is ready, or raises
     ProcessError with what went wrong inside, or Interrupted if a stopping signal came first
     (the process is killed then).
     Marks the calling process a child subreaper (see above).
@@ -213,11 +217,20 @@ def spawn(
             os.close(fd)
         raise ProcessError(f"cannot join namespace {error.filename}: {error.strerror}") from None
     prctl(PR_SET_CHILD_SUBREAPER, 1)
+    interpreter = _identity(os.stat("/proc/self/exe"))  # read here: the init has pivoted
     intermediate = os.fork()
     if intermediate == 0:
         os.close(sync_read)
         os.close(gate_write)
-        _intermediate(program, namespaces, joined, before_unshare, setup, sync_write, gate_read)
+        _intermediate(
+            program,
+            namespaces,
+            joined,
+            before_unshare,
+            setup,
+            (sync_write, gate_read, console),
+            interpreter,
+        )
     os.close(sync_write)
     os.close(gate_read)
     for _, fd in joined:
@@ -406,18 +419,22 @@ def _tell_stderr(message: str) -> None:
         pass
 
 
-def _intermediate(program, namespaces, joined, before_unshare, setup, sync, gate) -> None:
+def _intermediate(program, namespaces, joined, before_unshare, setup, fds, interpreter):
     """Runs in the first child: join and unshare namespaces, fork the init, report its pid,
     exit.
 
-    Never returns, whatever happens: a forked child that raised back into the caller would
-    go on running the runtime's own code (the ``finally``).
+    ``fds``: the sync pipe's and the gate's ends, and the console socket (or -1);
+    ``interpreter``: (device, inode) of the runtime's executable (see
+    refuse_the_interpreter). Never returns, whatever happens: a forked child that raised
+    back into the caller would go on running the runtime's own code (the ``finally``).
     """
+    sync, gate, console = fds
     try:
         # First of all, before anything resolves a path: only stdin, stdout and stderr may
         # reach the container; an inherited descriptor of a host directory is a way out
         # through /proc/self/fd/N (CVE-2024-21626).
-        close_descriptors(keep=(sync, gate, *program.inherit, *(fd for _, fd in joined)))
+        keep = (sync, gate, console, *program.inherit, *(fd for _, fd in joined))
+        close_descriptors(keep=keep)
         # Until it execs the program, this process (and the init it forks) runs the host's
         # Python interpreter. Non-dumpable, no process of the container can open its
         # /proc/PID/exe, a way to the interpreter's file (CVE-2019-5736; ptrace(2), "access
@@ -436,20 +453,24 @@ def _intermediate(program, namespaces, joined, before_unshare, setup, sync, gate
                 os._exit(0)
         else:
             _send(sync, f"pid {os.getpid()}")
-        _init(program, setup, sync, gate)
+        _init(program, setup, fds, interpreter)
     except BaseException as error:
         _send(sync, f"error {EXIT_RUNTIME_ERROR} {error}")
     finally:
         os._exit(EXIT_RUNTIME_ERROR)
 
 
-def _init(program: Program, setup, sync: int, gate: int) -> None:
+def _init(program: Program, setup, fds: tuple[int, int, int], interpreter) -> None:
     """Runs as the container's PID 1: set up, report ready, wait at the gate, execve."""
+    sync, gate, console = fds
     try:
         # The runtime blocks the signals it forwards while it creates us (see
         # blocking_forwarded_signals); the mask survives execve(2), so unblock them.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
-        os.setpgid(0, 0)  # its own process group, so it can be the terminal's foreground job
+        if console == -1:
+            os.setpgid(0, 0)  # its own process group, so it can be the terminal's foreground job
+        else:
+            os.setsid()  # a session of its own, whose controlling terminal setup() attaches
         if setup:
             setup()
         # Enter the working directory as root, resolved inside the root only (runc too
@@ -459,7 +480,7 @@ def _init(program: Program, setup, sync: int, gate: int) -> None:
         os.close(cwd)
         check_cwd_inside_root(program.cwd)
         found = find_program(program.argv[0], program.env)  # "not found": create's error
-        refuse_the_interpreter(found)
+        refuse_the_interpreter(found, interpreter)
         _send(sync, "ready")
         if os.read(gate, 1) != b"0":  # EOF: the runtime gave up on us
             os._exit(EXIT_RUNTIME_ERROR)
@@ -565,7 +586,11 @@ def find_program(command: str, env: dict[str, str]) -> str:
     raise ProcessError(f"cannot run {command!r}: {reason}", code)
 
 
-def refuse_the_interpreter(path: str) -> None:
+def _identity(found: os.stat_result) -> tuple[int, int]:
+    return found.st_dev, found.st_ino
+
+
+def refuse_the_interpreter(path: str, ours: tuple[int, int]) -> None:
     """Refuse a program that is, or whose ``#!`` interpreters lead to, this very process's
     executable: the host's Python interpreter, which /proc/self/exe reaches from inside.
 
@@ -575,7 +600,6 @@ def refuse_the_interpreter(path: str) -> None:
     (CVE-2019-5736; runc executes a sealed copy of itself instead). Compared by device and
     inode, so no name or link hides it; the kernel follows four ``#!`` levels, so do we.
     """
-    ours = os.stat("/proc/self/exe")
     for _ in range(5):
         try:
             found = os.stat(path)
@@ -583,7 +607,7 @@ def refuse_the_interpreter(path: str) -> None:
                 head = file.read(256)
         except OSError:
             return  # execve(2) will say why
-        if (found.st_dev, found.st_ino) == (ours.st_dev, ours.st_ino):
+        if _identity(found) == ours:
             raise ProcessError(
                 f"refusing to run {path!r}: it is mycontainer's own interpreter, which the "
                 "container could overwrite (CVE-2019-5736)",

@@ -49,6 +49,12 @@ RUN_OPTIONS = {
         "systempaths=unconfined. Repeatable.",
     ),
 }
+# Options that take no value (flags): name -> help. True when given.
+RUN_FLAGS = {
+    "--tty": "Give the container a terminal of its own (/dev/pts/0), relayed to this one.",
+    "--interactive": "Keep stdin attached (it always is: accepted for docker's -it).",
+}
+SHORT_FLAGS = {"-t": "--tty", "-i": "--interactive"}  # before IMAGE, and together: -it
 # Options that may be given more than once: their value is the list of all of them.
 REPEATABLE_OPTIONS = {"--publish", "--env", "--cap-add", "--cap-drop", "--security-opt"}
 # Short names, recognised before IMAGE only: after it, the ``-p`` of ``mkdir -p`` is the
@@ -63,7 +69,9 @@ def split_run_args(args: list[str]) -> tuple[list[str], list[str]]:
     --hostname a``), so an option of ours is recognised anywhere before a ``--``; any other
     token, such as the ``-l`` of ``ls -l``, stays with the command. After ``--``, nothing is
     ours. A short option (SHORT_OPTIONS: ``-p 80:80`` or ``-p80:80``) is ours only before
-    IMAGE, and comes out under its long name. Returns (our options with their values, the rest).
+    IMAGE, and comes out under its long name; so do short flags (SHORT_FLAGS: ``-t``, or
+    ``-it`` together). A flag (RUN_FLAGS) comes out alone, without a value. Returns (our
+    options with their values, the rest).
     """
     ours: list[str] = []
     rest: list[str] = []
@@ -75,6 +83,12 @@ def split_run_args(args: list[str]) -> tuple[list[str], list[str]]:
             rest.extend(tokens)
             break
         name, equals, value = token.partition("=")
+        if before_image and _short_flags(token):  # -t, -i, -it
+            ours += [SHORT_FLAGS[f"-{letter}"] for letter in token[1:]]
+            continue
+        if name in RUN_FLAGS and not equals:
+            ours.append(name)
+            continue
         if before_image and token[:2] in SHORT_OPTIONS:  # -p VALUE, or -pVALUE
             name, value = SHORT_OPTIONS[token[:2]], token[2:]
             equals = value  # a value attached to the option counts as given
@@ -90,3 +104,9 @@ def split_run_args(args: list[str]) -> tuple[list[str], list[str]]:
             rest.append(token)
             before_image = before_image and token.startswith("-")
     return ours, rest
+
+
+def _short_flags(token: str) -> bool:
+    """Is ``token`` one or more short flags together, such as ``-t`` or ``-it``?"""
+    letters = token[1:]
+    return token[:1] == "-" and letters != "" and all(f"-{c}" in SHORT_FLAGS for c in letters)
