@@ -216,8 +216,8 @@ def spawn(
         for fd in (sync_read, sync_write, gate_read, gate_write):
             os.close(fd)
         raise ProcessError(f"cannot join namespace {error.filename}: {error.strerror}") from None
-    prctl(PR_SET_CHILD_SUBREAPER, 1)
     interpreter = _identity(os.stat("/proc/self/exe"))  # read here: the init has pivoted
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
     intermediate = os.fork()
     if intermediate == 0:
         os.close(sync_read)
