@@ -1171,16 +1171,21 @@ def test_a_signal_before_the_program_runs_ends_the_run(background, state_root, s
 def test_a_signal_while_the_container_is_deleted_waits_for_the_deletion(background, state_root):
     """A SIGTERM that comes after the program ended, while mycontainer deletes the container
     (caught there by stopping mycontainer), ends it only once nothing is left."""
+    def deleting() -> bool:
+        """The init has exited and been reaped (its runtime is past waiting for it): the
+        status, derived from the init, reads stopped as soon as the init is a zombie."""
+        state = next(iter(container_states(state_root)), None)
+        return bool(state) and state["status"] == "stopped" and not in_proc(state["pid"])
+
     for _attempt in range(30):
         runtime = background("run", "--net", "none", "busybox", "true")
-        status = None
-        while status != "stopped" and runtime.poll() is None:
-            status = next((s["status"] for s in container_states(state_root)), None)
+        while not deleting() and runtime.poll() is None:
+            pass
         if runtime.poll() is not None:  # too late: it has deleted it already
             runtime.communicate()
             continue
         os.kill(runtime.pid, signal.SIGSTOP)
-        status = next((s["status"] for s in container_states(state_root)), "deleted")
+        status = "stopped" if deleting() else "deleted"
         os.kill(runtime.pid, signal.SIGTERM)
         os.kill(runtime.pid, signal.SIGCONT)
         runtime.communicate(timeout=20)
@@ -1481,3 +1486,8 @@ def test_an_apparmor_profile_needs_apparmor(monkeypatch):
     else:
         with pytest.raises(security.SecurityError, match="AppArmor is not enabled on this host"):
             security.Boundaries.from_config(config)
+
+
+def in_proc(pid: int) -> bool:
+    """Whether process ``pid`` exists, even as a zombie."""
+    return os.path.exists(f"/proc/{pid}")
