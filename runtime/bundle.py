@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from runtime import namespaces
+from runtime import namespaces, userns
 from runtime.container import Config, ContainerError
 from runtime.process import Program
 from runtime.security import Security
@@ -24,6 +24,7 @@ NAMESPACE_FLAGS = {
     "ipc": namespaces.IPC,
     "uts": namespaces.UTS,
     "cgroup": namespaces.CGROUP,
+    "user": namespaces.USER,
 }
 
 
@@ -48,6 +49,13 @@ def to_config(spec: dict, bundle: str) -> Config:
             "config.json: linux.namespaces: a mount namespace is required (add "
             '{"type": "mount"}): mycontainer never sets up a root in its own'
         )
+    id_mappings = None
+    if flags & namespaces.USER:
+        id_mappings = (linux["uidMappings"], linux["gidMappings"])
+        try:
+            userns.check_reachable(spec["root"]["path"], *id_mappings)
+        except userns.UserNamespaceError as error:
+            raise BundleError(str(error)) from None
     user = process.get("user", {})
     capabilities = process.get("capabilities", {}).get("bounding", [])
     resources = linux.get("resources", {})
@@ -70,6 +78,7 @@ def to_config(spec: dict, bundle: str) -> Config:
         rootfs=spec["root"]["path"],
         namespaces=flags,
         join=join,
+        id_mappings=id_mappings,
         annotations=spec.get("annotations", {}),
         hooks=spec.get("hooks", {}),
     )

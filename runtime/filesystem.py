@@ -83,13 +83,19 @@ def mount_cgroup2(path: str) -> None:
 def mount_dev(rootfs: str) -> None:
     """Give the container a /dev of its own: a tmpfs holding only harmless devices.
 
-    Bind-mounting the host's /dev would hand the container every disk on the machine.
+    Bind-mounting the host's /dev would hand the container every disk on the machine. The
+    kernel refuses mknod(2) to a user namespace's root, however capable inside: there each
+    device is the host's node, bind-mounted alone (as runc does).
     """
     dev = _mount_point(rootfs, "dev")
     mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
     for name, major, minor in DEFAULT_DEVICES:
         path = os.path.join(dev, name)
-        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        try:
+            os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        except PermissionError:  # in a user namespace (runtime.userns): the host's node
+            bind_file(os.path.join("/dev", name), rootfs, os.path.join("dev", name))
+            continue
         os.chmod(path, 0o666)  # mknod(2) applies the umask; the spec wants 0666
     # A devpts instance of its own, so the container cannot reach the host's terminals.
     os.mkdir(os.path.join(dev, "pts"), 0o755)
