@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from runtime import namespaces, userns
+from runtime import namespaces
 from runtime.container import Config, ContainerError
 from runtime.process import Program
 from runtime.security import Security
@@ -51,6 +51,8 @@ def to_config(spec: dict, bundle: str) -> Config:
         )
     id_mappings = None
     if flags & namespaces.USER:
+        from runtime import userns
+
         id_mappings = (linux["uidMappings"], linux["gidMappings"])
         try:
             userns.check_reachable(spec["root"]["path"], *id_mappings)

@@ -89,14 +89,14 @@ def mount_dev(rootfs: str) -> None:
     """
     dev = _mount_point(rootfs, "dev")
     mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
-    for name, major, minor in DEFAULT_DEVICES:
-        path = os.path.join(dev, name)
-        try:
+    try:
+        for name, major, minor in DEFAULT_DEVICES:
+            path = os.path.join(dev, name)
             os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
-        except PermissionError:  # in a user namespace (runtime.userns): the host's node
+            os.chmod(path, 0o666)  # mknod(2) applies the umask; the spec wants 0666
+    except PermissionError:  # in a user namespace (runtime.userns), from the first one on
+        for name, _, _ in DEFAULT_DEVICES:
             bind_file(os.path.join("/dev", name), rootfs, os.path.join("dev", name))
-            continue
-        os.chmod(path, 0o666)  # mknod(2) applies the umask; the spec wants 0666
     # A devpts instance of its own, so the container cannot reach the host's terminals.
     os.mkdir(os.path.join(dev, "pts"), 0o755)
     options = "newinstance,ptmxmode=0666,mode=0620,gid=5"

@@ -43,7 +43,7 @@ import errno
 import os
 import signal
 
-from runtime import rootpath, userns, users
+from runtime import rootpath, users
 from runtime.namespaces import enter_new
 from runtime.syscalls import CLONE_NEWPID, CLONE_NEWUSER, PR_SET_CHILD_SUBREAPER, prctl, setns
 
@@ -257,6 +257,8 @@ def _await_ready(init: Init, intermediate: int, id_mappings, mapped: int) -> Non
     while not (init.pid and ready):
         report = init._sync.readline()
         if report == b"userns\n":
+            from runtime import userns  # only for a user namespace: off the hot path
+
             try:
                 userns.write_maps(intermediate, *id_mappings)
             except userns.UserNamespaceError as error:
@@ -453,7 +455,7 @@ def _intermediate(program, namespaces, joined, before_unshare, setup, sync, gate
                 os._exit(EXIT_RUNTIME_ERROR)
             os.close(mapped)
         if namespaces & CLONE_NEWUSER or any(flag == CLONE_NEWUSER for flag, _ in joined):
-            userns.become_root()
+            _become_root()
         enter_new(namespaces & ~CLONE_NEWUSER)  # a new mount namespace is made private at once
         if namespaces & CLONE_NEWPID or any(flag == CLONE_NEWPID for flag, _ in joined):
             pid = os.fork()
@@ -467,6 +469,21 @@ def _intermediate(program, namespaces, joined, before_unshare, setup, sync, gate
         _send(sync, f"error {EXIT_RUNTIME_ERROR} {error}")
     finally:
         os._exit(EXIT_RUNTIME_ERROR)
+
+
+def _become_root() -> None:
+    """Take the user namespace's root IDs, as real, effective and saved IDs, with no
+    supplementary groups (runtime.userns).
+
+    Right after unshare(2) or setns(2), a process keeps its IDs from the host, which the
+    namespace may not map (they read 65534, the overflow ID, inside): files it made would
+    belong to nobody. The capability sets survive the change: the kernel clears them only
+    when the IDs leave the *namespace's* root (credentials(7), capabilities(7)). Here, not
+    in runtime.userns: by now a mount namespace joined by path may hide this checkout.
+    """
+    os.setresgid(0, 0, 0)
+    os.setgroups([])
+    os.setresuid(0, 0, 0)
 
 
 def _init(program: Program, setup, sync: int, gate: int) -> None:

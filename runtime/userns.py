@@ -6,12 +6,13 @@ host's uid 100000. Its processes hold every capability *inside*, over the namesp
 owns (the mount, PID, network... namespaces created after it), and none over the host: a
 file owned by host root is, to the container's root, a stranger's file.
 
-How a container gets one (the order runc and crun use)::
+How a container gets one (the order runc and crun use; the intermediate's side is in
+runtime.process, ``_intermediate`` and ``_become_root``)::
 
-    intermediate: unshare(CLONE_NEWUSER) alone, first   ──"userns"──>  runtime (host root):
-                                                                         writes /proc/PID/uid_map
-    intermediate: setresgid, setgroups, setresuid (0)   <──"mapped"──    and gid_map
-    intermediate: unshare the other namespaces, which the new user namespace owns
+    intermediate                                      runtime (host root)
+    unshare(CLONE_NEWUSER), alone, first  ──"userns"──>  writes /proc/PID/uid_map, gid_map
+    setresgid, setgroups, setresuid to 0  <──"mapped"──
+    unshare the other namespaces: the new user namespace owns them
 
 The runtime writes the maps, not the process itself: a process may map only its own IDs
 into a namespace it made, while a writer holding CAP_SETUID and CAP_SETGID in the parent
@@ -58,20 +59,6 @@ def write_maps(pid: int, uid_mappings: list[dict], gid_mappings: list[dict]) -> 
                 os.close(fd)
         except OSError as error:
             raise UserNamespaceError(f"cannot write {path}: {error.strerror}") from None
-
-
-def become_root() -> None:
-    """Take the user namespace's root IDs, as the calling process's real, effective and
-    saved IDs, with no supplementary groups.
-
-    Right after unshare(2) or setns(2), a process keeps its IDs from the host, which the
-    namespace may not map (they read 65534, the overflow ID, inside): files it made would
-    belong to nobody. The capability sets survive the change: the kernel clears them only
-    when the IDs leave the *namespace's* root (credentials(7), capabilities(7)).
-    """
-    os.setresgid(0, 0, 0)
-    os.setgroups([])
-    os.setresuid(0, 0, 0)
 
 
 def check_reachable(rootfs: str, uid_mappings: list[dict], gid_mappings: list[dict]) -> None:
