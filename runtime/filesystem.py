@@ -29,6 +29,7 @@ from runtime.syscalls import (
     MS_NOSUID,
     MS_RDONLY,
     MS_REC,
+    MS_REMOUNT,
     MS_STRICTATIME,
     mount,
     pivot_root,
@@ -63,13 +64,23 @@ def mount_proc(rootfs: str) -> None:
 def mount_sys(rootfs: str, cgroup2: bool = False) -> None:
     """Mount sysfs read-only: the container may look at the kernel's objects, not change them.
 
+    The kernel lets a user namespace's root mount a sysfs only where it owns the network
+    namespace (sysfs shows its devices): elsewhere the host's /sys is bind-mounted
+    instead, read-only, as runc does.
+
     With ``cgroup2``, also mount the cgroup v2 tree, read-only, at /sys/fs/cgroup: in the
     container's cgroup namespace it shows the container's own group as its root, so the
     container can watch its limits (memory.max, memory.events, cpu.stat) but not change them.
     """
     flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY
     sys_dir = _mount_point(rootfs, "sys")
-    mount("sysfs", sys_dir, "sysfs", flags)
+    try:
+        mount("sysfs", sys_dir, "sysfs", flags)
+    except OSError as error:  # EPERM: a user namespace's, without a network namespace it owns
+        if error.errno != errno.EPERM:
+            raise
+        mount("/sys", sys_dir, None, MS_BIND | MS_REC)
+        mount(None, sys_dir, None, MS_BIND | MS_REMOUNT | flags)
     if cgroup2:
         mount_cgroup2(os.path.join(sys_dir, "fs/cgroup"))
 

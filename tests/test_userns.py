@@ -174,6 +174,19 @@ def test_the_default_devices_work(oci, bundle):
     assert (result.returncode, result.stdout.split()) == (0, ["3", "1:3"]), result.stderr
 
 
+def test_without_a_network_namespace_it_owns_sys_is_the_hosts_read_only(oci, bundle):
+    # The kernel lets a user namespace's root mount sysfs only with its own network
+    # namespace: here the host's /sys is bind-mounted instead, as runc does.
+    def no_network(config):
+        namespaces = config["linux"]["namespaces"]
+        namespaces[:] = [ns for ns in namespaces if ns["type"] != "network"]
+
+    script = "ls /sys/class >/dev/null && grep -c ' /sys ro,' /proc/self/mountinfo; touch /sys/x"
+    result = oci("run", "--bundle", bundle(["sh", "-c", script], edit=no_network), "box")
+    assert (result.returncode, result.stdout) == (1, "1\n"), result.stderr
+    assert "Read-only file system" in result.stderr
+
+
 def test_exec_joins_the_user_namespace(oci, bundle):
     assert oci("create", "--bundle", bundle(["sleep", "60"]), "box").returncode == 0
     assert oci("start", "box").returncode == 0
