@@ -109,9 +109,15 @@ def mount_dev(rootfs: str) -> None:
         for name, _, _ in DEFAULT_DEVICES:
             bind_file(os.path.join("/dev", name), rootfs, os.path.join("dev", name))
     # A devpts instance of its own, so the container cannot reach the host's terminals.
-    os.mkdir(os.path.join(dev, "pts"), 0o755)
-    options = "newinstance,ptmxmode=0666,mode=0620,gid=5"
-    mount("devpts", os.path.join(dev, "pts"), "devpts", MS_NOSUID | MS_NOEXEC, options)
+    pts = os.path.join(dev, "pts")
+    os.mkdir(pts, 0o755)
+    options = "newinstance,ptmxmode=0666,mode=0620"
+    try:
+        mount("devpts", pts, "devpts", MS_NOSUID | MS_NOEXEC, options + ",gid=5")  # tty
+    except OSError as error:  # EINVAL: a user namespace that does not map group 5
+        if error.errno != errno.EINVAL:
+            raise
+        mount("devpts", pts, "devpts", MS_NOSUID | MS_NOEXEC, options)  # the opener's group
     os.mkdir(os.path.join(dev, "shm"), 0o1777)
     shm_flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
     mount("shm", os.path.join(dev, "shm"), "tmpfs", shm_flags, "mode=1777,size=65536k")

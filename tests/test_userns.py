@@ -187,6 +187,18 @@ def test_without_a_network_namespace_it_owns_sys_is_the_hosts_read_only(oci, bun
     assert "Read-only file system" in result.stderr
 
 
+def test_a_map_of_root_alone_still_gets_a_devpts(oci, bundle):
+    # devpts refuses gid=5 (tty) where group 5 is not mapped: then new terminals get the
+    # opener's group, as on a devpts mounted without it.
+    alone = [{"containerID": 0, "hostID": HOST_ID, "size": 1}]
+    directory = bundle(
+        ["sh", "-c", "id -u; grep -c ' /dev/pts .* devpts ' /proc/self/mountinfo"],
+        edit=lambda c: c["linux"].update(uidMappings=alone, gidMappings=alone),
+    )
+    result = oci("run", "--bundle", directory, "box")
+    assert (result.returncode, result.stdout) == (0, "0\n1\n"), result.stderr
+
+
 def test_exec_joins_the_user_namespace(oci, bundle):
     assert oci("create", "--bundle", bundle(["sleep", "60"]), "box").returncode == 0
     assert oci("start", "box").returncode == 0
