@@ -66,7 +66,7 @@ def mount_sys(rootfs: str, cgroup2: bool = False) -> None:
 
     The kernel lets a user namespace's root mount a sysfs only where it owns the network
     namespace (sysfs shows its devices): elsewhere the host's /sys is bind-mounted
-    instead, read-only, as runc does.
+    instead, read-only, as runc does, its cgroup tree covered by the container's own.
 
     With ``cgroup2``, also mount the cgroup v2 tree, read-only, at /sys/fs/cgroup: in the
     container's cgroup namespace it shows the container's own group as its root, so the
@@ -81,6 +81,9 @@ def mount_sys(rootfs: str, cgroup2: bool = False) -> None:
             raise
         mount("/sys", sys_dir, None, MS_BIND | MS_REC)
         mount(None, sys_dir, None, MS_BIND | MS_REMOUNT | flags)
+        if cgroup2:  # the host's whole tree came along: cover it (and the kernel refuses
+            # to stack the same cgroup2 right on it: EBUSY)
+            mount("tmpfs", os.path.join(sys_dir, "fs/cgroup"), "tmpfs", flags, "size=4k,mode=555")
     if cgroup2:
         mount_cgroup2(os.path.join(sys_dir, "fs/cgroup"))
 
