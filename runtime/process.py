@@ -9,7 +9,9 @@ not move the caller into the new PID namespace (its PID cannot change); only the
 forks afterwards are born there, the first of them as PID 1. So::
 
     runtime (host)                       pid_namespaces(7), unshare(2), fork(2)
-     └─ fork ─> intermediate: close inherited fds; join cgroup; unshare; fork; report pid; exit
+     └─ fork ─> intermediate: close inherited fds; join cgroup; join namespaces by path;
+                  |           [new user namespace: see runtime.userns]; unshare;
+                  |           fork; report pid; exit
                   └─ fork ─> init: PID 1 inside; setup(); "ready"; wait at the gate; execve
 
 The intermediate exits at once. Because the runtime marked itself a *child subreaper*
@@ -24,7 +26,9 @@ exists but the user's program has not run; ``start`` writes to the gate and the 
 it. The gate is an anonymous pipe, or a named FIFO (``gate=PATH``) that a later process can
 open by its name: runtime.state's ``exec.fifo``, so that a container outlives the command
 that created it. A *sync* pipe carries the init's reports back, one line each: ``pid N``,
-``ready``, or ``error CODE MESSAGE`` with the exit code the user should see. The sync pipe is
+``ready``, or ``error CODE MESSAGE`` with the exit code the user should see (and ``userns``:
+the intermediate's new user namespace awaits its maps, which the runtime writes, then answers
+on a pipe of their own). The sync pipe is
 close-on-exec, so EOF on it means execve succeeded. While the runtime waits for those
 reports, SIGINT, SIGTERM, SIGHUP and SIGQUIT end the run (Interrupted): a stalled setup
 must not make it deaf to them.
@@ -41,7 +45,7 @@ import signal
 
 from runtime import rootpath, users
 from runtime.namespaces import enter_new
-from runtime.syscalls import CLONE_NEWPID, PR_SET_CHILD_SUBREAPER, prctl, setns
+from runtime.syscalls import CLONE_NEWPID, CLONE_NEWUSER, PR_SET_CHILD_SUBREAPER, prctl, setns
 
 # Exit codes, as docker and the shells use them.
 EXIT_RUNTIME_ERROR = 125  # the runtime itself failed
@@ -182,6 +186,7 @@ def spawn(
     before_unshare=None,
     gate: str | None = None,
     join: list[tuple[int, str]] = (),
+    id_mappings: tuple[list[dict], list[dict]] | None = None,
 ) -> Init:
     """Create a process in new ``namespaces`` that has run ``setup()`` and waits to exec
     ``program``.
@@ -191,7 +196,10 @@ def spawn(
     namespace is rooted at it. ``gate``: the path of a FIFO to wait on (see above; default:
     a pipe). ``join``: (CLONE_NEW* flag, path) of existing namespaces to enter (setns(2)),
     such as another container's /proc/PID/ns/net; they are opened here, so a wrong path
-    fails before anything is made. Returns once the process is ready, or raises
+    fails before anything is made. A user namespace among them is joined first, then the
+    others, so that those it owns can be joined. ``id_mappings``: (uidMappings,
+    gidMappings) as config.json gives them, for a new user namespace in ``namespaces``.
+    Returns once the process is ready, or raises
     ProcessError with what went wrong inside, or Interrupted if a stopping signal came first
     (the process is killed then).
     Marks the calling process a child subreaper (see above).
@@ -202,30 +210,38 @@ def spawn(
         gate_write = os.dup(gate_read)
     else:
         gate_read, gate_write = os.pipe()
+    mapped_read, mapped_write = os.pipe() if namespaces & CLONE_NEWUSER else (-1, -1)
     joined = []
     try:
-        for flag, path in join:
+        for flag, path in sorted(join, key=lambda entry: entry[0] != CLONE_NEWUSER):
             joined.append((flag, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
     except OSError as error:
         for _, fd in joined:
             os.close(fd)
-        for fd in (sync_read, sync_write, gate_read, gate_write):
-            os.close(fd)
+        for fd in (sync_read, sync_write, gate_read, gate_write, mapped_read, mapped_write):
+            if fd != -1:
+                os.close(fd)
         raise ProcessError(f"cannot join namespace {error.filename}: {error.strerror}") from None
     prctl(PR_SET_CHILD_SUBREAPER, 1)
     intermediate = os.fork()
     if intermediate == 0:
         os.close(sync_read)
         os.close(gate_write)
-        _intermediate(program, namespaces, joined, before_unshare, setup, sync_write, gate_read)
+        if mapped_write != -1:
+            os.close(mapped_write)
+        _intermediate(
+            program, namespaces, joined, before_unshare, setup, sync_write, gate_read, mapped_read
+        )
     os.close(sync_write)
     os.close(gate_read)
     for _, fd in joined:
         os.close(fd)
+    if mapped_read != -1:
+        os.close(mapped_read)
     init = Init(sync_read, gate_write)
     try:
         with stopping_on_signals():
-            _await_ready(init, intermediate)
+            _await_ready(init, intermediate, id_mappings, mapped_write)
     except BaseException:
         if init.pid:
             init.kill()
@@ -233,19 +249,31 @@ def spawn(
             _kill_and_reap(intermediate)
         init.close()
         raise
+    finally:
+        if mapped_write != -1:
+            os.close(mapped_write)
     return init
 
 
-def _await_ready(init: Init, intermediate: int) -> None:
+def _await_ready(init: Init, intermediate: int, id_mappings, mapped: int) -> None:
     """Read the reports of a new init until it is ready; raise what went wrong if not.
 
     Two reports come, in either order: "pid N" from the intermediate, "ready" from the init;
-    or an error from either.
+    or an error from either. Before them, from an intermediate in a new user namespace,
+    "userns": its maps are written (by us: runtime.userns), then it is told on ``mapped``.
     """
     ready = False
     while not (init.pid and ready):
         report = init._sync.readline()
-        if report.startswith(b"pid "):
+        if report == b"userns\n":
+            from runtime import userns  # only for a user namespace: off the hot path
+
+            try:
+                userns.write_maps(intermediate, *id_mappings)
+            except userns.UserNamespaceError as error:
+                raise ProcessError(str(error)) from None
+            os.write(mapped, b"1")
+        elif report.startswith(b"pid "):
             init.pid = int(report.split()[1])
             if init.pid != intermediate:  # without a new PID namespace, it is the init
                 os.waitpid(intermediate, 0)  # from here on, the init is our child
@@ -406,24 +434,38 @@ def _tell_stderr(message: str) -> None:
         pass
 
 
-def _intermediate(program, namespaces, joined, before_unshare, setup, sync, gate) -> None:
+def _intermediate(program, namespaces, joined, before_unshare, setup, sync, gate, mapped) -> None:
     """Runs in the first child: join and unshare namespaces, fork the init, report its pid,
     exit.
 
-    Never returns, whatever happens: a forked child that raised back into the caller would
-    go on running the runtime's own code (the ``finally``).
+    A user namespace comes first, joined (``joined`` lists it first) or new: the namespaces
+    made after it are its own, so its root may mount, set the hostname... in them. A new
+    one is made alone, before the others, and its maps are the runtime's to write: we ask
+    and wait (runtime.userns). Never returns, whatever happens: a forked child that raised
+    back into the caller would go on running the runtime's own code (the ``finally``).
     """
     try:
         # First of all, before anything resolves a path: only stdin, stdout and stderr may
         # reach the container; an inherited descriptor of a host directory is a way out
         # through /proc/self/fd/N (CVE-2024-21626).
-        close_descriptors(keep=(sync, gate, *program.inherit, *(fd for _, fd in joined)))
+        keep = [sync, gate, *program.inherit, *(fd for _, fd in joined)]
+        if mapped != -1:
+            keep.append(mapped)
+        close_descriptors(keep=tuple(keep))
         if before_unshare:
             before_unshare()
         for flag, fd in joined:
             setns(fd, flag)
             os.close(fd)
-        enter_new(namespaces)  # a new mount namespace is made private at once
+        if namespaces & CLONE_NEWUSER:
+            enter_new(CLONE_NEWUSER)
+            _send(sync, "userns")
+            if os.read(mapped, 1) != b"1":  # EOF: the runtime gave up on us
+                os._exit(EXIT_RUNTIME_ERROR)
+            os.close(mapped)
+        if namespaces & CLONE_NEWUSER or any(flag == CLONE_NEWUSER for flag, _ in joined):
+            _become_root()
+        enter_new(namespaces & ~CLONE_NEWUSER)  # a new mount namespace is made private at once
         if namespaces & CLONE_NEWPID or any(flag == CLONE_NEWPID for flag, _ in joined):
             pid = os.fork()
             if pid:
@@ -436,6 +478,21 @@ def _intermediate(program, namespaces, joined, before_unshare, setup, sync, gate
         _send(sync, f"error {EXIT_RUNTIME_ERROR} {error}")
     finally:
         os._exit(EXIT_RUNTIME_ERROR)
+
+
+def _become_root() -> None:
+    """Take the user namespace's root IDs, as real, effective and saved IDs, with no
+    supplementary groups (runtime.userns).
+
+    Right after unshare(2) or setns(2), a process keeps its IDs from the host, which the
+    namespace may not map (they read 65534, the overflow ID, inside): files it made would
+    belong to nobody. The capability sets survive the change: the kernel clears them only
+    when the IDs leave the *namespace's* root (credentials(7), capabilities(7)). Here, not
+    in runtime.userns: by now a mount namespace joined by path may hide this checkout.
+    """
+    os.setresgid(0, 0, 0)
+    os.setgroups([])
+    os.setresuid(0, 0, 0)
 
 
 def _init(program: Program, setup, sync: int, gate: int) -> None:
