@@ -16,6 +16,7 @@ import sys
 import tempfile
 
 import pytest
+
 from conftest import REPO, container_groups, host_mounts
 
 pytestmark = pytest.mark.privileged
