@@ -23,6 +23,7 @@ NAMESPACE_FLAGS = {
     "ipc": namespaces.IPC,
     "uts": namespaces.UTS,
     "cgroup": namespaces.CGROUP,
+    "user": namespaces.USER,
 }
 
 
@@ -47,6 +48,15 @@ def to_config(spec: dict, bundle: str) -> Config:
             "config.json: linux.namespaces: a mount namespace is required (add "
             '{"type": "mount"}): mycontainer never sets up a root in its own'
         )
+    id_mappings = None
+    if flags & namespaces.USER:
+        from runtime import userns
+
+        id_mappings = (linux["uidMappings"], linux["gidMappings"])
+        try:
+            userns.check_reachable(spec["root"]["path"], *id_mappings)
+        except userns.UserNamespaceError as error:
+            raise BundleError(str(error)) from None
     resources = linux.get("resources", {})
     return Config(
         [],
@@ -60,6 +70,7 @@ def to_config(spec: dict, bundle: str) -> Config:
         rootfs=spec["root"]["path"],
         namespaces=flags,
         join=join,
+        id_mappings=id_mappings,
         annotations=spec.get("annotations", {}),
         hooks=spec.get("hooks", {}),
         mounts=spec.get("mounts", []),

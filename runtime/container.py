@@ -317,6 +317,7 @@ class Container:
                 namespaces=self.config.namespaces,
                 join=self.config.join,
                 console=self._open_console_socket(),
+                id_mappings=self.config.id_mappings,
                 before_unshare=self.cgroup.join,
                 setup=self._setup_inside,
                 gate=self.state.path(state.GATE),

@@ -152,7 +152,10 @@ def make_devices(root: int, devices=()) -> None:
 def make_device(root: int, device: dict) -> None:
     """Make the node of ``device`` (an entry of linux.devices) with mknod(2), inside
     directory ``root``: its type, major and minor, ``fileMode`` (default 0666, not
-    narrowed by the umask), owner ``uid`` and ``gid``. A file already there stays."""
+    narrowed by the umask), owner ``uid`` and ``gid``. A file already there stays.
+
+    The kernel refuses mknod(2) to a user namespace's root, however capable inside: there
+    the host's node at the same path is bind-mounted instead, as runc does."""
     path = device["path"]
     kind = DEVICE_TYPES.get(device.get("type"))
     if kind is None:
@@ -167,6 +170,9 @@ def make_device(root: int, device: dict) -> None:
         try:
             os.mknod(name, kind | mode, number, dir_fd=parent)
         except FileExistsError:
+            return
+        except PermissionError:  # in a user namespace (runtime.userns)
+            _bind_host_device(root, path)
             return
         os.chmod(name, mode, dir_fd=parent)  # mknod(2) applies the umask; the spec does not
         uid, gid = device.get("uid", 0), device.get("gid", 0)
@@ -221,6 +227,17 @@ def pivot_into(rootfs: str) -> None:
     pivot_root(".", ".")
     umount2(".", MNT_DETACH)
     os.chdir("/")
+
+
+def _bind_host_device(root: int, path: str) -> None:
+    """Bind-mount the host's device node ``path`` at ``path`` inside directory ``root``."""
+    if not os.path.exists(path):
+        raise OSError(errno.ENOENT, f"no {path} on the host to bind (mknod is refused here)")
+    target = rootpath.open_beneath(root, path, "file")
+    try:
+        mount(path, f"/proc/self/fd/{target}", None, MS_BIND)
+    finally:
+        os.close(target)
 
 
 def _binds_dev(entry: dict) -> bool:

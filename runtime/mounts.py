@@ -230,7 +230,10 @@ def mount_entry(root: int, entry: dict) -> None:
         mount_cgroup(root, source, destination, options)
     else:
         with _Target(root, destination, "directory") as target:
-            mount(source, target, kind, options.flags, options.data)
+            try:
+                mount(source, target, kind, options.flags, options.data)
+            except OSError as error:
+                _in_user_namespace(error, root, destination, kind, options)
     if options.recursive_set or options.recursive_clear:
         target = rootpath.open_beneath(root, destination)
         try:
@@ -241,6 +244,27 @@ def mount_entry(root: int, entry: dict) -> None:
     for propagation in options.propagation:
         with _Target(root, destination) as target:
             mount(None, target, None, propagation)
+
+
+def _in_user_namespace(
+    error: OSError, root: int, destination: str, kind: str | None, options: Options
+) -> None:
+    """Mount what a user namespace's root may not mount as asked (runtime.userns), as
+    runc does, or raise ``error``. A sysfs needs a network namespace the user namespace
+    owns: without one, the host's /sys is bind-mounted, with the entry's flags. A devpts
+    refuses ``gid=`` naming a group the namespace does not map: it goes without it (new
+    terminals then get their opener's group)."""
+    if kind == "sysfs" and error.errno == errno.EPERM:
+        with _Target(root, destination) as target:
+            mount("/sys", target, None, MS_BIND | MS_REC)
+        with _Target(root, destination) as target:  # the bind mount now, not beneath it
+            remount(target, options.flags | mount_flags(target), bind=True)
+    elif kind == "devpts" and error.errno == errno.EINVAL and "gid=" in (options.data or ""):
+        data = ",".join(o for o in options.data.split(",") if not o.startswith("gid="))
+        with _Target(root, destination) as target:
+            mount(kind, target, kind, options.flags, data)
+    else:
+        raise error
 
 
 def remount(target: str, flags: int, bind: bool = False) -> None:
@@ -254,7 +278,13 @@ def mount_cgroup(root: int, source: str, destination: str, options: Options) -> 
     hierarchies = _own_hierarchies()
     if None in hierarchies:  # cgroup v2 alone: one filesystem
         with _Target(root, destination, "directory") as target:
-            mount(source, target, "cgroup2", options.flags, options.data)
+            try:
+                mount(source, target, "cgroup2", options.flags, options.data)
+            except OSError as error:  # EBUSY: on the host's, come with /sys (see above)
+                if error.errno != errno.EBUSY:
+                    raise
+                mount("tmpfs", target, "tmpfs", options.flags, "size=4k,mode=555")
+                mount(source, target, "cgroup2", options.flags, options.data)
         _show_only_own(root, destination, hierarchies[None], options.flags)
         return
     with _Target(root, destination, "directory") as target:  # read-only once filled

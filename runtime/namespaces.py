@@ -12,6 +12,8 @@ mnt       CLONE_NEWNS       the mount table (mount_namespaces(7))
 ipc       CLONE_NEWIPC      System V IPC and POSIX message queues (ipc_namespaces(7))
 net       CLONE_NEWNET      network interfaces, routes, ports (network_namespaces(7))
 cgroup    CLONE_NEWCGROUP   the root of the cgroup tree it sees (cgroup_namespaces(7))
+user      CLONE_NEWUSER     user and group IDs, and capabilities over the namespaces it owns
+                            (user_namespaces(7); only when a bundle asks: runtime.userns)
 ========  ================  ============================================================
 
 Man page: https://man7.org/linux/man-pages/man7/namespaces.7.html
@@ -25,6 +27,7 @@ from runtime.syscalls import (
     CLONE_NEWNET,
     CLONE_NEWNS,
     CLONE_NEWPID,
+    CLONE_NEWUSER,
     CLONE_NEWUTS,
     MS_PRIVATE,
     MS_REC,
@@ -41,6 +44,7 @@ IPC = CLONE_NEWIPC
 NET = CLONE_NEWNET
 CGROUP = CLONE_NEWCGROUP
 CONTAINER = UTS | PID | MOUNT | IPC | NET | CGROUP
+USER = CLONE_NEWUSER  # a bundle's choice: it needs ID mappings (runtime.userns)
 
 HOSTNAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 

@@ -9,7 +9,9 @@ not move the caller into the new PID namespace (its PID cannot change); only the
 forks afterwards are born there, the first of them as PID 1. So::
 
     runtime (host)                       pid_namespaces(7), unshare(2), fork(2)
-     └─ fork ─> intermediate: close inherited fds; join cgroup; unshare; fork; report pid; exit
+     └─ fork ─> intermediate: close inherited fds; join cgroup; join namespaces by path;
+                  |           [new user namespace: see runtime.userns]; unshare;
+                  |           fork; report pid; exit
                   └─ fork ─> init: PID 1 inside; setup(); "ready"; wait at the gate; execve
 
 The intermediate exits at once. Because the runtime marked itself a *child subreaper*
@@ -24,7 +26,9 @@ exists but the user's program has not run; ``start`` writes to the gate and the 
 it. The gate is an anonymous pipe, or a named FIFO (``gate=PATH``) that a later process can
 open by its name: runtime.state's ``exec.fifo``, so that a container outlives the command
 that created it. A *sync* pipe carries the init's reports back, one line each: ``pid N``,
-``ready``, or ``error CODE MESSAGE`` with the exit code the user should see. The sync pipe is
+``ready``, or ``error CODE MESSAGE`` with the exit code the user should see (and ``userns``:
+the intermediate's new user namespace awaits its maps, which the runtime writes, then answers
+on a pipe of their own). The sync pipe is
 close-on-exec, so EOF on it means execve succeeded. While the runtime waits for those
 reports, SIGINT, SIGTERM, SIGHUP and SIGQUIT end the run (Interrupted): a stalled setup
 must not make it deaf to them.
@@ -41,7 +45,14 @@ import signal
 
 from runtime import rootpath, users
 from runtime.namespaces import enter_new
-from runtime.syscalls import CLONE_NEWPID, PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, prctl, setns
+from runtime.syscalls import (
+    CLONE_NEWPID,
+    CLONE_NEWUSER,
+    PR_SET_CHILD_SUBREAPER,
+    PR_SET_DUMPABLE,
+    prctl,
+    setns,
+)
 
 # Exit codes, as docker and the shells use them.
 EXIT_RUNTIME_ERROR = 125  # the runtime itself failed
@@ -183,6 +194,7 @@ def spawn(
     gate: str | None = None,
     join: list[tuple[int, str]] = (),
     console: int = -1,
+    id_mappings: tuple[list[dict], list[dict]] | None = None,
 ) -> Init:
     """Create a process in new ``namespaces`` that has run ``setup()`` and waits to exec
     ``program``.
@@ -192,7 +204,10 @@ def spawn(
     namespace is rooted at it. ``gate``: the path of a FIFO to wait on (see above; default:
     a pipe). ``join``: (CLONE_NEW* flag, path) of existing namespaces to enter (setns(2)),
     such as another container's /proc/PID/ns/net; they are opened here, so a wrong path
-    fails before anything is made. ``console``: the init's end of a console socket
+    fails before anything is made. A user namespace among them is joined first, then the
+    others, so that those it owns can be joined. ``id_mappings``: (uidMappings,
+    gidMappings) as config.json gives them, for a new user namespace in ``namespaces``.
+    ``console``: the init's end of a console socket
     (runtime.terminal), kept open for ``setup()`` to attach a terminal to; the init then
     leads a session of its own (setsid(2)), as a terminal's controlling process must,
     instead of a process group. Returns once the process is ready, or raises
@@ -206,15 +221,17 @@ def spawn(
         gate_write = os.dup(gate_read)
     else:
         gate_read, gate_write = os.pipe()
+    mapped_read, mapped_write = os.pipe() if namespaces & CLONE_NEWUSER else (-1, -1)
     joined = []
     try:
-        for flag, path in join:
+        for flag, path in sorted(join, key=lambda entry: entry[0] != CLONE_NEWUSER):
             joined.append((flag, os.open(path, os.O_RDONLY | os.O_CLOEXEC)))
     except OSError as error:
         for _, fd in joined:
             os.close(fd)
-        for fd in (sync_read, sync_write, gate_read, gate_write):
-            os.close(fd)
+        for fd in (sync_read, sync_write, gate_read, gate_write, mapped_read, mapped_write):
+            if fd != -1:
+                os.close(fd)
         raise ProcessError(f"cannot join namespace {error.filename}: {error.strerror}") from None
     interpreter = _identity(os.stat("/proc/self/exe"))  # read here: the init has pivoted
     prctl(PR_SET_CHILD_SUBREAPER, 1)
@@ -222,23 +239,27 @@ def spawn(
     if intermediate == 0:
         os.close(sync_read)
         os.close(gate_write)
+        if mapped_write != -1:
+            os.close(mapped_write)
         _intermediate(
             program,
             namespaces,
             joined,
             before_unshare,
             setup,
-            (sync_write, gate_read, console),
+            (sync_write, gate_read, console, mapped_read),
             interpreter,
         )
     os.close(sync_write)
     os.close(gate_read)
     for _, fd in joined:
         os.close(fd)
+    if mapped_read != -1:
+        os.close(mapped_read)
     init = Init(sync_read, gate_write)
     try:
         with stopping_on_signals():
-            _await_ready(init, intermediate)
+            _await_ready(init, intermediate, id_mappings, mapped_write)
     except BaseException:
         if init.pid:
             init.kill()
@@ -246,19 +267,31 @@ def spawn(
             _kill_and_reap(intermediate)
         init.close()
         raise
+    finally:
+        if mapped_write != -1:
+            os.close(mapped_write)
     return init
 
 
-def _await_ready(init: Init, intermediate: int) -> None:
+def _await_ready(init: Init, intermediate: int, id_mappings, mapped: int) -> None:
     """Read the reports of a new init until it is ready; raise what went wrong if not.
 
     Two reports come, in either order: "pid N" from the intermediate, "ready" from the init;
-    or an error from either.
+    or an error from either. Before them, from an intermediate in a new user namespace,
+    "userns": its maps are written (by us: runtime.userns), then it is told on ``mapped``.
     """
     ready = False
     while not (init.pid and ready):
         report = init._sync.readline()
-        if report.startswith(b"pid "):
+        if report == b"userns\n":
+            from runtime import userns  # only for a user namespace: off the hot path
+
+            try:
+                userns.write_maps(intermediate, *id_mappings)
+            except userns.UserNamespaceError as error:
+                raise ProcessError(str(error)) from None
+            os.write(mapped, b"1")
+        elif report.startswith(b"pid "):
             init.pid = int(report.split()[1])
             if init.pid != intermediate:  # without a new PID namespace, it is the init
                 os.waitpid(intermediate, 0)  # from here on, the init is our child
@@ -423,17 +456,23 @@ def _intermediate(program, namespaces, joined, before_unshare, setup, fds, inter
     """Runs in the first child: join and unshare namespaces, fork the init, report its pid,
     exit.
 
-    ``fds``: the sync pipe's and the gate's ends, and the console socket (or -1);
+    A user namespace comes first, joined (``joined`` lists it first) or new: the namespaces
+    made after it are its own, so its root may mount, set the hostname... in them. A new
+    one is made alone, before the others, and its maps are the runtime's to write: we ask
+    and wait (runtime.userns).
+
+    ``fds``: the sync pipe's and the gate's ends, the console socket (or -1) and the pipe
+    on which the runtime says a new user namespace's maps are written (or -1);
     ``interpreter``: (device, inode) of the runtime's executable (see
     refuse_the_interpreter). Never returns, whatever happens: a forked child that raised
     back into the caller would go on running the runtime's own code (the ``finally``).
     """
-    sync, gate, console = fds
+    sync, gate, console, mapped = fds
     try:
         # First of all, before anything resolves a path: only stdin, stdout and stderr may
         # reach the container; an inherited descriptor of a host directory is a way out
         # through /proc/self/fd/N (CVE-2024-21626).
-        keep = (sync, gate, console, *program.inherit, *(fd for _, fd in joined))
+        keep = (sync, gate, console, mapped, *program.inherit, *(fd for _, fd in joined))
         close_descriptors(keep=keep)
         # Until it execs the program, this process (and the init it forks) runs the host's
         # Python interpreter. Non-dumpable, no process of the container can open its
@@ -445,7 +484,15 @@ def _intermediate(program, namespaces, joined, before_unshare, setup, fds, inter
         for flag, fd in joined:
             setns(fd, flag)
             os.close(fd)
-        enter_new(namespaces)  # a new mount namespace is made private at once
+        if namespaces & CLONE_NEWUSER:
+            enter_new(CLONE_NEWUSER)
+            _send(sync, "userns")
+            if os.read(mapped, 1) != b"1":  # EOF: the runtime gave up on us
+                os._exit(EXIT_RUNTIME_ERROR)
+            os.close(mapped)
+        if namespaces & CLONE_NEWUSER or any(flag == CLONE_NEWUSER for flag, _ in joined):
+            _become_root()
+        enter_new(namespaces & ~CLONE_NEWUSER)  # a new mount namespace is made private at once
         if namespaces & CLONE_NEWPID or any(flag == CLONE_NEWPID for flag, _ in joined):
             pid = os.fork()
             if pid:
@@ -453,11 +500,26 @@ def _intermediate(program, namespaces, joined, before_unshare, setup, fds, inter
                 os._exit(0)
         else:
             _send(sync, f"pid {os.getpid()}")
-        _init(program, setup, fds, interpreter)
+        _init(program, setup, fds[:3], interpreter)
     except BaseException as error:
         _send(sync, f"error {EXIT_RUNTIME_ERROR} {error}")
     finally:
         os._exit(EXIT_RUNTIME_ERROR)
+
+
+def _become_root() -> None:
+    """Take the user namespace's root IDs, as real, effective and saved IDs, with no
+    supplementary groups (runtime.userns).
+
+    Right after unshare(2) or setns(2), a process keeps its IDs from the host, which the
+    namespace may not map (they read 65534, the overflow ID, inside): files it made would
+    belong to nobody. The capability sets survive the change: the kernel clears them only
+    when the IDs leave the *namespace's* root (credentials(7), capabilities(7)). Here, not
+    in runtime.userns: by now a mount namespace joined by path may hide this checkout.
+    """
+    os.setresgid(0, 0, 0)
+    os.setgroups([])
+    os.setresuid(0, 0, 0)
 
 
 def _init(program: Program, setup, fds: tuple[int, int, int], interpreter) -> None:

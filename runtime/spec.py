@@ -42,6 +42,7 @@ import posixpath
 import stat
 import sys
 
+from runtime import userns
 from runtime.capabilities import CAPABILITIES
 from runtime.policy import MASKED_PATHS, READONLY_PATHS
 
@@ -50,7 +51,7 @@ OCI_VERSION_MIN = "1.0.0"
 OCI_VERSION_MAX = "1.3.0"  # any 1.x is read: the spec keeps compatibility within a major
 
 # What the runtime implements: the mechanisms read these fields.
-NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "cgroup")
+NAMESPACES = ("pid", "network", "mount", "ipc", "uts", "cgroup", "user")
 HOOKS = (
     "prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop",
 )  # fmt: skip
@@ -104,8 +105,6 @@ UNSUPPORTED = {
     "process.execCPUAffinity": "CPU affinity is not set by mycontainer",
     "mounts[].uidMappings": "ID-mapped mounts are not supported",
     "mounts[].gidMappings": "ID-mapped mounts are not supported",
-    "linux.uidMappings": "user namespaces are not supported",
-    "linux.gidMappings": "user namespaces are not supported",
     "linux.timeOffsets": "time namespaces are not supported",
     "linux.mountLabel": "SELinux labels are not applied by mycontainer",
     "linux.intelRdt": "Intel RDT (resctrl) is not supported",
@@ -129,10 +128,7 @@ UNSUPPORTED = {
     "zos": "this is a z/OS configuration",
     "freebsd": "this is a FreeBSD configuration",
 }
-UNSUPPORTED_NAMESPACES = {
-    "user": "user namespaces are not supported",
-    "time": "time namespaces are not supported",
-}
+UNSUPPORTED_NAMESPACES = {"time": "time namespaces are not supported"}
 UNSUPPORTED_MOUNT_OPTIONS = {
     "idmap": "ID-mapped mounts are not supported",
     "ridmap": "ID-mapped mounts are not supported",
@@ -148,6 +144,7 @@ IPC_SYSCTLS = (
 UINT32 = (1 << 32) - 1
 UINT64 = (1 << 64) - 1
 ID_MAX = UINT32 - 1  # (uid_t) -1 means "no change" to the kernel
+ID_MAP_LINES = 340  # the most lines a uid_map or gid_map takes (user_namespaces(7), 4.15+)
 
 
 class SpecError(ValueError):
@@ -237,6 +234,7 @@ def _check(config: dict, bundle: str, warn) -> dict:
         field = "hostname" if "hostname" in out else "domainname"
         raise SpecError(f"{field}: needs a new uts namespace in linux.namespaces")
     _sysctl_namespaces(out)
+    _user_namespace(out)
     out["hooks"] = _hooks(_get(config, "hooks", dict, default={}), "hooks")
     annotations = _get(config, "annotations", dict, default={})
     for key, value in annotations.items():
@@ -447,6 +445,10 @@ def _mount(mount, where: str, bundle: str, warn) -> dict:
 def _linux(linux: dict, where: str) -> dict:
     _unsupported(linux, where, UNSUPPORTED)
     out = {"namespaces": _namespaces(_get(linux, "namespaces", list, where, default=[]))}
+    for field in ("uidMappings", "gidMappings"):
+        mappings = _get(linux, field, list, where, default=[])
+        if mappings:
+            out[field] = _id_mappings(mappings, f"{where}.{field}")
     devices = _get(linux, "devices", list, where, default=[])
     out["devices"] = [_device(d, f"{where}.devices[{i}]") for i, d in enumerate(devices)]
     out["resources"] = _resources(_get(linux, "resources", dict, where, default={}))
@@ -498,6 +500,64 @@ def _namespaces(namespaces: list) -> list[dict]:
             entry["path"] = _absolute(path, f"{at}.path")
         out.append(entry)
     return out
+
+
+def _id_mappings(mappings: list, where: str) -> list[dict]:
+    """uidMappings or gidMappings: ranges of IDs inside (containerID) mapped onto the host's
+    (hostID), as the kernel takes them in /proc/PID/uid_map (user_namespaces(7)): at most
+    ID_MAP_LINES ranges, none empty, none reaching ID (uid_t) -1, none overlapping another
+    inside or on the host. The kernel refuses a whole map that breaks one of these rules,
+    with a bare EINVAL; here the error names the entry."""
+    if len(mappings) > ID_MAP_LINES:
+        raise SpecError(f"{where}: {len(mappings)} ranges (the kernel takes {ID_MAP_LINES})")
+    out = []
+    for i, mapping in enumerate(mappings):
+        at = f"{where}[{i}]"
+        entry = {
+            key: _int(
+                _get(_object(mapping, at), key, int, at, required=True), _at(at, key), 0, UINT32
+            )
+            for key in ("containerID", "hostID", "size")
+        }
+        _int(entry["size"], f"{at}.size", 1, UINT32)
+        for key in ("containerID", "hostID"):
+            _int(entry[key] + entry["size"], f"{at}.{key} + size", 1, UINT32)
+        out.append(entry)
+    for key in ("containerID", "hostID"):
+        ranges = sorted((m[key], m[key] + m["size"], i) for i, m in enumerate(out))
+        for (_, end, first), (start, _, second) in zip(ranges, ranges[1:], strict=False):
+            if start < end:
+                later, earlier = max(first, second), min(first, second)
+                raise SpecError(f"{where}[{later}].{key}: overlaps {where}[{earlier}]")
+    if len(userns.id_map(out)) >= os.sysconf("SC_PAGE_SIZE"):
+        raise SpecError(f"{where}: longer than a page once written (the kernel's limit)")
+    return out
+
+
+def _user_namespace(config: dict) -> None:
+    """The mappings go with a new user namespace, and a new one needs both (runc's rules):
+    in a user namespace without a uid_map no ID is mapped, so nothing could run as root in
+    it; a joined one has its maps already (the kernel writes each map once). The process's
+    user must be mapped too, or setresuid(2) fails with EINVAL at start."""
+    linux = config["linux"]
+    entry = next((ns for ns in linux["namespaces"] if ns["type"] == "user"), None)
+    asked = [field for field in ("uidMappings", "gidMappings") if field in linux]
+    if entry is None or "path" in entry:
+        if asked:
+            why = "the user namespace joined by path has its own" if entry else "no user namespace"
+            raise SpecError(f"linux.{asked[0]}: {why} in linux.namespaces (remove the mappings)")
+        return
+    for field in ("uidMappings", "gidMappings"):
+        if field not in asked:
+            raise SpecError(f"linux.{field}: a new user namespace needs uid and gid mappings")
+        if userns.host_id(0, linux[field]) is None:
+            raise SpecError(f"linux.{field}: maps no containerID 0 (the root that sets it up)")
+    user = config["process"]["user"]
+    wanted = [("uid", user["uid"], "uidMappings"), ("gid", user["gid"], "gidMappings")]
+    wanted += [("additionalGids", gid, "gidMappings") for gid in user.get("additionalGids", [])]
+    for key, value, field in wanted:
+        if not any(0 <= value - m["containerID"] < m["size"] for m in linux[field]):
+            raise SpecError(f"process.user.{key}: {value} is not mapped by linux.{field}")
 
 
 def _device(device, where: str) -> dict:

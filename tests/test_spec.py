@@ -63,6 +63,16 @@ def changed(**paths):
 DELETE = object()
 USERNS = [{"containerID": 0, "hostID": 1000, "size": 1000}]
 
+
+def with_userns(uid_mappings):
+    """A new user namespace with these uidMappings (and USERNS as gidMappings)."""
+    return changed(
+        linux__namespaces=[{"type": "uts"}, {"type": "user"}],
+        linux__uidMappings=uid_mappings,
+        linux__gidMappings=USERNS,
+    )
+
+
 # (change to the default config, the error: it must start with "config.json: " + this)
 BAD = {
     "no ociVersion": (changed(ociVersion=DELETE), "ociVersion: missing or not a string"),
@@ -209,16 +219,74 @@ BAD = {
         changed(linux__namespaces=[{"type": "uts"}, {"type": "network", "path": "run/ns"}]),
         "linux.namespaces[1].path: 'run/ns' is not an absolute path",
     ),
-    "user namespace": (
+    "user namespace without mappings": (
         changed(linux__namespaces=[{"type": "uts"}, {"type": "user"}]),
-        "linux.namespaces[1].type: user: user namespaces are not supported",
+        "linux.uidMappings: a new user namespace needs uid and gid mappings",
+    ),
+    "user namespace without gidMappings": (
+        changed(linux__namespaces=[{"type": "uts"}, {"type": "user"}], linux__uidMappings=USERNS),
+        "linux.gidMappings: a new user namespace needs uid and gid mappings",
+    ),
+    "mappings of a joined user namespace": (
+        changed(
+            linux__namespaces=[{"type": "uts"}, {"type": "user", "path": "/proc/1/ns/user"}],
+            linux__uidMappings=USERNS,
+            linux__gidMappings=USERNS,
+        ),
+        "linux.uidMappings: the user namespace joined by path has its own",
+    ),
+    "mapping size 0": (
+        with_userns([{"containerID": 0, "hostID": 1000, "size": 0}]),
+        "linux.uidMappings[0].size: 0 is out of range (1 to 4294967295)",
+    ),
+    "mapping negative": (
+        with_userns([{"containerID": 0, "hostID": -1, "size": 1}]),
+        "linux.uidMappings[0].hostID: -1 is out of range",
+    ),
+    "mapping past uid_t -1": (
+        with_userns([{"containerID": 0, "hostID": 4294967290, "size": 10}]),
+        "linux.uidMappings[0].hostID + size: 4294967300 is out of range",
+    ),
+    "mapping no size": (
+        with_userns([{"containerID": 0, "hostID": 1000}]),
+        "linux.uidMappings[0].size: missing",
+    ),
+    "mapping not an object": (with_userns([7]), "linux.uidMappings[0]: must be an object"),
+    "mappings overlapping inside": (
+        with_userns([*USERNS, {"containerID": 999, "hostID": 5000, "size": 2}]),
+        "linux.uidMappings[1].containerID: overlaps linux.uidMappings[0]",
+    ),
+    "mappings overlapping on the host": (
+        with_userns([{"containerID": 5000, "hostID": 1999, "size": 1}, *USERNS]),
+        "linux.uidMappings[1].hostID: overlaps linux.uidMappings[0]",
+    ),
+    "mappings too many": (
+        with_userns([{"containerID": i, "hostID": 1000 + i, "size": 1} for i in range(341)]),
+        "linux.uidMappings: 341 ranges (the kernel takes 340)",
+    ),
+    "mappings longer than a page": (
+        with_userns([{"containerID": i, "hostID": 4000000000 + i, "size": 1} for i in range(340)]),
+        "linux.uidMappings: longer than a page once written",
+    ),
+    "mappings without root": (
+        with_userns([{"containerID": 1, "hostID": 1000, "size": 10}]),
+        "linux.uidMappings: maps no containerID 0",
+    ),
+    "user not mapped": (
+        changed(
+            linux__namespaces=[{"type": "uts"}, {"type": "user"}],
+            linux__uidMappings=USERNS,
+            linux__gidMappings=USERNS,
+            process__user={"uid": 0, "gid": 0, "additionalGids": [1000]},
+        ),
+        "process.user.additionalGids: 1000 is not mapped by linux.gidMappings",
     ),
     "time namespace": (
         changed(linux__namespaces=[{"type": "uts"}, {"type": "time"}]),
         "linux.namespaces[1].type: time: time namespaces are not supported",
     ),
-    "uidMappings": (changed(linux__uidMappings=USERNS), "linux.uidMappings: user namespaces"),
-    "gidMappings": (changed(linux__gidMappings=USERNS), "linux.gidMappings: user namespaces"),
+    "uidMappings": (changed(linux__uidMappings=USERNS), "linux.uidMappings: no user namespace"),
+    "gidMappings": (changed(linux__gidMappings=USERNS), "linux.gidMappings: no user namespace"),
     "device type": (
         changed(linux__devices=[{"type": "x", "path": "/dev/x", "major": 1, "minor": 3}]),
         "linux.devices[0].type: 'x' is not one of c, b, u, p",
@@ -716,6 +784,7 @@ def test_features_agree_with_what_loads(tmp_path):
     config["ociVersion"] = features["ociVersionMax"]
     config["process"]["capabilities"] = {"bounding": linux["capabilities"]}
     config["linux"] = {"namespaces": [{"type": kind} for kind in linux["namespaces"]]}
+    config["linux"].update(uidMappings=USERNS, gidMappings=USERNS)  # for the user namespace
     config["mounts"] = [{"destination": "/m", "source": "/s", "options": features["mountOptions"]}]
     config["hooks"] = {kind: [{"path": "/bin/true"}] for kind in features["hooks"]}
     loaded = load(tmp_path, config)
@@ -727,7 +796,7 @@ def test_features_agree_with_what_loads(tmp_path):
         assert set(linux["capabilities"]) == set(runc["linux"]["capabilities"])
         assert set(features["mountOptions"]) <= set(runc["mountOptions"])
         assert set(features["hooks"]) == set(runc["hooks"])
-        assert set(linux["namespaces"]) == set(runc["linux"]["namespaces"]) - {"user"}
+        assert set(linux["namespaces"]) == set(runc["linux"]["namespaces"])
 
 
 def test_load_process_of_exec(tmp_path):
@@ -758,9 +827,6 @@ REFUSED = {
     "linux_cgroups_network": "linux.resources.network: net_cls and net_prio",
     "linux_cgroups_relative_network": "linux.resources.network: net_cls and net_prio",
     "linux_mount_label": "linux.mountLabel: SELinux labels",
-    "linux_ns_nopath": "linux.uidMappings: user namespaces are not supported",
-    "linux_ns_path_type": "type: user: user namespaces are not supported",
-    "linux_uid_mappings": "linux.uidMappings: user namespaces are not supported",
     "misc_props": "ociVersion: 'invalid' is not a version",
     "process_capabilities_fail": "process.capabilities.bounding: unknown capability 'CAP_TEST'",
     "process_rlimits_fail": "process.rlimits[1].type: unknown limit 'RLIMIT_TEST'",
