@@ -90,6 +90,7 @@ class Config:
         rootfs: str | None = None,  # a root directory to use as it is, instead of layers
         namespaces: int = namespaces.CONTAINER,  # the CLONE_NEW* flags of the new ones
         join: list[tuple[int, str]] | None = None,  # (CLONE_NEW* flag, path): to setns(2)
+        id_mappings: tuple[list[dict], list[dict]] | None = None,  # a new user namespace's
         annotations: dict[str, str] | None = None,
         hooks: dict[str, list[dict]] | None = None,  # config.json's, by kind (runtime.hooks)
         mounts: list[dict] | None = None,  # config.json's form; default: docker's (filesystem)
@@ -120,6 +121,7 @@ class Config:
         self.security_opt = list(security_opt or [])
         self.rootfs = rootfs
         self.join = list(join or [])
+        self.id_mappings = id_mappings  # (uidMappings, gidMappings): runtime.userns
         # --net host: the host's network namespace, so no new one
         self.namespaces = namespaces & ~NET if self.net == "host" else namespaces
         self.annotations = dict(annotations or {})
@@ -847,6 +849,7 @@ def exec_process(
 
 # The namespaces ``exec`` joins, as /proc/PID/ns names them: mnt last, as it changes the root.
 EXEC_NAMESPACES = (
+    ("user", namespaces.USER),  # first: the others may be its own
     ("cgroup", namespaces.CGROUP),
     ("ipc", namespaces.IPC),
     ("uts", namespaces.UTS),
