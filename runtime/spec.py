@@ -287,6 +287,9 @@ def _process(obj: dict, where: str, warn) -> dict:
     score = _get(obj, "oomScoreAdj", int, where)
     if score is not None:
         out["oomScoreAdj"] = _int(score, _at(where, "oomScoreAdj"), -1000, 1000)
+    profile = _get(obj, "apparmorProfile", str, where)
+    if profile:  # applied, or refused where AppArmor is off (runtime.security)
+        out["apparmorProfile"] = profile
     return out
 
 

@@ -334,3 +334,17 @@ def test_the_runtimes_own_interpreter_is_never_the_program(
     assert "mycontainer's own interpreter" in result.stderr and "CVE-2019-5736" in result.stderr
     assert len(result.stderr.splitlines()) == 1
     assert os.listdir(state_root) == []
+
+
+def test_an_apparmor_profile_is_never_ignored(oci, bundle, state_root):
+    """The suite's linux_process_apparmor_profile: where AppArmor is off, one line, not a
+    container running without the profile it asked for."""
+    from runtime import security
+
+    edit = lambda config: config["process"].update(apparmorProfile="acme_secure_profile")  # noqa: E731
+    result = oci("create", "--bundle", bundle(["true"], edit=edit), "box")
+    if security.apparmor_enabled():
+        assert result.returncode == 0 or "acme_secure_profile" in result.stderr
+    else:
+        assert result.returncode == 1 and "AppArmor is not enabled" in result.stderr
+        assert os.listdir(state_root) == []
