@@ -213,7 +213,13 @@ def oci(home, state_root, tmp_path):
 
 @pytest.fixture
 def bundle(tmp_path, busybox_rootfs):
-    """Write a bundle's config.json running ``args``, with ``linux`` fields merged in."""
+    """Write a bundle's config.json running ``args``, with ``linux`` fields merged in.
+
+    Its root is a copy of the busybox rootfs (``cp -a``: device nodes stay nodes): with no
+    /dev mount in the config, the devices are made in the root itself, and the session's
+    rootfs must stay as it was built."""
+    rootfs = tmp_path / "rootfs"
+    subprocess.run(["cp", "-a", busybox_rootfs, str(rootfs)], check=True)
 
     def write(args, capabilities=(), **linux):
         config = {
@@ -224,7 +230,7 @@ def bundle(tmp_path, busybox_rootfs):
                 "env": ["PATH=/bin:/usr/bin"],
                 "capabilities": {"bounding": list(capabilities)},
             },
-            "root": {"path": busybox_rootfs},
+            "root": {"path": str(rootfs)},
             "linux": {
                 "namespaces": [{"type": t} for t in ("mount", "pid", "uts", "ipc")],
                 **linux,
