@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 
-from runtime import container, namespaces, network
+from runtime import container, namespaces, network, state
 from steps import common, step4_cgroups, step5_image
 
 NAMESPACES = step5_image.NAMESPACES | namespaces.NET
@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     # The address lease lives in a state directory beside mycontainer's containers, so the
     # allocator sees both; locked, like theirs, so that a prune leaves it alone while we run.
     name = f"step6-{os.getpid()}"
-    directory = os.path.join(container.state_root(), name)
-    lock = container.make_state_directory(directory)
+    found, lock = state.make(container.state_root(), name, {"autoremove": True})
+    directory = found.directory
     net = None
     try:
         net = network.Network("bridge", options.publish, directory, name)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if net:
             net.release()  # the veth (if the namespace has not taken it along), ports, lease
-        container.remove_directory(directory)
+        state.remove(found)
         os.close(lock)
 
 
