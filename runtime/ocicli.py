@@ -320,6 +320,8 @@ def _new_container(args):
     """A Container (not yet created) for the bundle of ``args``."""
     from runtime import bundle, container
 
+    if args.no_pivot:  # runc's MS_MOVE + chroot, for a root on the initramfs
+        raise OciError("--no-pivot is not supported: mycontainer always uses pivot_root(2)")
     directory = os.path.abspath(args.bundle or ".")
     config = bundle.to_config(bundle.load(directory), directory)
     if config.tty and not args.console_socket and args.command == "create":
