@@ -31,20 +31,20 @@ import os
 import signal
 import sys
 import time
-import zlib
 
+# Imported where used, as only one kind of container needs them: image and removal (a
+# container of image layers, and prune), policy (docker's flags), zlib (a state root other
+# than the default). ``mycontainer-oci run`` starts a bundle's container in tens of
+# milliseconds, as runc does; each of these would add to every start.
 from runtime import (
     cgroups,
     devices,
     filesystem,
-    image,
     mounts,
     namespaces,
     network,
-    policy,
     process,
     process_settings,
-    removal,
     rootpath,
     seccomp,
     security,
@@ -160,12 +160,16 @@ def cgroup_parent(root: str | None = None) -> str:
     root = root or state_root()
     if root == state.DEFAULT_ROOT:
         return cgroups.PARENT
+    import zlib
+
     return f"{cgroups.PARENT}-{zlib.crc32(os.path.abspath(root).encode()):08x}"
 
 
 def storage_directory(container_id: str) -> str:
     """Where a container's writable layer and root mount point are: on disk beside the
     images (``<home>/containers/<id>``), not in /run, which is memory."""
+    from runtime import image
+
     return os.path.join(image.home(), "containers", container_id)
 
 
@@ -230,6 +234,8 @@ class Container:
             self.security = security.Boundaries.from_config(config.spec, program)
             self.settings = process_settings.ProcessSettings.from_config(config.spec)
         else:
+            from runtime import policy
+
             self.security = policy.boundaries(config.cap_add, config.cap_drop, config.security_opt)
             self.settings = None
         self._init: process.Init | None = None
@@ -366,6 +372,8 @@ class Container:
         self.cgroup.remove()
         try:  # storage first: while the state stays, prune finds both
             if self.storage:
+                from runtime import removal
+
                 removal.remove_tree(self.storage)
         except OSError as error:
             self.leftovers = f"{error} (then run 'mycontainer prune')"
@@ -589,6 +597,8 @@ def _prune_storage(layout: cgroups.Layout, problems: list[str] | None) -> list[s
     parent is ended first. Only container ids are looked at: a home shared with other tools
     keeps their directories.
     """
+    from runtime import image, removal
+
     parent = os.path.join(image.home(), "containers")
     pruned = []
     for name in os.listdir(parent) if os.path.isdir(parent) else []:
@@ -691,6 +701,8 @@ def delete(root: str, container_id: str, force: bool = False) -> None:
         network.release_leftovers(found.directory)
         storage = found.record.get("config", {}).get("layers") and storage_directory(container_id)
         if storage:
+            from runtime import removal
+
             removal.remove_tree(storage)
         poststop = json.dumps(dict(found.oci_state(), status=state.STOPPED))
         state.remove(found)

@@ -311,3 +311,22 @@ def test_a_mount_destination_linked_out_of_the_rootfs_stays_inside(
     assert os.listdir(outside) == []  # the host directory the link names was not touched
     assert os.path.isdir(f"{rootfs}{outside}")  # the link was followed inside the rootfs
     assert not any(str(outside) in point for point in host_mounts(str(tmp_path)))
+
+
+def test_an_engines_run_imports_nothing_for_images_or_docker_flags(oci, bundle, state_root):
+    """Engines run mycontainer-oci several times per container, and every import costs each
+    start: a bundle's run loads no code of images, their removal or docker's flags
+    (``python -X importtime`` lists what a process imports)."""
+    env = dict(os.environ, PYTHONPATH=REPO)
+    command = [sys.executable, "-X", "importtime", "-m", "runtime.ocicli"]
+    command += ["--root", str(state_root), "run", "--bundle", bundle(), "box"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "runtime.container" in imported  # the list is the run's
+    unneeded = {"runtime.image", "runtime.imagespec", "runtime.removal", "runtime.policy"}
+    assert imported & unneeded == set()
