@@ -13,9 +13,11 @@ functions at the end of this module), as an engine does through ``mycontainer-oc
 A foreground ``run`` holds its container's lock for as long as it lives, and marks the
 container ``autoremove``; the kernel drops the lock when that process dies, even by SIGKILL.
 So an autoremove container whose lock can be taken has lost its runtime: :func:`prune`
-(called by every ``create``, and by ``mycontainer prune``) ends and removes it. A container
-made by ``mycontainer-oci create`` belongs to its engine: prune leaves it alone, whatever
-its status, until the engine deletes it. ``delete`` removes the storage before the state,
+(called by every ``mycontainer run``, and by ``mycontainer prune``) ends and removes it. A
+container made by ``mycontainer-oci create`` belongs to its engine: prune leaves it alone,
+whatever its status, until the engine deletes it; and its create prunes nothing, as runc's
+collects nothing: an engine collects its own containers, and starting one must not wait on
+the leftovers of others. ``delete`` removes the storage before the state,
 so that a runtime killed at any point leaves one of them for ``prune`` to find, and a
 reboot (which empties /run) leaves storage that no state owns, which ``prune`` finds by its
 lock alone.
@@ -268,7 +270,8 @@ class Container:
             )
         except network.NetworkError as error:
             raise ContainerError(str(error)) from None
-        prune(self.cgroup.layout)
+        if self.autoremove:  # mycontainer's own run (see the module's docstring)
+            prune(self.cgroup.layout)
         record = {
             "bundle": self.bundle,
             "rootfs": self.root_directory,

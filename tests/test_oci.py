@@ -330,3 +330,15 @@ def test_an_engines_run_imports_nothing_for_images_or_docker_flags(oci, bundle, 
     assert "runtime.container" in imported  # the list is the run's
     unneeded = {"runtime.image", "runtime.imagespec", "runtime.removal", "runtime.policy"}
     assert imported & unneeded == set()
+
+
+def test_an_engines_create_prunes_nothing(oci, bundle, tmp_path, monkeypatch):
+    """runc collects no garbage, and engines expect none: what ``mycontainer prune`` would
+    remove in mycontainer's own state root (here a directory a crash cut short) stays."""
+    theirs = tmp_path / "mycontainer-state"
+    cut_short = theirs / ("a" * 64)
+    cut_short.mkdir(parents=True)
+    monkeypatch.setenv("MYCONTAINER_STATE", str(theirs))
+    result = oci("run", "--bundle", bundle(), "box")
+    assert result.returncode == 0, result.stderr
+    assert cut_short.is_dir()
