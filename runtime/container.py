@@ -33,11 +33,12 @@ import os
 import signal
 import sys
 import time
+import zlib
 
 # Imported where used, as only one kind of container needs them: image and removal (a
-# container of image layers, and prune), policy (docker's flags), zlib (a state root other
-# than the default). ``mycontainer-oci run`` starts a bundle's container in tens of
-# milliseconds, as runc does; each of these would add to every start.
+# container of image layers, and prune), policy (docker's flags). ``mycontainer-oci run``
+# starts a bundle's container in tens of milliseconds, as runc does; each of these would
+# add to every start.
 from runtime import (
     cgroups,
     devices,
@@ -162,8 +163,6 @@ def cgroup_parent(root: str | None = None) -> str:
     root = root or state_root()
     if root == state.DEFAULT_ROOT:
         return cgroups.PARENT
-    import zlib
-
     return f"{cgroups.PARENT}-{zlib.crc32(os.path.abspath(root).encode()):08x}"
 
 
