@@ -13,9 +13,11 @@ functions at the end of this module), as an engine does through ``mycontainer-oc
 A foreground ``run`` holds its container's lock for as long as it lives, and marks the
 container ``autoremove``; the kernel drops the lock when that process dies, even by SIGKILL.
 So an autoremove container whose lock can be taken has lost its runtime: :func:`prune`
-(called by every ``create``, and by ``mycontainer prune``) ends and removes it. A container
-made by ``mycontainer-oci create`` belongs to its engine: prune leaves it alone, whatever
-its status, until the engine deletes it. ``delete`` removes the storage before the state,
+(called by every ``mycontainer run``, and by ``mycontainer prune``) ends and removes it. A
+container made by ``mycontainer-oci create`` belongs to its engine: prune leaves it alone,
+whatever its status, until the engine deletes it; and its create prunes nothing, as runc's
+collects nothing: an engine collects its own containers, and starting one must not wait on
+the leftovers of others. ``delete`` removes the storage before the state,
 so that a runtime killed at any point leaves one of them for ``prune`` to find, and a
 reboot (which empties /run) leaves storage that no state owns, which ``prune`` finds by its
 lock alone.
@@ -33,18 +35,19 @@ import sys
 import time
 import zlib
 
+# Imported where used, as only one kind of container needs them: image and removal (a
+# container of image layers, and prune), policy (docker's flags). ``mycontainer-oci run``
+# starts a bundle's container in tens of milliseconds, as runc does; each of these would
+# add to every start.
 from runtime import (
     cgroups,
     devices,
     filesystem,
-    image,
     mounts,
     namespaces,
     network,
-    policy,
     process,
     process_settings,
-    removal,
     rootpath,
     seccomp,
     security,
@@ -178,6 +181,8 @@ def cgroup_parent(root: str | None = None) -> str:
 def storage_directory(container_id: str) -> str:
     """Where a container's writable layer and root mount point are: on disk beside the
     images (``<home>/containers/<id>``), not in /run, which is memory."""
+    from runtime import image
+
     return os.path.join(image.home(), "containers", container_id)
 
 
@@ -257,6 +262,8 @@ class Container:
             self.security = security.Boundaries.from_config(config.spec, program)
             self.settings = process_settings.ProcessSettings.from_config(config.spec)
         else:
+            from runtime import policy
+
             self.security = policy.boundaries(config.cap_add, config.cap_drop, config.security_opt)
             self.settings = None
         self._init: process.Init | None = None
@@ -289,7 +296,8 @@ class Container:
             )
         except network.NetworkError as error:
             raise ContainerError(str(error)) from None
-        prune(self.cgroup.layout)
+        if self.autoremove:  # mycontainer's own run (see the module's docstring)
+            prune(self.cgroup.layout)
         record = {
             "bundle": self.bundle,
             "rootfs": self.root_directory,
@@ -406,6 +414,8 @@ class Container:
         self.cgroup.remove()
         try:  # storage first: while the state stays, prune finds both
             if self.storage:
+                from runtime import removal
+
                 removal.remove_tree(self.storage)
         except OSError as error:
             self.leftovers = f"{error} (then run 'mycontainer prune')"
@@ -673,6 +683,8 @@ def _prune_storage(layout: cgroups.Layout, problems: list[str] | None) -> list[s
     parent is ended first. Only container ids are looked at: a home shared with other tools
     keeps their directories.
     """
+    from runtime import image, removal
+
     parent = os.path.join(image.home(), "containers")
     pruned = []
     for name in os.listdir(parent) if os.path.isdir(parent) else []:
@@ -775,6 +787,8 @@ def delete(root: str, container_id: str, force: bool = False) -> None:
         network.release_leftovers(found.directory)
         storage = found.record.get("config", {}).get("layers") and storage_directory(container_id)
         if storage:
+            from runtime import removal
+
             removal.remove_tree(storage)
         poststop = json.dumps(dict(found.oci_state(), status=state.STOPPED))
         state.remove(found)

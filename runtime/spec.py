@@ -44,7 +44,6 @@ import sys
 
 from runtime import userns
 from runtime.capabilities import CAPABILITIES
-from runtime.policy import MASKED_PATHS, READONLY_PATHS
 
 MAX_SIZE = 4 << 20  # bytes; runc's own configs are ~3 KiB, podman's ~10 KiB
 OCI_VERSION_MIN = "1.0.0"
@@ -840,6 +839,8 @@ def default_config() -> dict:
     mycontainer's defaults where they differ: a cgroup namespace too (every mycontainer
     container has one), no ambient capabilities (docker's rule since CVE-2022-24769), the
     masked and read-only paths of runtime.security."""
+    from runtime.policy import MASKED_PATHS, READONLY_PATHS  # docker's: not every load's
+
     caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
     nosuid_noexec_nodev = ["nosuid", "noexec", "nodev"]
     return {

@@ -238,6 +238,37 @@ def test_prune_never_touches_an_engines_container(oci, bundle, home, state_root)
     assert state_of(oci, "box")["status"] == "created"
 
 
+def test_an_engines_run_imports_nothing_for_images_or_docker_flags(oci, bundle, state_root):
+    """Engines run mycontainer-oci several times per container, and every import costs each
+    start: a bundle's run loads no code of images, their removal or docker's flags
+    (``python -X importtime`` lists what a process imports)."""
+    env = dict(os.environ, PYTHONPATH=REPO)
+    command = [sys.executable, "-X", "importtime", "-m", "runtime.ocicli"]
+    command += ["--root", str(state_root), "run", "--bundle", bundle(), "box"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "runtime.container" in imported  # the list is the run's
+    unneeded = {"runtime.image", "runtime.imagespec", "runtime.removal", "runtime.policy"}
+    assert imported & unneeded == set()
+
+
+def test_an_engines_create_prunes_nothing(oci, bundle, tmp_path, monkeypatch):
+    """runc collects no garbage, and engines expect none: what ``mycontainer prune`` would
+    remove in mycontainer's own state root (here a directory a crash cut short) stays."""
+    theirs = tmp_path / "mycontainer-state"
+    cut_short = theirs / ("a" * 64)
+    cut_short.mkdir(parents=True)
+    monkeypatch.setenv("MYCONTAINER_STATE", str(theirs))
+    result = oci("run", "--bundle", bundle(), "box")
+    assert result.returncode == 0, result.stderr
+    assert cut_short.is_dir()
+
+
 def test_errors_go_to_the_log_in_json(oci, tmp_path):
     log = tmp_path / "log.json"
     result = oci("--log", str(log), "--log-format", "json", "start", "nobody")
