@@ -10,6 +10,7 @@ rules and with the same option table (:mod:`runtime.runoptions`) as the click CL
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -81,4 +82,8 @@ def main(argv: list[str] | None = None) -> None:
 
         cli.main(argv)
     image, command, options = plain
+    # A run makes few objects and no garbage cycles worth the collector's passes, which
+    # would also copy, after fork(2), every page they touch (mycontainer-oci does the same).
+    # A load, with its archives, keeps the collector.
+    gc.disable()
     exit_with_result(commands.run, image, command, **options)
