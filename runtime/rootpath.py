@@ -114,8 +114,24 @@ def open_beneath(root: int, path: str, create: str | None = None) -> int:
     link swapped in meanwhile cannot redirect the result (runc's CVE-2021-30465). With
     ``create`` ("directory" or "file"), what is missing is made: directories (0755) on the
     way, and the last name as ``create`` says (an empty file: 0644), even behind a dangling
-    link. Unlike openat2(2), this needs no recent kernel, and it can create.
+    link. Unlike openat2(2), this needs no recent kernel, and it can create; so openat2 is
+    tried first, in one call (refusing /proc's magic links, which lead out of any root), and
+    the walk only does what it cannot: make what is missing, follow a magic link as the text
+    it reads, or stand in for it on kernels before 5.6.
     """
+    global _openat2_missing
+    if not _openat2_missing:
+        try:
+            resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
+            return openat2(root, path, os.O_PATH | os.O_CLOEXEC, resolve)
+        except OSError as error:
+            if error.errno == errno.ENOSYS:
+                _openat2_missing = True
+            elif error.errno == errno.ELOOP:
+                pass  # a magic link of /proc, or too many links: the walk says which
+            elif error.errno != errno.ENOENT or create is None:
+                reason = os.strerror(error.errno)
+                raise PathError(error.errno, f"{path}: {reason[0].lower()}{reason[1:]}") from None
     names = [name for name in reversed(path.split("/")) if name not in ("", ".")]
     chain = [os.dup(root)]  # the directories walked through, from the root down
     links = 0
