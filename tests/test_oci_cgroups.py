@@ -217,9 +217,10 @@ def bundle(tmp_path, busybox_rootfs):
 
     Its root is a copy of the busybox rootfs (``cp -a``: device nodes stay nodes): with no
     /dev mount in the config, the devices are made in the root itself, and the session's
-    rootfs must stay as it was built."""
-    rootfs = tmp_path / "rootfs"
-    subprocess.run(["cp", "-a", busybox_rootfs, str(rootfs)], check=True)
+    rootfs must stay as it was built. The copy sits beside it, on the same filesystem: the
+    lab VM mounts /tmp nodev, where no device node opens at all."""
+    rootfs = f"{busybox_rootfs}-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["cp", "-a", busybox_rootfs, rootfs], check=True)
 
     def write(args, capabilities=(), **linux):
         config = {
@@ -230,7 +231,7 @@ def bundle(tmp_path, busybox_rootfs):
                 "env": ["PATH=/bin:/usr/bin"],
                 "capabilities": {"bounding": list(capabilities)},
             },
-            "root": {"path": str(rootfs)},
+            "root": {"path": rootfs},
             "linux": {
                 "namespaces": [{"type": t} for t in ("mount", "pid", "uts", "ipc")],
                 **linux,
@@ -241,7 +242,8 @@ def bundle(tmp_path, busybox_rootfs):
         (path / "config.json").write_text(json.dumps(config))
         return str(path)
 
-    return write
+    yield write
+    subprocess.run(["rm", "-rf", "--one-file-system", rootfs], check=True)
 
 
 def group_of(pid: int, controller: str) -> str:
