@@ -1,4 +1,4 @@
-"""What the two benchmarks, start_latency.py and image_import.py, share.
+"""What the benchmarks, start_latency.py, oci_run.py and image_import.py, share.
 
 Each benchmark is run as a script (``python3 bench/start_latency.py``), so its own directory
 is on ``sys.path`` and ``from common import ...`` finds this file; bench/ is no package.
@@ -15,13 +15,19 @@ import os
 import platform
 import shutil
 import signal
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOME = os.environ.get("MYCONTAINER_HOME", "/var/lib/mycontainer")
 BUSYBOX_ROOTFS = os.path.join(HOME, "rootfs", "busybox")  # what `invoke rootfs` builds
+CGROUP_V2_HYBRID_MOUNT = "/sys/fs/cgroup/unified"
 
 T = TypeVar("T")
 
@@ -188,3 +194,214 @@ def run_cleanly(
             file.write("\n")
         print(f"results written to {json_path}")
     return 0
+
+
+def add_rounds_options(
+    parser: argparse.ArgumentParser, runs: int, warmup: int, per: str, rootfs_help: str
+) -> None:
+    """``--runs``, ``--warmup`` and ``--rootfs``, which every benchmark takes."""
+    parser.add_argument("--runs", type=int, default=runs, help=f"timed {per} (default {runs})")
+    parser.add_argument(
+        "--warmup", type=int, default=warmup, help=f"warm-up {per} (default {warmup})"
+    )
+    parser.add_argument(
+        "--rootfs", default=BUSYBOX_ROOTFS, help=f"{rootfs_help} (default {BUSYBOX_ROOTFS})"
+    )
+
+
+def parse_timing_args(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """The arguments of a benchmark that times containers: percentiles need two runs."""
+    args = parser.parse_args(argv)
+    if args.runs < 2 or args.warmup < 0:
+        parser.error("--runs needs at least 2 (for percentiles), --warmup at least 0")
+    return args
+
+
+def runnable_rootfs(name: str, rootfs: str, command: str) -> str | None:
+    """``rootfs`` absolute and free of symlinks (runc requires that of ``root.path``), or
+    None, said on stdout, when it has no ``command`` to run."""
+    rootfs = os.path.realpath(rootfs)
+    if os.path.exists(os.path.join(rootfs, command.lstrip("/"))):
+        return rootfs
+    print(f"{name}: no {command} in {rootfs}: build it with .venv/bin/invoke rootfs")
+    return None
+
+
+@dataclass
+class Tool:
+    """One way to start a container, or (``skipped``) why it cannot be measured here."""
+
+    name: str
+    argv: Callable[[str], list[str]] | None = None  # container id -> the command line to time
+    delete: Callable[[str], list[str]] | None = None  # container id -> runc/crun delete -f
+    skipped: str = ""
+    samples: list[float] = field(default_factory=list)  # milliseconds
+
+
+class Runner:
+    """Runs tools, fails loudly, and remembers the containers it still has to delete."""
+
+    def __init__(self) -> None:
+        self.serial = 0
+        self.undeleted: dict[str, Tool] = {}  # container id -> the tool that made it
+
+    def new_container(self, tool: Tool) -> str:
+        """A fresh container id, remembered until ``delete`` succeeds."""
+        self.serial += 1
+        container_id = f"bench-{os.getpid()}-{self.serial}"
+        if tool.delete:
+            self.undeleted[container_id] = tool
+        return container_id
+
+    def time_once(self, tool: Tool) -> float:
+        """Run ``tool`` once with a fresh container id; return the milliseconds it took."""
+        container_id = self.new_container(tool)
+        argv = tool.argv(container_id)
+        start = time.perf_counter()
+        completed = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        elapsed = time.perf_counter() - start
+        if tool.delete:
+            self.delete(container_id)
+        if completed.returncode != 0:
+            raise BenchError(
+                f"{tool.name} failed (exit status {completed.returncode}): {' '.join(argv)}\n"
+                f"{self.diagnose(tool)}"
+            )
+        return elapsed * 1000
+
+    def time_interleaved(self, tools: list[Tool], warmup: int, runs: int) -> None:
+        """Warm every tool up, then time each ``runs`` times (``interleave``)."""
+        for tool, timed in interleave(tools, warmup, runs):
+            milliseconds = self.time_once(tool)
+            if timed:
+                tool.samples.append(milliseconds)
+
+    def delete(self, container_id: str) -> None:
+        """``runc/crun delete -f``: a container that is gone already is no error."""
+        argv = self.undeleted[container_id].delete(container_id)
+        completed = subprocess.run(argv, capture_output=True, text=True)
+        if completed.returncode != 0:
+            raise BenchError(f"{' '.join(argv)} failed: {completed.stderr.strip()}")
+        del self.undeleted[container_id]
+
+    def delete_all(self) -> list[str]:
+        """Delete what is left (after a failure or Ctrl-C); return what could not be."""
+        failures = []
+        for container_id in list(self.undeleted):
+            try:
+                self.delete(container_id)
+            except (BenchError, OSError) as error:
+                failures.append(str(error))
+        return failures
+
+    def diagnose(self, tool: Tool) -> str:
+        """Run a failed tool once more, untimed, to show what it says on stderr."""
+        container_id = self.new_container(tool)
+        completed = subprocess.run(
+            tool.argv(container_id), stdin=subprocess.DEVNULL, capture_output=True, text=True
+        )
+        if tool.delete:
+            self.delete(container_id)
+        said = (completed.stderr or completed.stdout).strip()
+        return f"it says: {said}" if said else "it prints nothing on stderr"
+
+
+def run_containers(name: str, work: Callable[[str, Runner], dict], json_path: str | None) -> int:
+    """``work(workdir, runner)`` in a new temporary directory, then (``run_cleanly``) delete
+    the containers the runner left and the directory."""
+    runner = Runner()
+    workdir = tempfile.mkdtemp(prefix="mycontainer-bench-")
+
+    def clean_up() -> None:
+        for failure in runner.delete_all():
+            print(f"{name}: could not delete a container: {failure}", file=sys.stderr)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    return run_cleanly(name, lambda: work(workdir, runner), clean_up, json_path)
+
+
+def spec_bundle(bundle: str, patch: Callable[[dict], None]) -> str:
+    """Make ``bundle`` with the ``config.json`` of ``runc spec`` (``crun spec`` without runc),
+    changed by ``patch``; return which tool's spec it came from."""
+    generator = "runc" if shutil.which("runc") else "crun"
+    os.mkdir(bundle)
+    subprocess.run([generator, "spec", "--bundle", bundle], check=True, capture_output=True)
+    path = os.path.join(bundle, "config.json")
+    with open(path) as file:
+        config = json.load(file)
+    patch(config)
+    with open(path, "w") as file:
+        json.dump(config, file, indent=2)
+    return f"{generator} spec"
+
+
+def oci_tool(name: str, state_root: str, bundle: str) -> Tool:
+    """runc or crun, running the bundle, with its state under the temporary ``state_root``."""
+    binary = shutil.which(name)
+    root = os.path.join(state_root, name)
+    wrap: list[str] = []
+    if name == "crun" and os.path.ismount(CGROUP_V2_HYBRID_MOUNT):
+        # A "hybrid" cgroup host: v1 controllers under /sys/fs/cgroup, plus an empty v2
+        # hierarchy at /sys/fs/cgroup/unified. crun 1.8 refuses that layout ("cgroups in
+        # hybrid mode not supported, drop all controllers from cgroupv2"). So crun runs in a
+        # mount namespace of its own (unshare -m makes its mounts private: nothing changes
+        # on the host) where the v2 mount is gone, and then sees a plain cgroup v1 host.
+        # This wrapper costs an unshare and a sh, ~3 ms here, which crun's times include.
+        wrap = ["unshare", "-m", "sh", "-c", f'umount {CGROUP_V2_HYBRID_MOUNT} && exec "$@"', "sh"]
+    return Tool(
+        name,
+        argv=lambda cid: [*wrap, binary, "--root", root, "run", "--bundle", bundle, cid],
+        delete=lambda cid: [*wrap, binary, "--root", root, "delete", "-f", cid],
+    )
+
+
+def peer_tools(state_root: str, bundle: str, notes: list[str]) -> list[Tool]:
+    """runc and crun running ``bundle``; one that is not installed is skipped, with why."""
+    tools = []
+    for name in ("runc", "crun"):
+        if shutil.which(name):
+            tools.append(oci_tool(name, state_root, bundle))
+        else:
+            tools.append(Tool(name, skipped=f"not found on PATH (apt-get install {name})"))
+    if shutil.which("crun") and os.path.ismount(CGROUP_V2_HYBRID_MOUNT):
+        notes.append(
+            f"hybrid cgroups: crun ran under 'unshare -m' with {CGROUP_V2_HYBRID_MOUNT} "
+            "unmounted, which adds ~3 ms to its times"
+        )
+    return tools
+
+
+def summarize(samples: list[float]) -> dict[str, float]:
+    deciles = statistics.quantiles(samples, n=10, method="inclusive")
+    return {"median_ms": statistics.median(samples), "p10_ms": deciles[0], "p90_ms": deciles[-1]}
+
+
+def ratio(numerator: dict | None, denominator: dict | None) -> float | None:
+    if numerator is None or denominator is None:
+        return None
+    return numerator["median_ms"] / denominator["median_ms"]
+
+
+def print_table(tools: list[Tool]) -> dict[str, dict]:
+    """Print each tool's median, percentiles and ratios to runc's and crun's; return them,
+    with the samples, by tool name (the measured ones)."""
+    stats = {tool.name: summarize(tool.samples) for tool in tools if not tool.skipped}
+    for tool in tools:
+        if not tool.skipped:
+            summary = stats[tool.name]
+            summary["ratio_to_runc"] = ratio(summary, stats.get("runc"))
+            summary["ratio_to_crun"] = ratio(summary, stats.get("crun"))
+            summary["samples_ms"] = [round(ms, 3) for ms in tool.samples]
+    print(f"{'tool':<17} {'median':>9} {'p10':>9} {'p90':>9} {'/runc':>7} {'/crun':>7}")
+    for tool in tools:
+        if tool.skipped:
+            print(f"{tool.name:<17} skipped: {tool.skipped}")
+            continue
+        s = stats[tool.name]
+        print(
+            f"{tool.name:<17} {s['median_ms']:>6.1f} ms {s['p10_ms']:>6.1f} ms"
+            f" {s['p90_ms']:>6.1f} ms {times(s['ratio_to_runc']):>7} {times(s['ratio_to_crun']):>7}"
+        )
+    return stats

@@ -102,9 +102,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from common import (
-    BUSYBOX_ROOTFS,
     BenchError,
     add_json_and_mycontainer_options,
+    add_rounds_options,
     date_and_machine,
     find_mycontainer,
     interleave,
@@ -693,8 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Image import: 'mycontainer load' against umoci unpack and GNU tar.",
     )
-    parser.add_argument("--runs", type=int, default=3, help="timed rounds (default 3)")
-    parser.add_argument("--warmup", type=int, default=1, help="warm-up rounds (default 1)")
+    add_rounds_options(parser, 3, 1, "rounds", "the busybox root filesystem")
     parser.add_argument(
         "--warm-runs",
         type=int,
@@ -705,11 +704,6 @@ def main(argv: list[str] | None = None) -> int:
         "--small",
         action="store_true",
         help="the busybox rootfs in three layers instead of Debian, 1 round, 2 warm runs",
-    )
-    parser.add_argument(
-        "--rootfs",
-        default=BUSYBOX_ROOTFS,
-        help=f"the busybox root filesystem (default {BUSYBOX_ROOTFS})",
     )
     parser.add_argument(
         "--target",

@@ -24,8 +24,8 @@ stderr on /dev/null; a non-zero exit stops the benchmark with the tool's error.
 
 How
 ---
-As ``start_latency.py`` does, with its runner and tools: warm-up runs, then ``--runs``
-interleaved iterations, each starting one tool further along (``common.interleave``); the
+As ``start_latency.py`` does, with the runner and tools of ``common.py``: warm-up runs, then
+``--runs`` interleaved iterations, each starting one tool further along (``common.interleave``); the
 median, the 10th and 90th percentiles, and the ratios of the medians to runc's and crun's.
 mycontainer-oci's bar is 1.3x runc's median, the aim beyond it 1.0x (issue 13). Reported,
 never asserted.
@@ -41,26 +41,28 @@ Standard library only (Python >= 3.10), so it runs with any Python on the machin
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
-import tempfile
+from collections.abc import Callable
 
 from common import (
-    BUSYBOX_ROOTFS,
     BenchError,
+    Runner,
+    Tool,
+    add_rounds_options,
     date_and_machine,
-    interleave,
     machine_notes,
+    parse_timing_args,
+    peer_tools,
+    print_table,
     root_on_linux,
-    run_cleanly,
-    times,
+    run_containers,
+    runnable_rootfs,
+    spec_bundle,
     verdict,
 )
-from start_latency import CGROUP_V2_HYBRID_MOUNT, Runner, Tool, oci_tool, ratio, summarize
 
 SUBJECT = "mycontainer-oci"
 PEERS = ("runc", "crun")
@@ -86,19 +88,15 @@ def runtime_tool(name: str, path: str, state_root: str, bundle: str) -> Tool:
     )
 
 
-def make_bundle(bundle: str, rootfs: str) -> str:
-    """Write ``bundle/config.json`` for ``rootfs``; return which tool's spec it came from."""
-    generator = "runc" if shutil.which("runc") else "crun"
-    subprocess.run([generator, "spec", "--bundle", bundle], check=True, capture_output=True)
-    path = os.path.join(bundle, "config.json")
-    with open(path) as file:
-        config = json.load(file)
-    config["process"]["args"] = ARGS
-    config["process"]["terminal"] = False
-    config["root"]["path"] = rootfs
-    with open(path, "w") as file:
-        json.dump(config, file, indent=2)
-    return f"{generator} spec"
+def patch_config(rootfs: str) -> Callable[[dict], None]:
+    """The changes to the spec's config.json: run ``ARGS`` in ``rootfs``, no terminal."""
+
+    def patch(config: dict) -> None:
+        config["process"]["args"] = ARGS
+        config["process"]["terminal"] = False
+        config["root"]["path"] = rootfs
+
+    return patch
 
 
 def make_tools(args, workdir: str, notes: list[str]) -> list[Tool]:
@@ -107,10 +105,8 @@ def make_tools(args, workdir: str, notes: list[str]) -> list[Tool]:
     bundle = os.path.join(workdir, "bundle")
     if not any(shutil.which(name) for name in PEERS):
         raise BenchError("neither runc nor crun is installed: apt-get install runc crun")
-    os.mkdir(bundle)
-    notes.append(
-        f"every runtime ran one bundle, its config.json from {make_bundle(bundle, args.rootfs)}"
-    )
+    generator = spec_bundle(bundle, patch_config(args.rootfs))
+    notes.append(f"every runtime ran one bundle, its config.json from {generator}")
     subject = args.mycontainer_oci or find_mycontainer_oci()
     if subject and os.access(subject, os.X_OK):
         tools = [runtime_tool(SUBJECT, subject, state_root, bundle)]
@@ -118,38 +114,12 @@ def make_tools(args, workdir: str, notes: list[str]) -> list[Tool]:
         raise BenchError(f"{args.mycontainer_oci}: not an executable file")
     else:
         tools = [Tool(SUBJECT, skipped="not built yet (pip install -e . makes it)")]
-    for name in PEERS:
-        if shutil.which(name):
-            tools.append(oci_tool(name, state_root, bundle))
-        else:
-            tools.append(Tool(name, skipped=f"not found on PATH (apt-get install {name})"))
-    if shutil.which("crun") and os.path.ismount(CGROUP_V2_HYBRID_MOUNT):
-        notes.append(
-            f"hybrid cgroups: crun ran under 'unshare -m' with {CGROUP_V2_HYBRID_MOUNT} "
-            "unmounted, which adds ~3 ms to its times"
-        )
-    return tools
+    return tools + peer_tools(state_root, bundle, notes)
 
 
 def report(tools: list[Tool], args, notes: list[str]) -> dict:
     """Print the table and the verdict; return the same as a dict for --json."""
-    stats = {tool.name: summarize(tool.samples) for tool in tools if not tool.skipped}
-    for tool in tools:
-        if not tool.skipped:
-            summary = stats[tool.name]
-            summary["ratio_to_runc"] = ratio(summary, stats.get("runc"))
-            summary["ratio_to_crun"] = ratio(summary, stats.get("crun"))
-            summary["samples_ms"] = [round(ms, 3) for ms in tool.samples]
-    print(f"{'tool':<17} {'median':>9} {'p10':>9} {'p90':>9} {'/runc':>7} {'/crun':>7}")
-    for tool in tools:
-        if tool.skipped:
-            print(f"{tool.name:<17} skipped: {tool.skipped}")
-            continue
-        s = stats[tool.name]
-        print(
-            f"{tool.name:<17} {s['median_ms']:>6.1f} ms {s['p10_ms']:>6.1f} ms"
-            f" {s['p90_ms']:>6.1f} ms {times(s['ratio_to_runc']):>7} {times(s['ratio_to_crun']):>7}"
-        )
+    stats = print_table(tools)
     if SUBJECT in stats:
         judged = verdict(SUBJECT, stats[SUBJECT]["ratio_to_runc"], "runc", BAR, AIM)
     else:
@@ -184,10 +154,7 @@ def benchmark(args, workdir: str, runner: Runner) -> dict:
         f"timed runs per runtime, interleaved; kernel {platform.release()}, "
         f"{os.cpu_count() or 1} CPUs"
     )
-    for tool, timed in interleave(measured, args.warmup, args.runs):
-        milliseconds = runner.time_once(tool)
-        if timed:
-            tool.samples.append(milliseconds)
+    runner.time_interleaved(measured, args.warmup, args.runs)
     # This checkout's bytecode matters only if its mycontainer-oci was measured.
     other = args.mycontainer_oci or (None if tools[0] in measured else SUBJECT)
     notes += machine_notes(load_before, 1.0, other)
@@ -198,38 +165,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="'mycontainer-oci run' of a busybox bundle against 'runc run' and 'crun run'.",
     )
-    parser.add_argument("--runs", type=int, default=30, help="timed runs per tool (default 30)")
-    parser.add_argument("--warmup", type=int, default=3, help="warm-up runs per tool (default 3)")
-    parser.add_argument(
-        "--rootfs", default=BUSYBOX_ROOTFS, help=f"root filesystem (default {BUSYBOX_ROOTFS})"
-    )
+    add_rounds_options(parser, 30, 3, "runs per tool", "root filesystem")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
     parser.add_argument(
         "--mycontainer-oci",
         metavar="PATH",
         help=f"the {SUBJECT} to measure (default: the one next to this Python, else on PATH)",
     )
-    args = parser.parse_args(argv)
-    if args.runs < 2 or args.warmup < 0:
-        parser.error("--runs needs at least 2 (for percentiles), --warmup at least 0")
+    args = parse_timing_args(parser, argv)
     if not root_on_linux(
         "oci_run: containers need root on Linux: sudo .venv/bin/invoke bench --oci"
     ):
         return 1
-    args.rootfs = os.path.realpath(args.rootfs)
-    if not os.path.exists(os.path.join(args.rootfs, "bin", ARGS[0])):
-        print(f"oci_run: no /bin/{ARGS[0]} in {args.rootfs}: build it with .venv/bin/invoke rootfs")
+    args.rootfs = runnable_rootfs("oci_run", args.rootfs, f"/bin/{ARGS[0]}")
+    if args.rootfs is None:
         return 1
-
-    runner = Runner()
-    workdir = tempfile.mkdtemp(prefix="mycontainer-bench-")
-
-    def clean_up() -> None:
-        for failure in runner.delete_all():
-            print(f"oci_run: could not delete a container: {failure}", file=sys.stderr)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-    return run_cleanly("oci_run", lambda: benchmark(args, workdir, runner), clean_up, args.json)
+    return run_containers(
+        "oci_run", lambda workdir, runner: benchmark(args, workdir, runner), args.json
+    )
 
 
 if __name__ == "__main__":
