@@ -3,12 +3,14 @@ are skipped, each with the reason and what to run instead."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -302,3 +304,67 @@ def host_mounts(*under: str) -> list[str]:
     with open("/proc/self/mountinfo", errors="surrogateescape") as file:
         points = sorted(line.split()[4] for line in file)
     return [point for point in points if not under or point.startswith(tuple(map(str, under)))]
+
+
+def bundle_maker(directory, rootfs: str, base_edit=None):
+    """``make(args, edit=f, rootfs=...)`` -> the path of a new bundle in ``directory`` whose
+    config.json (runtime.spec's default) runs ``args`` without a terminal in ``rootfs``;
+    ``base_edit(config)``, then ``f(config)``, may change it before it is written."""
+    from runtime import spec
+
+    count = 0
+
+    def make(args=("true",), edit=None, rootfs=rootfs) -> str:
+        nonlocal count
+        count += 1
+        bundle = directory / f"bundle{count}"
+        bundle.mkdir()
+        config = spec.default_config()
+        config["process"]["args"] = list(args)
+        config["process"]["terminal"] = False
+        config["root"] = {"path": str(rootfs)}
+        for change in (base_edit, edit):
+            if change:
+                change(config)
+        (bundle / "config.json").write_text(json.dumps(config))
+        return str(bundle)
+
+    return make
+
+
+@contextlib.contextmanager
+def oci_runner(state_root, *watched):
+    """``run(*args, fd3=None)``: ``mycontainer-oci --root STATE_ROOT ARGS...`` from this
+    checkout -> CompletedProcess, with ``fd3`` as the child's fd 3 if given. On the way out
+    every container left is force-deleted, and nothing may remain: state, cgroup, or a mount
+    under ``state_root`` or the ``watched`` paths."""
+    under = (str(state_root), *map(str, watched))
+    mounts_before = host_mounts(*under)
+    groups_before = container_groups(state_root)
+
+    def run(*args: str, fd3: int | None = None) -> subprocess.CompletedProcess:
+        # Files, not pipes: a created container keeps create's stdout and stderr open
+        # (they are its own), and a pipe would not reach its end until the container's does.
+        env = dict(os.environ, PYTHONPATH=REPO)
+        command = [sys.executable, "-m", "runtime.ocicli", "--root", str(state_root), *args]
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            result = subprocess.run(
+                command,
+                env=env,
+                stdout=out,
+                stderr=err,
+                timeout=60,
+                pass_fds=() if fd3 is None else [3],  # ``fd3`` becomes the child's 3
+                preexec_fn=None if fd3 is None else lambda: os.dup2(fd3, 3),
+            )
+            out.seek(0)
+            err.seek(0)
+            result.stdout, result.stderr = out.read(), err.read()
+        return result
+
+    yield run
+    for name in os.listdir(state_root):
+        run("delete", "--force", name)
+    assert os.listdir(state_root) == [], "a container left its state directory behind"
+    assert container_groups(state_root) == groups_before, "a container left a cgroup behind"
+    assert host_mounts(*under) == mounts_before, "a container left a mount on the host"

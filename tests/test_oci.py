@@ -12,74 +12,28 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
 
-from conftest import REPO, container_groups, host_mounts
+from conftest import REPO, bundle_maker, host_mounts, oci_runner
 
 pytestmark = pytest.mark.privileged
 
 
 @pytest.fixture
 def bundle(tmp_path, busybox_rootfs):
-    """Make a bundle: ``bundle(args, edit=f)`` -> its directory; ``f(config)`` may change
-    the config.json before it is written."""
-    from runtime import spec
-
-    count = 0
-
-    def make(args=("true",), edit=None) -> str:
-        nonlocal count
-        count += 1
-        directory = tmp_path / f"bundle{count}"
-        directory.mkdir()
-        config = spec.default_config()
-        config["process"]["args"] = list(args)
-        config["process"]["terminal"] = False
-        config["root"] = {"path": busybox_rootfs, "readonly": False}
-        if edit:
-            edit(config)
-        (directory / "config.json").write_text(json.dumps(config))
-        return str(directory)
-
-    return make
+    """Make a bundle: ``bundle(args, edit=f, rootfs=...)`` -> its directory (conftest's
+    bundle_maker), its root the session's busybox rootfs unless ``rootfs`` is given."""
+    return bundle_maker(tmp_path, busybox_rootfs)
 
 
 @pytest.fixture
 def oci(state_root, home):
-    """Run ``mycontainer-oci --root STATE ARGS...``; returns CompletedProcess. Afterwards every
-    container left is force-deleted, and nothing may remain: state, cgroup or mount."""
-    mounts_before = host_mounts(str(state_root), str(home))
-    groups_before = container_groups(state_root)
-
-    def run(*args: str, fd3: int | None = None) -> subprocess.CompletedProcess:
-        # Files, not pipes: a created container keeps create's stdout and stderr open
-        # (they are its own), and a pipe would not reach its end until the container's does.
-        env = dict(os.environ, PYTHONPATH=REPO)
-        command = [sys.executable, "-m", "runtime.ocicli", "--root", str(state_root), *args]
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            result = subprocess.run(
-                command,
-                env=env,
-                stdout=out,
-                stderr=err,
-                timeout=60,
-                pass_fds=() if fd3 is None else [3],  # ``fd3`` becomes the child's 3
-                preexec_fn=None if fd3 is None else lambda: os.dup2(fd3, 3),
-            )
-            out.seek(0)
-            err.seek(0)
-            result.stdout, result.stderr = out.read(), err.read()
-        return result
-
-    yield run
-    for name in os.listdir(state_root):
-        run("delete", "--force", name)
-    assert os.listdir(state_root) == [], "a container left its state directory behind"
-    assert container_groups(state_root) == groups_before, "a container left a cgroup behind"
-    assert host_mounts(str(state_root), str(home)) == mounts_before
+    """Run ``mycontainer-oci --root STATE ARGS...`` (conftest's oci_runner); afterwards
+    nothing may remain: state, cgroup or mount."""
+    with oci_runner(state_root, home) as run:
+        yield run
 
 
 def state_of(oci, container_id: str) -> dict:
@@ -332,11 +286,8 @@ def test_a_mount_destination_linked_out_of_the_rootfs_stays_inside(
     (rootfs / "escape").symlink_to(str(outside))
     mount = {"destination": "/escape", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]}
 
-    def edit(config):
-        config["root"] = {"path": str(rootfs), "readonly": False}
-        config["mounts"].append(mount)
-
-    directory = bundle(["sh", "-c", "touch /escape/made-inside"], edit=edit)
+    edit = lambda config: config["mounts"].append(mount)  # noqa: E731
+    directory = bundle(["sh", "-c", "touch /escape/made-inside"], edit=edit, rootfs=rootfs)
     result = oci("run", "--bundle", directory, "box")
     assert result.returncode == 0, result.stderr
     assert os.listdir(outside) == []  # the host directory the link names was not touched
@@ -357,10 +308,7 @@ def test_the_runtimes_own_interpreter_is_never_the_program(
     (rootfs / "script").chmod(0o755)
     args = ["/proc/self/exe", "-c", "print(1)"] if how == "directly" else ["/script"]
 
-    def edit(config):
-        config["root"] = {"path": str(rootfs), "readonly": False}
-
-    result = oci("create", "--bundle", bundle(args, edit=edit), "box")
+    result = oci("create", "--bundle", bundle(args, rootfs=rootfs), "box")
     assert result.returncode == 1
     assert "mycontainer's own interpreter" in result.stderr and "CVE-2019-5736" in result.stderr
     assert len(result.stderr.splitlines()) == 1

@@ -12,12 +12,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 
 import pytest
 
-from conftest import REPO, container_groups, host_mounts
+from conftest import bundle_maker, oci_runner
 
 pytestmark = pytest.mark.privileged
 
@@ -40,56 +39,21 @@ def reachable_rootfs(busybox_rootfs):
 def bundle(tmp_path, reachable_rootfs):
     """``bundle(args, edit=f, rootfs=...)`` -> a bundle directory whose container has a new
     user namespace (MAPPINGS) beside the default ones; ``f(config)`` may change it."""
-    from runtime import spec
 
-    count = 0
-
-    def make(args=("true",), edit=None, rootfs=reachable_rootfs) -> str:
-        nonlocal count
-        count += 1
-        directory = tmp_path / f"bundle{count}"
-        directory.mkdir()
-        config = spec.default_config()
-        config["process"]["args"] = list(args)
-        config["process"]["terminal"] = False
-        config["root"] = {"path": rootfs}
+    def user_namespace(config: dict) -> None:
         config["linux"]["namespaces"].append({"type": "user"})
         config["linux"]["uidMappings"] = MAPPINGS
         config["linux"]["gidMappings"] = MAPPINGS
-        if edit:
-            edit(config)
-        (directory / "config.json").write_text(json.dumps(config))
-        return str(directory)
 
-    return make
+    return bundle_maker(tmp_path, reachable_rootfs, user_namespace)
 
 
 @pytest.fixture
 def oci(state_root, home, reachable_rootfs):
-    """``mycontainer-oci --root STATE ARGS...`` -> CompletedProcess; afterwards every container
-    is force-deleted, and no state, cgroup or mount may remain."""
-    mounts_before = host_mounts(str(state_root), str(home), os.path.dirname(reachable_rootfs))
-    groups_before = container_groups(state_root)
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        # Files, not pipes: a created container holds create's stdout and stderr open.
-        env = dict(os.environ, PYTHONPATH=REPO)
-        command = [sys.executable, "-m", "runtime.ocicli", "--root", str(state_root), *args]
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            result = subprocess.run(command, env=env, stdout=out, stderr=err, timeout=60)
-            out.seek(0)
-            err.seek(0)
-            result.stdout, result.stderr = out.read(), err.read()
-        return result
-
-    yield run
-    for name in os.listdir(state_root):
-        run("delete", "--force", name)
-    assert os.listdir(state_root) == [], "a container left its state directory behind"
-    assert container_groups(state_root) == groups_before, "a container left a cgroup behind"
-    assert (
-        host_mounts(str(state_root), str(home), os.path.dirname(reachable_rootfs)) == mounts_before
-    )
+    """``mycontainer-oci --root STATE ARGS...`` -> CompletedProcess (conftest's oci_runner);
+    afterwards no state, cgroup or mount may remain."""
+    with oci_runner(state_root, home, os.path.dirname(reachable_rootfs)) as run:
+        yield run
 
 
 def init_pid(oci, container_id: str) -> int:
