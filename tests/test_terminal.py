@@ -92,6 +92,17 @@ def finish(pid: int, errors: int) -> tuple[int, str]:
         return code, file.read().decode()
 
 
+def refused(engine, rootfs, hostile) -> tuple[int, str]:
+    """(exit code, error text) of an init that runs ``tty`` in ``rootfs`` after ``hostile()``
+    changed its /dev, once the engine has been sent no terminal."""
+    pid, errors = start_init(
+        rootfs, terminal.connect(engine.path), ["sh", "-c", "tty"], before=hostile
+    )
+    with pytest.raises(terminal.TerminalError, match="sent nothing"):
+        engine.receive()
+    return finish(pid, errors)
+
+
 def read_to_hangup(master: int, timeout: float = 20) -> bytes:
     """All a terminal's master reads until its slave side is closed everywhere (EIO)."""
     output = b""
@@ -150,12 +161,7 @@ def test_console_socket_refuses_a_pts_that_is_a_link(engine, busybox_rootfs):
         os.mknod("/dev/fake/ptmx", 0o20666, os.makedev(5, 2))
         os.symlink("/dev/fake", "/dev/pts")
 
-    pid, errors = start_init(
-        busybox_rootfs, terminal.connect(engine.path), ["sh", "-c", "tty"], before=hostile
-    )
-    with pytest.raises(terminal.TerminalError, match="sent nothing"):
-        engine.receive()
-    assert finish(pid, errors) == (
+    assert refused(engine, busybox_rootfs, hostile) == (
         125,
         "cannot open the container's /dev/pts: it is a symbolic link",
     )
@@ -172,12 +178,7 @@ def test_console_socket_refuses_a_ptmx_outside_devpts(engine, busybox_rootfs):
         umount2("/dev/pts", MNT_DETACH)
         os.mknod("/dev/pts/ptmx", 0o20666, os.makedev(5, 2))
 
-    pid, errors = start_init(
-        busybox_rootfs, terminal.connect(engine.path), ["sh", "-c", "tty"], before=hostile
-    )
-    with pytest.raises(terminal.TerminalError, match="sent nothing"):
-        engine.receive()
-    code, error = finish(pid, errors)
+    code, error = refused(engine, busybox_rootfs, hostile)
     assert code == 125
     assert error.startswith("cannot open the container's /dev/pts/ptmx: "), error
 
@@ -190,12 +191,7 @@ def test_console_socket_never_mounts_over_a_link_at_dev_console(engine, busybox_
     def hostile():
         os.symlink("/etc/passwd", "/dev/console")
 
-    pid, errors = start_init(
-        busybox_rootfs, terminal.connect(engine.path), ["sh", "-c", "tty"], before=hostile
-    )
-    with pytest.raises(terminal.TerminalError, match="sent nothing"):
-        engine.receive()
-    assert finish(pid, errors) == (
+    assert refused(engine, busybox_rootfs, hostile) == (
         125,
         "the container's /dev/console is not a file or a device: it cannot be mounted on",
     )
