@@ -14,6 +14,7 @@ is stopped and removed, also when it fails, and the teardown checks that nothing
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -60,26 +61,23 @@ def cgroup_parent():
     assert not left, f"cgroups could not be removed: {left}"
 
 
-@pytest.fixture(scope="module")
-def podman_store(oci_runtime, busybox_layout, cgroup_parent, tmp_path_factory):
-    """A podman store of this module's own, with the busybox image loaded."""
-    require("podman", "conmon")
-    podman = Podman(oci_runtime, str(tmp_path_factory.mktemp("podman")), cgroup_parent)
+@contextlib.contextmanager
+def without_problems(close):
+    """Then ``close()``, however the block ended: it returns the problems it met (what it
+    could not stop or remove), and there may be none."""
     try:
-        podman.load(busybox_layout)
-        yield podman
+        yield
     finally:
-        problems = podman.close()
+        problems = close()
         assert not problems, problems
 
 
-@pytest.fixture
-def podman(podman_store):
-    """``podman(ARGS...)``, ``podman.run(ARGS...)``; no container outlives the test."""
-    yield podman_store
-    problems = podman_store.remove_containers()
-    assert not problems, problems
-    assert containers_groups(podman_store.cgroup_parent) == [], "a container left its cgroup"
+def nothing_left_by_the_test(engine):
+    """A fixture's body: ``engine`` for the test, then its containers removed; neither they
+    nor their cgroups may remain."""
+    with without_problems(engine.remove_containers):
+        yield engine
+    assert containers_groups(engine.cgroup_parent) == [], "a container left its cgroup"
 
 
 def containers_groups(parent: CgroupParent) -> list[str]:
@@ -89,27 +87,38 @@ def containers_groups(parent: CgroupParent) -> list[str]:
 
 
 @pytest.fixture(scope="module")
+def podman_store(oci_runtime, busybox_layout, cgroup_parent, tmp_path_factory):
+    """A podman store of this module's own, with the busybox image loaded."""
+    require("podman", "conmon")
+    podman = Podman(oci_runtime, str(tmp_path_factory.mktemp("podman")), cgroup_parent)
+    with without_problems(podman.close):
+        podman.load(busybox_layout)
+        yield podman
+
+
+@pytest.fixture
+def podman(podman_store):
+    """``podman(ARGS...)``, ``podman.run(ARGS...)``; no container outlives the test."""
+    yield from nothing_left_by_the_test(podman_store)
+
+
+@pytest.fixture(scope="module")
 def containerd(oci_runtime, busybox_layout, cgroup_parent, tmp_path_factory):
     """A containerd of this module's own, busybox imported; stopped, with its shims, at the
     end."""
     require("containerd", "ctr")
     directory = tmp_path_factory.mktemp("containerd")
     daemon = Containerd(oci_runtime, str(directory), cgroup_parent)
-    try:
+    with without_problems(daemon.stop):
         daemon.start()
         daemon.import_image(write_archive(busybox_layout, str(directory / "busybox-oci.tar")))
         yield daemon
-    finally:
-        problems = daemon.stop()
-        assert not problems, problems
 
 
 @pytest.fixture
 def ctr(containerd):
-    yield containerd
-    problems = containerd.remove_containers()
-    assert not problems, problems
-    assert containers_groups(containerd.cgroup_parent) == [], "a container left its cgroup"
+    """``ctr`` of the module's containerd; no container outlives the test."""
+    yield from nothing_left_by_the_test(containerd)
 
 
 # --- podman ----------------------------------------------------------------------------------
