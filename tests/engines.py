@@ -244,6 +244,15 @@ def unmount_under(path: str) -> list[str]:
     return under
 
 
+def run_text(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run(argv)`` as an engine's commands run here, unless ``kwargs`` say
+    otherwise: output captured as text, at most two minutes (a pull or a stop may be slow)."""
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    kwargs.setdefault("timeout", 120)
+    return subprocess.run(argv, **kwargs)
+
+
 def in_terminal(
     argv: list[str], rows: int, columns: int, timeout: float = 60, **popen_args
 ) -> tuple[int, str]:
@@ -360,11 +369,8 @@ class Podman:
 
     def __call__(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
         """``podman ARGS...``; the CompletedProcess, output as text."""
-        kwargs.setdefault("capture_output", True)
-        kwargs.setdefault("text", True)
-        kwargs.setdefault("timeout", 120)
         kwargs.setdefault("cwd", self.directory)  # conmon leaves a file "oom" in its cwd
-        return subprocess.run(self.command(*args), env=self.env, **kwargs)
+        return run_text(self.command(*args), env=self.env, **kwargs)
 
     def in_terminal(self, *args: str, rows: int, columns: int) -> tuple[int, str]:
         """``podman ARGS...`` in a terminal of ``rows`` x ``columns`` (:func:`in_terminal`)."""
@@ -489,10 +495,7 @@ class Containerd:
 
     def ctr(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
         """``ctr --address SOCKET ARGS...``; the CompletedProcess, output as text."""
-        kwargs.setdefault("capture_output", True)
-        kwargs.setdefault("text", True)
-        kwargs.setdefault("timeout", 120)
-        return subprocess.run(["ctr", "--address", self.socket, *args], **kwargs)
+        return run_text(["ctr", "--address", self.socket, *args], **kwargs)
 
     def run_command(self, container_id: str, *command: str) -> list[str]:
         """``ctr run --rm --runc-binary RUNTIME ... IMAGE ID COMMAND...``."""
@@ -508,10 +511,7 @@ class Containerd:
 
     def run(self, container_id: str, *command: str, **kwargs) -> subprocess.CompletedProcess:
         """Run ``run_command``; the CompletedProcess, output as text."""
-        kwargs.setdefault("capture_output", True)
-        kwargs.setdefault("text", True)
-        kwargs.setdefault("timeout", 120)
-        return subprocess.run(self.run_command(container_id, *command), **kwargs)
+        return run_text(self.run_command(container_id, *command), **kwargs)
 
     def task_status(self, container_id: str) -> str | None:
         """The task's status as ``ctr tasks list`` shows it (RUNNING, STOPPED...), or None."""
