@@ -173,6 +173,7 @@ def test_rlimits_are_set_before_the_user_switch():
     ]
     output = in_child(settings=ProcessSettings({"uid": 12345, "gid": 12345}, rlimits))
     seen = limits(output)
+    assert "Max address space" in seen, output  # else: what stopped the child
     assert seen["Max address space"] == (str(1 * gib), str(2 * gib))
     assert seen["Max core file size"] == ("0", "unlimited")
     assert seen["Max cpu time"] == ("60", "120")
