@@ -70,7 +70,8 @@ def test(c, vm=False, qemu=False, arch="x86_64", pytest_args=""):
         from lab import qemu as lab_qemu
 
         command = ["python3", "-m", "pytest", "-p", "no:cacheprovider", *shlex.split(pytest_args)]
-        sys.exit(lab_qemu.run_in_vm(command, arch=arch))
+        # The whole suite takes ~15 minutes under TCG on 2 cores; twice that when shared.
+        sys.exit(lab_qemu.run_in_vm(command, arch=arch, timeout=45 * 60))
     if vm or not can_run_here():
         if not vm and sys.platform == "linux":
             print("not root: running the suite without the privileged tests (sudo runs them all)")

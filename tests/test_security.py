@@ -1178,7 +1178,9 @@ def test_a_signal_while_the_container_is_deleted_waits_for_the_deletion(backgrou
         does as soon as the init has exited, while the runtime still waits for it and
         would forward the signal to it.)"""
         state = next(iter(container_states(state_root)), None)
-        return bool(state) and not any(os.path.isdir(group) for group in state["cgroups"])
+        if not state or not state.get("pid"):  # being created: its cgroups are not made yet
+            return False
+        return not any(os.path.isdir(group) for group in state["cgroups"])
 
     for _attempt in range(30):
         runtime = background("run", "--net", "none", "busybox", "true")
