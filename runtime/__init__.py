@@ -1,15 +1,50 @@
 """mycontainer's runtime: a Linux container runtime, one module per concept.
 
+The lifecycle
+==============  =====================================================================
+state           a container on disk: its state directory, status derived from facts
+container       the lifecycle: create, start, wait, kill, delete, exec, prune
+process         the container's PID 1: fork, namespaces, the gate, execve, exit codes
+bundle          an OCI bundle's config.json, as the lifecycle takes it
+spec            config.json read and checked, field by field
+hooks           the six kinds of OCI hooks
+terminal        a pty of the container's own, over a console socket or relayed
+==============  =====================================================================
+
+What a container sees and may do
 ==============  =====================================================================
 syscalls        the system calls Python's ``os`` lacks (unshare, mount, pivot_root...)
 namespaces      what a container sees: hostname, PIDs, mounts, IPC, network
-filesystem      the container's root: private mounts, /proc, /sys, /dev, pivot_root
-network         the container's network (for now: ``lo`` only)
-process         the container's PID 1: fork, unshare, gate, execve, exit codes
-container       the lifecycle: create, start, wait, delete, and the state on disk
-image           what ``mycontainer run IMAGE`` names
+userns          user namespaces: uid/gid maps
+filesystem      the container's root: its mounts, devices, pivot_root
+mounts          config.json's mounts, applied inside the root
+rootpath        paths resolved inside a root, never out of it
+sysctl          namespaced kernel parameters
+removal         removing a tree that may hold mounts
+cgroups         limits: cgroup v1 and v2, cgroupsPath, freezer
+devices         the device allow-list (v1 rules, v2 eBPF)
+capabilities    capability names and sets
+security        capabilities, no_new_privs, seccomp, masked paths: the mechanism
+policy          docker's defaults and flags for them
+seccomp         seccomp profiles compiled to BPF (syscall_table: the numbers)
+process_settings  rlimits, oomScoreAdj, umask, the user and its groups
+users           USER[:GROUP] from the image's /etc/passwd and /etc/group
+network         the container's network: lo, a bridge, NAT, published ports
+==============  =====================================================================
+
+Images and commands
+==============  =====================================================================
+image           the image store, and what ``mycontainer run IMAGE`` names
+imagesource     image files: OCI layouts and archives, docker save, rootfs tarballs
+imagespec       the rules both check: names, digests, configs
+layer           layers unpacked safely
 rootfs          building a busybox root filesystem with no internet
+launcher        ``mycontainer``'s entry point and its fast path for ``run``
+runoptions      ``run``'s options, shared by the fast path and click
+commands        ``run`` and ``load``
+exits, progress one-line errors and exit codes; the import progress bar
 cli             the ``mycontainer`` command (the only module that imports click)
+ocicli          ``mycontainer-oci``: runc's command line
 ==============  =====================================================================
 
 The library runs only on Linux, as root; it imports anywhere, so that ``--help`` and the
