@@ -30,6 +30,8 @@ seccomp         seccomp profiles compiled to BPF (syscall_table: the numbers)
 process_settings  rlimits, oomScoreAdj, umask, the user and its groups
 users           USER[:GROUP] from the image's /etc/passwd and /etc/group
 network         the container's network: lo, a bridge, NAT, published ports
+netbridge       the bridge and veth pairs, over netlink (pyroute2)
+netfilter       NAT and published ports (iptables)
 ==============  =====================================================================
 
 Images and commands
