@@ -158,12 +158,11 @@ def check_host() -> None:
 
 
 def state_root() -> str:
-    """Where containers keep their state; ``MYCONTAINER_STATE`` overrides it (for tests;
-    empty: unset)."""
-    path = os.environ.get("MYCONTAINER_STATE") or state.DEFAULT_ROOT
-    if not os.path.isabs(path):
-        raise ContainerError(f"MYCONTAINER_STATE must be an absolute path (got {path!r})")
-    return path
+    """Where containers keep their state (runtime.state.root_directory)."""
+    try:
+        return state.root_directory()
+    except state.StateError as error:
+        raise ContainerError(str(error)) from None
 
 
 def cgroup_parent(root: str | None = None) -> str:

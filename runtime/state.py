@@ -149,7 +149,8 @@ def root_directory(root: str | None = None) -> str:
     another directory would look elsewhere."""
     path = root or os.environ.get("MYCONTAINER_STATE") or DEFAULT_ROOT
     if not os.path.isabs(path):
-        raise StateError(f"the state root must be an absolute path (got {path!r})")
+        name = "--root" if root else "MYCONTAINER_STATE"
+        raise StateError(f"{name} must be an absolute path (got {path!r})")
     return path
 
 
