@@ -600,6 +600,8 @@ def prune(layout: cgroups.Layout | None = None, problems: list[str] | None = Non
     layout = layout or cgroups.detect()
     pruned = []
     for name in os.listdir(root) if os.path.isdir(root) else []:
+        if name == state.NAMES:
+            continue
         path = os.path.join(root, name)
         lock = state.try_lock(path)
         if lock is None:
@@ -620,6 +622,7 @@ def prune(layout: cgroups.Layout | None = None, problems: list[str] | None = Non
                 os.close(lock)
         if not name.startswith("."):
             pruned.append(name)
+    state.prune_names(root)
     pruned += [name for name in _prune_storage(layout, problems) if name not in pruned]
 
     # A state directory always exists before its container's cgroup is made.

@@ -11,6 +11,8 @@ processes it describes do)::
         exec.fifo    the gate between create and start (see below); gone once started
         lock         flock(2)ed by whoever changes the container: create, start, delete,
                      and a foreground ``mycontainer run`` for as long as it lives
+        exit.json    the program's exit code and when it ended, once its watcher saw it
+    <root>/.names/<name>   a symbolic link to the id: ``--name``, unique by symlink(2)
 
 The status is never stored: it is derived from facts each time it is asked (runc derives
 it the same way), so it cannot go stale when a process dies without telling anyone:
@@ -51,8 +53,11 @@ OCI_VERSION = "1.2.0"  # of the runtime spec whose state we report
 
 CREATING, CREATED, RUNNING, STOPPED = "creating", "created", "running", "stopped"
 PAUSED = "paused"  # runc's too: created or running, its cgroup frozen (pause/resume)
-STATE_FILE, GATE, LOCK = "state.json", "exec.fifo", "lock"
+STATE_FILE, GATE, LOCK, EXIT_FILE = "state.json", "exec.fifo", "lock", "exit.json"
+NAMES = ".names"  # not a container: hidden, and prune passes it by (see names below)
 
+# docker's rule for container names (daemon/names): a name is also a path component here.
+_VALID_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}")
 # runc's rule for ids: letters, digits and a few marks; no "/" or "..", so an id is a name.
 _VALID_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+.-]{0,1023}")
 
@@ -69,6 +74,16 @@ def check_id(container_id: str) -> str:
             "starting with a letter or digit"
         )
     return container_id
+
+
+def check_name(name: str) -> str:
+    """Refuse a container name docker would refuse; say the rule."""
+    if not _VALID_NAME.fullmatch(name):
+        raise StateError(
+            f"invalid container name {name!r}: use letters, digits, '_', '.' and '-', "
+            "starting with a letter or digit"
+        )
+    return name
 
 
 def process_start_time(pid: int) -> int | None:
@@ -101,6 +116,20 @@ class State:
     @property
     def config(self) -> dict:
         return self.record.get("config", {})
+
+    @property
+    def name(self) -> str:
+        return self.record.get("name", "")
+
+    def exit_status(self) -> dict | None:
+        """exit.json: ``exitCode``, ``finishedAt`` (and ``oomKilled`` once cleaned up), as
+        the container's watcher wrote it when its program ended; None if none did (the
+        program runs, or its watcher was killed before it)."""
+        try:
+            with open(self.path(EXIT_FILE)) as file:
+                return json.load(file)
+        except (FileNotFoundError, ValueError):
+            return None
 
     def init_alive(self) -> bool:
         """Whether the init recorded here still runs: same pid, same start time."""
@@ -280,12 +309,107 @@ def open_gate(state: State) -> None:
     os.unlink(state.path(GATE))
 
 
-def remove(state: State) -> None:
-    """Remove a container's state directory (it holds only files); missing is fine.
+def record_exit(state: State, status: dict) -> None:
+    """Write exit.json (atomically, as save does): how the program ended."""
+    path = state.path(EXIT_FILE)
+    with open(path + ".tmp", "w") as file:
+        file.write(json.dumps(status) + "\n")
+    os.replace(path + ".tmp", path)
+
+
+# --- names ------------------------------------------------------------------------------
+# A name is a symbolic link <root>/.names/<name> -> <id>. symlink(2) fails with EEXIST if the
+# name exists, so two runs that want one name cannot both get it, without a lock. A link whose
+# container is gone (its runtime was killed between the two removals) is stale: the next
+# claim replaces it, under an flock(2) of .names, so that two claims never both replace it.
+
+
+def name_owner(root: str, name: str) -> str | None:
+    """The id that ``name`` names in ``root``, if its container exists."""
+    try:
+        container_id = os.readlink(os.path.join(root, NAMES, name))
+    except (FileNotFoundError, NotADirectoryError, OSError):
+        return None
+    return container_id if os.path.isdir(os.path.join(root, container_id)) else None
+
+
+def claim_name(root: str, name: str, container_id: str) -> None:
+    """Make ``name`` name ``container_id``; StateError if another container has it."""
+    check_name(name)
+    directory = os.path.join(root, NAMES)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    link = os.path.join(directory, name)
+    lock = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        owner = name_owner(root, name)
+        if owner == container_id:
+            return
+        if owner is not None:
+            raise StateError(
+                f"the name {name!r} is already in use by container {owner[:12]}: "
+                "remove it ('mycontainer rm') or choose another name"
+            )
+        if os.path.lexists(link):
+            os.unlink(link)  # stale
+        os.symlink(container_id, link)
+    finally:
+        os.close(lock)
+
+
+def release_name(root: str, name: str, container_id: str) -> None:
+    """Remove ``name`` if it still names ``container_id``."""
+    link = os.path.join(root, NAMES, name)
+    try:
+        if os.readlink(link) == container_id:
+            os.unlink(link)
+    except (FileNotFoundError, OSError):
+        pass
+
+
+def prune_names(root: str) -> None:
+    """Remove the names whose containers are gone."""
+    directory = os.path.join(root, NAMES)
+    try:
+        lock = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in os.listdir(directory):
+            if name_owner(root, name) is None:
+                os.unlink(os.path.join(directory, name))
+    finally:
+        os.close(lock)
+
+
+def find(root: str, reference: str) -> State:
+    """The container ``reference`` names, as docker finds it: a full id, a name, or a
+    prefix of exactly one id."""
+    if _VALID_ID.fullmatch(reference) and os.path.isdir(os.path.join(root, reference)):
+        return load(root, reference)
+    owner = name_owner(root, reference)
+    if owner:
+        return load(root, owner)
+    matches = [i for i in ids(root) if i.startswith(reference)] if reference else []
+    if len(matches) == 1:
+        return load(root, matches[0])
+    if matches:
+        raise StateError(
+            f"{reference!r} is the start of {len(matches)} container ids: give more of it"
+        )
+    raise StateError(f"no such container: {reference}")
+
+
+def remove(state: State, keep_name: bool = False) -> None:
+    """Remove a container's state directory (it holds only files), and its name unless
+    ``keep_name`` (a restart keeps it); missing is fine.
 
     The caller holds its lock, whose file goes last: a directory without one is then only
     ever a removal cut short, which prune recognises.
     """
+    if state.name and not keep_name:
+        release_name(state.root, state.name, state.id)
     try:
         names = sorted(os.listdir(state.directory), key=lambda name: name == LOCK)
         for name in names:
