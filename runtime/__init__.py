@@ -3,7 +3,8 @@
 The lifecycle
 ==============  =====================================================================
 state           a container on disk: its state directory, status derived from facts
-container       the lifecycle: create, start, wait, kill, delete, exec, prune
+container       the lifecycle: create, start, wait, kill, delete, prune
+execution       exec: a process entering a running container, within its boundaries
 process         the container's PID 1: fork, namespaces, the gate, execve, exit codes
 bundle          an OCI bundle's config.json, as the lifecycle takes it
 spec            config.json read and checked, field by field
@@ -41,8 +42,9 @@ imagesource     image files: OCI layouts and archives, docker save, rootfs tarba
 imagespec       the rules both check: names, digests, configs
 layer           layers unpacked safely
 rootfs          building a busybox root filesystem with no internet
-launcher        ``mycontainer``'s entry point and its fast path for ``run``
+launcher        ``mycontainer``'s entry point and its fast paths (``run``, ``exec``)
 runoptions      ``run``'s options, shared by the fast path and click
+execoptions     ``exec``'s options, shared likewise
 commands        ``run`` and ``load``
 exits, progress one-line errors and exit codes; the import progress bar
 cli             the ``mycontainer`` command (the only module that imports click)

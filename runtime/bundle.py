@@ -96,18 +96,17 @@ def load(bundle: str) -> dict:
         raise BundleError(str(error)) from None
 
 
-def program(process_config: dict, seccomp_profile: dict | None = None) -> Program:
-    """The process.Program of a config.json ``process`` object (``exec`` runs one), confined
-    by the container's seccomp profile, as runc confines what it execs."""
-    from runtime import process_settings, seccomp, security
+def program(process_config: dict, config: dict) -> Program:
+    """The process.Program of a config.json ``process`` object, which ``exec --process``
+    runs in the container of Config ``config`` (as a dict: its state's), confined as
+    runtime.container.boundaries says."""
+    from runtime.container import boundaries
 
-    config = {"process": process_config}
+    confinement, settings = boundaries(config, process_config)
     return Program(
         list(process_config["args"]),
         dict(item.partition("=")[::2] for item in process_config.get("env", [])),
         process_config.get("cwd", "/"),
-        security=security.Boundaries.from_config(
-            config, seccomp.compile(seccomp_profile) if seccomp_profile else None
-        ),
-        settings=process_settings.ProcessSettings.from_config(config),
+        security=confinement,
+        settings=settings,
     )

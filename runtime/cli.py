@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from runtime import __version__, commands, exits, runoptions
+from runtime import __version__, commands, execoptions, exits, runoptions
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -96,6 +96,48 @@ for _name, (_check, _help) in runoptions.RUN_OPTIONS.items():
 for _name, _help in runoptions.RUN_FLAGS.items():
     _short = [short for short, name in runoptions.SHORT_FLAGS.items() if name == _name]
     run = click.option(_name, *_short, is_flag=True, help=_help)(run)
+
+
+class ExecCommand(click.Command):
+    """``exec``: options before CONTAINER only, as docker's; the rest is the command."""
+
+    allow_interspersed_args = False
+
+
+@cli.command("exec", cls=ExecCommand, context_settings=CONTEXT)
+@click.argument("container")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_(container: str, command: tuple[str, ...], **options) -> int:
+    """Run COMMAND in running container CONTAINER (a name, an id or the start of one).
+
+    COMMAND joins the container's namespaces and cgroups, as its user, in its working
+    directory, with its environment and its boundaries (capabilities, no_new_privs,
+    seccomp). The exit code is COMMAND's.
+
+    \b
+    Examples:
+      mycontainer exec web ps
+      mycontainer exec -it web sh
+      mycontainer exec -u nobody -w /tmp -e DEBUG=1 web env
+    """
+    from runtime import execution
+
+    return execution.command(container, list(command), **options)
+
+
+for _name, (_check, _help) in execoptions.EXEC_OPTIONS.items():
+    _short = [short for short, name in execoptions.SHORT_OPTIONS.items() if name == _name]
+    exec_ = click.option(
+        _name,
+        *_short,
+        multiple=_name in execoptions.REPEATABLE_OPTIONS,
+        callback=_checked_by(_check),
+        help=_help,
+    )(exec_)
+
+for _name, _help in execoptions.EXEC_FLAGS.items():
+    _short = [short for short, name in execoptions.SHORT_FLAGS.items() if name == _name]
+    exec_ = click.option(_name, *_short, is_flag=True, help=_help)(exec_)
 
 
 @cli.command(context_settings=CONTEXT)

@@ -146,6 +146,31 @@ class Config:
         return dict(vars(self))
 
 
+def boundaries(config: dict, process_config: dict | None = None):
+    """(runtime.security.Boundaries, runtime.process_settings.ProcessSettings or None) of a
+    container's processes, from its Config as a dict (``vars(config)``, or as its state
+    records it): its init's, and those of every process ``exec`` starts in it later.
+
+    A bundle's come from its config.json (``process_config``: an exec's ``process`` object
+    in place of config.json's); a container of docker's flags has docker's (runtime.policy),
+    whatever ``process_config`` asks: exec cannot widen them.
+    """
+    spec = config.get("spec")
+    if spec is None:
+        from runtime import policy
+
+        return policy.boundaries(
+            config["cap_add"], config["cap_drop"], config["security_opt"]
+        ), None
+    if process_config is not None:
+        spec = dict(spec, process=process_config)
+    profile = (spec.get("linux") or {}).get("seccomp")
+    return (
+        security.Boundaries.from_config(spec, seccomp.compile(profile) if profile else None),
+        process_settings.ProcessSettings.from_config(spec),
+    )
+
+
 def check_host() -> None:
     """Refuse early, with what to do instead, where containers cannot run."""
     if sys.platform != "linux":
@@ -252,19 +277,7 @@ class Container:
             )
         except cgroups.CgroupError as error:
             raise ContainerError(str(error)) from None
-        if config.spec is not None:
-            program = (
-                seccomp.compile(config.spec["linux"]["seccomp"])
-                if config.spec.get("linux", {}).get("seccomp")
-                else None
-            )
-            self.security = security.Boundaries.from_config(config.spec, program)
-            self.settings = process_settings.ProcessSettings.from_config(config.spec)
-        else:
-            from runtime import policy
-
-            self.security = policy.boundaries(config.cap_add, config.cap_drop, config.security_opt)
-            self.settings = None
+        self.security, self.settings = boundaries(vars(config))
         self._init: process.Init | None = None
         self._network: network.Network | None = None
         self._lock = -1
@@ -797,79 +810,3 @@ def delete(root: str, container_id: str, force: bool = False) -> None:
         _run_hooks(found.record.get("config", {}).get("hooks", {}), "poststop", found, poststop)
     finally:
         os.close(lock)
-
-
-def exec_process(
-    root: str,
-    container_id: str,
-    program: process.Program,
-    *,
-    detach: bool = False,
-    console_socket: str | None = None,
-    console_size: dict | None = None,
-) -> tuple[int, int]:
-    """Run ``program`` inside running container ``container_id``; return (its pid, exit code).
-
-    The new process joins every namespace of the container's init (setns(2) through
-    /proc/PID/ns/*) and its cgroups, so it sees and is limited as the init is. With
-    ``detach`` it is left running (exit code 0); else we wait for it as its parent. With
-    ``console_socket``, it gets a terminal of its own, whose master goes to that socket.
-    """
-    found = state.load(root, container_id)
-    status = found.status()
-    if status != state.RUNNING:
-        raise ContainerError(f"cannot exec in container {container_id!r}: it is {status}")
-    join = [
-        (flag, f"/proc/{found.pid}/ns/{name}")
-        for name, flag in EXEC_NAMESPACES
-        if os.readlink(f"/proc/{found.pid}/ns/{name}") != os.readlink(f"/proc/self/ns/{name}")
-    ]
-
-    def join_cgroups() -> None:
-        for group in found.record.get("cgroups", []):
-            cgroups.write_file(group, "cgroup.procs", "0")
-
-    console, setup = -1, None
-    if console_socket:
-        from runtime import terminal
-
-        try:
-            console = terminal.connect(console_socket)
-        except terminal.TerminalError as error:
-            raise ContainerError(str(error)) from None
-
-        def setup() -> None:  # the container's /dev/console is its init's: left alone
-            terminal.attach_console(console, console_size, mount_console=False)
-
-    try:
-        with process.blocking_forwarded_signals():
-            init = process.spawn(
-                program,
-                namespaces=0,
-                join=join,
-                before_unshare=join_cgroups,
-                setup=setup,
-                console=console,
-            )
-            if console != -1:
-                os.close(console)
-            init.start()
-            if detach:
-                init.close()
-                return init.pid, 0
-            with process.forwarding_signals(init.pid), process.terminal_foreground(init.pid):
-                return init.pid, init.wait()
-    except ProcessError as error:
-        raise ContainerError(str(error), error.exit_code) from None
-
-
-# The namespaces ``exec`` joins, as /proc/PID/ns names them: mnt last, as it changes the root.
-EXEC_NAMESPACES = (
-    ("user", namespaces.USER),  # first: the others may be its own
-    ("cgroup", namespaces.CGROUP),
-    ("ipc", namespaces.IPC),
-    ("uts", namespaces.UTS),
-    ("net", namespaces.NET),
-    ("pid", namespaces.PID),
-    ("mnt", namespaces.MOUNT),
-)

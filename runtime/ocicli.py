@@ -107,18 +107,22 @@ def run(args) -> int:
 
 def exec_command(args) -> int:
     """Run a process in a running container: ``--process FILE``, or the container's own
-    process with the arguments and options given here."""
-    from runtime import bundle, container, spec
+    process with the arguments and options given here (for a container of ``mycontainer
+    run``, as docker's exec makes it: runtime.execution.program)."""
+    from runtime import bundle, execution, spec
 
     if args.tty and not args.console_socket:
         raise OciError("exec --tty needs --console-socket, to hand the terminal to its engine")
+    if not args.process and not args.command:
+        raise OciError("exec needs a command, or --process FILE")
+    found = state.load(args.root, args.id)
+    if found.status() != state.RUNNING:
+        raise OciError(f"cannot exec in container {args.id!r}: it is {found.status()}")
+    process_config = {"terminal": bool(args.tty)}
     if args.process:
         process_config = spec.load_process(args.process)
-    else:
-        if not args.command:
-            raise OciError("exec needs a command, or --process FILE")
-        found = state.load(args.root, args.id)
-        process_config = dict(found.config.get("spec", {}).get("process", {}))
+    elif found.config.get("spec") is not None:
+        process_config = dict(found.config["spec"].get("process", {}))
         process_config["args"] = list(args.command)
         process_config["env"] = process_config.get("env", []) + list(args.env)
         process_config["cwd"] = args.cwd or process_config.get("cwd", "/")
@@ -130,13 +134,24 @@ def exec_command(args) -> int:
             uid, _, gid = args.user.partition(":")
             process_config["user"] = {"uid": int(uid), "gid": int(gid or 0)}
         process_config = spec.process(process_config, "exec")
-    profile = state.load(args.root, args.id).config.get("spec", {}).get("linux", {}).get("seccomp")
-    pid, code = container.exec_process(
-        args.root,
-        args.id,
-        bundle.program(process_config, profile),
+    if "args" in process_config:
+        program = bundle.program(process_config, found.config)
+    else:
+        program = execution.program(
+            found,
+            args.command,
+            user=args.user,
+            cwd=args.cwd,
+            env=[tuple(item.partition("=")[::2]) for item in args.env],
+            tty=bool(args.tty),
+        )
+        program.security.no_new_privileges |= bool(args.no_new_privs)
+    pid, code = execution.run(
+        found,
+        program,
         detach=args.detach,
-        console_socket=args.console_socket if process_config.get("terminal") or args.tty else None,
+        tty=bool(process_config.get("terminal")),
+        console_socket=args.console_socket,
         console_size=process_config.get("consoleSize"),
     )
     _write_pid_file(args.pid_file, pid)

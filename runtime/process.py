@@ -549,12 +549,12 @@ def _init(program: Program, setup, fds: tuple[int, int, int], interpreter) -> No
         close_descriptors(keep=(sync, *program.inherit))  # and any that setup() left open
         if program.security:  # capabilities, no_new_privs, seccomp: see runtime.security
             program.security.before_user_switch()
-        if program.settings:
-            program.settings.switch_user()
-        elif program.user:
+        if program.user:  # names looked up in the container's files: before config.json's
             home = users.switch_to(program.user)
             if home and "HOME" not in program.env:
                 program.env["HOME"] = home
+        elif program.settings:
+            program.settings.switch_user()
         if program.security:
             program.security.after_user_switch()
     except BaseException as error:

@@ -1,0 +1,256 @@
+"""Entering a running container: ``mycontainer exec`` (docker exec's shape) and
+``mycontainer-oci exec`` (runc's).
+
+A process started by ``exec`` is not a child of the container's init: the runtime forks it
+on the host, so it inherits nothing of the container but what it is given. So it is given
+all of it, step by step (process.spawn does the forking, this module decides what):
+
+1. **The cgroups.** The intermediate process writes itself to each of the container's
+   ``cgroup.procs`` before it joins anything, so the new process counts against the
+   container's limits (memory, pids, the device rules) from its birth, and a cgroup
+   namespace joined next has the same root as the init's (cgroups(7), cgroup_namespaces(7)).
+2. **The namespaces**, every one the init is in and we are not, by their files in
+   /proc/PID/ns (setns(2), namespaces(7)): the user namespace first, as it may own the
+   others, the mount namespace last, as it changes the root and working directory to the
+   container's. Joining a PID namespace moves only the children made afterwards, so the
+   intermediate forks once more (pid_namespaces(7)).
+3. **The boundaries**, all re-applied, as nothing carries over from the init: the
+   capability sets, no_new_privs, the seccomp filter, an AppArmor profile, resource limits,
+   the user, from the same place the init got them (container.boundaries).
+4. **Nothing of the host's**: no descriptor beyond 0, 1 and 2 (a host directory reachable
+   through /proc/self/fd: CVE-2024-21626), a working directory resolved inside the root,
+   and the process non-dumpable until it executes the program, so that the container's
+   processes cannot ptrace it or open its /proc/PID/exe, the host's interpreter, while it
+   still runs our code (CVE-2016-9962, then CVE-2019-5736).
+
+Man pages: https://man7.org/linux/man-pages/man2/setns.2.html,
+https://man7.org/linux/man-pages/man7/namespaces.7.html,
+https://docs.docker.com/reference/cli/docker/container/exec/,
+https://github.com/opencontainers/runc/blob/main/man/runc-exec.8.md
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from runtime import cgroups, namespaces, process, security, state
+from runtime.container import DEFAULT_PATH, ContainerError, boundaries, state_root
+from runtime.process import ProcessError
+
+# The namespaces ``exec`` joins, as /proc/PID/ns names them: mnt last, as it changes the root.
+NAMESPACES = (
+    ("user", namespaces.USER),  # first: the others may be its own
+    ("cgroup", namespaces.CGROUP),
+    ("ipc", namespaces.IPC),
+    ("uts", namespaces.UTS),
+    ("net", namespaces.NET),
+    ("pid", namespaces.PID),
+    ("mnt", namespaces.MOUNT),
+)
+
+NULL_DEVICE = os.makedev(1, 3)
+
+
+def command(
+    reference: str,
+    argv: list[str],
+    *,
+    interactive: bool = False,
+    tty: bool = False,
+    detach: bool = False,
+    user: str | None = None,
+    workdir: str | None = None,
+    env: list[tuple[str, str | None]] = (),
+) -> int:
+    """``mycontainer exec``: run ``argv`` in the running container ``reference`` names, as
+    docker's exec does; return its exit code (0 with ``detach``)."""
+    if os.geteuid() != 0:
+        raise ContainerError("mycontainer exec needs root: use sudo, or the lab VM")
+    found = running(state_root(), reference)
+    started = program(found, argv, user=user, cwd=workdir, env=env, tty=tty)
+    return run(found, started, detach=detach, tty=tty, interactive=interactive)[1]
+
+
+def running(root: str, reference: str) -> state.State:
+    """The container ``reference`` names (a name, an id or a unique prefix of one), which
+    must be running: a process cannot join a container that has no init, nor one whose
+    processes are frozen (it would freeze as it joined)."""
+    try:
+        found = state.find(root, reference)
+    except state.StateError as error:
+        raise ContainerError(str(error)) from None
+    status = found.status()
+    if status == state.PAUSED:
+        raise ContainerError(f"container {reference} is paused: unpause it before exec")
+    if status != state.RUNNING:
+        raise ContainerError(f"container {reference} is not running (it is {status}): start it")
+    return found
+
+
+def program(
+    found: state.State,
+    argv: list[str],
+    *,
+    user: str | None = None,
+    cwd: str | None = None,
+    env: list[tuple[str, str | None]] = (),
+    tty: bool = False,
+) -> process.Program:
+    """The process.Program that docker's ``exec`` runs in container ``found``: ``argv``,
+    with the container's environment, user and working directory unless ``env`` (``KEY``,
+    value; None: left out), ``user`` (USER[:GROUP], names looked up in the container's
+    /etc/passwd and /etc/group) or ``cwd`` say otherwise, and the container's boundaries.
+
+    As docker, the environment is the container's own (PATH, HOSTNAME, the image's and
+    ``run -e``'s), TERM with a terminal, then ``env``; HOME is the user's.
+    """
+    config = found.config
+    spec = config.get("spec")
+    if spec is not None:  # a bundle's container: its config.json's process, changed
+        process_config = dict(spec.get("process") or {})
+        environment = dict(item.partition("=")[::2] for item in process_config.get("env", []))
+        if user:  # a name to look up, in place of config.json's numbers
+            process_config.pop("user", None)
+        container_user = None
+        container_cwd = process_config.get("cwd", "/")
+    else:
+        process_config = None
+        environment = {"PATH": DEFAULT_PATH, "HOSTNAME": config.get("hostname") or found.id[:12]}
+        container_user = config.get("user")
+        if not (user or container_user):
+            environment["HOME"] = "/root"
+        environment.update(config.get("env") or {})
+        container_cwd = config.get("cwd") or "/"
+    if tty and "TERM" not in environment:
+        interactive = sys.stdin is not None and sys.stdin.isatty()
+        environment["TERM"] = os.environ.get("TERM", "xterm") if interactive else "xterm"
+    environment.update((key, value) for key, value in env if value is not None)
+    confinement, settings = boundaries(config, process_config)
+    return process.Program(
+        list(argv),
+        environment,
+        cwd or container_cwd,
+        user or container_user,
+        confinement,
+        settings=settings,
+    )
+
+
+def run(
+    found: state.State,
+    program: process.Program,
+    *,
+    detach: bool = False,
+    tty: bool = False,
+    interactive: bool = True,
+    console_socket: str | None = None,
+    console_size: dict | None = None,
+) -> tuple[int, int]:
+    """Run ``program`` in running container ``found``; return (its pid, exit code).
+
+    With ``detach`` it is left running, its standard streams on the container's /dev/null,
+    and the exit code is 0; else we wait for it, as its parent, forwarding signals. With
+    ``tty`` it gets a terminal of its own in the container's devpts (runtime.terminal):
+    its master goes to ``console_socket`` (an engine's) if given, else it is relayed to
+    ours. Without ``interactive``, stdin is the container's /dev/null, as docker's, or
+    with a terminal, no input at all.
+    """
+    if detach and tty and not console_socket:
+        raise ContainerError(
+            "exec -d -t: the terminal would hang up as soon as mycontainer returns: "
+            "leave out -t (or -d)"
+        )
+    join = [
+        (flag, f"/proc/{found.pid}/ns/{name}")
+        for name, flag in NAMESPACES
+        if os.readlink(f"/proc/{found.pid}/ns/{name}") != os.readlink(f"/proc/self/ns/{name}")
+    ]
+
+    def join_cgroups() -> None:
+        for group in found.record.get("cgroups", []):
+            cgroups.write_file(group, "cgroup.procs", "0")
+
+    console, ours = -1, -1
+    if tty:
+        from runtime import terminal
+
+        try:
+            if console_socket:
+                console = terminal.connect(console_socket)
+            else:
+                ours, console = terminal.socketpair()
+        except terminal.TerminalError as error:
+            raise ContainerError(str(error)) from None
+        if console_size is None and not console_socket:
+            rows, columns = terminal.window_size(0) or terminal.window_size(1) or (0, 0)
+            console_size = {"height": rows, "width": columns}
+
+    def setup() -> None:
+        """In the new process, in the container, before its gate."""
+        if console != -1:  # the container's /dev/console is its init's: left alone
+            terminal.attach_console(console, console_size, mount_console=False)
+        elif detach:
+            _null_streams(0, 1, 2)
+        elif not interactive:
+            _null_streams(0)
+
+    master, quiet = -1, (-1, -1)
+    try:
+        with process.blocking_forwarded_signals():
+            init = process.spawn(
+                program,
+                namespaces=0,
+                join=join,
+                before_unshare=join_cgroups,
+                setup=setup,
+                console=console,
+            )
+            try:
+                if console != -1:
+                    os.close(console)
+                    console = -1
+                if ours != -1:
+                    try:
+                        master, _ = terminal.receive(ours)
+                    except terminal.TerminalError as error:
+                        raise ContainerError(str(error)) from None
+                if program.settings:
+                    program.settings.apply_limits(init.pid)  # rlimits, oomScoreAdj: as root
+            except BaseException:
+                init.kill()
+                init.close()
+                raise
+            init.start()
+            if detach:
+                init.close()
+                return init.pid, 0
+            with process.forwarding_signals(init.pid), process.terminal_foreground(init.pid):
+                if master == -1:
+                    return init.pid, init.wait()
+                if not interactive:  # -t alone: a terminal no one types on, as docker's
+                    quiet = os.pipe()
+                with terminal.Relay(master, stdin=0 if interactive else quiet[0]):
+                    return init.pid, init.wait()
+    except (ProcessError, OSError) as error:
+        code = getattr(error, "exit_code", process.EXIT_RUNTIME_ERROR)
+        raise ContainerError(str(error), code) from None
+    finally:
+        for fd in (console, ours, master, *quiet):
+            if fd != -1:
+                os.close(fd)
+
+
+def _null_streams(*fds: int) -> None:
+    """Put the container's /dev/null on ``fds``: opened without following a link, and only
+    if it is the null device (1:3), as the container's root may have replaced it."""
+    found = security.open_in_root("/dev/null")
+    try:
+        if os.fstat(found).st_rdev != NULL_DEVICE:
+            raise OSError("the container's /dev/null is not the null device (1:3)")
+        null = os.open(f"/proc/self/fd/{found}", os.O_RDWR)
+    finally:
+        os.close(found)
+    for fd in fds:
+        os.dup2(null, fd)
+    os.close(null)
