@@ -69,6 +69,7 @@ def command(
         raise ContainerError("mycontainer exec needs root: use sudo, or the lab VM")
     found = running(state_root(), reference)
     started = program(found, argv, user=user, cwd=workdir, env=env, tty=tty)
+    started.adopted = detach  # its parent: the container's init, as docker's exec -d
     return run(found, started, detach=detach, tty=tty, interactive=interactive)[1]
 
 
@@ -137,6 +138,30 @@ def program(
     )
 
 
+def spawn(found: state.State, program: process.Program, setup=None, console=-1) -> process.Init:
+    """A process in container ``found``'s cgroups and namespaces that has run ``setup()``
+    there and waits at its gate to execute ``program`` (process.spawn; ``console``: the
+    end of a console socket that ``setup()`` attaches a terminal to)."""
+    join = [
+        (flag, f"/proc/{found.pid}/ns/{name}")
+        for name, flag in NAMESPACES
+        if os.readlink(f"/proc/{found.pid}/ns/{name}") != os.readlink(f"/proc/self/ns/{name}")
+    ]
+
+    def join_cgroups() -> None:
+        for group in found.record.get("cgroups", []):
+            cgroups.write_file(group, "cgroup.procs", "0")
+
+    return process.spawn(
+        program,
+        namespaces=0,
+        join=join,
+        before_unshare=join_cgroups,
+        setup=setup,
+        console=console,
+    )
+
+
 def run(
     found: state.State,
     program: process.Program,
@@ -161,16 +186,6 @@ def run(
             "exec -d -t: the terminal would hang up as soon as mycontainer returns: "
             "leave out -t (or -d)"
         )
-    join = [
-        (flag, f"/proc/{found.pid}/ns/{name}")
-        for name, flag in NAMESPACES
-        if os.readlink(f"/proc/{found.pid}/ns/{name}") != os.readlink(f"/proc/self/ns/{name}")
-    ]
-
-    def join_cgroups() -> None:
-        for group in found.record.get("cgroups", []):
-            cgroups.write_file(group, "cgroup.procs", "0")
-
     console, ours = -1, -1
     if tty:
         from runtime import terminal
@@ -198,14 +213,7 @@ def run(
     master, quiet = -1, (-1, -1)
     try:
         with process.blocking_forwarded_signals():
-            init = process.spawn(
-                program,
-                namespaces=0,
-                join=join,
-                before_unshare=join_cgroups,
-                setup=setup,
-                console=console,
-            )
+            init = spawn(found, program, setup, console)
             try:
                 if console != -1:
                     os.close(console)
@@ -224,6 +232,8 @@ def run(
             init.start()
             if detach:
                 init.close()
+                if program.adopted:
+                    init.wait()  # it has exited, leaving the program to the container's init
                 return init.pid, 0
             with process.forwarding_signals(init.pid), process.terminal_foreground(init.pid):
                 if master == -1:

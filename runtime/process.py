@@ -175,6 +175,7 @@ class Program:
         security=None,
         inherit: tuple[int, ...] = (),
         settings=None,
+        adopted: bool = False,
     ):
         self.argv = argv
         self.inherit = inherit  # descriptors beyond 0-2 it gets, as runc's --preserve-fds
@@ -183,6 +184,12 @@ class Program:
         self.user = user  # USER[:GROUP] as the image's config gives it; None: stay root
         self.security = security
         self.settings = settings  # a runtime.process_settings.ProcessSettings, or None
+        # Left to the container (exec -d): past the gate, the process forks once more and
+        # exits, so that the program's parent is the PID namespace's init, which reaps it
+        # (pid_namespaces(7)); else it would be the runtime's, then, once the runtime
+        # exits, a subreaper's of the host that may never reap it, and the container's
+        # init, when it dies, waits for every process of its namespace to be reaped.
+        self.adopted = adopted
 
 
 def spawn(
@@ -546,6 +553,8 @@ def _init(program: Program, setup, fds: tuple[int, int, int], interpreter) -> No
         _send(sync, "ready")
         if os.read(gate, 1) != b"0":  # EOF: the runtime gave up on us
             os._exit(EXIT_RUNTIME_ERROR)
+        if program.adopted and os.fork():
+            os._exit(0)
         close_descriptors(keep=(sync, *program.inherit))  # and any that setup() left open
         if program.security:  # capabilities, no_new_privs, seccomp: see runtime.security
             program.security.before_user_switch()
