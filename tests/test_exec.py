@@ -263,9 +263,9 @@ def test_exec_of_a_bundle_applies_its_rlimits_and_user(mycontainer, oci, bundle)
     assert oci("create", "--bundle", bundle(SLEEP, edit=edit), "box").returncode == 0
     assert oci("start", "box").returncode == 0
     script = "ulimit -n; ulimit -Hn; id -u"
-    result = mycontainer("exec", "box", "sh", "-c", script)
-    assert result.stdout.split() == ["321", "654", "1000"], result.stderr
     result = oci("exec", "box", "sh", "-c", script)
+    assert result.stdout.split() == ["321", "654", "1000"], result.stderr
+    result = mycontainer("exec", "box", "sh", "-c", script)
     assert result.stdout.split() == ["321", "654", "1000"], result.stderr
     result = mycontainer("exec", "-u", "nobody", "box", "id", "-un")
     assert result.stdout == "nobody\n", result.stderr
