@@ -217,6 +217,210 @@ def prune() -> int:
     return 0
 
 
+# --- containers that outlive one command: docker's everyday commands ----------------------
+
+
+def _root() -> str:
+    from runtime import container
+
+    container.check_host()
+    return container.state_root()
+
+
+def _each(references: tuple[str, ...], action) -> int:
+    """Run ``action(found)`` for each container named, as docker does: a failure is one
+    line and the others go on; then exit 125 if any failed."""
+    from runtime import container, state
+
+    root, failed = _root(), False
+    for reference in references:
+        try:
+            action(state.find(root, reference))
+        except (state.StateError, container.ContainerError) as error:
+            click.echo(f"mycontainer: error: {error}", err=True)
+            failed = True
+    return exits.EXIT_RUNTIME_ERROR if failed else 0
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("-a", "--all", "every", is_flag=True, help="Show stopped containers too.")
+@click.option("-q", "--quiet", is_flag=True, help="Only the ids.")
+@click.option("--no-trunc", is_flag=True, help="Full ids and commands.")
+def ps(every: bool, quiet: bool, no_trunc: bool) -> int:
+    """List the running containers (all of them with -a)."""
+    from runtime import listing
+
+    found = listing.rows(_root(), every)
+    if quiet:
+        for one in found:
+            click.echo(one.id if no_trunc else one.id[:12])
+    else:
+        click.echo(listing.table(found, full=no_trunc))
+    return 0
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("containers", nargs=-1, required=True)
+def inspect(containers: tuple[str, ...]) -> int:
+    """Print what is known of containers, as JSON (docker inspect's fields)."""
+    import json
+
+    from runtime import listing
+
+    found = []
+    code = _each(containers, lambda one: found.append(listing.inspect(one)))
+    click.echo(json.dumps(found, indent=4))
+    return code
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("containers", nargs=-1, required=True)
+def wait(containers: tuple[str, ...]) -> int:
+    """Wait until containers stop; print each one's exit code."""
+    from runtime import container
+
+    def one(found) -> None:
+        ended = container.wait_exit(found)
+        if ended is None:
+            raise container.ContainerError(
+                f"the exit code of {container.shown(found)} is unknown: "
+                "its monitor was killed before it ended"
+            )
+        click.echo(ended["exitCode"])
+
+    return _each(containers, one)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option(
+    "-t",
+    "--time",
+    "seconds",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Seconds to wait after SIGTERM before SIGKILL.",
+)
+@click.argument("containers", nargs=-1, required=True)
+def stop(seconds: int, containers: tuple[str, ...]) -> int:
+    """Stop running containers: SIGTERM, then SIGKILL after the grace period."""
+    from runtime import container
+
+    def one(found) -> None:
+        container.stop(found.root, found.id, seconds)
+        click.echo(container.shown(found))
+
+    return _each(containers, one)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("-s", "--signal", "name", default="KILL", show_default=True, help="The signal.")
+@click.argument("containers", nargs=-1, required=True)
+def kill(name: str, containers: tuple[str, ...]) -> int:
+    """Send a signal to the main process of running containers."""
+    from runtime import container, process, state
+
+    try:
+        signum = process.parse_signal(name)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="'--signal'") from None
+
+    def one(found) -> None:
+        if found.status() not in (state.RUNNING, state.PAUSED):
+            raise container.ContainerError(f"container {container.shown(found)} is not running")
+        container.kill(found.root, found.id, signum)
+        click.echo(container.shown(found))
+
+    return _each(containers, one)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("-f", "--force", is_flag=True, help="Kill and remove running containers too.")
+@click.argument("containers", nargs=-1, required=True)
+def rm(force: bool, containers: tuple[str, ...]) -> int:
+    """Remove containers: their writable layer, log, name and address go."""
+    from runtime import container
+
+    def one(found) -> None:
+        container.remove(found.root, found.id, force)
+        click.echo(container.shown(found))
+
+    return _each(containers, one)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("containers", nargs=-1, required=True)
+def start(containers: tuple[str, ...]) -> int:
+    """Start stopped containers again, in the background, with their configuration."""
+    from runtime import container, detached
+
+    def one(found) -> None:
+        detached.restart(found.root, found)
+        click.echo(container.shown(found))
+
+    return _each(containers, one)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("-f", "--follow", is_flag=True, help="Go on printing until the container stops.")
+@click.option("-n", "--tail", default="all", help="Only the last N lines (default: all).")
+@click.option("-t", "--timestamps", is_flag=True, help="Show each line's time.")
+@click.argument("reference", metavar="CONTAINER")
+def logs(follow: bool, tail: str, timestamps: bool, reference: str) -> int:
+    """Print what a detached container wrote on stdout and stderr."""
+    from runtime import container, logs, state
+
+    if tail != "all" and not tail.isdigit():
+        raise click.BadParameter(f"{tail!r} is not a number or 'all'", param_hint="'--tail'")
+    found = state.find(_root(), reference)
+
+    def running() -> bool:
+        return found.init_alive() or (
+            container.watcher_alive(found) and found.exit_status() is None
+        )
+
+    logs.show(
+        container.log_path(found),
+        None if tail == "all" else int(tail),
+        timestamps,
+        follow,
+        running,
+    )
+    return 0
+
+
+@cli.group(context_settings=CONTEXT)
+def container() -> None:
+    """Manage containers (docker's 'container' commands)."""
+
+
+@container.command("prune", context_settings=CONTEXT)
+def container_prune() -> int:
+    """Remove all stopped containers."""
+    from runtime import container as containers
+    from runtime import listing, state
+
+    for found in listing.rows(_root(), every=True):
+        if found.status() == state.STOPPED:
+            try:
+                containers.remove(found.root, found.id)
+            except (state.StateError, containers.ContainerError):
+                continue  # started again, or removed, meanwhile
+            click.echo(found.id)
+    return 0
+
+
+@cli.command(context_settings=CONTEXT, hidden=True)
+@click.option("--rm", "remove", is_flag=True)
+@click.argument("container_id")
+def cleanup(remove: bool, container_id: str) -> int:
+    """What a detached container's monitor runs once the container has stopped."""
+    from runtime import container
+
+    container.cleanup(_root(), container_id, remove)
+    return 0
+
+
 def main(argv: list[str]) -> None:
     """Run the click CLI; every failure becomes one line and an exit code (125 for ours).
 

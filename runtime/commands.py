@@ -4,6 +4,7 @@ by the fast path (runtime.launcher) or by click (runtime.cli).
 
 from __future__ import annotations
 
+import os
 import sys
 
 from runtime.cgroups import format_size
@@ -12,7 +13,9 @@ from runtime.progress import progress_on_terminal
 
 
 def run(image: str, command: list[str], **options) -> int:
-    """``mycontainer run``: create, start, wait for and delete one container.
+    """``mycontainer run``: create, start and wait for one container; then remove it
+    (``--rm``) or keep it, stopped, until ``mycontainer rm``. With ``--detach``, return once
+    it runs, leaving a monitor behind (runtime.detached).
 
     ``options`` are RUN_OPTIONS' values by name (``hostname``, ``memory``, ``cpu_weight``...).
 
@@ -20,14 +23,19 @@ def run(image: str, command: list[str], **options) -> int:
     names its layers: ``rmi`` and ``prune`` wait, and never remove them in between.
     Container.run lets go of it once the container is created.
     """
-    from runtime import container
+    from runtime import container, state
     from runtime import image as images
 
     container.check_host()
+    name, remove = options.pop("name", None), options.pop("rm", False)
+    detach, interactive = options.pop("detach", False), options.pop("interactive", False)
+    if name:
+        state.check_name_free(container.state_root(), name)  # before anything is made
+    if not (interactive or options.get("tty") or detach):
+        _no_stdin()
     with images.StoreLock() as store:
         with interruptible():  # an image file may be imported: undone if interrupted
             found = images.resolve(image, progress=progress_on_terminal())
-        options.pop("interactive", None)  # stdin is always attached
         entrypoint = options.pop("entrypoint", None)
         env = found.environment()
         env.update((key, value) for key, value in options.pop("env", []) if value is not None)
@@ -40,7 +48,12 @@ def run(image: str, command: list[str], **options) -> int:
             user=found.config.get("User") or None,
             **options,
         )
-        box = container.Container(config)
+        if detach:
+            from runtime import detached
+
+            print(detached.run(config, name, remove, interactive, store.release))
+            return 0
+        box = container.Container(config, name=name, remove=remove, autoremove=remove)
         try:  # once the container stacks its layers, rmi and prune may go on
             code = box.run(created=store.release)
         finally:
@@ -50,6 +63,14 @@ def run(image: str, command: list[str], **options) -> int:
         limit = f" (limit {format_size(config.memory)})" if config.memory else ""
         sys.stderr.write(f"mycontainer: container killed: out of memory{limit}\n")
     return code
+
+
+def _no_stdin() -> None:
+    """Without -i, the container's stdin is /dev/null, as docker's: what is typed or piped
+    here is not the container's (its init inherits our descriptor 0)."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
 
 
 def load(file: str) -> int:

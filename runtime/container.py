@@ -202,6 +202,15 @@ def cgroup_parent(root: str | None = None) -> str:
     return f"{cgroups.PARENT}-{zlib.crc32(os.path.abspath(root).encode()):08x}"
 
 
+def log_path(found: state.State) -> str:
+    """A detached container's log (runtime.monitor writes it, ``mycontainer logs`` reads
+    it): in its storage, on disk, and removed with it; a container without storage (a
+    root directory used as it is) keeps it in its state directory."""
+    if found.config.get("layers"):
+        return os.path.join(storage_directory(found.id), "container.log")
+    return found.path("container.log")
+
+
 def storage_directory(container_id: str) -> str:
     """Where a container's writable layer and root mount point are: on disk beside the
     images (``<home>/containers/<id>``), not in /run, which is memory."""
@@ -215,8 +224,10 @@ def new_id() -> str:
     return os.urandom(32).hex()
 
 
-def make_storage_directory(directory: str) -> int:
-    """Create storage directory ``directory`` and return a descriptor holding its lock.
+def make_storage_directory(directory: str, root: str) -> int:
+    """Create storage directory ``directory`` (or take the one a stopped container kept,
+    to start it again) and return a descriptor holding its lock; record in it the state
+    root ``root`` that owns it (:func:`_prune_storage`).
 
     flock(2) needs the directory to exist, so a concurrent prune may lock and remove it
     between mkdir and flock: then the descriptor names a removed directory (no links left)
@@ -224,15 +235,31 @@ def make_storage_directory(directory: str) -> int:
     """
     os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
     while True:
-        os.mkdir(directory, 0o700)
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            pass  # a stopped container's, started again
         try:
             lock = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             continue
         fcntl.flock(lock, fcntl.LOCK_EX)
         if os.fstat(lock).st_nlink > 0:
+            with open(os.path.join(directory, OWNER), "w") as file:
+                file.write(root)
             return lock
         os.close(lock)
+
+
+OWNER = "owner"  # in a storage directory: the state root of its container
+
+
+def _now() -> str:
+    """The time, as the runtime spec's and docker's records write it (RFC 3339, UTC)."""
+    seconds = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds // 10**9)) + (
+        f".{seconds % 10**9:09d}Z"
+    )
 
 
 class Container:
@@ -251,8 +278,17 @@ class Container:
         autoremove: bool = True,
         inherit: tuple[int, ...] = (),
         console_socket: str | None = None,
+        name: str | None = None,
+        remove: bool = True,
+        storage_lock: int = -1,
+        created: str | None = None,
     ):
         self.id = container_id or new_id()
+        self.name = name  # --name: unique in the state root (state.claim_name)
+        self.remove = remove  # --rm: removed once stopped; else kept until 'mycontainer rm'
+        # started again (runtime.detached.restart): its creation time, and its storage's
+        # lock, held since it was stopped, so that no prune takes the storage meanwhile
+        self.created = created or time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
         self.config = config
         self.root = root or state_root()
         self.state: state.State | None = None
@@ -281,7 +317,7 @@ class Container:
         self._init: process.Init | None = None
         self._network: network.Network | None = None
         self._lock = -1
-        self._storage_lock = -1
+        self._storage_lock = storage_lock
         self.leftovers = ""  # what delete() could not remove, in one line
 
     @property
@@ -313,18 +349,26 @@ class Container:
         record = {
             "bundle": self.bundle,
             "rootfs": self.root_directory,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime()),
+            "created": self.created,
             "annotations": self.config.annotations,
             "config": self.config.as_dict(),
             "cgroups": self.cgroup.directories,
             "autoremove": self.autoremove,
+            "rm": self.remove,
+            # who collects the exit code: this process (a detached container's monitor is
+            # this process too, once it has exec'd: same pid, same start time)
+            "watcher": {"pid": os.getpid(), "start_time": state.process_start_time(os.getpid())},
         }
+        if self.name:
+            record["name"] = self.name
         self.state, self._lock = state.make(self.root, self.id, record)
         try:
+            if self.name:  # checked before anything was made; claimed once the id exists
+                state.claim_name(self.root, self.name, self.id)
             self.cgroup.create(self.config.resources)
             devices.restrict(self.cgroup)  # before any of its processes can open a device
-            if self.storage:
-                self._storage_lock = make_storage_directory(self.storage)
+            if self.storage and self._storage_lock == -1:
+                self._storage_lock = make_storage_directory(self.storage, self.root)
             self._network.prepare(self.hostname)  # an address, and /etc files to mount
             self._init = process.spawn(
                 process.Program(
@@ -354,6 +398,7 @@ class Container:
             for kind in ("prestart", "createRuntime", "createContainer"):
                 _run_hooks(self.config.hooks, kind, self.state)
         except (
+            state.StateError,
             mounts.MountError,
             sysctl.SysctlError,
             ProcessError,
@@ -369,14 +414,20 @@ class Container:
             self.delete()
             raise
 
-    def detach(self) -> None:
-        """Leave the created container to whoever starts it: ``mycontainer-oci create``
-        returns, and no process of ours stays behind (the engine's monitor, conmon or a
-        containerd shim, is the init's parent from now on)."""
+    def detach(self) -> int:
+        """Leave the container to whoever watches it from now on: ``mycontainer-oci
+        create`` returns, and no process of ours stays behind (the engine's monitor, conmon
+        or a containerd shim, is the init's parent from now on); ``run -d`` becomes its
+        monitor (runtime.detached). Returns the master of its terminal if we hold one,
+        else -1."""
         self._init.close()
         self._init = None
-        os.close(self._lock)
-        self._lock = -1
+        for lock in (self._storage_lock, self._lock):
+            if lock != -1:
+                os.close(lock)
+        self._lock = self._storage_lock = -1
+        console, self._console = self._console, -1
+        return console
 
     def start(self) -> None:
         """Let the container's program run (execve it as the container's PID 1)."""
@@ -387,6 +438,8 @@ class Container:
             raise ContainerError(str(error), error.exit_code) from None
         finally:
             _remove_gate(self.state)
+        self.state.record["started"] = _now()
+        self.state.save()
         _start_hooks(self.state, "poststart")
 
     def wait(self) -> int:
@@ -401,18 +454,23 @@ class Container:
                     code = self._init.wait()
         # The OOM killer may have picked any process of the container, not only PID 1.
         self.oom_killed = self.cgroup.oom_kills() > 0
-        return EXIT_OOM if self.oom_killed else code
+        code = EXIT_OOM if self.oom_killed else code
+        state.record_exit(
+            self.state, {"exitCode": code, "finishedAt": _now(), "oomKilled": self.oom_killed}
+        )
+        return code
 
-    def delete(self) -> None:
-        """Remove everything the container made; kill it first if it still runs.
+    def stop(self) -> None:
+        """Release what a stopped container holds, and keep what ``mycontainer rm`` removes:
+        its init (killed if it still runs), terminal, network and cgroups go; its storage,
+        state, exit code and name stay (docker's containers do, unless ``--rm``)."""
+        self._release()
+        for lock in (self._storage_lock, self._lock):
+            if lock != -1:
+                os.close(lock)
+        self._lock = self._storage_lock = -1
 
-        Its mounts live in its own mount namespace, which the kernel destroys with its last
-        process (and which never shared them with the host: ``namespaces.enter_new``); the
-        storage is removed by ``removal.remove_tree``, which unmounts anything found there
-        all the same, and never enters what stays mounted. What could not be removed is
-        kept in ``leftovers``, one line, for the caller to report: it does not change the
-        command's exit code, and ``prune`` tries again.
-        """
+    def _release(self) -> None:
         if self._init is not None:
             self._init.kill()  # does nothing to an init already reaped
             self._init.close()
@@ -424,6 +482,18 @@ class Container:
         if self._network is not None:
             self._network.release()  # its veth, published ports and address lease
         self.cgroup.remove()
+
+    def delete(self) -> None:
+        """Remove everything the container made; kill it first if it still runs.
+
+        Its mounts live in its own mount namespace, which the kernel destroys with its last
+        process (and which never shared them with the host: ``namespaces.enter_new``); the
+        storage is removed by ``removal.remove_tree``, which unmounts anything found there
+        all the same, and never enters what stays mounted. What could not be removed is
+        kept in ``leftovers``, one line, for the caller to report: it does not change the
+        command's exit code, and ``prune`` tries again.
+        """
+        self._release()
         try:  # storage first: while the state stays, prune finds both
             if self.storage:
                 from runtime import removal
@@ -441,21 +511,27 @@ class Container:
         self._lock = self._storage_lock = -1
 
     def run(self, created=None) -> int:
-        """create + start + wait + delete: what ``mycontainer run`` does.
+        """create + start + wait, then delete (``--rm``) or stop: what ``mycontainer run`` does.
 
         Signals meant for the container wait (blocked) until wait() can forward them.
         ``created()``, if given, runs once the container exists: where the caller lets go of
-        what creating it needed (the image store's lock).
+        what creating it needed (the image store's lock). A container that failed to start
+        is removed either way, as docker's is not (it would list one that never ran).
         """
         with process.blocking_forwarded_signals():
             self.create()
+            started = False
             try:
                 if created:
                     created()
                 self.start()
+                started = True
                 return self.wait()
             finally:
-                self.delete()
+                if self.remove or not started:
+                    self.delete()
+                else:
+                    self.stop()
 
     def _setup_inside(self) -> None:
         """Runs in the container's init, inside its new namespaces, before the gate."""
@@ -703,8 +779,8 @@ def _prune_storage(layout: cgroups.Layout, problems: list[str] | None) -> list[s
     parent = os.path.join(image.home(), "containers")
     pruned = []
     for name in os.listdir(parent) if os.path.isdir(parent) else []:
-        if not cgroups.is_container_id(name) or os.path.isdir(os.path.join(state_root(), name)):
-            continue  # not a container's, or a living container of this state root
+        if not cgroups.is_container_id(name) or _owned(os.path.join(parent, name), name):
+            continue  # not a container's, or one whose container exists
         path = os.path.join(parent, name)
         try:
             lock = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -723,6 +799,20 @@ def _prune_storage(layout: cgroups.Layout, problems: list[str] | None) -> list[s
         finally:
             os.close(lock)
     return pruned
+
+
+def _owned(storage: str, container_id: str) -> bool:
+    """Whether the container of storage directory ``storage`` exists: in this state root,
+    or in the one its owner file names. A stopped container keeps its storage with no
+    process to hold its lock; after a reboot, its state root in /run is gone, and so is
+    the container."""
+    roots = [state_root()]
+    try:
+        with open(os.path.join(storage, OWNER)) as file:
+            roots.append(file.read())
+    except OSError:
+        pass
+    return any(os.path.isdir(os.path.join(root, container_id)) for root in roots if root)
 
 
 def _end_processes(layout: cgroups.Layout, container_id: str) -> None:
@@ -782,14 +872,16 @@ def kill(root: str, container_id: str, signum: int, every: bool = False) -> None
         os.close(pidfd)
 
 
-def delete(root: str, container_id: str, force: bool = False) -> None:
-    """Remove a stopped container: its cgroups, network leftovers and state.
+def delete(root: str, container_id: str, force: bool = False, wait: bool = False) -> None:
+    """Remove a stopped container: its cgroups, network leftovers, storage and state.
 
     A container that is not stopped is an error (the spec: "MUST have no effect"), unless
     ``force``: then all its processes are killed first, as ``runc delete --force`` does.
+    With ``wait``, a container another mycontainer holds (a foreground run, ending) is
+    waited for rather than refused.
     """
     found = state.load(root, container_id)
-    lock = state.lock(found, wait=False)
+    lock = state.lock(found, wait=wait)
     try:
         status = found.status()
         if status != state.STOPPED and not force:
@@ -798,8 +890,7 @@ def delete(root: str, container_id: str, force: bool = False) -> None:
                 "(stop it first, or use --force)"
             )
         layout = cgroups.detect()
-        _remove_groups(layout, container_id, found.directory)  # kills what is left
-        network.release_leftovers(found.directory)
+        release_stopped(layout, found)
         storage = found.record.get("config", {}).get("layers") and storage_directory(container_id)
         if storage:
             from runtime import removal
@@ -810,3 +901,130 @@ def delete(root: str, container_id: str, force: bool = False) -> None:
         _run_hooks(found.record.get("config", {}).get("hooks", {}), "poststop", found, poststop)
     finally:
         os.close(lock)
+
+
+def release_stopped(layout: cgroups.Layout, found: state.State) -> None:
+    """Kill what is left of a container and remove its cgroups, veth, ports and lease."""
+    _remove_groups(layout, found.id, found.directory)
+    network.release_leftovers(found.directory)
+
+
+def cleanup(root: str, container_id: str, remove: bool = False) -> None:
+    """What a detached container's watcher runs once the program has ended (podman's
+    ``container cleanup``): note an OOM kill, release the network and cgroups; with
+    ``remove`` (``run --rm``), remove the container."""
+    found = state.load(root, container_id)
+    if remove:
+        delete(root, container_id, wait=True)
+        return
+    lock = state.lock(found)
+    try:
+        if found.init_alive():
+            return  # started again meanwhile
+        layout = cgroups.detect()
+        ended = found.exit_status()
+        if ended is not None and "oomKilled" not in ended:
+            group = cgroups.Cgroup(layout, container_id, cgroup_parent(root))
+            ended["oomKilled"] = group.oom_kills() > 0
+            state.record_exit(found, ended)
+        release_stopped(layout, found)
+    finally:
+        os.close(lock)
+
+
+def watcher_alive(found: state.State) -> bool:
+    """Whether the process that collects the container's exit code still runs: the
+    foreground ``mycontainer run``, or a detached container's monitor."""
+    watcher = found.record.get("watcher") or {}
+    pid = watcher.get("pid", 0)
+    return bool(pid) and state.process_start_time(pid) == watcher.get("start_time")
+
+
+def wait_exit(found: state.State, timeout: float | None = None) -> dict | None:
+    """Wait until the container has stopped and its exit is recorded; return exit.json's
+    record, or None when no watcher is left to record it (it was killed). ``timeout``:
+    seconds, else wait as long as it runs."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    _wait_stopped(found, deadline)
+    while True:
+        ended = found.exit_status()
+        if ended is not None or not watcher_alive(found):
+            return ended or found.exit_status()
+        if deadline is not None and time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+
+
+def _wait_stopped(found: state.State, deadline: float | None) -> bool:
+    """Wait for the init to end (poll(2) on a pidfd: readable once it has exited); return
+    whether it did before ``deadline`` (time.monotonic)."""
+    import select
+
+    if not found.init_alive():
+        return True
+    try:
+        pidfd = os.pidfd_open(found.pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if not found.init_alive():  # the pid was reused between the check and the open
+            return True
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        while found.init_alive():  # a zombie, exited but not yet reaped, counts as gone
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            poller.poll(None if left is None else max(1, int(left * 1000)))
+        return True
+    finally:
+        os.close(pidfd)
+
+
+def stop(root: str, container_id: str, seconds: float = 10) -> None:
+    """``docker stop``: SIGTERM to the init, SIGKILL to every process after ``seconds``;
+    return once the container has stopped and its exit code is recorded."""
+    found = state.load(root, container_id)
+    status = found.status()
+    if status not in (state.RUNNING, state.PAUSED, state.CREATED):
+        raise ContainerError(f"container {shown(found)} is not running")
+    if status == state.PAUSED:  # a frozen process cannot take a signal's action
+        for group in found.record.get("cgroups", []):
+            cgroups.signal_members(group, signal.SIGKILL)
+    else:
+        try:
+            kill(root, container_id, signal.SIGTERM)
+        except ContainerError:
+            pass  # it stopped meanwhile
+    if not _wait_stopped(found, time.monotonic() + seconds):
+        for group in found.record.get("cgroups", []):
+            cgroups.signal_members(group, signal.SIGKILL)
+        _wait_stopped(found, None)
+    wait_exit(found, timeout=10)
+
+
+def remove(root: str, container_id: str, force: bool = False) -> None:
+    """``docker rm``: a stopped container goes; a running one only with ``force``, killed
+    first (with its runtime, if it is a foreground run's, left to finish)."""
+    found = state.load(root, container_id)
+    status = found.status()
+    if status != state.STOPPED:
+        if not force:
+            raise ContainerError(
+                f"cannot remove container {shown(found)}: it is {status} "
+                "(stop it first, or use 'rm -f')"
+            )
+        for group in found.record.get("cgroups", []):
+            cgroups.signal_members(group, signal.SIGKILL)
+        _wait_stopped(found, time.monotonic() + 10)
+    try:
+        delete(root, container_id, force=force, wait=True)
+    except state.StateError:
+        if os.path.isdir(found.directory):
+            raise
+        # its foreground run had --rm, and removed it meanwhile
+
+
+def shown(found: state.State) -> str:
+    """A container as messages name it: its name, else its short id."""
+    return found.name or found.id[:12]

@@ -35,7 +35,7 @@ import os
 import sys
 
 from runtime import cgroups, namespaces, process, security, state
-from runtime.container import DEFAULT_PATH, ContainerError, boundaries, state_root
+from runtime.container import DEFAULT_PATH, ContainerError, boundaries, shown, state_root
 from runtime.process import ProcessError
 
 # The namespaces ``exec`` joins, as /proc/PID/ns names them: mnt last, as it changes the root.
@@ -83,9 +83,9 @@ def running(root: str, reference: str) -> state.State:
         raise ContainerError(str(error)) from None
     status = found.status()
     if status == state.PAUSED:
-        raise ContainerError(f"container {reference} is paused: unpause it before exec")
+        raise ContainerError(f"container {shown(found)} is paused: unpause it before exec")
     if status != state.RUNNING:
-        raise ContainerError(f"container {reference} is not running (it is {status}): start it")
+        raise ContainerError(f"container {shown(found)} is not running (it is {status}): start it")
     return found
 
 

@@ -55,11 +55,14 @@ def exit_with_result(action, *args, **kwargs) -> None:
     """Run ``action`` and exit with its code, turning a runtime failure into one line."""
     from runtime.container import ContainerError
     from runtime.imagespec import ImageError
+    from runtime.state import StateError
 
     try:
         code = action(*args, **kwargs)
     except (ContainerError, ImageError, Interrupted) as error:
         fail(str(error), error.exit_code)
+    except StateError as error:
+        fail(str(error))
     except KeyboardInterrupt:  # SIGINT outside an interruptible() block
         fail(str(Interrupted(signal.SIGINT)), EXIT_SIGNAL_BASE + signal.SIGINT)
     except OSError as error:

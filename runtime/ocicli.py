@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 
-from runtime import __version__, state
+from runtime import __version__, process, state
 from runtime.process import EXIT_SIGNAL_BASE
 
 
@@ -30,17 +30,11 @@ class OciError(Exception):
 
 
 def parse_signal(text: str) -> int:
-    """``KILL``, ``SIGKILL``, ``kill`` or ``9`` -> 9."""
-    if text.isdigit():
-        number = int(text)
-        if number in {int(s) for s in signal.valid_signals()}:
-            return number
-    else:
-        name = text.upper()
-        name = name if name.startswith("SIG") else f"SIG{name}"
-        if name in signal.Signals.__members__:
-            return int(signal.Signals[name])
-    raise OciError(f"unknown signal {text!r}: use a name such as TERM or KILL, or a number")
+    """``KILL``, ``SIGKILL``, ``kill`` or ``9`` -> 9 (process.parse_signal), or OciError."""
+    try:
+        return process.parse_signal(text)
+    except ValueError as error:
+        raise OciError(str(error)) from None
 
 
 # --- the commands ---------------------------------------------------------------------------

@@ -607,6 +607,20 @@ def close_descriptors(keep: tuple[int, ...]) -> None:
                 pass  # the descriptor listdir itself used, already closed
 
 
+def parse_signal(text: str) -> int:
+    """``KILL``, ``SIGKILL``, ``kill`` or ``9`` -> 9; ValueError for anything else."""
+    if text.isdigit():
+        number = int(text)
+        if number in {int(s) for s in signal.valid_signals()}:
+            return number
+    else:
+        name = text.upper()
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        if name in signal.Signals.__members__:
+            return int(signal.Signals[name])
+    raise ValueError(f"unknown signal {text!r}: use a name such as TERM or KILL, or a number")
+
+
 def default_signals() -> None:
     """Every signal's disposition back to SIG_DFL and the signal mask empty, as a program
     expects to start (what docker and runc give it: ``SigIgn: 0``, ``SigBlk: 0``).

@@ -11,6 +11,7 @@ from runtime.cgroups import parse_cpu_weight, parse_memory, parse_pids_limit
 from runtime.namespaces import check_hostname
 from runtime.network import parse_net, parse_publish
 from runtime.policy import parse_cap_add, parse_cap_drop, parse_security_opt
+from runtime.state import check_name
 
 
 def parse_env(text: str) -> tuple[str, str | None]:
@@ -24,6 +25,7 @@ def parse_env(text: str) -> tuple[str, str | None]:
 # The options of ``run``: name -> (check that returns the value or raises ValueError, help).
 # runtime.cli builds its click options from this table.
 RUN_OPTIONS = {
+    "--name": (check_name, "Name the container (unique); commands take it instead of the id."),
     "--hostname": (check_hostname, "Hostname inside the container (default: its short id)."),
     "--memory": (parse_memory, "Memory limit, e.g. 64m or 1g (at least 6m); no swap."),
     "--cpu-weight": (
@@ -52,9 +54,12 @@ RUN_OPTIONS = {
 # Options that take no value (flags): name -> help. True when given.
 RUN_FLAGS = {
     "--tty": "Give the container a terminal of its own (/dev/pts/0), relayed to this one.",
-    "--interactive": "Keep stdin attached (it always is: accepted for docker's -it).",
+    "--interactive": "Keep stdin open: the container reads what is typed or piped here.",
+    "--detach": "Run in the background and print the container's id ('mycontainer logs').",
+    "--rm": "Remove the container when it stops (else it stays, with its exit code).",
 }
-SHORT_FLAGS = {"-t": "--tty", "-i": "--interactive"}  # before IMAGE, and together: -it
+# before IMAGE, and together: -it, -dit
+SHORT_FLAGS = {"-t": "--tty", "-i": "--interactive", "-d": "--detach"}
 # Options that may be given more than once: their value is the list of all of them.
 REPEATABLE_OPTIONS = {"--publish", "--env", "--cap-add", "--cap-drop", "--security-opt"}
 # Short names, recognised before IMAGE only: after it, the ``-p`` of ``mkdir -p`` is the

@@ -333,6 +333,16 @@ def name_owner(root: str, name: str) -> str | None:
     return container_id if os.path.isdir(os.path.join(root, container_id)) else None
 
 
+def check_name_free(root: str, name: str) -> None:
+    """StateError if a container of ``root`` has ``name``."""
+    owner = name_owner(root, check_name(name))
+    if owner is not None:
+        raise StateError(
+            f"the name {name!r} is already in use by container {owner[:12]}: "
+            "remove it ('mycontainer rm') or choose another name"
+        )
+
+
 def claim_name(root: str, name: str, container_id: str) -> None:
     """Make ``name`` name ``container_id``; StateError if another container has it."""
     check_name(name)
@@ -342,14 +352,9 @@ def claim_name(root: str, name: str, container_id: str) -> None:
     lock = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        owner = name_owner(root, name)
-        if owner == container_id:
+        if name_owner(root, name) == container_id:
             return
-        if owner is not None:
-            raise StateError(
-                f"the name {name!r} is already in use by container {owner[:12]}: "
-                "remove it ('mycontainer rm') or choose another name"
-            )
+        check_name_free(root, name)
         if os.path.lexists(link):
             os.unlink(link)  # stale
         os.symlink(container_id, link)

@@ -120,7 +120,8 @@ def mycontainer(home, state_root):
         )
 
     yield run
-    assert os.listdir(state_root) == [], "a container left its state directory behind"
+    remove_containers(home, state_root)  # as docker's, a run without --rm keeps its container
+    assert leftover_state(state_root) == [], "a container left its state directory behind"
     storage_after = sorted(os.listdir(storage)) if storage.is_dir() else []
     assert storage_after == storage_before, "a container left its writable layer behind"
     assert host_mounts(*watched) == mounts_before, "a container left a mount on the host"
@@ -251,6 +252,32 @@ def in_container(pid: int, container_id: str) -> bool:
             return container_id in file.read()
     except (FileNotFoundError, ProcessLookupError):
         return False
+
+
+def remove_containers(home, state_root) -> None:
+    """``mycontainer rm -f`` every container of ``state_root``: what a user types to clean up
+    (it must leave nothing, as the fixtures then check)."""
+    from runtime import state
+
+    ids = state.ids(str(state_root))
+    if ids:
+        subprocess.run(
+            mycontainer_command("rm", "-f", *ids),
+            env=environment(home, state_root),
+            capture_output=True,
+            timeout=60,
+        )
+
+
+def leftover_state(state_root) -> list[str]:
+    """What is in ``state_root`` besides an empty names directory."""
+    from runtime import state
+
+    names = os.path.join(state_root, state.NAMES)
+    left = [name for name in os.listdir(state_root) if name != state.NAMES]
+    if os.path.isdir(names):
+        left += [f"{state.NAMES}/{name}" for name in os.listdir(names)]
+    return left
 
 
 def mycontainer_command(*args: str) -> list[str]:

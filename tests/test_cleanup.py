@@ -43,7 +43,7 @@ def test_no_mount_reaches_the_host_whatever_its_propagation(
     it; the run exits 0 and leaves no storage (the fixture checks the latter)."""
     script = (
         f"mount --make-r{propagation} / && "
-        f"{' '.join(mycontainer_command('run', '--net', 'none', 'busybox', 'sh', '-c'))} "
+        f"{' '.join(mycontainer_command('run', '--rm', '-i', '--net', 'none', 'busybox', 'sh', '-c'))} "
         "'echo ready; read line'; echo exit=$?; cat /proc/self/mountinfo"
     )
     host = subprocess.Popen(
@@ -82,7 +82,7 @@ def test_delete_unmounts_and_never_enters_what_is_mounted_in_the_storage(
     linked_home = tmp_path / "linked-home"
     linked_home.symlink_to(home)
     runtime = background(
-        "run", "--net", "none", "busybox", "sleep", "60", env=environment(linked_home, state_root)
+        "run", "--rm", "--net", "none", "busybox", "sleep", "60", env=environment(linked_home, state_root)
     )
     (state,) = running_containers(state_root, runtimes=[runtime])
     target = os.path.join(storage_of(home, state), "upper", "mounted")
@@ -105,7 +105,7 @@ def test_unmounting_the_storage_never_unmounts_the_host(home, background, state_
     (source / "sub").mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "host-tmpfs", str(source / "sub")], check=True)
     try:
-        runtime = background("run", "--net", "none", "busybox", "sleep", "60")
+        runtime = background("run", "--rm", "--net", "none", "busybox", "sleep", "60")
         (state,) = running_containers(state_root, runtimes=[runtime])
         target = os.path.join(storage_of(home, state), "upper", "bound")
         os.mkdir(target)
@@ -125,7 +125,7 @@ def test_a_mount_point_that_is_not_utf8_anywhere_is_no_traceback(mycontainer, tm
     os.mkdir(odd)
     subprocess.run([b"mount", b"-t", b"tmpfs", b"odd", odd], check=True)
     try:
-        result = mycontainer("run", "--net", "none", "busybox", "true")
+        result = mycontainer("run", "--rm", "--net", "none", "busybox", "true")
         assert (result.returncode, result.stderr) == (0, "")
         result = mycontainer("prune")
         assert (result.returncode, result.stderr) == (0, "")
@@ -144,14 +144,14 @@ def test_any_tree_the_container_makes_is_removed_and_its_exit_code_kept(mycontai
         f"mkdir -p /a/{chain} /b/{chain} && touch /b/{chain}/f && mv /b /a/{chain}/ && "
         "mkdir -p /ro/x && touch /ro/x/f && chmod 0 /ro/x /ro && exit 7"
     )
-    result = mycontainer("run", "--net", "none", "busybox", "sh", "-c", script)
+    result = mycontainer("run", "--rm", "--net", "none", "busybox", "sh", "-c", script)
     assert (result.returncode, result.stderr) == (7, "")
 
 
 def test_immutable_and_append_only_files_are_removed(home, background, state_root):
     """chattr +i and +a in the writable layer (set from the host, as a container with
     CAP_LINUX_IMMUTABLE could): the storage still goes, the exit code stays."""
-    runtime = background("run", "--net", "none", "busybox", "sleep", "60")
+    runtime = background("run", "--rm", "--net", "none", "busybox", "sleep", "60")
     (state,) = running_containers(state_root, runtimes=[runtime])
     upper = os.path.join(storage_of(home, state), "upper")
     os.makedirs(os.path.join(upper, "dir"))
@@ -181,10 +181,10 @@ def test_prune_finds_storage_that_no_state_owns(
     other_root = tmp_path / "other-state"
     other_root.mkdir()
     not_ours = home / "containers" / "storage"
-    alive = background("run", "--net", "none", "busybox", "sleep", "60")
+    alive = background("run", "--rm", "--net", "none", "busybox", "sleep", "60")
     (living,) = running_containers(state_root, runtimes=[alive])
     orphaned = subprocess.Popen(
-        mycontainer_command("run", "--net", "none", "busybox", "sleep", "60"),
+        mycontainer_command("run", "--rm", "--net", "none", "busybox", "sleep", "60"),
         env=environment(home, other_root),
     )
     try:
@@ -240,7 +240,7 @@ def test_prune_from_another_cgroup_removes_a_dead_containers_groups(
             for controller, mount in layout.v1_mounts.items()
         ]
     probes = sorted({os.path.join(directory, "prune-probe") for directory in own})
-    runtime = background("run", "--net", "none", "busybox", "sleep", "60")
+    runtime = background("run", "--rm", "--net", "none", "busybox", "sleep", "60")
     (state,) = running_containers(state_root, runtimes=[runtime])
     runtime.kill()  # the runtime only: its container goes on, its state is left
     runtime.wait()

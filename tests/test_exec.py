@@ -241,14 +241,20 @@ def test_exec_into_a_created_or_stopped_container_is_one_line(mycontainer, oci, 
     assert oci("create", "--bundle", bundle(["true"]), "box").returncode == 0
     result = mycontainer("exec", "box", "true")
     assert result.returncode == 125
-    assert result.stderr == "mycontainer: error: container box is not running (it is created): start it\n"
+    assert (
+        result.stderr
+        == "mycontainer: error: container box is not running (it is created): start it\n"
+    )
     assert oci("start", "box").returncode == 0
     for _ in range(100):
         if json.loads(oci("state", "box").stdout)["status"] == "stopped":
             break
         time.sleep(0.05)
     result = mycontainer("exec", "box", "true")
-    assert result.stderr == "mycontainer: error: container box is not running (it is stopped): start it\n"
+    assert (
+        result.stderr
+        == "mycontainer: error: container box is not running (it is stopped): start it\n"
+    )
     assert oci("delete", "box").returncode == 0
 
 

@@ -137,9 +137,17 @@ def test_environment_is_clean(mycontainer):
     assert names == ["HOME", "HOSTNAME", "PATH"]
 
 
-def test_stdin_passes_through(mycontainer):
-    result = mycontainer("run", "busybox", "tr", "a-z", "A-Z", input="hello\n")
+def test_stdin_passes_through_with_interactive(mycontainer):
+    result = mycontainer("run", "-i", "busybox", "tr", "a-z", "A-Z", input="hello\n")
     assert result.stdout == "HELLO\n"
+
+
+def test_without_interactive_stdin_is_dev_null(mycontainer):
+    """As docker's: what is piped to 'run' without -i is not the container's."""
+    result = mycontainer(
+        "run", "busybox", "sh", "-c", "cat; readlink /proc/self/fd/0", input="hi\n"
+    )
+    assert result.stdout == "/dev/null\n"
 
 
 def test_state_file_while_running(background, state_root):
@@ -213,7 +221,7 @@ def foreground_job(init: int) -> str | None:
 
 
 def test_interactive_shell_on_a_terminal(background, home, state_root):
-    """From a terminal, `run busybox sh` is a usable shell: Ctrl-C stops its job, not it."""
+    """From a terminal, `run -i busybox sh` is a usable shell: Ctrl-C stops its job, not it."""
     primary, secondary = pty.openpty()
 
     def become_terminal_session():
@@ -225,7 +233,7 @@ def test_interactive_shell_on_a_terminal(background, home, state_root):
 
     try:
         process = background(
-            "run", "busybox", "sh",
+            "run", "-i", "busybox", "sh",
             env=dict(environment(home, state_root), TERM="dumb"),
             stdin=secondary, stdout=secondary, stderr=secondary,
             preexec_fn=become_terminal_session,

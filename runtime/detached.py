@@ -1,0 +1,177 @@
+"""``mycontainer run -d`` and ``mycontainer start``: containers that run on in the background.
+
+A foreground ``run`` is its container's watcher: the init is its child, so it relays the
+container's output, waits for its exit code and cleans up. A detached run must return at
+once, yet someone must still do all that. So it forks; the child creates and starts the
+container (becoming the init's parent), tells the parent the id, and then replaces itself
+with the container's monitor (runtime.monitor), a small program that logs the output,
+records the exit code and runs ``mycontainer cleanup``::
+
+    mycontainer run -d ──fork──> child: setsid; pipes on 0, 1, 2; create; start
+         │                          │   "ok ID" on the report pipe
+         prints ID, exits           └─execve──> monitor (pid unchanged): log, wait, cleanup
+                                                  └─ init: the container's PID 1
+
+The child leaves the user's session (setsid(2)), so that closing the terminal (SIGHUP)
+or Ctrl-C there does not reach the container. Its stdin is /dev/null, unless ``-i``: then
+a pipe whose other end the monitor holds open, so that a shell reading it waits. With
+``-t``, the container's terminal is the one it makes for itself (runtime.terminal), and the
+monitor holds its master.
+
+Man pages: https://man7.org/linux/man-pages/man2/fork.2.html,
+https://man7.org/linux/man-pages/man2/setsid.2.html, https://man7.org/linux/man-pages/man2/execve.2.html
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import sys
+
+from runtime import cgroups, state
+from runtime.container import (
+    Config,
+    Container,
+    ContainerError,
+    log_path,
+    release_stopped,
+    storage_directory,
+)
+from runtime.process import EXIT_RUNTIME_ERROR
+
+MONITOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "monitor.py")
+
+
+def run(
+    config: Config,
+    name: str | None,
+    remove: bool,
+    interactive: bool,
+    on_created=None,
+    **restart,
+) -> str:
+    """Create and start a container that runs on after we return; return its id.
+
+    ``on_created()`` runs (in the child) once the container exists: the caller's store
+    lock goes then, as for a foreground run. ``restart``: ``container_id``, ``created``
+    and ``storage_lock``, when a stopped container starts again (:func:`restart`).
+    """
+    report_read, report_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(report_read)
+        try:
+            _become_monitor(config, name, remove, interactive, on_created, report_write, restart)
+        except BaseException as error:  # noqa: BLE001 - all goes to the parent, as one line
+            code = getattr(error, "exit_code", EXIT_RUNTIME_ERROR)
+            os.write(report_write, f"error {code} {error}".encode())
+        os._exit(EXIT_RUNTIME_ERROR)
+    os.close(report_write)
+    with os.fdopen(report_read, "rb") as report:
+        answer = report.read().decode(errors="replace")
+    verdict, _, rest = answer.partition(" ")
+    if verdict == "ok":
+        return rest
+    os.waitpid(pid, 0)
+    if verdict == "error":
+        code, _, message = rest.partition(" ")
+        raise ContainerError(message, int(code))
+    raise ContainerError("the container's monitor died before the container started")
+
+
+def _become_monitor(
+    config: Config,
+    name: str | None,
+    remove: bool,
+    interactive: bool,
+    on_created,
+    report: int,
+    restart: dict,
+) -> None:
+    """In the forked child: make the container with our 0, 1 and 2 as its stdio, start it,
+    report its id, and exec the monitor."""
+    os.setsid()
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])  # the monitor starts with none blocked
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    if config.tty:
+        streams = (null, null, null)
+        keep: list[int] = []
+    else:
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        in_read, in_write = os.pipe() if interactive else (null, -1)
+        streams = (in_read, out_write, err_write)
+        keep = [out_read, err_read, in_write]
+    for fd, stream in enumerate(streams):
+        os.dup2(stream, fd)  # inherited by the init: its stdin, stdout, stderr
+    box = Container(
+        config,
+        restart.get("container_id"),
+        autoremove=False,
+        name=name,
+        remove=remove,
+        **_kept(restart),
+    )
+    box.create()
+    if on_created:
+        on_created()
+    box.state.record["interactive"] = interactive
+    box.start()
+    pid = box.pid
+    master = box.detach()
+    if master != -1:
+        keep = [master, -1, -1]
+    for fd in range(3):
+        os.dup2(null, fd)  # the container's ends go: its output reaches EOF when it ends
+    for fd in streams:
+        if fd > 2 and fd != null:
+            os.close(fd)
+    for fd in keep:
+        if fd != -1:
+            os.set_inheritable(fd, True)
+    log = log_path(box.state)
+    cleanup = [sys.executable, "-m", "runtime", "cleanup", *(["--rm"] if remove else []), box.id]
+    os.write(report, f"ok {box.id}".encode())
+    os.close(report)
+    os.execv(
+        sys.executable,
+        [sys.executable, "-I", "-S", MONITOR, str(pid), box.state.path(state.EXIT_FILE), log]
+        + [str(fd) for fd in keep]
+        + ["--", *cleanup],
+    )
+
+
+def _kept(restart: dict) -> dict:
+    return {key: restart[key] for key in ("created", "storage_lock") if key in restart}
+
+
+def restart(root: str, found: state.State) -> None:
+    """``mycontainer start``: run a stopped container again, detached, with its
+    configuration, name and writable layer; its log goes on where it stopped."""
+    lock = state.lock(found, wait=False)
+    try:
+        status = found.status()
+        if status != state.STOPPED:
+            raise ContainerError(f"container {found.name or found.id[:12]} is {status}")
+        storage_lock = -1
+        if found.config.get("layers"):
+            storage_lock = os.open(storage_directory(found.id), os.O_RDONLY | os.O_DIRECTORY)
+            fcntl.flock(storage_lock, fcntl.LOCK_EX)  # no prune takes it while state is away
+        release_stopped(cgroups.detect(), found)
+        state.remove(found, keep_name=True)
+    finally:
+        os.close(lock)
+    try:
+        run(
+            Config(**found.config),
+            found.name or None,
+            found.record.get("rm", False),
+            found.record.get("interactive", False),
+            container_id=found.id,
+            created=found.record.get("created"),
+            storage_lock=storage_lock,
+        )
+    finally:
+        if storage_lock != -1:
+            os.close(storage_lock)
