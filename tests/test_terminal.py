@@ -16,6 +16,7 @@ import select
 import signal
 import socket
 import struct
+import subprocess
 import termios
 import time
 
@@ -23,7 +24,7 @@ import pytest
 
 from runtime import terminal
 
-from conftest import environment, read_until
+from conftest import environment, read_until, running_containers
 
 privileged = pytest.mark.privileged
 
@@ -407,3 +408,98 @@ def test_run_t_without_a_terminal_still_gives_the_container_one(mycontainer):
     lines = result.stdout.splitlines()  # the terminal echoes "typed" whenever it comes
     assert "/dev/pts/0" in lines[:2], result.stdout
     assert lines.count("typed") == 2 and lines[-1] == "done", result.stdout
+
+
+def interactive(background, home, state_root, *args: str) -> tuple:
+    """Start ``mycontainer ARGS`` as typed at a terminal of 33 x 101 (a pty): returns (the
+    Popen, the master the test types on and reads, the slave: the user's terminal, kept
+    open to check its modes afterwards)."""
+    user, users_terminal = pty.openpty()
+    terminal.resize(user, 33, 101)
+    process = background(
+        *args,
+        env=dict(environment(home, state_root), TERM="dumb"),
+        stdin=users_terminal, stdout=users_terminal, stderr=users_terminal,
+        preexec_fn=become_terminal_session,
+    )  # fmt: skip
+    return process, user, users_terminal
+
+
+def sleeping(name: str, timeout: float = 20) -> int:
+    """The host pid of the process whose command line is ``name``, once it runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = subprocess.run(["pgrep", "-xf", name], capture_output=True, text=True)
+        if found.stdout:
+            return int(found.stdout.split()[0])
+        time.sleep(0.05)
+    raise AssertionError(f"{name!r} did not start within {timeout} s")
+
+
+def running_box(background, state_root) -> dict:
+    """A running container without a terminal of its own, to exec into."""
+    runtime = background("run", "--net", "none", "busybox", "sleep", "1004")
+    return running_containers(state_root, runtimes=[runtime])[0]
+
+
+@privileged
+@pytest.mark.parametrize("command", ["run", "exec"])
+def test_it_through_a_real_pseudo_terminal(background, home, state_root, command):
+    """``run -it`` and ``exec -it`` driven as a user at a terminal: /dev/pts/0 of the host
+    terminal's size, a window change seen inside, Ctrl-C interrupting the shell's job and
+    not the shell, its exit code, and the user's terminal as it was afterwards."""
+    if command == "exec":
+        args = ["exec", "-it", running_box(background, state_root)["id"], "sh"]
+    else:
+        args = ["run", "-it", "--rm", "--net", "none", "busybox", "sh"]
+    process, user, users_terminal = interactive(background, home, state_root, *args)
+    modes = termios.tcgetattr(users_terminal)
+    try:
+        os.write(user, b"tty; stty size\r")
+        transcript = read_until(user, b"33 101")
+        assert b"/dev/pts/0" in transcript
+        assert not termios.tcgetattr(users_terminal)[3] & termios.ICANON  # raw, meanwhile
+        os.write(user, b"sleep 1005\r")
+        sleeping("sleep 1005")
+        os.write(user, b"\x03")  # Ctrl-C, as typed: SIGINT for the job, not the shell
+        os.write(user, b"echo alive=$?\r")
+        transcript += read_until(user, b"alive=130")
+        terminal.resize(user, 50, 132)  # the kernel sends mycontainer SIGWINCH
+        deadline = time.monotonic() + 20
+        while b"50 132" not in transcript:  # the resize and the typing race: type again
+            assert time.monotonic() < deadline and process.poll() is None, transcript
+            os.write(user, b"stty size\r")
+            transcript += read_some(user, 0.5)
+        os.write(user, b"exit 7\r")
+        assert process.wait(timeout=20) == 7, transcript
+        assert termios.tcgetattr(users_terminal) == modes
+    finally:
+        os.close(user)
+        os.close(users_terminal)
+
+
+@privileged
+@pytest.mark.parametrize("command", ["run", "exec"])
+def test_it_restores_the_terminal_when_the_container_is_killed(
+    background, home, state_root, command
+):
+    """SIGKILL of the container's init ends the shell on the terminal (its PID namespace
+    goes): mycontainer exits 137, and the user's terminal has its modes back."""
+    if command == "exec":
+        box = running_box(background, state_root)
+        args = ["exec", "-it", box["id"], "sh"]
+    else:
+        args = ["run", "-it", "--rm", "--net", "none", "busybox", "sh"]
+    process, user, users_terminal = interactive(background, home, state_root, *args)
+    modes = termios.tcgetattr(users_terminal)
+    try:
+        os.write(user, b"echo $((6 * 7))ready\r")
+        read_until(user, b"42ready")  # the shell's, not the typing's echo
+        if command == "run":
+            box = running_containers(state_root, runtimes=[process])[0]
+        os.kill(box["pid"], signal.SIGKILL)
+        assert process.wait(timeout=20) == 137, read_some(user)
+        assert termios.tcgetattr(users_terminal) == modes
+    finally:
+        os.close(user)
+        os.close(users_terminal)
