@@ -228,19 +228,23 @@ def docs(c, serve=False):
         "runs": "timed runs per tool (default 30) or rounds (--image, default 3)",
         "image": "the image import benchmark: mycontainer load against umoci and GNU tar",
         "oci": "the OCI run benchmark: mycontainer-oci run against runc run and crun run",
+        "exec": "the exec benchmark: mycontainer exec against runc exec and crun exec",
         "json": "also write every sample and the summary to this file",
     }
 )
-def bench(c, runs=None, image=False, oci=False, json=None):
+def bench(c, runs=None, image=False, oci=False, exec=False, json=None):  # noqa: A002
     """Start latency against runc, crun and unshare; with --image, image import instead;
-    with --oci, mycontainer-oci run of a bundle against runc and crun."""
-    if image and oci:
-        raise Exit("invoke bench: --image or --oci, not both", code=2)
+    with --oci, mycontainer-oci run of a bundle against runc and crun; with --exec,
+    mycontainer exec against runc exec and crun exec."""
+    if image + oci + exec > 1:
+        raise Exit("invoke bench: one of --image, --oci and --exec", code=2)
     script = "bench/start_latency.py"
     if image:
         script = "bench/image_import.py"
     elif oci:
         script = "bench/oci_run.py"
+    elif exec:
+        script = "bench/exec.py"
     options = f" --runs {int(runs)}" if runs else ""
     if json:
         options += f" --json {shlex.quote(json)}"
