@@ -49,5 +49,5 @@ PYTHON=${PYTHON:-python3}
 # The first container uses --net none: setting up never changes this machine's network (the
 # default, --net bridge, adds a bridge and NAT rules, at the first container that uses it).
 echo "setup.sh: ready. Your first container:"
-echo "+ .venv/bin/mycontainer run --net none busybox sh -c 'echo hello from \$(hostname), PID \$\$'"
-.venv/bin/mycontainer run --net none busybox sh -c 'echo hello from $(hostname), PID $$'
+echo "+ .venv/bin/mycontainer run --rm --net none busybox sh -c 'echo hello from \$(hostname), PID \$\$'"
+.venv/bin/mycontainer run --rm --net none busybox sh -c 'echo hello from $(hostname), PID $$'

@@ -584,7 +584,7 @@ def benchmark_run(args, layout: str, workdir: str, busybox: str) -> dict:
     )
 
     def time_run(name: str) -> float:
-        argv = [path, "run", "--net", "none", images[name], "/bin/true"]
+        argv = [path, "run", "--rm", "--net", "none", images[name], "/bin/true"]
         start = time.perf_counter()
         run_quietly(argv, env=env)
         return (time.perf_counter() - start) * 1000

@@ -86,7 +86,7 @@ def mycontainer_tool(path: str, rootfs: str) -> Tool:
     # "busybox": a name goes through mycontainer's image store, which may give another
     # directory, and every tool here must run the very same one. No network but loopback,
     # like the bundle of runc and crun: the default (a bridge and a veth pair) is more work.
-    return Tool("mycontainer", lambda _id: [path, "run", "--net", "none", rootfs, COMMAND])
+    return Tool("mycontainer", lambda _id: [path, "run", "--rm", "--net", "none", rootfs, COMMAND])
 
 
 def mycontainer_image_tool(path: str) -> Tool:
@@ -94,7 +94,7 @@ def mycontainer_image_tool(path: str) -> Tool:
     name = "mycontainer-image"
     if not os.path.exists(os.path.join(HOME, "images", "busybox:latest.json")):
         return Tool(name, skipped=f"no busybox image in {HOME} (invoke rootfs builds it)")
-    return Tool(name, lambda _id: [path, "run", "--net", "none", "busybox", COMMAND])
+    return Tool(name, lambda _id: [path, "run", "--rm", "--net", "none", "busybox", COMMAND])
 
 
 def unshare_tool(rootfs: str) -> Tool:

@@ -189,13 +189,15 @@ def rmi(names: tuple[str, ...]) -> int:
 
 @cli.command(context_settings=CONTEXT)
 def prune() -> int:
-    """Remove what containers whose mycontainer died left behind (state, cgroups, network).
+    """Remove what a killed mycontainer left behind (state, cgroups, network, storage).
 
-    A container lives only as long as its 'mycontainer run': if that process was killed
-    (say with SIGKILL), the container's processes are stopped and its cgroups, veth,
-    address, published ports and storage removed here. Every 'mycontainer run' does this too. Then,
-    if no container is left, prune also removes the bridge and its NAT rules, which 'run'
-    keeps for the next container.
+    A 'run --rm' container lives only as long as its 'mycontainer run': if that process was
+    killed (say with SIGKILL), the container's processes are stopped and its cgroups, veth,
+    address, published ports and storage removed here; so is the storage of containers that
+    no longer exist (after a reboot, which empties /run). Every 'run --rm' does this too.
+    Containers kept after they stopped stay: 'container prune' removes those. Then, if no
+    container is left, prune also removes the bridge and its NAT rules, which 'run' keeps
+    for the next container.
     """
     from runtime import container, image, network
 

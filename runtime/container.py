@@ -8,12 +8,16 @@ A container is a directory of the state root (runtime.state), not a process of o
 ``create`` any process can load it by its id and ``start``, ``kill`` or ``delete`` it (the
 functions at the end of this module), as an engine does through ``mycontainer-oci``.
 ``mycontainer run`` is the same lifecycle in one process: ``Container.create``, ``start``,
-``wait`` (only the creator can: the init is its child), ``delete``.
+``wait`` (only the creator can: the init is its child), then ``delete`` with ``--rm``, else
+``stop``: as docker's, the stopped container stays, with its exit code and writable layer,
+until ``mycontainer rm`` (:func:`remove`). ``run -d`` leaves a monitor to wait instead
+(runtime.detached); :func:`stop`, :func:`remove` and :func:`wait_exit` are docker's commands.
 
-A foreground ``run`` holds its container's lock for as long as it lives, and marks the
-container ``autoremove``; the kernel drops the lock when that process dies, even by SIGKILL.
-So an autoremove container whose lock can be taken has lost its runtime: :func:`prune`
-(called by every ``mycontainer run``, and by ``mycontainer prune``) ends and removes it. A
+A foreground ``run`` holds its container's lock for as long as it lives; with ``--rm`` it
+marks the container ``autoremove``; the kernel drops the lock when that process dies, even
+by SIGKILL. So an autoremove container whose lock can be taken has lost its runtime:
+:func:`prune` (called by every ``mycontainer run --rm``, and by ``mycontainer prune``) ends
+and removes it. A
 container made by ``mycontainer-oci create`` belongs to its engine: prune leaves it alone,
 whatever its status, until the engine deletes it; and its create prunes nothing, as runc's
 collects nothing: an engine collects its own containers, and starting one must not wait on

@@ -11,7 +11,7 @@ from runtime.cgroups import parse_cpu_weight, parse_memory, parse_pids_limit
 from runtime.namespaces import check_hostname
 from runtime.network import parse_net, parse_publish
 from runtime.policy import parse_cap_add, parse_cap_drop, parse_security_opt
-from runtime.state import check_name
+from runtime.state import StateError, check_name
 
 
 def parse_env(text: str) -> tuple[str, str | None]:
@@ -22,10 +22,18 @@ def parse_env(text: str) -> tuple[str, str | None]:
     return key, value if equals else os.environ.get(key)
 
 
+def parse_name(text: str) -> str:
+    """``--name``: docker's rule for names (runtime.state.check_name)."""
+    try:
+        return check_name(text)
+    except StateError as error:
+        raise ValueError(str(error)) from None
+
+
 # The options of ``run``: name -> (check that returns the value or raises ValueError, help).
 # runtime.cli builds its click options from this table.
 RUN_OPTIONS = {
-    "--name": (check_name, "Name the container (unique); commands take it instead of the id."),
+    "--name": (parse_name, "Name the container (unique); commands take it instead of the id."),
     "--hostname": (check_hostname, "Hostname inside the container (default: its short id)."),
     "--memory": (parse_memory, "Memory limit, e.g. 64m or 1g (at least 6m); no swap."),
     "--cpu-weight": (

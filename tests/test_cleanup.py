@@ -43,7 +43,7 @@ def test_no_mount_reaches_the_host_whatever_its_propagation(
     it; the run exits 0 and leaves no storage (the fixture checks the latter)."""
     script = (
         f"mount --make-r{propagation} / && "
-        f"{' '.join(mycontainer_command('run', '--rm', '-i', '--net', 'none', 'busybox', 'sh', '-c'))} "
+        f"{' '.join(mycontainer_command('run', '--rm', '-i', '--net', 'none', 'busybox'))} sh -c "
         "'echo ready; read line'; echo exit=$?; cat /proc/self/mountinfo"
     )
     host = subprocess.Popen(
@@ -82,8 +82,9 @@ def test_delete_unmounts_and_never_enters_what_is_mounted_in_the_storage(
     linked_home = tmp_path / "linked-home"
     linked_home.symlink_to(home)
     runtime = background(
-        "run", "--rm", "--net", "none", "busybox", "sleep", "60", env=environment(linked_home, state_root)
-    )
+        "run", "--rm", "--net", "none", "busybox", "sleep", "60",
+        env=environment(linked_home, state_root),
+    )  # fmt: skip
     (state,) = running_containers(state_root, runtimes=[runtime])
     target = os.path.join(storage_of(home, state), "upper", "mounted")
     os.mkdir(target)
