@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import REPO, bundle_maker, oci_runner, running_containers
+from conftest import REPO, bundle_maker, environment, oci_runner, running_containers
 
 pytestmark = pytest.mark.privileged
 
@@ -316,3 +316,45 @@ def test_bad_exec_command_lines_are_one_line(mycontainer, args, message):
     result = mycontainer(*args)
     assert result.returncode == 125
     assert message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_a_plain_exec_is_parsed_without_click(start, home, state_root):
+    """As a plain run: click's import alone would cost more than runc's whole exec."""
+    box = start()
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "runtime", "exec", "-i", box["id"], "true"],
+        env=environment(home, state_root),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "import time:" in result.stderr and "click" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, parsed",
+    [
+        (["-it", "c", "sh"], ({"interactive": True, "tty": True}, "c", ["sh"])),
+        (["-d", "-uapp:staff", "c", "x"], ({"detach": True, "user": "app:staff"}, "c", ["x"])),
+        (["--user=1", "--workdir", "/w", "c", "x"], ({"user": "1", "workdir": "/w"}, "c", ["x"])),
+        (["-e", "A=1", "--env=B=2", "c", "x"], ({"env": [("A", "1"), ("B", "2")]}, "c", ["x"])),
+        (["--", "-c", "x", "-i"], ({}, "-c", ["x", "-i"])),
+        (["c", "ls", "-l", "--user", "u"], ({}, "c", ["ls", "-l", "--user", "u"])),
+    ],
+)
+def test_exec_command_lines_of_the_fast_path(args, parsed):
+    from runtime.execoptions import parse_exec_args
+
+    assert parse_exec_args(args) == parsed
+
+
+@pytest.mark.parametrize(
+    "args", [["--help", "c", "x"], ["-h"], ["-x", "c", "y"], ["-u"], ["c"], ["-w", "rel", "c", "x"]]
+)
+def test_exec_command_lines_left_to_click(args):
+    """Help, an unknown option, a missing value or COMMAND, a bad value: click explains."""
+    from runtime.execoptions import parse_exec_args
+
+    with pytest.raises(ValueError):
+        parse_exec_args(args)
