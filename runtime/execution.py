@@ -70,7 +70,9 @@ def command(
     found = running(state_root(), reference)
     started = program(found, argv, user=user, cwd=workdir, env=env, tty=tty)
     started.adopted = detach  # its parent: the container's init, as docker's exec -d
-    return run(found, started, detach=detach, tty=tty, interactive=interactive)[1]
+    # As docker's: a detached command's output goes nowhere; without -i, no input.
+    null = (0, 1, 2) if detach else () if interactive else (0,)
+    return run(found, started, detach=detach, tty=tty, interactive=interactive, null=null)[1]
 
 
 def running(root: str, reference: str) -> state.State:
@@ -171,15 +173,16 @@ def run(
     interactive: bool = True,
     console_socket: str | None = None,
     console_size: dict | None = None,
+    null: tuple[int, ...] = (),
 ) -> tuple[int, int]:
     """Run ``program`` in running container ``found``; return (its pid, exit code).
 
-    With ``detach`` it is left running, its standard streams on the container's /dev/null,
-    and the exit code is 0; else we wait for it, as its parent, forwarding signals. With
-    ``tty`` it gets a terminal of its own in the container's devpts (runtime.terminal):
-    its master goes to ``console_socket`` (an engine's) if given, else it is relayed to
-    ours. Without ``interactive``, stdin is the container's /dev/null, as docker's, or
-    with a terminal, no input at all.
+    With ``detach`` it is left running and the exit code is 0; else we wait for it, as its
+    parent, forwarding signals. Its standard streams are ours (an engine's pipes), but those
+    in ``null``, which are the container's /dev/null. With ``tty`` it gets a terminal of its
+    own in the container's devpts (runtime.terminal) instead: its master goes to
+    ``console_socket`` (an engine's) if given, else it is relayed to ours, and without
+    ``interactive`` nothing is typed on it.
     """
     if detach and tty and not console_socket:
         raise ContainerError(
@@ -205,10 +208,8 @@ def run(
         """In the new process, in the container, before its gate."""
         if console != -1:  # the container's /dev/console is its init's: left alone
             terminal.attach_console(console, console_size, mount_console=False)
-        elif detach:
-            _null_streams(0, 1, 2)
-        elif not interactive:
-            _null_streams(0)
+        elif null:
+            _null_streams(*null)
 
     master, quiet = -1, (-1, -1)
     try:
