@@ -270,20 +270,32 @@ def stored_images(env: dict[str, str]) -> set[str]:
 
 
 def state_dirs() -> set[str]:
-    from runtime.state import DEFAULT_ROOT
+    from runtime import state
 
-    try:
-        return set(os.listdir(DEFAULT_ROOT))
-    except FileNotFoundError:
-        return set()
+    return set(state.ids(state.DEFAULT_ROOT))
 
 
-def leftovers(before: set[str], patience: float = 3.0) -> set[str]:
-    """Containers that appeared and stay (patience lets concurrent runs elsewhere finish)."""
+def leftovers(before: set[str], env: dict[str, str], patience: float = 3.0) -> set[str]:
+    """Containers that appeared and still run (patience lets concurrent runs elsewhere
+    finish). Those that stopped, a run without --rm keeps, as docker's: removed here with
+    ``mycontainer rm``, as a reader would."""
+    from runtime import state
+
     deadline = time.monotonic() + patience
-    while (new := state_dirs() - before) and time.monotonic() < deadline:
+    while True:
+        new = state_dirs() - before
+        stopped = set()
+        for name in new:
+            try:
+                if state.load(state.DEFAULT_ROOT, name).status() == state.STOPPED:
+                    stopped.add(name)
+            except state.StateError:
+                stopped.add(name)  # removed meanwhile
+        if stopped:
+            run_command(f"mycontainer rm {' '.join(sorted(stopped))} >/dev/null 2>&1", env)
+        if not new - stopped or time.monotonic() > deadline:
+            return state_dirs() & (new - stopped)
         time.sleep(0.1)
-    return new
 
 
 # -- the tests ----------------------------------------------------------------------------
@@ -308,7 +320,7 @@ def test_transcript(block: Block, transcript_env: dict[str, str]) -> None:
                 pytrace=False,
             )
     assert socket.gethostname() == hostname, "the transcript renamed the host"
-    left = leftovers(containers)
+    left = leftovers(containers, transcript_env)
     assert not left, f"the transcript left containers behind in /run/mycontainer: {left}"
     added = stored_images(transcript_env) - images
     assert not added, f"the transcript left images in the store (mycontainer rmi): {added}"
