@@ -218,12 +218,12 @@ def test_step8_joins_every_namespace_of_the_container(step7_container):
 
 
 def test_step8_joins_the_cgroup_and_its_memory_limit(step7_container):
-    eat = "head -c 100m /dev/zero | tail | wc -c; cut -d: -f3 /proc/self/cgroup | sort -u"
+    eat = "head -c 64m /dev/zero | tail | wc -c; cut -d: -f3 /proc/self/cgroup | sort -u"
     inside = step8(step7_container, "sh", "-c", eat)
     assert inside.stdout.split() == ["0", "/"]  # tail was killed: nothing reached wc
     assert "Killed" in inside.stderr
     outside = step8(step7_container, "sh", "-c", eat, options=["--no-cgroup"])
-    assert outside.stdout.split()[0] == str(100 << 20)
+    assert outside.stdout.split()[0] == str(64 << 20)
     assert any(path.startswith("/..") for path in outside.stdout.split()[1:])
 
 
