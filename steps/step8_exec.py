@@ -72,6 +72,11 @@ class Target:
             self.user = self._user(status)
             environ = self._read("environ").split("\0")
             self.env = dict(entry.split("=", 1) for entry in environ if "=" in entry)
+        except OSError as error:  # a zombie has no namespaces left, and no environment
+            self.close()
+            raise ContainerError(
+                f"cannot read /proc/{pid}/{error.filename}: {error.strerror} (has it exited?)"
+            ) from None
         except BaseException:
             self.close()
             raise

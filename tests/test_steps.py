@@ -276,3 +276,16 @@ def test_step8_exit_codes_and_errors(step7_container):
     assert gone.returncode == 125
     assert gone.stderr.startswith("error: no process 4194305: give the PID")
     assert gone.stderr.count("\n") == 1
+    zombie = os.fork()
+    if zombie == 0:
+        os._exit(0)
+    try:
+        os.waitid(os.P_PID, zombie, os.WEXITED | os.WNOWAIT)  # exited, left unreaped: its
+        # /proc/PID stays, without namespaces
+        exited = step8(zombie, "true")
+    finally:
+        os.waitpid(zombie, 0)
+    assert exited.returncode == 125
+    assert exited.stderr == (
+        f"error: cannot read /proc/{zombie}/ns/cgroup: No such file or directory (has it exited?)\n"
+    )
