@@ -280,8 +280,8 @@ def test_step8_exit_codes_and_errors(step7_container):
     if zombie == 0:
         os._exit(0)
     try:
-        os.waitid(os.P_PID, zombie, os.WEXITED | os.WNOWAIT)  # exited, left unreaped: its
-        # /proc/PID stays, without namespaces
+        # Exited, left unreaped: its /proc/PID stays, without namespaces.
+        os.waitid(os.P_PID, zombie, os.WEXITED | os.WNOWAIT)
         exited = step8(zombie, "true")
     finally:
         os.waitpid(zombie, 0)
