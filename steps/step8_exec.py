@@ -158,10 +158,12 @@ def boundaries_of(status: dict) -> security.Boundaries:
     """The init's capability sets, no_new_privs and seccomp filter, as runtime.security
     applies them.
 
-    The sets and no_new_privs are read as they are now: the init may have narrowed them
-    since it started, never widened them. A seccomp filter cannot be read back without
-    ptrace(2), so a filter on the init (``Seccomp: 2``) means docker's, built again for its
-    bounding set: the one step 7 and ``mycontainer run`` install (runtime.policy).
+    The sets and no_new_privs are read as they are now: the bounding set and no_new_privs
+    can only have tightened since the init started, and the other sets can grow only through
+    execve(2), within the bounding set (capabilities(7)). A seccomp filter cannot be read
+    back without ptrace(2), so a filter on the init (``Seccomp: 2``) means docker's, built
+    again for its bounding set: the one step 7 and ``mycontainer run`` install
+    (runtime.policy).
     """
     masks = {name: int(status[field], 16) for name, field in STATUS_FIELDS.items()}
     mode = status["Seccomp"]
