@@ -307,20 +307,22 @@ def test_transcript(block: Block, transcript_env: dict[str, str]) -> None:
     commands = parse_transcript(block)
     hostname, containers = socket.gethostname(), state_dirs()
     images = stored_images(transcript_env)
-    for command in commands:
-        actual = run_command(command.text, transcript_env)
-        if not output_matches(command.expected, actual):
-            documented = shown(command.expected, actual)
-            diff = "\n".join(
-                difflib.unified_diff(documented, actual, "documented", "actual", lineterm="")
-            )
-            pytest.fail(
-                f"{shorter(block.path)}:{command.line}: the output of\n"
-                f"    $ {command.text}\ndiffers from the documented one:\n{diff}",
-                pytrace=False,
-            )
+    try:
+        for command in commands:
+            actual = run_command(command.text, transcript_env)
+            if not output_matches(command.expected, actual):
+                documented = shown(command.expected, actual)
+                diff = "\n".join(
+                    difflib.unified_diff(documented, actual, "documented", "actual", lineterm="")
+                )
+                pytest.fail(
+                    f"{shorter(block.path)}:{command.line}: the output of\n"
+                    f"    $ {command.text}\ndiffers from the documented one:\n{diff}",
+                    pytrace=False,
+                )
+    finally:  # what it kept, a failed transcript too
+        left = leftovers(containers, transcript_env)
     assert socket.gethostname() == hostname, "the transcript renamed the host"
-    left = leftovers(containers, transcript_env)
     assert not left, f"the transcript left containers behind in /run/mycontainer: {left}"
     added = stored_images(transcript_env) - images
     assert not added, f"the transcript left images in the store (mycontainer rmi): {added}"
