@@ -88,10 +88,11 @@ def test(c, vm=False, qemu=False, arch="x86_64", pytest_args=""):
         "number": f"the step, 1 to {len(STEPS)}",
         "hostname": "hostname inside",
         "rootfs-dir": "root filesystem of steps 3 and 4 (default: the busybox one)",
-        "image": "image of steps 5 and on (default: busybox)",
+        "image": "image of steps 5 to 7 (default: busybox)",
+        "pid": "step 8: the init of the running container to enter, as the host numbers it",
     },
 )
-def step(c, number, hostname="container", rootfs_dir=None, image="busybox"):
+def step(c, number, hostname="container", rootfs_dir=None, image="busybox", pid=None):
     """Run step N of the lab, here or in the VM: invoke step 3 -- ps (default command: sh).
 
     Step 6 changes the network of the namespace it runs in: here, it runs in a new one
@@ -104,7 +105,14 @@ def step(c, number, hostname="container", rootfs_dir=None, image="busybox"):
         raise Exit(f"invoke step: no step {number}: the steps are 1 to {len(STEPS)}")
     command = c.remainder or "sh"
     options = f"--hostname {shlex.quote(hostname)}"
-    if number in (3, 4):
+    if number == 8:
+        if not pid:
+            raise Exit(
+                "invoke step 8 enters a running container: give its init's PID, --pid N "
+                "(with 'invoke step 7 -- sleep 1008' running, pgrep -xf 'sleep 1008' finds it)"
+            )
+        options = shlex.quote(pid)
+    elif number in (3, 4):
         options += f" --rootfs {shlex.quote(rootfs_dir or images.built_in_rootfs('busybox'))}"
     elif number >= 5:
         options += f" {shlex.quote(image)}"

@@ -178,7 +178,8 @@ def rmi(names: tuple[str, ...]) -> int:
                 users = container.containers_using(imagespec.normalize(name))
                 if users:
                     raise click.ClickException(
-                        f"image {name} is used by container {users[0][:12]}: stop it first"
+                        f"image {name} is used by container {users[0][:12]}: "
+                        "remove it first ('mycontainer rm -f')"
                     )
                 image.remove(name)
                 click.echo(f"removed {imagespec.normalize(name)}")

@@ -361,7 +361,8 @@ class Container:
             "rm": self.remove,
             # who collects the exit code: this process (a detached container's monitor is
             # this process too, once it has exec'd: same pid, same start time)
-            "watcher": {"pid": os.getpid(), "start_time": state.process_start_time(os.getpid())},
+            "watcher_pid": os.getpid(),
+            "watcher_start_time": state.process_start_time(os.getpid()),
         }
         if self.name:
             record["name"] = self.name
@@ -939,9 +940,8 @@ def cleanup(root: str, container_id: str, remove: bool = False) -> None:
 def watcher_alive(found: state.State) -> bool:
     """Whether the process that collects the container's exit code still runs: the
     foreground ``mycontainer run``, or a detached container's monitor."""
-    watcher = found.record.get("watcher") or {}
-    pid = watcher.get("pid", 0)
-    return bool(pid) and state.process_start_time(pid) == watcher.get("start_time")
+    pid = found.record.get("watcher_pid", 0)
+    return bool(pid) and state.process_start_time(pid) == found.record.get("watcher_start_time")
 
 
 def wait_exit(found: state.State, timeout: float | None = None) -> dict | None:

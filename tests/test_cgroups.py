@@ -218,7 +218,7 @@ def test_cpu_weight_shares_one_cpu_one_to_four(background, state_root):
 @privileged
 def test_cgroups_of_a_killed_runtime_are_pruned(background, state_root, mycontainer):
     """SIGKILL mycontainer itself: its container's cgroups stay until prune removes them."""
-    process = background("run", "--memory", "64m", "busybox", "sleep", "60")
+    process = background("run", "--rm", "--memory", "64m", "busybox", "sleep", "60")
     [state] = running_containers(state_root, runtimes=[process])
     process.kill()
     process.wait()

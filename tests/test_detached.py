@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import container_groups, environment, host_mounts, mycontainer_command
+from conftest import container_groups, environment, host_mounts, mycontainer_command
 
 pytestmark = pytest.mark.privileged
 

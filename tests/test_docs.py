@@ -270,20 +270,32 @@ def stored_images(env: dict[str, str]) -> set[str]:
 
 
 def state_dirs() -> set[str]:
-    from runtime.state import DEFAULT_ROOT
+    from runtime import state
 
-    try:
-        return set(os.listdir(DEFAULT_ROOT))
-    except FileNotFoundError:
-        return set()
+    return set(state.ids(state.DEFAULT_ROOT))
 
 
-def leftovers(before: set[str], patience: float = 3.0) -> set[str]:
-    """Containers that appeared and stay (patience lets concurrent runs elsewhere finish)."""
+def leftovers(before: set[str], env: dict[str, str], patience: float = 3.0) -> set[str]:
+    """Containers that appeared and still run (patience lets concurrent runs elsewhere
+    finish). Those that stopped, a run without --rm keeps, as docker's: removed here with
+    ``mycontainer rm``, as a reader would."""
+    from runtime import state
+
     deadline = time.monotonic() + patience
-    while (new := state_dirs() - before) and time.monotonic() < deadline:
+    while True:
+        new = state_dirs() - before
+        stopped = set()
+        for name in new:
+            try:
+                if state.load(state.DEFAULT_ROOT, name).status() == state.STOPPED:
+                    stopped.add(name)
+            except state.StateError:
+                stopped.add(name)  # removed meanwhile
+        if stopped:
+            run_command(f"mycontainer rm {' '.join(sorted(stopped))} >/dev/null 2>&1", env)
+        if not new - stopped or time.monotonic() > deadline:
+            return state_dirs() & (new - stopped)
         time.sleep(0.1)
-    return new
 
 
 # -- the tests ----------------------------------------------------------------------------
@@ -295,20 +307,22 @@ def test_transcript(block: Block, transcript_env: dict[str, str]) -> None:
     commands = parse_transcript(block)
     hostname, containers = socket.gethostname(), state_dirs()
     images = stored_images(transcript_env)
-    for command in commands:
-        actual = run_command(command.text, transcript_env)
-        if not output_matches(command.expected, actual):
-            documented = shown(command.expected, actual)
-            diff = "\n".join(
-                difflib.unified_diff(documented, actual, "documented", "actual", lineterm="")
-            )
-            pytest.fail(
-                f"{shorter(block.path)}:{command.line}: the output of\n"
-                f"    $ {command.text}\ndiffers from the documented one:\n{diff}",
-                pytrace=False,
-            )
+    try:
+        for command in commands:
+            actual = run_command(command.text, transcript_env)
+            if not output_matches(command.expected, actual):
+                documented = shown(command.expected, actual)
+                diff = "\n".join(
+                    difflib.unified_diff(documented, actual, "documented", "actual", lineterm="")
+                )
+                pytest.fail(
+                    f"{shorter(block.path)}:{command.line}: the output of\n"
+                    f"    $ {command.text}\ndiffers from the documented one:\n{diff}",
+                    pytrace=False,
+                )
+    finally:  # what it kept, a failed transcript too
+        left = leftovers(containers, transcript_env)
     assert socket.gethostname() == hostname, "the transcript renamed the host"
-    left = leftovers(containers)
     assert not left, f"the transcript left containers behind in /run/mycontainer: {left}"
     added = stored_images(transcript_env) - images
     assert not added, f"the transcript left images in the store (mycontainer rmi): {added}"

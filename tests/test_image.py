@@ -113,6 +113,7 @@ def images(tmp_path_factory, home):
     return files
 
 
+RUN = ("run", "--rm", "--net", "none")  # a run that leaves nothing: its container goes
 MERGED_VIEW = (
     "ls /data /opaque; stat -c '%a %n' /suid; readlink /abs-link; "
     "[ $(stat -c %i /hard1) = $(stat -c %i /hard2) ] && echo hard links kept"
@@ -190,7 +191,7 @@ def test_a_rootfs_tarball_is_unpacked_once(mycontainer, home, state_root, tmp_pa
     assert re.fullmatch(DRAWN + ERASE, shown), shown
     code, output, shown = load_on_a_terminal(str(tarball), home, state_root)
     assert (code, output, shown) == (0, b"once:latest\n", b"")  # nothing to unpack
-    result = mycontainer("run", "--net", "none", str(tarball), "cat", "/which")
+    result = mycontainer(*RUN, str(tarball), "cat", "/which")
     assert (result.stdout, result.stderr) == ("once\n", "")
     assert mycontainer("rmi", "once").returncode == 0
 
@@ -200,7 +201,7 @@ def test_container_sees_exactly_the_merged_layers(mycontainer, images, kind):
     if kind not in images:
         pytest.skip("skopeo is not installed (apt-get install skopeo; setup.sh does)")
     reference = images[kind] if kind == "layout" else f"{images[kind]}"
-    result = mycontainer("run", "--net", "none", reference, "sh", "-c", MERGED_VIEW)
+    result = mycontainer(*RUN, reference, "sh", "-c", MERGED_VIEW)
     assert result.returncode == 0, result.stderr
     assert result.stdout == MERGED_EXPECTED
 
@@ -210,7 +211,7 @@ def test_a_rootfs_tarball_is_an_image(mycontainer, images, kind):
     load = mycontainer("load", images[kind])
     assert load.returncode == 0, load.stderr
     assert load.stdout == "rootfs:latest\n"
-    result = mycontainer("run", "--net", "none", "rootfs", "cat", "/etc/group")
+    result = mycontainer(*RUN, "rootfs", "cat", "/etc/group")
     assert result.stdout.startswith("root:x:0:")
 
 
@@ -243,20 +244,18 @@ def test_second_run_unpacks_nothing_and_writes_never_reach_the_layers(mycontaine
     mycontainer("load", images["layout"])
     before = layer_tree(home)
     script = "echo changed > /data/keep.txt; rm /bin/ls; mkdir /new; cat /data/keep.txt"
-    result = mycontainer("run", "--net", "none", images["layout"], "sh", "-c", script)
+    result = mycontainer(*RUN, images["layout"], "sh", "-c", script)
     assert result.stdout == "changed\n"
     assert layer_tree(home) == before  # not re-unpacked, and not written to
-    again = mycontainer("run", "--net", "none", images["layout"], "cat", "/data/keep.txt")
+    again = mycontainer(*RUN, images["layout"], "cat", "/data/keep.txt")
     assert again.stdout == "data/keep.txt\n"
     assert os.listdir(home / "containers") == []
 
 
 def test_two_containers_do_not_see_each_others_writes(mycontainer, background):
-    writer = background(
-        "run", "--net", "none", "busybox", "sh", "-c", "echo mine > /marker; echo written; sleep 30"
-    )
+    writer = background(*RUN, "busybox", "sh", "-c", "echo mine > /marker; echo written; sleep 30")
     assert read_until(writer.stdout.fileno(), b"written\n") == b"written\n"
-    reader = mycontainer("run", "--net", "none", "busybox", "ls", "/marker")
+    reader = mycontainer(*RUN, "busybox", "ls", "/marker")
     assert reader.returncode != 0 and "No such file" in reader.stderr
 
 
@@ -271,14 +270,14 @@ def test_image_config_is_honoured(mycontainer, images, tmp_path):
         "--config.user", "nobody",
     )  # fmt: skip
     image = str(layout)
-    assert mycontainer("run", "--net", "none", image).stdout == "65534 /work hello\n"
+    assert mycontainer(*RUN, image).stdout == "65534 /work hello\n"
     # COMMAND replaces Cmd (here: the argument of the Entrypoint's sh -c)
-    assert mycontainer("run", "--net", "none", image, "echo other").stdout == "other\n"
+    assert mycontainer(*RUN, image, "echo other").stdout == "other\n"
     # -e adds to (and overrides) Env
-    result = mycontainer("run", "--net", "none", "-e", "GREETING=hi", image)
+    result = mycontainer(*RUN, "-e", "GREETING=hi", image)
     assert result.stdout == "65534 /work hi\n"
     # --entrypoint replaces the Entrypoint, and the image's Cmd is dropped
-    result = mycontainer("run", "--net", "none", "--entrypoint", "id", image, "-u")
+    result = mycontainer(*RUN, "--entrypoint", "id", image, "-u")
     assert result.stdout == "65534\n"
 
 
@@ -757,7 +756,7 @@ def unpacking(home) -> bool:
         (["load"], signal.SIGTERM),
         (["load"], signal.SIGHUP),
         (["load", "--"], signal.SIGINT),  # through click, which catches KeyboardInterrupt
-        (["run", "--net", "none"], signal.SIGINT),  # run imports an image file first
+        (["run", "--rm", "--net", "none"], signal.SIGINT),  # run imports an image file first
     ],
     ids=["load SIGINT", "load SIGTERM", "load SIGHUP", "load -- SIGINT", "run SIGINT"],
 )
@@ -891,7 +890,7 @@ def test_a_broken_record_in_the_store_is_one_line(mycontainer, home, record):
     path = home / "images" / "edited:latest.json"
     path.write_text(record)
     try:
-        result = mycontainer("run", "--net", "none", "edited", "true")
+        result = mycontainer(*RUN, "edited", "true")
         assert result.returncode == 125
         assert result.stderr == (
             f"mycontainer: error: the store's record {path} is broken "
@@ -936,7 +935,7 @@ def test_rmi_racing_run_never_removes_the_layers_run_found(mycontainer, home, st
     test_rmi_waits_for_a_load_that_uses_a_layer_it_would_remove the lock, for certain.)"""
     layout = tmp_path / "raced"
     write_layout(layout, [rootfs_with(str(home / "rootfs/busybox"), "raced")])
-    run_command = ["run", "--net", "none", "raced", "cat", "/which"]
+    run_command = ["run", "--rm", "--net", "none", "raced", "cat", "/which"]
     for delay in range(-6, 6):  # each started up to 60 ms before the other
         assert mycontainer("load", str(layout)).returncode == 0
         first, second = (["rmi", "raced"], run_command)[:: 1 if delay < 0 else -1]
@@ -1019,7 +1018,7 @@ def test_broken_images_are_refused(mycontainer, home, sentinel, tmp_path, corrup
 
 
 def test_an_image_in_use_cannot_be_removed(mycontainer, background, state_root):
-    process = background("run", "--net", "none", "busybox", "sleep", "30")
+    process = background("run", "--rm", "--net", "none", "busybox", "sleep", "30")
     running_containers(state_root, runtimes=[process])
     result = mycontainer("rmi", "busybox")
     assert result.returncode == 125
@@ -1032,7 +1031,7 @@ def test_layers_stay_while_a_container_stacks_them(mycontainer, background, home
     make_layout_with(tmp_path / "first" / "x", [({}, rootfs_with(home / "rootfs/busybox", "1"))])
     assert mycontainer("load", str(tmp_path / "first" / "x")).stdout == "x:latest\n"
     process = background(
-        "run", "--net", "none", "x", "sh", "-c", "echo up; read _; cat /which",
+        "run", "--rm", "-i", "--net", "none", "x", "sh", "-c", "echo up; read _; cat /which",
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert read_until(process.stdout.fileno(), b"up\n") == b"up\n"
@@ -1047,7 +1046,7 @@ def test_layers_stay_while_a_container_stacks_them(mycontainer, background, home
     assert process.wait(timeout=20) == 0
     pruned = mycontainer("prune").stdout
     assert pruned.count("removed a layer no image or container uses") == 1, pruned
-    assert mycontainer("run", "--net", "none", "x", "cat", "/which").stdout == "2\n"
+    assert mycontainer(*RUN, "x", "cat", "/which").stdout == "2\n"
     mycontainer("rmi", "x")
 
 
@@ -1109,7 +1108,7 @@ def test_the_host_architecture_is_picked_from_a_nested_index(mycontainer, busybo
         ],
         nested_platforms=True,
     )
-    result = mycontainer("run", "--net", "none", str(tmp_path / "multi"), "cat", "/which")
+    result = mycontainer(*RUN, str(tmp_path / "multi"), "cat", "/which")
     assert result.stdout == f"{machine}\n", result.stderr
 
 
@@ -1122,9 +1121,9 @@ def test_file_colon_tag_picks_one_of_several(mycontainer, busybox_rootfs, tmp_pa
             ({"annotations": {tag: "two"}}, rootfs_with(busybox_rootfs, "two")),
         ],
     )
-    result = mycontainer("run", "--net", "none", f"{tmp_path / 'tags'}:two", "cat", "/which")
+    result = mycontainer(*RUN, f"{tmp_path / 'tags'}:two", "cat", "/which")
     assert result.stdout == "two\n", result.stderr
-    ambiguous = mycontainer("run", "--net", "none", str(tmp_path / "tags"), "true")
+    ambiguous = mycontainer(*RUN, str(tmp_path / "tags"), "true")
     assert ambiguous.returncode == 125
     assert "pick one as FILE:TAG (tags: one, two)" in ambiguous.stderr
 
@@ -1157,7 +1156,7 @@ def test_archives_that_start_with_files_are_images(mycontainer, busybox_rootfs, 
         )
     )
     assert mycontainer("load", str(crane)).stdout == "crane:v1\n"
-    assert mycontainer("run", "--net", "none", "crane:v1", "cat", "/which").stdout == "crane\n"
+    assert mycontainer(*RUN, "crane:v1", "cat", "/which").stdout == "crane\n"
 
     layout = tmp_path / "mac"
     make_layout_with(layout, [({}, rootfs_with(busybox_rootfs, "mac"))])
@@ -1168,7 +1167,7 @@ def test_archives_that_start_with_files_are_images(mycontainer, busybox_rootfs, 
             tar.addfile(info)
         tar.add(layout, arcname=".")
     assert mycontainer("load", str(mac)).stdout == "mac:latest\n"
-    assert mycontainer("run", "--net", "none", "mac", "cat", "/which").stdout == "mac\n"
+    assert mycontainer(*RUN, "mac", "cat", "/which").stdout == "mac\n"
     mycontainer("rmi", "crane:v1", "mac")
 
 
@@ -1195,7 +1194,7 @@ def test_docker_25_archive_with_both_layouts(mycontainer, busybox_rootfs, tmp_pa
         tar.add(layout / "manifest.json", arcname="manifest.json")
         tar.add(layout, arcname=".")
     assert mycontainer("load", str(archive)).stdout == "d25:v1\n"
-    assert mycontainer("run", "--net", "none", "d25:v1", "cat", "/which").stdout == "docker25\n"
+    assert mycontainer(*RUN, "d25:v1", "cat", "/which").stdout == "docker25\n"
 
 
 def test_zstd_layers(mycontainer, busybox_rootfs, tmp_path):
@@ -1218,7 +1217,7 @@ def test_zstd_layers(mycontainer, busybox_rootfs, tmp_path):
     (blobs / new_manifest).write_bytes(data)
     index["manifests"][0].update(digest=f"sha256:{new_manifest}", size=len(data))
     (layout / "index.json").write_text(json.dumps(index))
-    assert mycontainer("run", "--net", "none", str(layout), "cat", "/which").stdout == "zstd\n"
+    assert mycontainer(*RUN, str(layout), "cat", "/which").stdout == "zstd\n"
 
 
 # --- what GNU tar writes, unpacked exactly --------------------------------------------------
@@ -1378,7 +1377,7 @@ def test_whiteouts_and_entries_of_one_layer(mycontainer, busybox_rootfs, tmp_pat
     )
     write_layout(tmp_path / "whiteouts", [lower, tar_bytes(lower_extra), upper])
     result = mycontainer(
-        "run", "--net", "none", str(tmp_path / "whiteouts"), "ls", "/a", "/b", "/c"
+        "run", "--rm", "--net", "none", str(tmp_path / "whiteouts"), "ls", "/a", "/b", "/c"
     )
     assert result.stdout == "/a:\nnew\n\n/b:\nnew\n\n/c:\nnew\n", result.stderr
 

@@ -37,6 +37,7 @@ from conftest import (
     REPO,
     container_groups,
     environment,
+    leftover_state,
     mycontainer_command,
     remove_cgroup_parents,
     running_containers,
@@ -120,13 +121,19 @@ class World:
         ip("-n", self.host, "route", "add", "default", "via", INTERNET_ADDRESS)
 
     def destroy(self) -> None:
-        """Kill what is left, let prune clean up, and delete the namespaces (also on failure)."""
+        """Kill what is left, remove the containers (runs keep theirs, as docker's), let prune
+        clean up, and delete the namespaces (also on failure)."""
+        from runtime import state
+
         for process in self.processes:
             if process.poll() is None:
                 process.kill()
                 process.wait()
         try:
             if os.path.exists(f"/run/netns/{self.host}"):
+                ids = state.ids(str(self.state_root))
+                if ids:
+                    self.run("rm", "-f", *ids, timeout=60)
                 self.run("prune", timeout=60)
         finally:
             for namespace in (self.host, self.internet):
@@ -198,7 +205,7 @@ def world(home, state_root, request):
         yield world
     finally:
         world.destroy()
-    assert os.listdir(state_root) == [], "a container left its state directory behind"
+    assert leftover_state(state_root) == [], "a container left its state directory behind"
     assert container_groups(state_root) == groups, "a container left a cgroup behind"
     remove_cgroup_parents(state_root)
 
@@ -394,7 +401,9 @@ def test_twenty_concurrent_containers_get_distinct_addresses_and_leave_nothing(w
     )
     processes = []
     for number in range(20):
-        command = world.command("run", "-p", f"{9000 + number}:80", "busybox", "sh", "-c", script)
+        command = world.command(
+            "run", "--rm", "-p", f"{9000 + number}:80", "busybox", "sh", "-c", script
+        )  # fmt: skip
         processes.append(subprocess.Popen(command, env=world.env, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True))  # fmt: skip
     world.processes += processes
@@ -410,14 +419,14 @@ def test_twenty_concurrent_containers_get_distinct_addresses_and_leave_nothing(w
     assert all(p.returncode == 0 for p in processes), outputs
     seen = {stdout.strip() for stdout, _ in outputs}
     assert {f"{address}/16" for address in seen} == addresses
-    assert os.listdir(world.state_root) == []  # and with the directories, the leases
+    assert leftover_state(world.state_root) == []  # and with the directories, the leases
     assert world.links() == ["lo", "mycontainer0", "up0"]  # no veth left
     assert world.published() == ""
 
 
 @privileged
 def test_prune_releases_a_killed_runtime_and_then_the_bridge(world):
-    process, lease = world.start("-p", "8080:80", "busybox", "sleep", "1626")
+    process, lease = world.start("--rm", "-p", "8080:80", "busybox", "sleep", "1626")
     process.kill()  # the runtime, not the container: its veth and DNAT rule stay
     process.wait()
     assert lease["veth"] in world.links() and "8080" in world.published()

@@ -50,6 +50,7 @@ from conftest import (
     cgroup_parent,
     container_states,
     environment,
+    leftover_state,
     mycontainer_command,
     privileged_skip_reason,
     running_containers,
@@ -1183,7 +1184,7 @@ def test_a_signal_while_the_container_is_deleted_waits_for_the_deletion(backgrou
         return not any(os.path.isdir(group) for group in state["cgroups"])
 
     for _attempt in range(30):
-        runtime = background("run", "--net", "none", "busybox", "true")
+        runtime = background("run", "--rm", "--net", "none", "busybox", "true")
         while not deleting() and runtime.poll() is None:
             pass
         if runtime.poll() is not None:  # too late: it has deleted it already
@@ -1194,7 +1195,7 @@ def test_a_signal_while_the_container_is_deleted_waits_for_the_deletion(backgrou
         os.kill(runtime.pid, signal.SIGTERM)
         os.kill(runtime.pid, signal.SIGCONT)
         runtime.communicate(timeout=20)
-        assert os.listdir(state_root) == []  # (and the mycontainer fixture checks the rest)
+        assert leftover_state(state_root) == []  # (and the mycontainer fixture checks the rest)
         if status == "stopped":
             assert runtime.returncode == -signal.SIGTERM  # after the deletion, not during it
             return

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -148,3 +151,141 @@ def test_step5_uses_the_images_command(home):
         run, input="echo from the image sh\n", capture_output=True, text=True, cwd=REPO, env=env
     )
     assert result.stdout.splitlines()[-1:] == ["from the image sh"], result.stderr
+
+
+@pytest.fixture
+def step7_container(home):
+    """A container of step 7 (busybox, 32m of memory) running ``sleep``: its init's pid.
+
+    Killed and waited for afterwards; step 7 then removes its cgroup and storage.
+    """
+    env = dict(os.environ, MYCONTAINER_HOME=str(home))
+    duration = str(86400 + os.getpid() % 1000)  # unusual: found by its command line alone
+    argv = ["steps.step7_security", "--memory", "32m", "busybox", "--", "sleep", duration]
+    step7 = subprocess.Popen(
+        [sys.executable, "-m", *argv], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (pid := _process_running(["sleep", duration])):
+            assert step7.poll() is None, step7.stderr.read()
+            assert time.monotonic() < deadline, "step 7's container did not start"
+            time.sleep(0.05)
+        yield pid
+    finally:
+        if pid := _process_running(["sleep", duration]):
+            os.kill(pid, signal.SIGKILL)  # its PID 1 ignores SIGTERM, as every PID 1 does
+        step7.wait(timeout=20)
+        step7.stderr.close()
+
+
+def _process_running(argv: list[str]) -> int | None:
+    """The pid of the process whose command line is ``argv``, if one runs."""
+    wanted = "\0".join(argv).encode() + b"\0"
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as file:
+                if file.read() == wanted:
+                    return int(name)
+        except OSError:
+            pass  # gone meanwhile
+    return None
+
+
+def step8(pid: int, *command: str, options=(), **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "steps.step8_exec", *options, str(pid), "--", *command],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        **kwargs,
+    )
+
+
+def test_step8_joins_every_namespace_of_the_container(step7_container):
+    names = ("cgroup", "ipc", "mnt", "pid", "uts")
+    script = "for n in " + " ".join(names) + "; do readlink /proc/self/ns/$n; done; echo $$"
+    result = step8(step7_container, "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    *links, pid = result.stdout.split()
+    assert links == [os.readlink(f"/proc/{step7_container}/ns/{name}") for name in names]
+    assert 1 < int(pid) < 10  # a number of the container's PID namespace: the fork's
+    inside = step8(step7_container, "sh", "-c", "hostname; cat /proc/1/comm; pwd; ls /")
+    hostname, init, cwd, *root = inside.stdout.split("\n")
+    assert (hostname, init, cwd) == ("container", "sleep", "/")
+    assert "work" not in root and "bin" in root
+
+
+def test_step8_joins_the_cgroup_and_its_memory_limit(step7_container):
+    eat = "head -c 64m /dev/zero | tail | wc -c; cut -d: -f3 /proc/self/cgroup | sort -u"
+    inside = step8(step7_container, "sh", "-c", eat)
+    assert inside.stdout.split() == ["0", "/"]  # tail was killed: nothing reached wc
+    assert "Killed" in inside.stderr
+    outside = step8(step7_container, "sh", "-c", eat, options=["--no-cgroup"])
+    assert outside.stdout.split()[0] == str(64 << 20)
+    assert any(path.startswith("/..") for path in outside.stdout.split()[1:])
+
+
+def test_step8_applies_the_boundaries_of_the_init(step7_container):
+    fields = "^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):"
+    with open(f"/proc/{step7_container}/status") as file:
+        init = [line for line in file.read().splitlines() if re.match(fields, line)]
+    script = f"grep -E '{fields}' /proc/self/status; unshare -U true"
+    result = step8(step7_container, "sh", "-c", script)
+    assert result.stdout.splitlines() == init
+    assert init[2] == f"CapEff:\t{0xA80425FB:016x}" and init[-1] == "Seccomp:\t2"
+    assert "unshare(0x10000000): Operation not permitted" in result.stderr
+    lifted = step8(step7_container, "sh", "-c", script, options=["--no-boundaries"])
+    assert "Seccomp:\t0" in lifted.stdout and lifted.returncode == 0
+    assert "step 8: no boundaries" in lifted.stderr
+
+
+def test_step8_lets_no_descriptor_of_the_host_in(step7_container):
+    leak = os.open("/tmp", os.O_RDONLY | os.O_DIRECTORY)  # the host's, handed to the step
+    try:
+        result = step8(step7_container, "ls", "/proc/self/fd", pass_fds=[leak])
+    finally:
+        os.close(leak)
+    assert result.stdout.split() == ["0", "1", "2", "3"]  # 3: the one ls reads
+
+
+def test_step8_refuses_the_interpreter_it_runs_on(step7_container):
+    """/proc/self/exe of the entering process is the host's Python until it executes the
+    command: run, the container could keep it open and overwrite it (CVE-2019-5736)."""
+    result = step8(step7_container, "/proc/self/exe", "-c", "print('escaped')")
+    assert result.returncode == 126
+    assert "escaped" not in result.stdout
+    assert "CVE-2019-5736" in result.stderr
+
+
+def test_step8_without_the_mount_namespace_sees_the_hosts_files(step7_container):
+    script = f"test -d /proc/{os.getpid()} && echo host /proc; pwd"
+    result = step8(step7_container, "sh", "-c", script, options=["--skip", "mnt"])
+    assert result.stdout.split("\n")[:2] == ["host /proc", REPO]
+
+
+def test_step8_exit_codes_and_errors(step7_container):
+    assert step8(step7_container, "sh", "-c", "exit 7").returncode == 7
+    missing = step8(step7_container, "no-such-command")
+    assert missing.returncode == 127
+    assert missing.stderr.splitlines()[-1] == (
+        "error: cannot run 'no-such-command': executable file not found in $PATH"
+    )
+    gone = step8(2**22 + 1, "true")  # above any pid_max
+    assert gone.returncode == 125
+    assert gone.stderr.startswith("error: no process 4194305: give the PID")
+    assert gone.stderr.count("\n") == 1
+    zombie = os.fork()
+    if zombie == 0:
+        os._exit(0)
+    try:
+        # Exited, left unreaped: its /proc/PID stays, without namespaces.
+        os.waitid(os.P_PID, zombie, os.WEXITED | os.WNOWAIT)
+        exited = step8(zombie, "true")
+    finally:
+        os.waitpid(zombie, 0)
+    assert exited.returncode == 125
+    assert exited.stderr == (
+        f"error: cannot read /proc/{zombie}/ns/cgroup: No such file or directory (has it exited?)\n"
+    )
