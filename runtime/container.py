@@ -1032,3 +1032,15 @@ def remove(root: str, container_id: str, force: bool = False) -> None:
 def shown(found: state.State) -> str:
     """A container as messages name it: its name, else its short id."""
     return found.name or found.id[:12]
+
+
+# The namespaces ``exec`` joins, as /proc/PID/ns names them: mnt last, as it changes the root.
+EXEC_NAMESPACES = (
+    ("user", namespaces.USER),  # first: the others may be its own
+    ("cgroup", namespaces.CGROUP),
+    ("ipc", namespaces.IPC),
+    ("uts", namespaces.UTS),
+    ("net", namespaces.NET),
+    ("pid", namespaces.PID),
+    ("mnt", namespaces.MOUNT),
+)

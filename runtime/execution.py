@@ -34,20 +34,16 @@ from __future__ import annotations
 import os
 import sys
 
-from runtime import cgroups, namespaces, process, security, state
-from runtime.container import DEFAULT_PATH, ContainerError, boundaries, shown, state_root
-from runtime.process import ProcessError
-
-# The namespaces ``exec`` joins, as /proc/PID/ns names them: mnt last, as it changes the root.
-NAMESPACES = (
-    ("user", namespaces.USER),  # first: the others may be its own
-    ("cgroup", namespaces.CGROUP),
-    ("ipc", namespaces.IPC),
-    ("uts", namespaces.UTS),
-    ("net", namespaces.NET),
-    ("pid", namespaces.PID),
-    ("mnt", namespaces.MOUNT),
+from runtime import cgroups, process, security, state
+from runtime.container import (
+    DEFAULT_PATH,
+    EXEC_NAMESPACES,
+    ContainerError,
+    boundaries,
+    shown,
+    state_root,
 )
+from runtime.process import ProcessError
 
 NULL_DEVICE = os.makedev(1, 3)
 
@@ -146,7 +142,7 @@ def spawn(found: state.State, program: process.Program, setup=None, console=-1) 
     end of a console socket that ``setup()`` attaches a terminal to)."""
     join = [
         (flag, f"/proc/{found.pid}/ns/{name}")
-        for name, flag in NAMESPACES
+        for name, flag in EXEC_NAMESPACES
         if os.readlink(f"/proc/{found.pid}/ns/{name}") != os.readlink(f"/proc/self/ns/{name}")
     ]
 
