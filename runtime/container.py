@@ -163,9 +163,8 @@ def boundaries(config: dict, process_config: dict | None = None):
     if spec is None:
         from runtime import policy
 
-        return policy.boundaries(
-            config["cap_add"], config["cap_drop"], config["security_opt"]
-        ), None
+        docker = policy.boundaries(config["cap_add"], config["cap_drop"], config["security_opt"])
+        return docker, None
     if process_config is not None:
         spec = dict(spec, process=process_config)
     profile = (spec.get("linux") or {}).get("seccomp")

@@ -7,8 +7,7 @@ rules and with the same option table (:mod:`runtime.runoptions`) as the click CL
 :mod:`runtime.cli`; so is a plain ``exec`` (:mod:`runtime.execoptions`), measured against
 ``runc exec``, and a plain ``load FILE``, measured against GNU tar. Anything else (help, a
 bad value, an unknown option, another command) goes to click, which explains it. Each
-imports only what its own command needs: ``exec`` is done in about the time ``run``'s
-option table takes to import.
+imports only what its own command needs (an exec, not ``run``'s option table).
 """
 
 from __future__ import annotations

@@ -88,6 +88,14 @@ def test_exec_finds_the_container_by_a_prefix_of_its_id(mycontainer, start):
     assert (result.returncode, result.stderr) == (3, "")
 
 
+def test_exec_into_a_detached_container_by_its_name(mycontainer):
+    started = mycontainer("run", "-d", "--name", "web", "--net", "none", "busybox", *SLEEP)
+    assert started.returncode == 0, started.stderr
+    result = mycontainer("exec", "web", "sh", "-c", "cat /proc/1/cmdline; exit 4")
+    assert (result.returncode, result.stdout) == (4, "\0".join(SLEEP) + "\0")
+    assert mycontainer("rm", "-f", "web").returncode == 0
+
+
 def test_exec_has_no_descriptor_of_the_host(mycontainer, start, tmp_path):
     """Only 0, 1 and 2, whatever mycontainer inherited (CVE-2024-21626: a host directory
     left open is a way out through /proc/self/fd/N); and no working directory through one."""
