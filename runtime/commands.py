@@ -30,14 +30,16 @@ def run(image: str, command: list[str], **options) -> int:
         options.pop("interactive", None)  # stdin is always attached
         entrypoint = options.pop("entrypoint", None)
         env = found.environment()
+        for variables in options.pop("env_file", []):  # then --env, which wins, as docker's
+            env.update(variables)
         env.update((key, value) for key, value in options.pop("env", []) if value is not None)
         config = container.Config(
             found.lower_directories(),
             found.command_line(command, entrypoint),
             image=found.name,
             env=env,
-            cwd=found.config.get("WorkingDir") or "/",
-            user=found.config.get("User") or None,
+            cwd=options.pop("workdir", None) or found.config.get("WorkingDir") or "/",
+            user=options.pop("user", None) or found.config.get("User") or None,
             **options,
         )
         box = container.Container(config)

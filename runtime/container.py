@@ -85,6 +85,7 @@ class Config:
         memory: int | None = None,  # bytes
         cpu_weight: int | None = None,  # 1-10000, cgroup v2's cpu.weight
         pids_limit: int | None = None,
+        cpus: float | None = None,  # CPUs' worth of time: a CFS quota (cgroups.parse_cpus)
         net: str | None = None,  # bridge (default), none or host
         publish: list[str] | None = None,  # ["8080:80/tcp"]: network.parse_publish's form
         cap_add: list[str] | None = None,  # capability names, or ALL (policy.parse_cap_add)
@@ -117,6 +118,7 @@ class Config:
         self.memory = memory
         self.cpu_weight = cpu_weight
         self.pids_limit = pids_limit
+        self.cpus = cpus
         self.net = net or network.DEFAULT_MODE
         self.publish = list(publish or [])
         self.cap_add = list(cap_add or [])
@@ -136,7 +138,7 @@ class Config:
         self.sysctl = dict(sysctl or {})
         self.spec = spec
         if resources is None:
-            resources = cgroups.docker_resources(memory, cpu_weight, pids_limit)
+            resources = cgroups.docker_resources(memory, cpu_weight, pids_limit, cpus)
         self.resources = resources
         self.cgroups_path = cgroups_path
         self.tty = tty
@@ -513,7 +515,9 @@ class Container:
         A bundle's config.json gives the whole environment itself."""
         if not self.config.layers:
             return dict(self.config.env)
-        env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.hostname, "HOME": "/root"}
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.hostname}
+        if not self.config.user:  # else the user's, from the container's /etc/passwd
+            env["HOME"] = "/root"
         if sys.stdin is not None and sys.stdin.isatty() and "TERM" in os.environ:
             env["TERM"] = os.environ["TERM"]
         elif self.config.tty:
