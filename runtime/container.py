@@ -587,6 +587,16 @@ def layers_in_use() -> set[str]:
     return {directory for _, config in _configs() for directory in config.get("layers", [])}
 
 
+def containers_mounting(source: str) -> list[str]:
+    """The ids of the containers in the state root that mount host path ``source``: a
+    named volume's directory, say (runtime.volumes), which must stay while they do."""
+    return [
+        name
+        for name, config in _configs()
+        if any(entry.get("source") == source for entry in config.get("mounts") or ())
+    ]
+
+
 def prune(layout: cgroups.Layout | None = None, problems: list[str] | None = None) -> list[str]:
     """Remove what dead runtimes left behind; return the ids of the containers removed.
 

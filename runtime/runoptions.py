@@ -11,6 +11,7 @@ from runtime.cgroups import parse_cpu_weight, parse_cpus, parse_memory, parse_pi
 from runtime.namespaces import check_hostname
 from runtime.network import parse_net, parse_publish
 from runtime.policy import parse_cap_add, parse_cap_drop, parse_security_opt
+from runtime.runmounts import parse_tmpfs, parse_volume
 from runtime.users import parse_user
 
 
@@ -78,6 +79,15 @@ RUN_OPTIONS = {
         parse_env_file,
         "Read variables from a file: KEY=VALUE lines, KEY alone, # comments. Repeatable.",
     ),
+    "--volume": (
+        parse_volume,
+        "Mount HOST_PATH (it must exist) or volume NAME (made if missing) at CONTAINER_PATH: "
+        "HOST_PATH:CONTAINER_PATH[:ro], NAME:CONTAINER_PATH[:ro]. Repeatable.",
+    ),
+    "--tmpfs": (
+        parse_tmpfs,
+        "Mount a tmpfs: PATH[:OPTIONS] (default rw,noexec,nosuid,nodev; size=64m...). Repeatable.",
+    ),
     "--workdir": (parse_workdir, "The command's directory, absolute (made if missing)."),
     "--user": (parse_user, "Run as USER[:GROUP], names or numbers (the image's /etc/passwd)."),
     "--net": (parse_net, "Network: bridge (default; eth0 on bridge mycontainer0), none or host."),
@@ -97,6 +107,7 @@ RUN_OPTIONS = {
 RUN_FLAGS = {
     "--tty": "Give the container a terminal of its own (/dev/pts/0), relayed to this one.",
     "--interactive": "Keep stdin attached (it always is: accepted for docker's -it).",
+    "--read-only": "Make the root read-only, with tmpfs on /tmp, /var/tmp and /run.",
 }
 SHORT_FLAGS = {"-t": "--tty", "-i": "--interactive"}  # before IMAGE, and together: -it
 # Options that may be given more than once: their value is the list of all of them.
@@ -107,10 +118,18 @@ REPEATABLE_OPTIONS = {
     "--cap-add",
     "--cap-drop",
     "--security-opt",
+    "--volume",
+    "--tmpfs",
 }
 # Short names, recognised before IMAGE only: after it, the ``-p`` of ``mkdir -p`` is the
 # command's. (Long options are recognised anywhere, as split_run_args explains.)
-SHORT_OPTIONS = {"-p": "--publish", "-e": "--env", "-w": "--workdir", "-u": "--user"}
+SHORT_OPTIONS = {
+    "-p": "--publish",
+    "-e": "--env",
+    "-v": "--volume",
+    "-w": "--workdir",
+    "-u": "--user",
+}
 
 
 def split_run_args(args: list[str]) -> tuple[list[str], list[str]]:

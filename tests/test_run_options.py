@@ -116,3 +116,73 @@ def test_bad_values_are_one_line_and_125(mycontainer, state_root, bad_env_file, 
 def test_unknown_user_is_one_line_and_125(mycontainer, state_root, user, message):
     result = mycontainer(*RUN, "-u", user, "busybox", "true")
     assert (result.returncode, result.stderr) == (125, f"mycontainer: error: {message}\n")
+
+
+def test_read_only_root_with_tmpfs_where_programs_write(mycontainer):
+    script = (
+        "touch /x 2>&1; echo $?; "
+        "for d in /tmp /var/tmp /run; do touch $d/file && echo $d writable; done; "
+        "ls -ld /tmp | cut -c1-10"
+    )
+    result = mycontainer(*RUN, "--read-only", "busybox", "sh", "-c", script)
+    assert result.stdout.splitlines() == [
+        "touch: /x: Read-only file system",
+        "1",
+        "/tmp writable",
+        "/var/tmp writable",
+        "/run writable",
+        "drwxrwxrwt",
+    ], result.stderr
+
+
+def test_read_only_keeps_mounts_writable_where_asked(mycontainer, tmp_path):
+    script = "echo hi > /data/f && echo ok; touch /etc/x"
+    result = mycontainer(*RUN, "--read-only", "-v", f"{tmp_path}:/data", "busybox", "sh", "-c",
+                         script)  # fmt: skip
+    assert result.stdout == "ok\n" and "Read-only file system" in result.stderr
+    assert (tmp_path / "f").read_text() == "hi\n"
+
+
+def test_tmpfs_size_and_docker_default_options(mycontainer):
+    script = "df -k /scratch | tail -1; grep ' /scratch ' /proc/mounts; ls -ld /scratch"
+    result = mycontainer(*RUN, "--tmpfs", "/scratch:size=2m,mode=700", "busybox", "sh", "-c",
+                         script)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    df, mount, listing = result.stdout.splitlines()
+    assert df.split()[:2] == ["tmpfs", "2048"]
+    options = mount.split()[3].split(",")
+    assert {"rw", "nosuid", "nodev", "noexec", "size=2048k", "mode=700"} <= set(options)
+    assert listing.startswith("drwx------")
+
+
+def test_tmpfs_exec_overrides_docker_default(mycontainer):
+    script = "cp /bin/busybox /fast/true && /fast/true && echo ran"
+    result = mycontainer(*RUN, "--tmpfs", "/fast:exec", "busybox", "sh", "-c", script)
+    assert result.stdout == "ran\n", result.stderr
+    denied = mycontainer(*RUN, "--tmpfs", "/fast", "busybox", "sh", "-c", script)
+    assert "Permission denied" in denied.stderr and denied.returncode != 0
+
+
+def test_tmpfs_replaces_a_default_mount(mycontainer):
+    result = mycontainer(*RUN, "--tmpfs", "/dev/shm:size=1g", "busybox", "df", "-k", "/dev/shm")
+    assert result.stdout.splitlines()[-1].split()[1] == str(1 << 20), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tmpfs", "relative"], "the container path 'relative' must be absolute"),
+        (["--tmpfs", "/"], "the container's root cannot be mounted over"),
+        (["--tmpfs", "/t:size=lots"], "'size=lots' is no valid size (tmpfs(5))"),
+        (["--tmpfs", "/t:mode=999"], "'mode=999' is no valid mode"),
+        (["--tmpfs", "/t:bind"], "unknown option 'bind'"),
+        (["--tmpfs", "/t:nonsense"], "unknown option 'nonsense'"),
+        (["--tmpfs", "/t", "--tmpfs", "/t/"], "duplicate mount point: /t"),
+    ],
+)
+def test_bad_tmpfs_is_one_line_and_125(mycontainer, state_root, args, message):
+    result = mycontainer(*RUN, *args, "busybox", "true")
+    assert result.returncode == 125
+    assert result.stderr.startswith("mycontainer: error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert os.listdir(state_root) == []
