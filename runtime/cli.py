@@ -240,7 +240,14 @@ def volume_rm(names: tuple[str, ...]) -> int:
 
 @volume.command("prune", context_settings=CONTEXT)
 @click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
-def volume_prune(force: bool) -> int:
+@click.option(
+    "-a",
+    "--all",
+    "every",
+    is_flag=True,
+    help="docker's, for its anonymous volumes: here every volume is named, and pruned.",
+)
+def volume_prune(force: bool, every: bool) -> int:
     """Remove every volume that no container mounts, with its data."""
     from runtime import image, volumes
 

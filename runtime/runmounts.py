@@ -11,8 +11,9 @@ the command line (``-v /b:/a/b -v /a:/a`` mounts /a, then /a/b), as docker sorts
 - ``-v HOST:CONTAINER[:OPTIONS]`` bind-mounts HOST, an absolute path (or one starting with
   ``.``, taken from the current directory) that must exist: docker would create a missing
   directory, but a typo would then quietly mount an empty one. ``-v NAME:CONTAINER``
-  mounts the named volume NAME (runtime.volumes), made on first use. OPTIONS: ``ro`` or
-  ``rw``, and a propagation (``rprivate``, the default, ``rshared``, ``rslave``...).
+  mounts the named volume NAME (runtime.volumes), made on first use and, while empty,
+  filled from the image. OPTIONS: ``ro`` or ``rw``, a propagation (``rprivate``, the
+  default, ``rshared``, ``rslave``...) and, for a volume, ``nocopy``.
 - ``--tmpfs PATH[:OPTIONS]`` mounts a new tmpfs(5), in memory, gone with the container,
   with docker's options ``rw,noexec,nosuid,nodev`` before the given ones (``size=64m``,
   ``mode=1777``, ``exec``...).
@@ -32,6 +33,7 @@ import re
 from runtime import mounts
 
 BIND_MODES = {"ro", "rw"}
+NOCOPY = "nocopy"  # a named volume's: do not fill it from the image (runtime.volumes)
 PROPAGATIONS = {"private", "rprivate", "shared", "rshared", "slave", "rslave"}
 TMPFS_DEFAULTS = ("rw", "noexec", "nosuid", "nodev")  # docker's, before the user's
 # tmpfs(5)'s own options, and what their values must look like.
@@ -60,6 +62,11 @@ def parse_volume(text: str) -> dict:
     in config.json's form; a named volume's ``source`` is its name until :func:`for_run`
     makes it a path. Checks everything but what makes the volume."""
     parts = text.split(":")
+    if len(parts) == 1 and text.startswith("/"):
+        raise ValueError(
+            f"--volume {text}: anonymous volumes are not supported: name one "
+            f"(-v NAME:{text}), or give a host path (-v HOST_PATH:{text})"
+        )
     if len(parts) not in (2, 3) or not all(parts[:2]):
         raise ValueError(
             f"--volume takes HOST_PATH:CONTAINER_PATH[:ro] or VOLUME:CONTAINER_PATH[:ro] "
@@ -84,22 +91,25 @@ def parse_volume(text: str) -> dict:
         except ValueError as error:
             raise ValueError(f"--volume {text}: {error}") from None
     destination = _container_path("--volume", text, destination)
-    unknown = [o for o in options if o not in BIND_MODES | PROPAGATIONS]
+    unknown = [o for o in options if o not in BIND_MODES | PROPAGATIONS | {NOCOPY}]
+    if NOCOPY in options and source.startswith("/"):
+        unknown.append(NOCOPY)  # a host path is never filled
     if (
         unknown
         or len(BIND_MODES.intersection(options)) > 1
         or len(PROPAGATIONS.intersection(options)) > 1
     ):
         raise ValueError(
-            f"--volume {text}: its options are ro or rw, and one of "
-            f"{', '.join(sorted(PROPAGATIONS))} (got {parts[2]!r})"
+            f"--volume {text}: its options are ro or rw, one of "
+            f"{', '.join(sorted(PROPAGATIONS))}, and nocopy for a volume (got {parts[2]!r})"
         )
     propagation = PROPAGATIONS.intersection(options) or {"rprivate"}
+    fill = [] if NOCOPY in options or source.startswith("/") else [mounts.COPY_UP]
     return {
         "destination": destination,
         "type": "bind",
         "source": source,
-        "options": ["rbind", *BIND_MODES.intersection(options), *propagation],
+        "options": ["rbind", *BIND_MODES.intersection(options), *propagation, *fill],
     }
 
 

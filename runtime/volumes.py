@@ -13,6 +13,13 @@ host path has to be chosen. A name follows docker's rule, ``[a-zA-Z0-9][a-zA-Z0-
   place in one rename(2): two runs creating the same volume at once both succeed, one of
   them renaming it in and the other finding it there, and a killed one leaves no half-made
   volume under its name, only a ``.new-*`` that ``volume prune`` removes.
+- **Filled from the image.** A volume that is empty when a container mounts it first gets
+  a copy of what the image has at that path, owners, modes and times kept, and the owner
+  and mode of the image's directory itself (a database image's data directory belongs to
+  its database's user): docker's rule, which ``-v NAME:/path:nocopy`` turns off. The copy
+  is made in the container's mount namespace, where its root is assembled, just before the
+  mount covers that path (runtime.mounts, the ``copyup`` option), and never follows a
+  symbolic link of the image.
 - **Never removed while used.** A volume is in use while a container in the state root
   names its directory in its mounts, running or stopped. ``volume rm`` and ``volume prune``
   take the store's lock alone (image.StoreLock), which every ``run`` shares from before it
@@ -28,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import time
 
 NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
@@ -177,6 +185,71 @@ def disk_usage(path: str) -> int:
                 seen.add((info.st_dev, info.st_ino))
                 total += info.st_blocks * 512
     return total
+
+
+def copy_up(image_directory: str, data: str) -> None:
+    """Fill volume directory ``data``, if empty, with a copy of directory
+    ``image_directory``: the rootfs's at the mount's destination, as /proc/self/fd/N."""
+    source = os.open(image_directory, READ_DIRECTORY)
+    target = os.open(data, READ_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        if os.listdir(target):
+            return
+        _copy_tree(source, target)
+        info = os.fstat(source)
+        os.fchown(target, info.st_uid, info.st_gid)
+        os.fchmod(target, stat.S_IMODE(info.st_mode))
+    finally:
+        os.close(source)
+        os.close(target)
+
+
+READ_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _copy_tree(source: int, target: int) -> None:
+    """Copy what directory ``source`` holds into directory ``target`` (descriptors), by
+    names relative to them: symbolic links as links, devices and FIFOs as nodes (sockets
+    are no files to copy), each with its owner, mode and times."""
+    for entry in os.scandir(source):
+        info, name = entry.stat(follow_symlinks=False), entry.name
+        kind = stat.S_IFMT(info.st_mode)
+        if kind == stat.S_IFDIR:
+            os.mkdir(name, 0o700, dir_fd=target)
+            inner = os.open(name, READ_DIRECTORY | os.O_NOFOLLOW, dir_fd=source)
+            copy = os.open(name, READ_DIRECTORY | os.O_NOFOLLOW, dir_fd=target)
+            try:
+                _copy_tree(inner, copy)
+            finally:
+                os.close(inner)
+                os.close(copy)
+        elif kind == stat.S_IFREG:
+            _copy_file(source, target, name)
+        elif kind == stat.S_IFLNK:
+            os.symlink(os.readlink(name, dir_fd=source), name, dir_fd=target)
+        elif kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO):
+            os.mknod(name, info.st_mode, info.st_rdev, dir_fd=target)
+        else:
+            continue
+        os.chown(name, info.st_uid, info.st_gid, dir_fd=target, follow_symlinks=False)
+        if kind != stat.S_IFLNK:  # after chown, which clears set-user-ID bits
+            os.chmod(name, stat.S_IMODE(info.st_mode), dir_fd=target)
+        times = (info.st_atime_ns, info.st_mtime_ns)
+        os.utime(name, ns=times, dir_fd=target, follow_symlinks=False)
+
+
+def _copy_file(source: int, target: int, name: str) -> None:
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC
+    reading = os.open(name, os.O_RDONLY | os.O_NONBLOCK | flags, dir_fd=source)
+    try:
+        writing = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | flags, 0o600, dir_fd=target)
+        try:
+            while os.sendfile(writing, reading, None, 1 << 30):
+                pass
+        finally:
+            os.close(writing)
+    finally:
+        os.close(reading)
 
 
 def human_size(size: int) -> str:

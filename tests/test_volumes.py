@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import time
 import uuid
@@ -224,6 +225,61 @@ def test_volume_rm_waits_for_a_starting_container(mycontainer, home, state_root,
     assert volume_name not in volume_names(home)
 
 
+@pytest.fixture
+def data_rootfs(tmp_path, busybox_rootfs):
+    """A copy of the busybox rootfs whose /data, owned by nobody and mode 0750, holds a
+    file (0640), a symbolic link, a FIFO and a directory with a file."""
+    root = tmp_path / "rootfs"
+    shutil.copytree(busybox_rootfs, root, symlinks=True)
+    data = root / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "file").write_text("from the image\n")
+    (data / "sub" / "deep").write_text("deep\n")
+    os.symlink("/etc/passwd", data / "link")
+    os.mkfifo(data / "fifo")
+    for path in (data, data / "file", data / "sub", data / "sub" / "deep", data / "fifo"):
+        os.chown(path, 65534, 65534)
+    data.chmod(0o750)
+    (data / "file").chmod(0o640)
+    os.utime(data / "file", (1_000_000_000, 1_000_000_000))
+    return root
+
+
+def test_a_new_volume_is_filled_from_the_image(mycontainer, home, data_rootfs, volume_name):
+    """As docker: an empty volume gets what the image has at the mount's destination, owners,
+    modes and times kept; the link stays a link, the FIFO a FIFO."""
+    mount = ("-v", f"{volume_name}:/data")
+    result = mycontainer(*RUN, *mount, str(data_rootfs), "cat", "/data/file", "/data/sub/deep")
+    assert result.stdout == "from the image\ndeep\n", result.stderr
+    volume = home / "volumes" / volume_name / "_data"
+    info = os.stat(volume)
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (65534, 65534, 0o750)
+    info = os.stat(volume / "file")
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (65534, 65534, 0o640)
+    assert info.st_mtime == 1_000_000_000
+    assert os.readlink(volume / "link") == "/etc/passwd"
+    assert stat.S_ISFIFO(os.lstat(volume / "fifo").st_mode)
+    # Not empty any more: the next container finds what the last one wrote.
+    mycontainer(*RUN, *mount, str(data_rootfs), "sh", "-c", "echo new > /data/file")
+    again = mycontainer(*RUN, *mount, str(data_rootfs), "cat", "/data/file")
+    assert again.stdout == "new\n", again.stderr
+
+
+def test_nocopy_leaves_a_new_volume_empty(mycontainer, home, data_rootfs, volume_name):
+    result = mycontainer(*RUN, "-v", f"{volume_name}:/data:nocopy", str(data_rootfs),
+                         "ls", "-A", "/data")  # fmt: skip
+    assert (result.returncode, result.stdout) == (0, ""), result.stderr
+    assert os.listdir(home / "volumes" / volume_name / "_data") == []
+
+
+def test_a_host_directory_is_never_filled(mycontainer, tmp_path, data_rootfs):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = mycontainer(*RUN, "-v", f"{empty}:/data", str(data_rootfs), "ls", "-A", "/data")
+    assert (result.returncode, result.stdout) == (0, ""), result.stderr
+    assert os.listdir(empty) == []
+
+
 # --- bad input ----------------------------------------------------------------------------
 
 
@@ -237,7 +293,8 @@ def test_volume_rm_waits_for_a_starting_container(mycontainer, home, state_root,
         ("HOST:/data:ro,rw", "its options are ro or rw"),
         ("a:/data", "'a' is no volume name"),
         ("bad/name:/data", "'bad/name' is no volume name"),
-        ("/data", "--volume takes HOST_PATH:CONTAINER_PATH[:ro]"),
+        ("/data", "anonymous volumes are not supported: name one (-v NAME:/data)"),
+        ("HOST:/data:nocopy", "and nocopy for a volume"),
         ("HOST:/a:ro:x", "--volume takes HOST_PATH:CONTAINER_PATH[:ro]"),
     ],
 )
