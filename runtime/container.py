@@ -454,6 +454,12 @@ class Container:
             network.bring_up("lo")
         if self.config.layers:
             filesystem.mount_layers(self.config.layers, self.storage)
+            if self.config.readonly:  # the working directory is made while "/" is writable
+                root = os.open(self.root_directory, rootpath.DIRECTORY)
+                try:
+                    os.close(rootpath.open_beneath(root, self.config.cwd, "directory"))
+                finally:
+                    os.close(root)
         filesystem.enter_rootfs(
             self.root_directory,
             self.config.mounts,

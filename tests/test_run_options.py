@@ -186,3 +186,11 @@ def test_bad_tmpfs_is_one_line_and_125(mycontainer, state_root, args, message):
     assert result.stderr.startswith("mycontainer: error: ") and message in result.stderr
     assert result.stderr.count("\n") == 1
     assert os.listdir(state_root) == []
+
+
+def test_read_only_root_still_gets_its_missing_workdir(mycontainer):
+    """docker makes the working directory before the root turns read-only."""
+    result = mycontainer(*RUN, "--read-only", "-w", "/app/dir", "busybox", "sh", "-c",
+                         "pwd; touch x")  # fmt: skip
+    assert result.stdout == "/app/dir\n"
+    assert "Read-only file system" in result.stderr
