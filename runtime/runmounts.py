@@ -4,9 +4,10 @@
 They go into the container's ``mounts`` after docker's defaults (runtime.filesystem), so
 one mechanism, runtime.mounts, mounts them all: each destination is resolved inside the
 rootfs (a symbolic link of the image aimed out of it leads back in), and what is missing
-is made there. Each of them replaces a default mount at the same destination
-(``--tmpfs /dev/shm:size=1g``), and they are mounted parents first, whatever their order on
-the command line (``-v /b:/a/b -v /a:/a`` mounts /a, then /a/b), as docker sorts them.
+is made there. Each of them replaces the default mounts at its destination or below it
+(``--tmpfs /dev/shm:size=1g``; ``-v /dev:/dev`` takes /dev/pts and /dev/shm too), and they
+are mounted parents first, whatever their order on the command line (``-v /b:/a/b -v
+/a:/a`` mounts /a, then /a/b), as docker sorts them.
 
 - ``-v HOST:CONTAINER[:OPTIONS]`` bind-mounts HOST, an absolute path (or one starting with
   ``.``, taken from the current directory) that must exist: docker would create a missing
@@ -181,5 +182,12 @@ def for_run(defaults, volume_mounts=(), tmpfs_mounts=(), read_only: bool = False
             entry = {**entry, "source": volumes.create(entry["source"]).mountpoint}
         made.append(entry)
     made.sort(key=lambda entry: entry["destination"].count("/"))  # parents first: stable
-    kept = [entry for entry in defaults if os.path.normpath(entry["destination"]) not in seen]
+    kept = [entry for entry in defaults if not _covered(entry["destination"], seen)]
     return [*kept, *made]
+
+
+def _covered(destination: str, mounted: set[str]) -> bool:
+    """Whether ``destination`` is one of ``mounted``, or below one (a default /dev/shm when
+    the user mounts /dev: the user's mount would hide it, as docker leaves it out)."""
+    path = os.path.normpath(destination)
+    return any(path == top or path.startswith(top + "/") for top in mounted)

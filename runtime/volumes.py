@@ -97,6 +97,8 @@ class Volume:
 def create(name: str | None = None) -> Volume:
     """Volume ``name`` (a new random one if None), made if missing; see the docstring."""
     name = check_name(name) if name else os.urandom(32).hex()
+    if os.path.exists(os.path.join(root(), name, RECORD)):
+        return get(name)
     os.makedirs(root(), 0o700, exist_ok=True)
     staging = os.path.join(root(), f"{TEMPORARY[0]}{os.urandom(8).hex()}")
     os.mkdir(staging, 0o755)

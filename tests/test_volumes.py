@@ -335,3 +335,14 @@ def test_volume_name_rule_is_dockers():
     for bad in ("a", "_a", ".a", "a b", "a/b", "a:b", ""):
         with pytest.raises(ValueError):
             volumes.check_name(bad)
+
+
+def test_user_mounts_replace_the_defaults_they_cover_and_go_parents_first(tmp_path):
+    from runtime import filesystem, runmounts
+
+    inner = runmounts.parse_volume(f"{tmp_path}:/a/b")
+    outer = runmounts.parse_volume(f"{tmp_path}:/a")
+    dev = runmounts.parse_tmpfs("/dev:size=1m")
+    mounts = runmounts.for_run(filesystem.DEFAULT_MOUNTS, [inner, outer], [dev])
+    destinations = [entry["destination"] for entry in mounts]
+    assert destinations == ["/proc", "/sys", "/sys/fs/cgroup", "/a", "/dev", "/a/b"]
