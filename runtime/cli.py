@@ -229,11 +229,12 @@ def volume_inspect(names: tuple[str, ...]) -> int:
 def volume_rm(names: tuple[str, ...]) -> int:
     """Remove volumes and their data; a volume a container mounts is refused (remove the
     container first)."""
-    from runtime import image, volumes
+    from runtime import container, image, volumes
 
     with image.StoreLock(exclusive=True):  # no run between finding a volume and naming it
+        users = container.mount_sources()
         for name in names:
-            _volumes(volumes.remove, name)
+            _volumes(volumes.remove, name, users)
             click.echo(name)
     return 0
 
@@ -249,7 +250,7 @@ def volume_rm(names: tuple[str, ...]) -> int:
 )
 def volume_prune(force: bool, every: bool) -> int:
     """Remove every volume that no container mounts, with its data."""
-    from runtime import image, volumes
+    from runtime import container, image, volumes
 
     if not force:
         question = "This will remove all volumes not used by a container. Continue?"
@@ -260,7 +261,7 @@ def volume_prune(force: bool, every: bool) -> int:
             click.echo(err=True)
             return 0
     with image.StoreLock(exclusive=True):
-        removed = _volumes(volumes.prune)
+        removed = _volumes(volumes.prune, container.mount_sources())
     if removed:
         click.echo("Deleted Volumes:")
         click.echo("".join(f"{name}\n" for name, _size in removed))

@@ -593,14 +593,15 @@ def layers_in_use() -> set[str]:
     return {directory for _, config in _configs() for directory in config.get("layers", [])}
 
 
-def containers_mounting(source: str) -> list[str]:
-    """The ids of the containers in the state root that mount host path ``source``: a
-    named volume's directory, say (runtime.volumes), which must stay while they do."""
-    return [
-        name
-        for name, config in _configs()
-        if any(entry.get("source") == source for entry in config.get("mounts") or ())
-    ]
+def mount_sources() -> dict[str, list[str]]:
+    """The sources of the mounts of the containers in the state root, each with the ids of
+    the containers that mount it: a named volume's directory, say (runtime.volumes), must
+    stay while they do."""
+    sources: dict[str, list[str]] = {}
+    for name, config in _configs():
+        for entry in config.get("mounts") or ():
+            sources.setdefault(entry.get("source"), []).append(name)
+    return sources
 
 
 def prune(layout: cgroups.Layout | None = None, problems: list[str] | None = None) -> list[str]:

@@ -139,18 +139,12 @@ def list_volumes() -> list[Volume]:
     return [get(name) for name in names if NAME.fullmatch(name)]
 
 
-def users(name: str) -> list[str]:
-    """The ids of the containers in the state root that mount volume ``name``."""
-    from runtime import container
-
-    return container.containers_mounting(data_directory(name))
-
-
-def remove(name: str) -> None:
-    """Remove volume ``name`` and its data, unless a container mounts it. The caller holds
-    the store's lock alone (see the docstring)."""
+def remove(name: str, users: dict[str, list[str]]) -> None:
+    """Remove volume ``name`` and its data, unless a container mounts it: ``users`` maps
+    the sources of the containers' mounts to their ids (runtime.container.mount_sources).
+    The caller holds the store's lock alone (see the docstring)."""
     get(name)
-    using = users(name)
+    using = users.get(data_directory(name))
     if using:
         raise VolumeError(
             f"volume {name} is in use by container {using[0][:12]}: remove the container first"
@@ -160,15 +154,15 @@ def remove(name: str) -> None:
     _remove(away)
 
 
-def prune() -> list[tuple[str, int]]:
-    """Remove every volume no container mounts, and what interrupted volume commands left;
-    return the (name, bytes on disk) of each volume removed. The caller holds the store's
-    lock alone."""
+def prune(users: dict[str, list[str]]) -> list[tuple[str, int]]:
+    """Remove every volume no container mounts (``users``: as for remove()), and what
+    interrupted volume commands left; return the (name, bytes on disk) of each volume
+    removed. The caller holds the store's lock alone."""
     removed = []
     for volume in list_volumes():
-        if not users(volume.name):
+        if not users.get(volume.mountpoint):
             size = disk_usage(volume.mountpoint)
-            remove(volume.name)
+            remove(volume.name, users)
             removed.append((volume.name, size))
     for name in os.listdir(root()) if os.path.isdir(root()) else []:
         if name.startswith(TEMPORARY):
