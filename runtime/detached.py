@@ -131,10 +131,10 @@ def _become_monitor(
         if fd != -1:
             os.set_inheritable(fd, True)
     log = log_path(box.state)
-    # -I: neither PYTHON* variables nor the directory we were started from (which -m would
-    # search first) choose what runs as root once the container has ended
-    cleanup = [sys.executable, "-I", "-m", "runtime", "cleanup", *(["--rm"] * remove), box.id]
-    os.chdir("/")  # the monitor holds no directory of the user's
+    cleanup = [sys.executable, "-m", "runtime", "cleanup", *(["--rm"] * remove), box.id]
+    # The monitor holds no directory of the user's; and -m, which looks in the current
+    # directory first, then finds no 'runtime' there but root's own.
+    os.chdir("/")
     os.write(report, f"ok {box.id}".encode())
     os.close(report)
     os.execv(
