@@ -268,7 +268,8 @@ class CgroupParent:
             top = mount + self.path
             while os.path.dirname(top) != mount and not os.path.isdir(os.path.dirname(top)):
                 top = os.path.dirname(top)
-            self.tops.append(top)
+            if not os.path.isdir(top):
+                self.tops.append(top)
 
     def groups(self) -> list[str]:
         """The groups below the parent, but podman's ``conmon`` (which stays until the end)."""
