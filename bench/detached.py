@@ -633,7 +633,9 @@ def benchmark(args, workdir: str, engines: list[Engine]) -> dict:
                 engine.start_times[mode].append(result["start_s"])
                 engine.remove_times.append(result["remove_s"])
                 engine.memory.append(result["memory"])
-    notes += machine_notes(load_before, 1.0, args.mycontainer)
+    # The parallel starts alone make up to N processes runnable at once: the load they add
+    # is the benchmark's own.
+    notes += machine_notes(load_before, float(args.containers), args.mycontainer)
     return report(engines, args, notes)
 
 
