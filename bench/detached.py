@@ -360,6 +360,8 @@ class Engine:
 
 
 class Mycontainer(Engine):
+    """mycontainer with a home (its image store) and a state root of the benchmark's own."""
+
     def __init__(self, path: str, workdir: str, env: dict):
         self.home = os.path.join(workdir, "home")
         self.state = os.path.join(workdir, "state")
