@@ -816,6 +816,9 @@ def main(argv: list[str] | None = None) -> int:
         killed = end_ours(workdir)
         if killed:
             problems.append(f"processes still ran, killed: {killed}")
+        # Interrupted during parallel starts, some finished after the first removal.
+        for engine in engines:
+            problems += engine.remove_all()
         for engine in engines:
             if isinstance(engine, Mycontainer):
                 problems += engine.remove_cgroup_parents()
