@@ -233,22 +233,26 @@ def docs(c, serve=False):
 
 @task(
     help={
-        "runs": "timed runs per tool (default 30) or rounds (--image, default 3)",
+        "runs": "timed runs per tool (default 30) or rounds (--image, --detached: default 3)",
         "image": "the image import benchmark: mycontainer load against umoci and GNU tar",
         "oci": "the OCI run benchmark: mycontainer-oci run against runc run and crun run",
+        "detached": "the detached benchmark: monitors' memory and start time against podman's",
         "json": "also write every sample and the summary to this file",
     }
 )
-def bench(c, runs=None, image=False, oci=False, json=None):
+def bench(c, runs=None, image=False, oci=False, detached=False, json=None):
     """Start latency against runc, crun and unshare; with --image, image import instead;
-    with --oci, mycontainer-oci run of a bundle against runc and crun."""
-    if image and oci:
-        raise Exit("invoke bench: --image or --oci, not both", code=2)
+    with --oci, mycontainer-oci run of a bundle against runc and crun; with --detached,
+    the host memory and start time of 20 detached containers against podman with conmon."""
+    if image + oci + detached > 1:
+        raise Exit("invoke bench: one of --image, --oci and --detached", code=2)
     script = "bench/start_latency.py"
     if image:
         script = "bench/image_import.py"
     elif oci:
         script = "bench/oci_run.py"
+    elif detached:
+        script = "bench/detached.py"
     options = f" --runs {int(runs)}" if runs else ""
     if json:
         options += f" --json {shlex.quote(json)}"
