@@ -9,7 +9,7 @@ N (``--containers``, default 20) detached ``sleep`` containers of the busybox ro
 by each of:
 
 * ``mycontainer run -d --net none IMAGE sleep 86400`` (the subject): each container has a
-  monitor on the host, ``python3 -I -S runtime/monitor.py`` (runtime/detached.py);
+  monitor on the host, ``python3 -I -S -c '...import monitor'`` (runtime/detached.py);
 * ``podman run -d --network none IMAGE sleep 86400`` (the peer), podman's OCI runtime being
   runc (``--podman-runtime``): each container has a conmon on the host; podman itself exits.
 
@@ -113,7 +113,10 @@ class Process:
 
     @property
     def label(self) -> str:
-        """What it is: the script a Python runs (``monitor.py``), else its program."""
+        """What it is: the script or module a Python runs (``monitor.py``), else its
+        program."""
+        if any("import monitor" in arg for arg in self.argv):
+            return "monitor.py"  # imported by -c, so that its bytecode is cached
         scripts = [arg for arg in self.argv[1:] if arg.endswith(".py")]
         return os.path.basename(scripts[0] if scripts else self.argv[0] if self.argv else "?")
 

@@ -40,7 +40,10 @@ from runtime.container import (
 )
 from runtime.process import EXIT_RUNTIME_ERROR
 
-MONITOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "monitor.py")
+# The monitor is imported, not run as a script, so that its compiled bytecode is used: a
+# script is compiled at every start, and that memory would stay in every monitor.
+MONITOR = "import sys; sys.path.append(sys.argv.pop(1)); import monitor; monitor.main(sys.argv)"
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def run(
@@ -139,7 +142,8 @@ def _become_monitor(
     os.close(report)
     os.execv(
         sys.executable,
-        [sys.executable, "-I", "-S", MONITOR, str(pid), box.state.path(state.EXIT_FILE), log]
+        [sys.executable, "-I", "-S", "-c", MONITOR, HERE]
+        + [str(pid), box.state.path(state.EXIT_FILE), log]
         + [str(fd) for fd in keep]
         + ["--", *cleanup],
     )

@@ -44,7 +44,7 @@ def monitors(state_root) -> list[int]:
                 argv = file.read().split(b"\0")
         except OSError:
             continue
-        if any(arg.endswith(b"runtime/monitor.py") for arg in argv) and any(
+        if any(b"import monitor" in arg for arg in argv) and any(
             str(state_root).encode() in arg for arg in argv
         ):
             found.append(int(pid))
