@@ -233,24 +233,28 @@ def docs(c, serve=False):
 
 @task(
     help={
-        "runs": "timed runs per tool (default 30) or rounds (--image, default 3)",
+        "runs": "timed runs per tool (default 30) or rounds (--image, --detached: default 3)",
         "image": "the image import benchmark: mycontainer load against umoci and GNU tar",
         "oci": "the OCI run benchmark: mycontainer-oci run against runc run and crun run",
+        "detached": "the detached benchmark: monitors' memory and start time against podman's",
         "exec": "the exec benchmark: mycontainer exec against runc exec and crun exec",
         "json": "also write every sample and the summary to this file",
     }
 )
-def bench(c, runs=None, image=False, oci=False, exec=False, json=None):  # noqa: A002
+def bench(c, runs=None, image=False, oci=False, detached=False, exec=False, json=None):  # noqa: A002
     """Start latency against runc, crun and unshare; with --image, image import instead;
-    with --oci, mycontainer-oci run of a bundle against runc and crun; with --exec,
-    mycontainer exec against runc exec and crun exec."""
-    if image + oci + exec > 1:
-        raise Exit("invoke bench: one of --image, --oci and --exec", code=2)
+    with --oci, mycontainer-oci run of a bundle against runc and crun; with --detached,
+    the host memory and start time of 20 detached containers against podman with conmon;
+    with --exec, mycontainer exec against runc exec and crun exec."""
+    if image + oci + detached + exec > 1:
+        raise Exit("invoke bench: one of --image, --oci, --detached and --exec", code=2)
     script = "bench/start_latency.py"
     if image:
         script = "bench/image_import.py"
     elif oci:
         script = "bench/oci_run.py"
+    elif detached:
+        script = "bench/detached.py"
     elif exec:
         script = "bench/exec.py"
     options = f" --runs {int(runs)}" if runs else ""

@@ -19,6 +19,7 @@ namespaces      what a container sees: hostname, PIDs, mounts, IPC, network
 userns          user namespaces: uid/gid maps
 filesystem      the container's root: its mounts, devices, pivot_root
 mounts          config.json's mounts, applied inside the root
+runmounts       ``run``'s -v, --tmpfs and --read-only, as config.json's mounts
 rootpath        paths resolved inside a root, never out of it
 sysctl          namespaced kernel parameters
 removal         removing a tree that may hold mounts
@@ -38,6 +39,7 @@ netfilter       NAT and published ports (iptables)
 Images and commands
 ==============  =====================================================================
 image           the image store, and what ``mycontainer run IMAGE`` names
+volumes         named volumes: the store's directories that outlive containers
 imagesource     image files: OCI layouts and archives, docker save, rootfs tarballs
 imagespec       the rules both check: names, digests, configs
 layer           layers unpacked safely

@@ -66,6 +66,8 @@ CONTROLLERS = ("memory", "cpu", "pids")
 V1_CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "devices", "freezer")
 MIN_MEMORY = 6 * 1024 * 1024  # docker's minimum: below it a container cannot even start
 MAX_CPU_WEIGHT = 10000
+CPU_PERIOD = 100000  # µs: docker's period for --cpus, the kernel's default cfs_period_us
+MIN_CPU_QUOTA = 1000  # µs: the smallest quota the kernel accepts (1 ms per period)
 PID_MAX_LIMIT = 4 * 1024 * 1024  # <linux/threads.h>, on 64-bit machines
 SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -134,6 +136,29 @@ def parse_cpu_weight(text: str) -> int:
     return int(text)
 
 
+def parse_cpus(text: str) -> float:
+    """``--cpus``: how many CPUs' worth of time the container may use, as docker's: a decimal
+    such as ``1.5`` (one and a half CPUs, spread over any of them), from 0.01 (the kernel's
+    smallest quota, 1 ms per 100 ms period) to the CPUs this process may run on, as docker
+    refuses more than the host has."""
+    available = len(os.sched_getaffinity(0))
+    number = text.strip()
+    if not _is_number(number.replace(".", "", 1)):
+        raise ValueError(f"--cpus takes a number of CPUs such as 1 or 0.5 (got {text})")
+    cpus = float(number)
+    if not MIN_CPU_QUOTA <= cpu_quota(cpus) <= available * CPU_PERIOD:
+        raise ValueError(
+            f"--cpus must be from 0.01 to {available}, the CPUs available here (got {text})"
+        )
+    return cpus
+
+
+def cpu_quota(cpus: float) -> int:
+    """The CPU time (µs) a container of ``cpus`` CPUs may use per CPU_PERIOD, as docker
+    computes it: cpu.max's quota on v2, cpu.cfs_quota_us on v1."""
+    return round(cpus * CPU_PERIOD)
+
+
 def parse_pids_limit(text: str) -> int:
     """The most processes (and threads) the container may have at once: a positive integer,
     at most the kernel's PID_MAX_LIMIT (4194304), which is all pids.max accepts."""
@@ -167,18 +192,26 @@ def shares_to_weight(shares: int) -> int:
 
 
 def docker_resources(
-    memory: int | None = None, cpu_weight: int | None = None, pids_limit: int | None = None
+    memory: int | None = None,
+    cpu_weight: int | None = None,
+    pids_limit: int | None = None,
+    cpus: float | None = None,
 ) -> dict:
     """The OCI linux.resources object for ``mycontainer run``'s flags.
 
     ``--memory`` gives no swap on top (``swap``, memory + swap, equals the limit): else the
-    limit would only be the point where the container starts swapping.
+    limit would only be the point where the container starts swapping. ``--cpus`` is a
+    quota of CPU time per period (the CFS bandwidth controller: cpu.max on v2,
+    cpu.cfs_quota_us and cpu.cfs_period_us on v1); ``--cpu-weight`` only shares the CPU
+    time that containers compete for, while a quota caps it even on an idle machine.
     """
     resources: dict = {}
     if memory is not None:
         resources["memory"] = {"limit": memory, "swap": memory}
     if cpu_weight is not None:
         resources["cpu"] = {"shares": weight_to_shares(cpu_weight)}
+    if cpus is not None:
+        resources.setdefault("cpu", {}).update(quota=cpu_quota(cpus), period=CPU_PERIOD)
     if pids_limit is not None:
         resources["pids"] = {"limit": pids_limit}
     return resources

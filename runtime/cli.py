@@ -424,6 +424,111 @@ def cleanup(remove: bool, container_id: str) -> int:
     return 0
 
 
+@cli.group(context_settings=CONTEXT)
+def volume() -> None:
+    """Manage named volumes: directories of the store that containers mount with
+    '-v NAME:/path', and that outlive them."""
+
+
+@volume.command("create", context_settings=CONTEXT)
+@click.argument("name", required=False)
+def volume_create(name: str | None) -> int:
+    """Create volume NAME (default: a random name) and print its name; an existing one is
+    left as it is."""
+    from runtime import image, volumes
+
+    try:
+        with image.StoreLock():  # shared: volume rm and prune wait
+            made = volumes.create(name)
+    except (ValueError, volumes.VolumeError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(made.name)
+    return 0
+
+
+@volume.command("ls", context_settings=CONTEXT)
+@click.option("-q", "--quiet", is_flag=True, help="Only the names.")
+def volume_ls(quiet: bool) -> int:
+    """List the volumes."""
+    from runtime import volumes
+
+    found = _volumes(volumes.list_volumes)
+    if not quiet:
+        click.echo(f"{'DRIVER':<10}VOLUME NAME")
+    for one in found:
+        click.echo(one.name if quiet else f"{'local':<10}{one.name}")
+    return 0
+
+
+@volume.command("inspect", context_settings=CONTEXT)
+@click.argument("names", nargs=-1, required=True)
+def volume_inspect(names: tuple[str, ...]) -> int:
+    """Print the volumes' details, as a JSON array (docker's fields)."""
+    import json
+
+    from runtime import volumes
+
+    found = [_volumes(volumes.get, name).inspect() for name in names]
+    click.echo(json.dumps(found, indent=4))
+    return 0
+
+
+@volume.command("rm", context_settings=CONTEXT)
+@click.argument("names", nargs=-1, required=True)
+def volume_rm(names: tuple[str, ...]) -> int:
+    """Remove volumes and their data; a volume a container mounts is refused (remove the
+    container first)."""
+    from runtime import container, image, volumes
+
+    with image.StoreLock(exclusive=True):  # no run between finding a volume and naming it
+        users = container.mount_sources()
+        for name in names:
+            _volumes(volumes.remove, name, users)
+            click.echo(name)
+    return 0
+
+
+@volume.command("prune", context_settings=CONTEXT)
+@click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "-a",
+    "--all",
+    "every",
+    is_flag=True,
+    help="docker's, for its anonymous volumes: here every volume is named, and pruned.",
+)
+def volume_prune(force: bool, every: bool) -> int:
+    """Remove every volume that no container mounts, with its data."""
+    from runtime import container, image, volumes
+
+    if not force:
+        question = "This will remove all volumes not used by a container. Continue?"
+        try:
+            if not click.confirm(question, default=False, err=True):
+                return 0
+        except click.Abort:  # no answer (stdin at its end): no
+            click.echo(err=True)
+            return 0
+    with image.StoreLock(exclusive=True):
+        removed = _volumes(volumes.prune, container.mount_sources())
+    if removed:
+        click.echo("Deleted Volumes:")
+        click.echo("".join(f"{name}\n" for name, _size in removed))
+    total = sum(size for _name, size in removed)
+    click.echo(f"Total reclaimed space: {volumes.human_size(total)}")
+    return 0
+
+
+def _volumes(action, *args):
+    """``action(*args)`` of runtime.volumes, its failures one line."""
+    from runtime import volumes
+
+    try:
+        return action(*args)
+    except volumes.VolumeError as error:
+        raise click.ClickException(str(error)) from None
+
+
 def main(argv: list[str]) -> None:
     """Run the click CLI; every failure becomes one line and an exit code (125 for ours).
 

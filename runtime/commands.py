@@ -38,14 +38,20 @@ def run(image: str, command: list[str], **options) -> int:
             found = images.resolve(image, progress=progress_on_terminal())
         entrypoint = options.pop("entrypoint", None)
         env = found.environment()
+        for variables in options.pop("env_file", []):  # then --env, which wins, as docker's
+            env.update(variables)
         env.update((key, value) for key, value in options.pop("env", []) if value is not None)
+        read_only = options.pop("read_only", False)
+        mounts = _mounts(options.pop("volume", []), options.pop("tmpfs", []), read_only)
         config = container.Config(
             found.lower_directories(),
             found.command_line(command, entrypoint),
             image=found.name,
             env=env,
-            cwd=found.config.get("WorkingDir") or "/",
-            user=found.config.get("User") or None,
+            cwd=options.pop("workdir", None) or found.config.get("WorkingDir") or "/",
+            user=options.pop("user", None) or found.config.get("User") or None,
+            mounts=mounts,
+            readonly=read_only,
             **options,
         )
         if detach:
@@ -71,6 +77,18 @@ def _no_stdin() -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
+
+
+def _mounts(volume_mounts: list, tmpfs_mounts: list, read_only: bool) -> list[dict]:
+    """docker's default mounts and those of -v, --tmpfs and --read-only (runtime.runmounts),
+    named volumes made: under the store's lock, which the caller holds."""
+    from runtime import filesystem, runmounts
+    from runtime.container import ContainerError
+
+    try:
+        return runmounts.for_run(filesystem.DEFAULT_MOUNTS, volume_mounts, tmpfs_mounts, read_only)
+    except ValueError as error:  # a volumes.VolumeError too
+        raise ContainerError(str(error)) from None
 
 
 def load(file: str) -> int:

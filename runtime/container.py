@@ -89,6 +89,7 @@ class Config:
         memory: int | None = None,  # bytes
         cpu_weight: int | None = None,  # 1-10000, cgroup v2's cpu.weight
         pids_limit: int | None = None,
+        cpus: float | None = None,  # CPUs' worth of time: a CFS quota (cgroups.parse_cpus)
         net: str | None = None,  # bridge (default), none or host
         publish: list[str] | None = None,  # ["8080:80/tcp"]: network.parse_publish's form
         cap_add: list[str] | None = None,  # capability names, or ALL (policy.parse_cap_add)
@@ -121,6 +122,7 @@ class Config:
         self.memory = memory
         self.cpu_weight = cpu_weight
         self.pids_limit = pids_limit
+        self.cpus = cpus
         self.net = net or network.DEFAULT_MODE
         self.publish = list(publish or [])
         self.cap_add = list(cap_add or [])
@@ -140,7 +142,7 @@ class Config:
         self.sysctl = dict(sysctl or {})
         self.spec = spec
         if resources is None:
-            resources = cgroups.docker_resources(memory, cpu_weight, pids_limit)
+            resources = cgroups.docker_resources(memory, cpu_weight, pids_limit, cpus)
         self.resources = resources
         self.cgroups_path = cgroups_path
         self.tty = tty
@@ -545,6 +547,12 @@ class Container:
             network.bring_up("lo")
         if self.config.layers:
             filesystem.mount_layers(self.config.layers, self.storage)
+            if self.config.readonly:  # the working directory is made while "/" is writable
+                root = os.open(self.root_directory, rootpath.DIRECTORY)
+                try:
+                    os.close(rootpath.open_beneath(root, self.config.cwd, "directory"))
+                finally:
+                    os.close(root)
         filesystem.enter_rootfs(
             self.root_directory,
             self.config.mounts,
@@ -606,7 +614,9 @@ class Container:
         A bundle's config.json gives the whole environment itself."""
         if not self.config.layers:
             return dict(self.config.env)
-        env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.hostname, "HOME": "/root"}
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": self.hostname}
+        if not self.config.user:  # else the user's, from the container's /etc/passwd
+            env["HOME"] = "/root"
         if sys.stdin is not None and sys.stdin.isatty() and "TERM" in os.environ:
             env["TERM"] = os.environ["TERM"]
         elif self.config.tty:
@@ -674,6 +684,17 @@ def layers_in_use() -> set[str]:
     """The layer directories that the containers in the state root stack: an image may have
     been loaded again or removed since they started, but its old layers must stay."""
     return {directory for _, config in _configs() for directory in config.get("layers", [])}
+
+
+def mount_sources() -> dict[str, list[str]]:
+    """The sources of the mounts of the containers in the state root, each with the ids of
+    the containers that mount it: a named volume's directory, say (runtime.volumes), must
+    stay while they do."""
+    sources: dict[str, list[str]] = {}
+    for name, config in _configs():
+        for entry in config.get("mounts") or ():
+            sources.setdefault(entry.get("source"), []).append(name)
+    return sources
 
 
 def prune(layout: cgroups.Layout | None = None, problems: list[str] | None = None) -> list[str]:

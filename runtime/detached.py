@@ -40,7 +40,10 @@ from runtime.container import (
 )
 from runtime.process import EXIT_RUNTIME_ERROR
 
-MONITOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "monitor.py")
+# The monitor is imported, not run as a script, so that its compiled bytecode is used: a
+# script is compiled at every start, and that memory would stay in every monitor.
+MONITOR = "import sys; sys.path.append(sys.argv.pop(1)); import monitor; monitor.main(sys.argv)"
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def run(
@@ -131,15 +134,16 @@ def _become_monitor(
         if fd != -1:
             os.set_inheritable(fd, True)
     log = log_path(box.state)
-    # -I: neither PYTHON* variables nor the directory we were started from (which -m would
-    # search first) choose what runs as root once the container has ended
-    cleanup = [sys.executable, "-I", "-m", "runtime", "cleanup", *(["--rm"] * remove), box.id]
-    os.chdir("/")  # the monitor holds no directory of the user's
+    cleanup = [sys.executable, "-m", "runtime", "cleanup", *(["--rm"] * remove), box.id]
+    # The monitor holds no directory of the user's; and -m, which looks in the current
+    # directory first, then finds no 'runtime' there but root's own.
+    os.chdir("/")
     os.write(report, f"ok {box.id}".encode())
     os.close(report)
     os.execv(
         sys.executable,
-        [sys.executable, "-I", "-S", MONITOR, str(pid), box.state.path(state.EXIT_FILE), log]
+        [sys.executable, "-I", "-S", "-c", MONITOR, HERE]
+        + [str(pid), box.state.path(state.EXIT_FILE), log]
         + [str(fd) for fd in keep]
         + ["--", *cleanup],
     )

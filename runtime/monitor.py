@@ -17,10 +17,11 @@ replaces itself with this program (execve(2) keeps children and descriptors) and
    command (``mycontainer cleanup ID``: release the network and cgroups, or remove the
    container with ``--rm``), as conmon runs podman's.
 
-It runs as ``python3 -I -S monitor.py``, by its path, and imports nothing but three
-modules built into the interpreter: every module costs memory in each container's monitor,
-and ``os`` alone (with the modules it pulls in) costs ~300 kB. 20 detached containers hold
-~2.6 MB each (PSS, /proc/PID/smaps_rollup; bench/detached.py measures it).
+It runs as ``python3 -I -S -c "...; import monitor"``, found by its directory, and imports
+nothing but three modules built into the interpreter: every module costs memory in each
+container's monitor, and ``os`` alone (with the modules it pulls in) costs ~300 kB; it is
+imported rather than run as a script, whose compiling would cost ~400 kB more. 20 detached
+containers hold ~2.6-2.8 MB each (PSS, /proc/PID/smaps_rollup; bench/detached.py).
 
 Killed (SIGKILL), it takes nothing with it: the container runs on, re-parented to the
 host's init, and ``mycontainer stop``, ``rm`` and ``prune`` work without it; only its exit

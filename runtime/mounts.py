@@ -13,7 +13,8 @@ container's private mount namespace before pivot_root(2):
    created, a directory, or an empty file when a file is bind-mounted;
 3. the filesystem is mounted on ``/proc/self/fd/N``, N the descriptor of that resolved
    destination, never on a path string that a link swapped in meanwhile could redirect
-   (runc's CVE-2021-30465);
+   (runc's CVE-2021-30465); a named volume's bind mount (option ``copyup``, mycontainer's
+   own) first fills the volume, if empty, with what the rootfs has there (runtime.volumes);
 4. a bind mount with flags is remounted (``MS_BIND | MS_REMOUNT``): the kernel ignores the
    flags of the bind itself. The source's own nosuid, nodev, noexec and ro stay unless an
    option clears them: a bind mount must not unlock what the source's mount locked.
@@ -111,6 +112,10 @@ FLAG_OPTIONS = {
     "rbind": (MS_BIND | MS_REC, 0),
 }
 
+# mycontainer's own option for a bind mount of a named volume: fill the volume, if empty,
+# with what the rootfs has at the destination, as docker does (runtime.volumes.copy_up).
+COPY_UP = "copyup"
+
 # Propagation options (and linux.rootfsPropagation's values): mount(2) flags.
 PROPAGATION = {
     "private": MS_PRIVATE,
@@ -175,9 +180,12 @@ class Options:
     def __init__(self, options=()) -> None:
         self.flags = self.cleared = self.recursive_set = self.recursive_clear = 0
         self.propagation: list[int] = []
+        self.copy_up = False
         data = []
         for option in options:
-            if option in FLAG_OPTIONS:
+            if option == COPY_UP:
+                self.copy_up = True
+            elif option in FLAG_OPTIONS:
                 sets, clears = FLAG_OPTIONS[option]
                 self.flags = (self.flags | sets) & ~clears
                 self.cleared = (self.cleared | clears) & ~sets
@@ -221,6 +229,10 @@ def mount_entry(root: int, entry: dict) -> None:
             raise OSError(errno.ENOENT, f"its source {source} does not exist")
         create = "directory" if os.path.isdir(source) else "file"
         with _Target(root, destination, create) as target:
+            if options.copy_up and create == "directory":
+                from runtime import volumes
+
+                volumes.copy_up(target, source)
             mount(source, target, None, options.flags & (MS_BIND | MS_REC))
         if options.flags & ~(MS_BIND | MS_REC | MS_REMOUNT):
             with _Target(root, destination) as target:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 
-from runtime.cgroups import parse_cpu_weight, parse_memory, parse_pids_limit
+from runtime.cgroups import parse_cpu_weight, parse_cpus, parse_memory, parse_pids_limit
 from runtime.namespaces import check_hostname
 from runtime.network import parse_net, parse_publish
 from runtime.policy import parse_cap_add, parse_cap_drop, parse_security_opt
+from runtime.runmounts import parse_tmpfs, parse_volume
 from runtime.state import StateError, check_name
+from runtime.users import parse_user
 
 
 def parse_env(text: str) -> tuple[str, str | None]:
@@ -30,6 +32,42 @@ def parse_name(text: str) -> str:
         raise ValueError(str(error)) from None
 
 
+def parse_env_file(path: str) -> list[tuple[str, str]]:
+    """The variables of an env file, as docker reads one (``--env-file``): a ``KEY=VALUE``
+    a line, taken as it is (no quotes removed, no ``$`` expanded); a ``KEY`` alone takes
+    its value here, and is left out if unset; blank lines and lines starting with ``#``
+    are skipped; the spaces before a KEY are dropped, a KEY holding one is refused."""
+    try:
+        with open(path, encoding="utf-8-sig") as file:
+            lines = file.read().splitlines()
+    except OSError as error:
+        raise ValueError(f"--env-file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"--env-file {path}: not UTF-8 text") from None
+    variables = []
+    for number, line in enumerate(lines, 1):
+        line = line.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        key, equals, value = line.partition("=")
+        if not key or any(c.isspace() for c in key):
+            raise ValueError(
+                f"--env-file {path} line {number}: {key!r} is no variable name (KEY=VALUE)"
+            )
+        if equals:
+            variables.append((key, value))
+        elif key in os.environ:
+            variables.append((key, os.environ[key]))
+    return variables
+
+
+def parse_workdir(path: str) -> str:
+    """``--workdir``: an absolute directory of the container (made if missing, as docker)."""
+    if not path.startswith("/"):
+        raise ValueError(f"--workdir must be an absolute path (got {path!r})")
+    return path
+
+
 # The options of ``run``: name -> (check that returns the value or raises ValueError, help).
 # runtime.cli builds its click options from this table.
 RUN_OPTIONS = {
@@ -41,11 +79,27 @@ RUN_OPTIONS = {
         "Share of CPU time under contention, 1-10000 (default 100).",
     ),
     "--pids-limit": (parse_pids_limit, "Most processes and threads the container may have."),
+    "--cpus": (parse_cpus, "CPU time, in CPUs (1.5: one and a half), however idle the host."),
     "--entrypoint": (str, "Replace the image's ENTRYPOINT ('' clears it; CMD is then unused)."),
     "--env": (
         parse_env,
         "Set a variable, KEY=VALUE (KEY alone: its value here, if set). Repeatable.",
     ),
+    "--env-file": (
+        parse_env_file,
+        "Read variables from a file: KEY=VALUE lines, KEY alone, # comments. Repeatable.",
+    ),
+    "--volume": (
+        parse_volume,
+        "Mount HOST_PATH (it must exist) or volume NAME (made if missing) at CONTAINER_PATH: "
+        "HOST_PATH:CONTAINER_PATH[:ro], NAME:CONTAINER_PATH[:ro]. Repeatable.",
+    ),
+    "--tmpfs": (
+        parse_tmpfs,
+        "Mount a tmpfs: PATH[:OPTIONS] (default rw,noexec,nosuid,nodev; size=64m...). Repeatable.",
+    ),
+    "--workdir": (parse_workdir, "The command's directory, absolute (made if missing)."),
+    "--user": (parse_user, "Run as USER[:GROUP], names or numbers (the image's /etc/passwd)."),
     "--net": (parse_net, "Network: bridge (default; eth0 on bridge mycontainer0), none or host."),
     "--publish": (
         parse_publish,
@@ -65,14 +119,30 @@ RUN_FLAGS = {
     "--interactive": "Keep stdin open: the container reads what is typed or piped here.",
     "--detach": "Run in the background and print the container's id ('mycontainer logs').",
     "--rm": "Remove the container when it stops (else it stays, with its exit code).",
+    "--read-only": "Make the root read-only, with tmpfs on /tmp, /var/tmp and /run.",
 }
 # before IMAGE, and together: -it, -dit
 SHORT_FLAGS = {"-t": "--tty", "-i": "--interactive", "-d": "--detach"}
 # Options that may be given more than once: their value is the list of all of them.
-REPEATABLE_OPTIONS = {"--publish", "--env", "--cap-add", "--cap-drop", "--security-opt"}
+REPEATABLE_OPTIONS = {
+    "--publish",
+    "--env",
+    "--env-file",
+    "--cap-add",
+    "--cap-drop",
+    "--security-opt",
+    "--volume",
+    "--tmpfs",
+}
 # Short names, recognised before IMAGE only: after it, the ``-p`` of ``mkdir -p`` is the
 # command's. (Long options are recognised anywhere, as split_run_args explains.)
-SHORT_OPTIONS = {"-p": "--publish", "-e": "--env"}
+SHORT_OPTIONS = {
+    "-p": "--publish",
+    "-e": "--env",
+    "-v": "--volume",
+    "-w": "--workdir",
+    "-u": "--user",
+}
 
 
 def split_run_args(args: list[str]) -> tuple[list[str], list[str]]:

@@ -67,8 +67,20 @@ def _is_id(text: str) -> bool:
     return text.isascii() and text.isdigit() and len(text) <= 10 and int(text) <= MAX_ID
 
 
+def parse_user(spec: str) -> str:
+    """``--user``: ``USER[:GROUP]``, each a name or a number. Names are looked up when the
+    container starts, in its own files (see this module's docstring)."""
+    user, colon, group = spec.partition(":")
+    if not user or (colon and not group) or ":" in group or any(c.isspace() for c in spec):
+        raise ValueError(f"--user takes USER[:GROUP], names or numbers (got {spec!r})")
+    return spec
+
+
 def resolve(spec: str) -> tuple[int, int, list[int], str | None]:
-    """``USER[:GROUP]`` -> (uid, gid, supplementary gids, home directory or None)."""
+    """``USER[:GROUP]`` -> (uid, gid, supplementary gids, home directory or None).
+
+    A user of /etc/passwd has its group and home there; a number found nowhere is the
+    user of that id with group 0 and home "/", as runc and docker make it."""
     user, _, group = spec.partition(":")
     passwd = _entries("/etc/passwd", PASSWD_FIELDS)
     groups = _entries("/etc/group", GROUP_FIELDS)
@@ -77,8 +89,8 @@ def resolve(spec: str) -> tuple[int, int, list[int], str | None]:
         uid = _number("/etc/passwd", found, 2, PASSWD_FIELDS)
         gid = _number("/etc/passwd", found, 3, PASSWD_FIELDS)
         home = found[1][5] or None
-    elif _is_id(user):
-        uid, gid, home = int(user), int(user), None  # a numeric user need not exist
+    elif _is_id(user):  # a numeric user need not exist: group root, home "/", as runc
+        uid, gid, home = int(user), 0, "/"
     else:
         raise UserError(f"user {user!r} is not in the container's /etc/passwd")
     if group:

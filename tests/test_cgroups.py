@@ -168,6 +168,32 @@ def test_pids_limit_stops_a_fork_loop(mycontainer):
 
 
 @privileged
+def test_cpus_is_a_quota_in_the_containers_own_group(mycontainer):
+    """docker's --cpus 1.5: 150 ms of CPU time per 100 ms period (cpu.max on v2)."""
+    v2 = cgroups.detect().uses_v2
+    files = ["cpu.max"] if v2 else ["cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us"]
+    show = ["cat", *(f"/sys/fs/cgroup/{name}" for name in files)]
+    result = mycontainer("run", "--net", "none", "--cpus", "1.5", "busybox", *show)
+    assert result.stdout == ("150000 100000\n" if v2 else "150000\n100000\n"), result.stderr
+
+
+@privileged
+def test_cpus_caps_a_busy_loop_on_an_idle_cpu(background, state_root):
+    """A quota caps CPU time even when no one else wants the CPU (--cpu-weight would not):
+    a busy loop held to 0.2 CPUs uses at most about that, however idle the host."""
+    busy = ["sh", "-c", "while :; do :; done"]
+    process = background("run", "--net", "none", "--cpus", "0.2", "busybox", *busy)
+    (state,) = running_containers(state_root, runtimes=[process])
+    group = cgroups.Cgroup(cgroups.detect(), state["id"], cgroup_parent(state_root))
+    before, start = group.cpu_usage_usec(), time.monotonic()
+    time.sleep(2)
+    used = (group.cpu_usage_usec() - before) / 1e6 / (time.monotonic() - start)
+    os.kill(state["pid"], signal.SIGKILL)
+    assert process.wait(timeout=20) == 137
+    assert used <= 0.25, f"the loop used {used:.2f} CPUs, above its 0.2"
+
+
+@privileged
 @pytest.mark.parametrize(
     "option",
     [
@@ -177,6 +203,11 @@ def test_pids_limit_stops_a_fork_loop(mycontainer):
         ["--cpu-weight", "0"],
         ["--cpu-weight", "10001"],
         ["--pids-limit", "0"],
+        ["--cpus", "0"],
+        ["--cpus", "-1"],
+        ["--cpus", "0.001"],
+        ["--cpus", str(len(os.sched_getaffinity(0)) + 1)],
+        ["--cpus", "two"],
     ],
 )
 def test_bad_values_exit_125_and_create_nothing(mycontainer, state_root, option):
