@@ -2,24 +2,19 @@
 fast path (runtime.launcher) and the click command (runtime.cli) are built, and the rule of
 where they may go: before CONTAINER only, as docker's; everything after it is the command.
 
-This module is on ``exec``'s hot path: it imports nothing (``--env``'s check comes from
-runtime.runoptions, with ``run``'s whole option table, only when ``-e`` is given).
+This module is on ``exec``'s hot path: it imports only runtime.users, which an exec imports
+anyway (``--env``'s and ``--env-file``'s checks come from runtime.runoptions, with ``run``'s
+whole option table, only when they are given).
 """
 
 from __future__ import annotations
 
-
-def check_user(text: str) -> str:
-    """``--user``: ``USER[:GROUP]``, names or numbers, looked up in the container's
-    /etc/passwd and /etc/group when the process starts (runtime.users)."""
-    user, colon, group = text.partition(":")
-    if not user or (colon and not group) or ":" in group or any(c.isspace() for c in text):
-        raise ValueError(f"--user takes USER[:GROUP], names or numbers (got {text!r})")
-    return text
+from runtime.users import parse_user
 
 
 def check_workdir(path: str) -> str:
-    """``--workdir``: an absolute directory of the container, which must exist there."""
+    """``--workdir``: an absolute directory of the container, which must exist there (run
+    makes a missing one; exec, as docker's, does not)."""
     if not path.startswith("/"):
         raise ValueError(f"--workdir must be an absolute path (got {path!r})")
     return path
@@ -32,11 +27,22 @@ def check_env(text: str) -> tuple[str, str | None]:
     return parse_env(text)
 
 
+def check_env_file(path: str) -> list[tuple[str, str]]:
+    """``--env-file``: as ``run --env-file`` (runtime.runoptions.parse_env_file)."""
+    from runtime.runoptions import parse_env_file
+
+    return parse_env_file(path)
+
+
 # name -> (check that returns the value or raises ValueError, help)
 EXEC_OPTIONS = {
-    "--user": (check_user, "Run as USER[:GROUP], names or numbers (default: the container's)."),
+    "--user": (parse_user, "Run as USER[:GROUP], names or numbers (default: the container's)."),
     "--workdir": (check_workdir, "The command's directory, absolute (default: the container's)."),
     "--env": (check_env, "Set a variable, KEY=VALUE (KEY alone: its value here). Repeatable."),
+    "--env-file": (
+        check_env_file,
+        "Read variables from a file: KEY=VALUE lines, KEY alone, # comments. Repeatable.",
+    ),
 }
 # Options that take no value: name -> help.
 EXEC_FLAGS = {
@@ -46,7 +52,7 @@ EXEC_FLAGS = {
 }
 SHORT_FLAGS = {"-i": "--interactive", "-t": "--tty", "-d": "--detach"}  # together: -it
 SHORT_OPTIONS = {"-u": "--user", "-w": "--workdir", "-e": "--env"}
-REPEATABLE_OPTIONS = {"--env"}
+REPEATABLE_OPTIONS = {"--env", "--env-file"}
 
 
 def parse_exec_args(args: list[str]) -> tuple[dict, str, list[str]]:
@@ -80,10 +86,11 @@ def parse_exec_args(args: list[str]) -> tuple[dict, str, list[str]]:
         if value is None:
             raise ValueError(f"option {name} needs a value")
         check, _help = EXEC_OPTIONS[name]
+        key = name[2:].replace("-", "_")
         if name in REPEATABLE_OPTIONS:
-            options.setdefault(name[2:], []).append(check(value))
+            options.setdefault(key, []).append(check(value))
         else:
-            options[name[2:]] = check(value)
+            options[key] = check(value)
     else:
         rest = []
     if len(rest) < 2:

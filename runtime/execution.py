@@ -58,13 +58,16 @@ def command(
     user: str | None = None,
     workdir: str | None = None,
     env: list[tuple[str, str | None]] = (),
+    env_file: list[list[tuple[str, str]]] = (),
 ) -> int:
     """``mycontainer exec``: run ``argv`` in the running container ``reference`` names, as
-    docker's exec does; return its exit code (0 with ``detach``)."""
+    docker's exec does; return its exit code (0 with ``detach``). ``env_file``: the
+    variables of each ``--env-file``, which ``env`` (``--env``) overrides, as docker's."""
     if os.geteuid() != 0:
         raise ContainerError("mycontainer exec needs root: use sudo, or the lab VM")
     found = running(state_root(), reference)
-    started = program(found, argv, user=user, cwd=workdir, env=env, tty=tty)
+    variables = [variable for variables in env_file for variable in variables]
+    started = program(found, argv, user=user, cwd=workdir, env=variables + list(env), tty=tty)
     started.adopted = detach  # its parent: the container's init, as docker's exec -d
     # As docker's: a detached command's output goes nowhere; without -i, no input.
     null = (0, 1, 2) if detach else () if interactive else (0,)

@@ -177,6 +177,19 @@ def test_exec_u_w_e_as_docker(mycontainer, start):
     assert result.stdout.startswith("uid=1000 gid=1001"), result.stdout
 
 
+def test_exec_env_file_then_env_as_docker(mycontainer, start, tmp_path):
+    box = start()
+    variables = tmp_path / "variables"
+    variables.write_text("# comment\nA=file\nB=file with spaces\n")
+    result = mycontainer(
+        "exec", "--env-file", str(variables), "-e", "A=arg", box["id"],
+        "sh", "-c", 'echo "$A|$B"',
+    )  # fmt: skip
+    assert (result.returncode, result.stdout) == (0, "arg|file with spaces\n"), result.stderr
+    result = mycontainer("exec", "--env-file", str(tmp_path / "missing"), box["id"], "true")
+    assert result.returncode == 125 and "--env-file" in result.stderr, result.stderr
+
+
 def test_exec_i_keeps_stdin_and_without_it_stdin_is_dev_null(mycontainer, start):
     box = start()
     result = mycontainer("exec", "-i", box["id"], "cat", input="hi\n")
