@@ -279,6 +279,17 @@ def test_exec_into_a_created_or_stopped_container_is_one_line(mycontainer, oci, 
     assert oci("delete", "box").returncode == 0
 
 
+def test_exec_into_a_paused_container_is_one_line(mycontainer, oci, bundle):
+    """A frozen container's processes cannot run: one joining it would freeze too."""
+    assert oci("run", "--detach", "--bundle", bundle(SLEEP), "box").returncode == 0
+    assert oci("pause", "box").returncode == 0
+    result = mycontainer("exec", "box", "true")
+    assert result.returncode == 125
+    assert result.stderr == "mycontainer: error: container box is paused: unpause it before exec\n"
+    assert oci("resume", "box").returncode == 0
+    assert oci("kill", "box", "KILL").returncode == 0
+
+
 def test_exec_of_a_bundle_applies_its_rlimits_and_user(mycontainer, oci, bundle):
     """A bundle's container: config.json's process as exec's (its rlimits, set on the new
     process as on the init, and its user), and -u names a user of its /etc/passwd."""
