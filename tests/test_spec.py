@@ -17,6 +17,7 @@ import tempfile
 
 import pytest
 
+from lab import conformance
 from runtime import spec
 from runtime.capabilities import CAPABILITIES
 
@@ -812,7 +813,7 @@ def test_load_process_of_exec(tmp_path):
 
 # --- the configs of the OCI runtime-tools suite -------------------------------------------
 
-RUNTIME_TOOLS = os.environ.get("MYCONTAINER_RUNTIME_TOOLS", "/var/tmp/runtime-tools")
+RUNTIME_TOOLS = str(conformance.BUILD)  # where 'python3 -m lab.conformance' builds the suite
 
 # The groups whose configs mycontainer refuses, and the error each gets; every other
 # group's configs load. A group that expects the runtime to fail (…_fail, misc_props'
@@ -865,8 +866,8 @@ def runtime_tools_configs(tmp_path_factory):
     )
     if not groups:
         pytest.skip(
-            f"the runtime-tools suite is not built in {RUNTIME_TOOLS} (build it with "
-            "../shared/runtime-tools/build.sh, or set MYCONTAINER_RUNTIME_TOOLS)"
+            f"the runtime-tools suite is not built in {RUNTIME_TOOLS}: "
+            "'sudo .venv/bin/python -m lab.conformance' builds it (and runs it)"
         )
     top = tmp_path_factory.mktemp("runtime-tools")
     runtime = top / "capture"
