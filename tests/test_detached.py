@@ -179,6 +179,21 @@ def test_start_runs_a_stopped_container_again_with_its_layer_name_and_log(mycont
     assert running.returncode == 125 and "is running" in running.stderr
 
 
+def test_start_right_after_stop_or_wait_works_as_docker_s(mycontainer):
+    """``docker stop x && docker start x``: the monitor's cleanup, which still holds the
+    container's lock for a moment after its exit is recorded, is waited for, not refused."""
+    mycontainer("run", "-d", "--name", "bounce", "--net", "none", "busybox", "sleep", "60")
+    for _ in range(3):
+        assert mycontainer("stop", "-t", "0", "bounce").returncode == 0
+        started = mycontainer("start", "bounce")
+        assert (started.returncode, started.stderr) == (0, "")
+    mycontainer("run", "-d", "--name", "brief", "--net", "none", "busybox", "true")
+    for _ in range(3):
+        assert mycontainer("wait", "brief").stdout == "0\n"
+        started = mycontainer("start", "brief")
+        assert (started.returncode, started.stderr) == (0, "")
+
+
 def test_run_rm_removes_a_detached_container_once_it_stops(mycontainer, state_root):
     result = mycontainer("run", "-d", "--rm", "--net", "none", "busybox", "sleep", "0.5")
     assert result.returncode == 0
