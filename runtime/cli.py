@@ -398,11 +398,19 @@ def container() -> None:
 
 
 @container.command("prune", context_settings=CONTEXT)
-def container_prune() -> int:
+@click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
+def container_prune(force: bool) -> int:
     """Remove all stopped containers."""
     from runtime import container as containers
     from runtime import listing, state
 
+    if not force:  # docker's question, as volume prune's
+        try:
+            if not click.confirm("This will remove all stopped containers. Continue?", err=True):
+                return 0
+        except click.Abort:  # no answer (stdin at its end): no
+            click.echo(err=True)
+            return 0
     for found in listing.rows(_root(), every=True):
         if found.status() == state.STOPPED:
             try:

@@ -194,6 +194,26 @@ def test_start_right_after_stop_or_wait_works_as_docker_s(mycontainer):
         assert (started.returncode, started.stderr) == (0, "")
 
 
+def test_container_prune_asks_unless_forced_and_removes_only_stopped_containers(mycontainer):
+    """docker's ``container prune``: a question first (no answer is no), ``-f`` to skip it;
+    the stopped containers go, their ids printed, and a running one stays."""
+    mycontainer("run", "--name", "done", "--net", "none", "busybox", "true")
+    mycontainer("run", "-d", "--name", "up", "--net", "none", "busybox", "sleep", "60")
+    stopped = json.loads(mycontainer("inspect", "done").stdout)[0]["Id"]
+    for answer in ("", "n\n"):
+        kept = mycontainer("container", "prune", input=answer)
+        assert kept.returncode == 0 and "stopped containers" in kept.stderr
+        assert kept.stdout == ""
+    assert mycontainer("ps", "-aq").stdout.count("\n") == 2
+    pruned = mycontainer("container", "prune", "-f")
+    assert (pruned.returncode, pruned.stdout, pruned.stderr) == (0, f"{stopped}\n", "")
+    left = mycontainer("ps", "-a").stdout.splitlines()
+    assert len(left) == 2 and left[1].endswith(" up")
+    mycontainer("stop", "-t", "0", "up")
+    assert mycontainer("container", "prune", input="y\n").stdout.split() != []
+    assert mycontainer("ps", "-aq").stdout == ""
+
+
 def test_run_rm_removes_a_detached_container_once_it_stops(mycontainer, state_root):
     result = mycontainer("run", "-d", "--rm", "--net", "none", "busybox", "sleep", "0.5")
     assert result.returncode == 0
