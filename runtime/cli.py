@@ -317,6 +317,31 @@ def stop(seconds: int, containers: tuple[str, ...]) -> int:
 
 
 @cli.command(context_settings=CONTEXT)
+@click.option(
+    "-t",
+    "--time",
+    "seconds",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Seconds to wait after SIGTERM before SIGKILL.",
+)
+@click.argument("containers", nargs=-1, required=True)
+def restart(seconds: int, containers: tuple[str, ...]) -> int:
+    """Stop containers (as 'stop' does) if they run, then start them again."""
+    from runtime import container, detached, state
+
+    def one(found) -> None:
+        if found.status() != state.STOPPED:
+            container.stop(found.root, found.id, seconds)
+            found = state.load(found.root, found.id)  # gone if it was run with --rm
+        detached.restart(found.root, found)
+        click.echo(container.shown(found))
+
+    return _each(containers, one)
+
+
+@cli.command(context_settings=CONTEXT)
 @click.option("-s", "--signal", "name", default="KILL", show_default=True, help="The signal.")
 @click.argument("containers", nargs=-1, required=True)
 def kill(name: str, containers: tuple[str, ...]) -> int:

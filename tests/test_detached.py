@@ -194,6 +194,30 @@ def test_start_right_after_stop_or_wait_works_as_docker_s(mycontainer):
         assert (started.returncode, started.stderr) == (0, "")
 
 
+def test_restart_stops_a_running_container_and_starts_a_stopped_one(mycontainer):
+    """docker's ``restart [-t SECONDS]``: a running container is stopped (SIGTERM, then
+    SIGKILL after the grace period) and started again; a stopped one is just started."""
+    script = "echo run >> /count; echo up; trap 'exit 4' TERM; sleep 60 & wait"
+    mycontainer("run", "-d", "--name", "again", "--net", "none", "busybox", "sh", "-c", script)
+    wait_for(lambda: mycontainer("logs", "again").stdout, 20, "its first run")
+    first = status_of(mycontainer, "again")["Pid"]
+    result = mycontainer("restart", "-t", "5", "again")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "again\n", "")
+    state = status_of(mycontainer, "again")
+    assert state["Running"] and state["Pid"] != first
+    mycontainer("kill", "again")
+    assert mycontainer("wait", "again").stdout == "137\n"
+    assert mycontainer("restart", "again").returncode == 0
+    assert status_of(mycontainer, "again")["Running"]
+    count = mycontainer("exec", "again", "wc", "-l", "/count")
+    assert count.stdout.split()[0] == "3"
+    missing = mycontainer("restart", "nosuch")
+    assert (missing.returncode, missing.stderr) == (
+        125,
+        "mycontainer: error: no such container: nosuch\n",
+    )
+
+
 def test_container_prune_asks_unless_forced_and_removes_only_stopped_containers(mycontainer):
     """docker's ``container prune``: a question first (no answer is no), ``-f`` to skip it;
     the stopped containers go, their ids printed, and a running one stays."""
