@@ -317,6 +317,31 @@ def stop(seconds: int, containers: tuple[str, ...]) -> int:
 
 
 @cli.command(context_settings=CONTEXT)
+@click.option(
+    "-t",
+    "--time",
+    "seconds",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Seconds to wait after SIGTERM before SIGKILL.",
+)
+@click.argument("containers", nargs=-1, required=True)
+def restart(seconds: int, containers: tuple[str, ...]) -> int:
+    """Stop containers (as 'stop' does) if they run, then start them again."""
+    from runtime import container, detached, state
+
+    def one(found) -> None:
+        if found.status() != state.STOPPED:
+            container.stop(found.root, found.id, seconds)
+            found = state.load(found.root, found.id)  # gone if it was run with --rm
+        detached.restart(found.root, found)
+        click.echo(container.shown(found))
+
+    return _each(containers, one)
+
+
+@cli.command(context_settings=CONTEXT)
 @click.option("-s", "--signal", "name", default="KILL", show_default=True, help="The signal.")
 @click.argument("containers", nargs=-1, required=True)
 def kill(name: str, containers: tuple[str, ...]) -> int:
@@ -398,11 +423,19 @@ def container() -> None:
 
 
 @container.command("prune", context_settings=CONTEXT)
-def container_prune() -> int:
+@click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
+def container_prune(force: bool) -> int:
     """Remove all stopped containers."""
     from runtime import container as containers
     from runtime import listing, state
 
+    if not force:  # docker's question, as volume prune's
+        try:
+            if not click.confirm("This will remove all stopped containers. Continue?", err=True):
+                return 0
+        except click.Abort:  # no answer (stdin at its end): no
+            click.echo(err=True)
+            return 0
     for found in listing.rows(_root(), every=True):
         if found.status() == state.STOPPED:
             try:

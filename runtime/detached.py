@@ -28,6 +28,7 @@ import fcntl
 import os
 import signal
 import sys
+import time
 
 from runtime import cgroups, state
 from runtime.container import (
@@ -36,9 +37,13 @@ from runtime.container import (
     ContainerError,
     log_path,
     release_stopped,
+    shown,
     storage_directory,
+    watcher_alive,
 )
 from runtime.process import EXIT_RUNTIME_ERROR
+
+CLEANUP_WAIT = 30  # seconds a start waits for the last run's watcher to finish cleaning up
 
 # The monitor is imported, not run as a script, so that its compiled bytecode is used: a
 # script is compiled at every start, and that memory would stay in every monitor.
@@ -155,7 +160,21 @@ def _kept(restart: dict) -> dict:
 
 def restart(root: str, found: state.State) -> None:
     """``mycontainer start``: run a stopped container again, detached, with its
-    configuration, name and writable layer; its log goes on where it stopped."""
+    configuration, name and writable layer; its log goes on where it stopped.
+
+    The last run's watcher (its monitor, or a foreground run) records the exit code, then
+    cleans up (container.cleanup): until it is gone, a start would find the lock held, or
+    see the new run's processes killed by that cleanup. So it is waited for, as ``docker
+    stop x; docker start x`` expects.
+    """
+    deadline = time.monotonic() + CLEANUP_WAIT
+    while not found.init_alive() and watcher_alive(found):
+        if time.monotonic() > deadline:
+            raise ContainerError(
+                f"container {shown(found)} is still being cleaned up after its last run: "
+                "try again in a moment"
+            )
+        time.sleep(0.02)
     lock = state.lock(found, wait=False)
     try:
         status = found.status()

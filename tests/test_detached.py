@@ -179,6 +179,65 @@ def test_start_runs_a_stopped_container_again_with_its_layer_name_and_log(mycont
     assert running.returncode == 125 and "is running" in running.stderr
 
 
+def test_start_right_after_stop_or_wait_works_as_docker_s(mycontainer):
+    """``docker stop x && docker start x``: the monitor's cleanup, which still holds the
+    container's lock for a moment after its exit is recorded, is waited for, not refused."""
+    mycontainer("run", "-d", "--name", "bounce", "--net", "none", "busybox", "sleep", "60")
+    for _ in range(3):
+        assert mycontainer("stop", "-t", "0", "bounce").returncode == 0
+        started = mycontainer("start", "bounce")
+        assert (started.returncode, started.stderr) == (0, "")
+    mycontainer("run", "-d", "--name", "brief", "--net", "none", "busybox", "true")
+    for _ in range(3):
+        assert mycontainer("wait", "brief").stdout == "0\n"
+        started = mycontainer("start", "brief")
+        assert (started.returncode, started.stderr) == (0, "")
+
+
+def test_restart_stops_a_running_container_and_starts_a_stopped_one(mycontainer):
+    """docker's ``restart [-t SECONDS]``: a running container is stopped (SIGTERM, then
+    SIGKILL after the grace period) and started again; a stopped one is just started."""
+    script = "echo run >> /count; echo up; trap 'exit 4' TERM; sleep 60 & wait"
+    mycontainer("run", "-d", "--name", "again", "--net", "none", "busybox", "sh", "-c", script)
+    wait_for(lambda: mycontainer("logs", "again").stdout, 20, "its first run")
+    first = status_of(mycontainer, "again")["Pid"]
+    result = mycontainer("restart", "-t", "5", "again")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "again\n", "")
+    state = status_of(mycontainer, "again")
+    assert state["Running"] and state["Pid"] != first
+    mycontainer("kill", "again")
+    assert mycontainer("wait", "again").stdout == "137\n"
+    assert mycontainer("restart", "again").returncode == 0
+    assert status_of(mycontainer, "again")["Running"]
+    count = mycontainer("exec", "again", "wc", "-l", "/count")
+    assert count.stdout.split()[0] == "3"
+    missing = mycontainer("restart", "nosuch")
+    assert (missing.returncode, missing.stderr) == (
+        125,
+        "mycontainer: error: no such container: nosuch\n",
+    )
+
+
+def test_container_prune_asks_unless_forced_and_removes_only_stopped_containers(mycontainer):
+    """docker's ``container prune``: a question first (no answer is no), ``-f`` to skip it;
+    the stopped containers go, their ids printed, and a running one stays."""
+    mycontainer("run", "--name", "done", "--net", "none", "busybox", "true")
+    mycontainer("run", "-d", "--name", "up", "--net", "none", "busybox", "sleep", "60")
+    stopped = json.loads(mycontainer("inspect", "done").stdout)[0]["Id"]
+    for answer in ("", "n\n"):
+        kept = mycontainer("container", "prune", input=answer)
+        assert kept.returncode == 0 and "stopped containers" in kept.stderr
+        assert kept.stdout == ""
+    assert mycontainer("ps", "-aq").stdout.count("\n") == 2
+    pruned = mycontainer("container", "prune", "-f")
+    assert (pruned.returncode, pruned.stdout, pruned.stderr) == (0, f"{stopped}\n", "")
+    left = mycontainer("ps", "-a").stdout.splitlines()
+    assert len(left) == 2 and left[1].endswith(" up")
+    mycontainer("stop", "-t", "0", "up")
+    assert mycontainer("container", "prune", input="y\n").stdout.split() != []
+    assert mycontainer("ps", "-aq").stdout == ""
+
+
 def test_run_rm_removes_a_detached_container_once_it_stops(mycontainer, state_root):
     result = mycontainer("run", "-d", "--rm", "--net", "none", "busybox", "sleep", "0.5")
     assert result.returncode == 0
