@@ -46,6 +46,7 @@ import signal
 from runtime import rootpath, users
 from runtime.namespaces import enter_new
 from runtime.syscalls import (
+    CLONE_NEWNS,
     CLONE_NEWPID,
     CLONE_NEWUSER,
     PR_SET_CHILD_SUBREAPER,
@@ -507,7 +508,10 @@ def _intermediate(program, namespaces, joined, before_unshare, setup, fds, inter
                 os._exit(0)
         else:
             _send(sync, f"pid {os.getpid()}")
-        _init(program, setup, fds[:3], interpreter)
+        # a mount namespace joined has processes already, which could swap the program's
+        # name between its check and its execution (runtime.execution)
+        pin = any(flag == CLONE_NEWNS for flag, _ in joined)
+        _init(program, setup, fds[:3], interpreter, pin)
     except BaseException as error:
         _send(sync, f"error {EXIT_RUNTIME_ERROR} {error}")
     finally:
@@ -529,7 +533,7 @@ def _become_root() -> None:
     os.setresuid(0, 0, 0)
 
 
-def _init(program: Program, setup, fds: tuple[int, int, int], interpreter) -> None:
+def _init(program: Program, setup, fds: tuple[int, int, int], interpreter, pin: bool) -> None:
     """Runs as the container's PID 1: set up, report ready, wait at the gate, execve."""
     sync, gate, console = fds
     try:
@@ -549,13 +553,15 @@ def _init(program: Program, setup, fds: tuple[int, int, int], interpreter) -> No
         os.close(cwd)
         check_cwd_inside_root(program.cwd)
         found = find_program(program.argv[0], program.env)  # "not found": create's error
-        refuse_the_interpreter(found, interpreter)
+        executable = open_program(found, interpreter, pin)
         _send(sync, "ready")
         if os.read(gate, 1) != b"0":  # EOF: the runtime gave up on us
             os._exit(EXIT_RUNTIME_ERROR)
         if program.adopted and os.fork():
             os._exit(0)
-        close_descriptors(keep=(sync, *program.inherit))  # and any that setup() left open
+        # and any that setup() left open (``executable`` is close-on-exec: the program has
+        # none of ours)
+        close_descriptors(keep=(sync, executable, *program.inherit))
         if program.security:  # capabilities, no_new_privs, seccomp: see runtime.security
             program.security.before_user_switch()
         if program.user:  # names looked up in the container's files: before config.json's
@@ -574,6 +580,8 @@ def _init(program: Program, setup, fds: tuple[int, int, int], interpreter) -> No
     code = EXIT_RUNTIME_ERROR
     try:
         default_signals()
+        if executable != -1:
+            os.execve(executable, program.argv, program.env)  # fexecve(3): the file checked
         execvpe(program.argv, program.env)
     except OSError as error:
         command = program.argv[0]
@@ -693,17 +701,60 @@ def refuse_the_interpreter(path: str, ours: tuple[int, int]) -> None:
         except OSError:
             return  # execve(2) will say why
         if _identity(found) == ours:
-            raise ProcessError(
-                f"refusing to run {path!r}: it is mycontainer's own interpreter, which the "
-                "container could overwrite (CVE-2019-5736)",
-                EXIT_CANNOT_EXECUTE,
-            )
+            raise _interpreter_refused(path)
         if not head.startswith(b"#!"):
             return
         words = head[2:].split(b"\n", 1)[0].split()
         if not words:
             return
         path = os.fsdecode(words[0])
+
+
+def open_program(path: str, ours: tuple[int, int], pin: bool) -> int:
+    """Check the program at ``path`` (refuse_the_interpreter); with ``pin``, return an
+    O_PATH descriptor of the very file checked, else (and for a script) -1: it runs by
+    its path.
+
+    Between the check and execve(2), a process of a running container (``exec`` enters
+    one) could swap what ``path`` names for a link to /proc/self/exe. Executed through
+    the descriptor (fexecve(3)), the program is the file checked, whatever its name names
+    by then. Only then: the kernel names the process (/proc/PID/comm, what pgrep and top
+    show) after the file, not the link (busybox, not sleep), and a new container has no
+    process that could swap anything. A script cannot be pinned: the kernel would give
+    its interpreter a /dev/fd/N path for it (and its ``$0``), and resolves the ``#!``
+    interpreters anew anyway, so a script that the container can rewrite keeps that
+    window (runc closes it by executing a sealed copy of itself).
+    """
+    if not pin:
+        refuse_the_interpreter(path, ours)
+        return -1
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return -1  # execve(2) will say why
+    try:
+        if _identity(os.fstat(fd)) == ours:
+            raise _interpreter_refused(path)
+        with open(f"/proc/self/fd/{fd}", "rb") as file:
+            script = file.read(2) == b"#!"
+    except OSError:
+        script = False  # unreadable (execute-only): not a script the kernel could read
+    except BaseException:
+        os.close(fd)
+        raise
+    if script:
+        os.close(fd)
+        refuse_the_interpreter(path, ours)
+        return -1
+    return fd
+
+
+def _interpreter_refused(path: str) -> ProcessError:
+    return ProcessError(
+        f"refusing to run {path!r}: it is mycontainer's own interpreter, which the "
+        "container could overwrite (CVE-2019-5736)",
+        EXIT_CANNOT_EXECUTE,
+    )
 
 
 def execvpe(argv: list[str], env: dict[str, str]) -> None:

@@ -315,6 +315,34 @@ def test_the_runtimes_own_interpreter_is_never_the_program(
     assert os.listdir(state_root) == []
 
 
+def test_the_program_executed_is_the_file_checked(oci, bundle, busybox_rootfs, tmp_path):
+    """A process that joins a running container's mount namespace (exec) is checked before
+    its gate and executed after it: a process of the container that swaps the program's
+    name for a link to /proc/self/exe meanwhile still gets the file checked (fexecve(3)),
+    never the host's interpreter."""
+    from runtime import namespaces, process
+    from runtime.syscalls import PR_SET_CHILD_SUBREAPER, prctl
+
+    rootfs = tmp_path / "rootfs"
+    subprocess.run(["cp", "-a", busybox_rootfs, str(rootfs)], check=True)
+    started = oci("run", "--detach", "--bundle", bundle(["sleep", "60"], rootfs=rootfs), "a")
+    assert started.returncode == 0, started.stderr
+    pid = wait_for_status(oci, "a", "running")["pid"]
+    program = process.Program(["/bin/sh", "-c", "echo checked > /out"], {"PATH": "/bin"})
+    try:
+        init = process.spawn(
+            program, namespaces=0, join=[(namespaces.MOUNT, f"/proc/{pid}/ns/mnt")]
+        )
+        (rootfs / "bin" / "sh").unlink()  # at its gate: what a process of "a" could do now
+        (rootfs / "bin" / "sh").symlink_to("/proc/self/exe")
+        init.start()
+        assert init.wait() == 0
+    finally:
+        prctl(PR_SET_CHILD_SUBREAPER, 0)  # spawn made pytest a subreaper: no more
+    assert (rootfs / "out").read_text() == "checked\n"  # busybox's sh ran, not Python
+    assert oci("delete", "--force", "a").returncode == 0
+
+
 def test_an_apparmor_profile_is_never_ignored(oci, bundle, state_root):
     """The suite's linux_process_apparmor_profile: where AppArmor is off, one line, not a
     container running without the profile it asked for."""
