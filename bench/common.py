@@ -1,4 +1,4 @@
-"""What the benchmarks, start_latency.py, oci_run.py and image_import.py, share.
+"""What the benchmarks (start_latency.py, oci_run.py, exec.py, detached.py, image_import.py) share.
 
 Each benchmark is run as a script (``python3 bench/start_latency.py``), so its own directory
 is on ``sys.path`` and ``from common import ...`` finds this file; bench/ is no package.
@@ -209,22 +209,37 @@ def add_rounds_options(
     )
 
 
-def parse_timing_args(parser: argparse.ArgumentParser, argv: list[str] | None):
-    """The arguments of a benchmark that times containers: percentiles need two runs."""
+def can_run(name: str, args: argparse.Namespace, command: str, invoke_flag: str = "") -> bool:
+    """Whether benchmark ``name`` can run: as root on Linux, with ``command`` in
+    ``args.rootfs``, which becomes absolute and free of symlinks (runc requires that of
+    ``root.path``). If not, says why and how (``invoke bench`` with ``invoke_flag``)."""
+    refusal = f"{name}: containers need root on Linux: sudo .venv/bin/invoke bench{invoke_flag}"
+    if not root_on_linux(refusal):
+        return False
+    args.rootfs = os.path.realpath(args.rootfs)
+    if os.path.exists(os.path.join(args.rootfs, command.lstrip("/"))):
+        return True
+    print(f"{name}: no {command} in {args.rootfs}: build it with .venv/bin/invoke rootfs")
+    return False
+
+
+def run_timing(
+    name: str,
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    command: str,
+    invoke_flag: str,
+    benchmark: Callable[[argparse.Namespace, str, Runner], dict],
+) -> int:
+    """The way in of a benchmark that times containers: parse ``argv`` (percentiles need
+    two runs), check that it ``can_run``, then ``benchmark(args, workdir, runner)`` in
+    ``run_containers``."""
     args = parser.parse_args(argv)
     if args.runs < 2 or args.warmup < 0:
         parser.error("--runs needs at least 2 (for percentiles), --warmup at least 0")
-    return args
-
-
-def runnable_rootfs(name: str, rootfs: str, command: str) -> str | None:
-    """``rootfs`` absolute and free of symlinks (runc requires that of ``root.path``), or
-    None, said on stdout, when it has no ``command`` to run."""
-    rootfs = os.path.realpath(rootfs)
-    if os.path.exists(os.path.join(rootfs, command.lstrip("/"))):
-        return rootfs
-    print(f"{name}: no {command} in {rootfs}: build it with .venv/bin/invoke rootfs")
-    return None
+    if not can_run(name, args, command, invoke_flag):
+        return 1
+    return run_containers(name, lambda workdir, runner: benchmark(args, workdir, runner), args.json)
 
 
 @dataclass
@@ -405,3 +420,62 @@ def print_table(tools: list[Tool]) -> dict[str, dict]:
             f" {s['p90_ms']:>6.1f} ms {times(s['ratio_to_runc']):>7} {times(s['ratio_to_crun']):>7}"
         )
     return stats
+
+
+def time_tools(
+    runner: Runner,
+    tools: list[Tool],
+    args: argparse.Namespace,
+    what: str,
+    per: str,
+    other: str | None,
+) -> list[str]:
+    """Say what is timed, time the tools that are not skipped (``--warmup`` and ``--runs``,
+    interleaved), and return what may have skewed the times (``machine_notes``; the
+    benchmark itself keeps about one CPU busy, more is someone else's load; ``other``:
+    the ``--mycontainer`` measured, if not this checkout's)."""
+    load_before = os.getloadavg()[0]
+    print(
+        f"{what}: {args.warmup} warm-up and {args.runs} timed runs per {per}, interleaved; "
+        f"kernel {platform.release()}, {os.cpu_count() or 1} CPUs"
+    )
+    runner.time_interleaved([tool for tool in tools if not tool.skipped], args.warmup, args.runs)
+    return machine_notes(load_before, 1.0, other)
+
+
+def print_notes(notes: list[str]) -> None:
+    for note in notes:
+        print(f"note: {note}")
+
+
+def report(
+    tools: list[Tool],
+    args: argparse.Namespace,
+    notes: list[str],
+    subject: str,
+    bar: float,
+    aim: float,
+    about: dict,
+    peer_in_full: str | None = None,
+) -> dict:
+    """Print the table, the verdict on ``subject``'s median over runc's and the notes;
+    return the same for --json, after ``about`` (what was run, and by whom)."""
+    stats = print_table(tools)
+    if subject in stats:
+        judged = verdict(subject, stats[subject]["ratio_to_runc"], "runc", bar, aim, peer_in_full)
+    else:
+        judged = f"{subject} was not measured: cannot judge the bar ({subject} <= {bar:.1f}x runc)"
+    print(f"\nverdict: {judged}")
+    print_notes(notes)
+    return {
+        **date_and_machine(),
+        **about,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "bar": bar,
+        "aim": aim,
+        "tools": stats,
+        "skipped": {tool.name: tool.skipped for tool in tools if tool.skipped},
+        "verdict": judged,
+        "notes": notes,
+    }

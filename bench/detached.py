@@ -76,12 +76,12 @@ from common import (
     BenchError,
     add_json_and_mycontainer_options,
     add_rounds_options,
+    can_run,
     date_and_machine,
     find_mycontainer,
     machine_notes,
-    root_on_linux,
+    print_notes,
     run_cleanly,
-    runnable_rootfs,
     times,
 )
 
@@ -742,8 +742,7 @@ def report(engines: list[Engine], args, notes: list[str]) -> dict:
         f": {'met' if met else 'NOT met'} (<= {megabytes(BAR_KB)} per container)"
     )
     print(f"\nbar: {judged}")
-    for note in notes:
-        print(f"note: {note}")
+    print_notes(notes)
     return {
         **date_and_machine(),
         "containers": count,
@@ -798,10 +797,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.containers < 1 or args.runs < 1 or args.warmup < 0:
         parser.error("--containers and --runs need at least 1, --warmup at least 0")
-    if not root_on_linux("detached: containers need root on Linux: sudo .venv/bin/invoke bench"):
-        return 1
-    args.rootfs = runnable_rootfs("detached", args.rootfs, "/bin/sleep")
-    if args.rootfs is None:
+    if not can_run("detached", args, "/bin/sleep", " --detached"):
         return 1
     if os.environ.get(ISOLATED) != "1":
         isolate(argv)

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -56,17 +55,12 @@ from common import (
     Tool,
     add_json_and_mycontainer_options,
     add_rounds_options,
-    date_and_machine,
     find_mycontainer,
-    machine_notes,
     oci_tool,
-    parse_timing_args,
-    print_table,
-    root_on_linux,
-    run_containers,
-    runnable_rootfs,
+    report,
+    run_timing,
     spec_bundle,
-    verdict,
+    time_tools,
 )
 
 SUBJECT = "mycontainer"
@@ -130,31 +124,6 @@ def peer_exec_tools(runner: Runner, state_root: str, bundle: str, notes: list[st
     return tools
 
 
-def report(tools: list[Tool], args, notes: list[str]) -> dict:
-    """Print the table and the verdict; return the same as a dict for --json."""
-    stats = print_table(tools)
-    judged = verdict(
-        SUBJECT, stats.get(SUBJECT, {}).get("ratio_to_runc"), "runc", BAR, AIM, "runc exec"
-    )
-    print(f"\nverdict: {judged}")
-    for note in notes:
-        print(f"note: {note}")
-    return {
-        **date_and_machine(),
-        "args": ARGS,
-        "rootfs": args.rootfs,
-        SUBJECT: args.mycontainer or find_mycontainer(),
-        "runs": args.runs,
-        "warmup": args.warmup,
-        "bar": BAR,
-        "aim": AIM,
-        "tools": stats,
-        "skipped": {tool.name: tool.skipped for tool in tools if tool.skipped},
-        "verdict": judged,
-        "notes": notes,
-    }
-
-
 def benchmark(args, workdir: str, runner: Runner) -> dict:
     """Start the containers, warm up, time the execs interleaved, and report."""
     notes: list[str] = []
@@ -172,15 +141,10 @@ def benchmark(args, workdir: str, runner: Runner) -> dict:
         tools += peer_exec_tools(runner, os.path.join(workdir, "state"), bundle, notes)
     else:
         notes.append("neither runc nor crun is installed (apt-get install runc crun)")
-    load_before = os.getloadavg()[0]
-    print(
-        f"exec of {' '.join(ARGS)} into a running container of {args.rootfs}: {args.warmup} "
-        f"warm-up and {args.runs} timed runs per tool, interleaved; kernel "
-        f"{platform.release()}, {os.cpu_count() or 1} CPUs"
-    )
-    runner.time_interleaved([tool for tool in tools if not tool.skipped], args.warmup, args.runs)
-    notes += machine_notes(load_before, 1.0, args.mycontainer)
-    return report(tools, args, notes)
+    what = f"exec of {' '.join(ARGS)} into a running container of {args.rootfs}"
+    notes += time_tools(runner, tools, args, what, "tool", args.mycontainer)
+    about = {"args": ARGS, "rootfs": args.rootfs, SUBJECT: args.mycontainer or find_mycontainer()}
+    return report(tools, args, notes, SUBJECT, BAR, AIM, about, "runc exec")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,15 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_rounds_options(parser, 30, 3, "execs per tool", "root filesystem")
     add_json_and_mycontainer_options(parser)
-    args = parse_timing_args(parser, argv)
-    if not root_on_linux("exec: containers need root on Linux: sudo .venv/bin/invoke bench --exec"):
-        return 1
-    args.rootfs = runnable_rootfs("exec", args.rootfs, "/bin/sleep")
-    if args.rootfs is None:
-        return 1
-    return run_containers(
-        "exec", lambda workdir, runner: benchmark(args, workdir, runner), args.json
-    )
+    return run_timing("exec", parser, argv, "/bin/sleep", " --exec", benchmark)
 
 
 if __name__ == "__main__":

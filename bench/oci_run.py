@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 from collections.abc import Callable
@@ -52,16 +51,11 @@ from common import (
     Runner,
     Tool,
     add_rounds_options,
-    date_and_machine,
-    machine_notes,
-    parse_timing_args,
     peer_tools,
-    print_table,
-    root_on_linux,
-    run_containers,
-    runnable_rootfs,
+    report,
+    run_timing,
     spec_bundle,
-    verdict,
+    time_tools,
 )
 
 SUBJECT = "mycontainer-oci"
@@ -117,48 +111,17 @@ def make_tools(args, workdir: str, notes: list[str]) -> list[Tool]:
     return tools + peer_tools(state_root, bundle, notes)
 
 
-def report(tools: list[Tool], args, notes: list[str]) -> dict:
-    """Print the table and the verdict; return the same as a dict for --json."""
-    stats = print_table(tools)
-    if SUBJECT in stats:
-        judged = verdict(SUBJECT, stats[SUBJECT]["ratio_to_runc"], "runc", BAR, AIM)
-    else:
-        judged = f"{SUBJECT} was not measured: cannot judge the bar ({SUBJECT} <= {BAR:.1f}x runc)"
-    print(f"\nverdict: {judged}")
-    for note in notes:
-        print(f"note: {note}")
-    return {
-        **date_and_machine(),
-        "args": ARGS,
-        "rootfs": args.rootfs,
-        SUBJECT: args.mycontainer_oci or find_mycontainer_oci(),
-        "runs": args.runs,
-        "warmup": args.warmup,
-        "bar": BAR,
-        "aim": AIM,
-        "tools": stats,
-        "skipped": {tool.name: tool.skipped for tool in tools if tool.skipped},
-        "verdict": judged,
-        "notes": notes,
-    }
-
-
 def benchmark(args, workdir: str, runner: Runner) -> dict:
     """Set the tools up, warm them up, time them interleaved, and report."""
     notes: list[str] = []
     tools = make_tools(args, workdir, notes)
-    measured = [tool for tool in tools if not tool.skipped]
-    load_before = os.getloadavg()[0]
-    print(
-        f"OCI run of {' '.join(ARGS)} in {args.rootfs}: {args.warmup} warm-up and {args.runs} "
-        f"timed runs per runtime, interleaved; kernel {platform.release()}, "
-        f"{os.cpu_count() or 1} CPUs"
-    )
-    runner.time_interleaved(measured, args.warmup, args.runs)
     # This checkout's bytecode matters only if its mycontainer-oci was measured.
-    other = args.mycontainer_oci or (None if tools[0] in measured else SUBJECT)
-    notes += machine_notes(load_before, 1.0, other)
-    return report(tools, args, notes)
+    other = args.mycontainer_oci or (SUBJECT if tools[0].skipped else None)
+    what = f"OCI run of {' '.join(ARGS)} in {args.rootfs}"
+    notes += time_tools(runner, tools, args, what, "runtime", other)
+    subject = args.mycontainer_oci or find_mycontainer_oci()
+    about = {"args": ARGS, "rootfs": args.rootfs, SUBJECT: subject}
+    return report(tools, args, notes, SUBJECT, BAR, AIM, about)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,17 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PATH",
         help=f"the {SUBJECT} to measure (default: the one next to this Python, else on PATH)",
     )
-    args = parse_timing_args(parser, argv)
-    if not root_on_linux(
-        "oci_run: containers need root on Linux: sudo .venv/bin/invoke bench --oci"
-    ):
-        return 1
-    args.rootfs = runnable_rootfs("oci_run", args.rootfs, f"/bin/{ARGS[0]}")
-    if args.rootfs is None:
-        return 1
-    return run_containers(
-        "oci_run", lambda workdir, runner: benchmark(args, workdir, runner), args.json
-    )
+    return run_timing("oci_run", parser, argv, f"/bin/{ARGS[0]}", " --oci", benchmark)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 from collections.abc import Callable
@@ -60,17 +59,12 @@ from common import (
     Tool,
     add_json_and_mycontainer_options,
     add_rounds_options,
-    date_and_machine,
     find_mycontainer,
-    machine_notes,
-    parse_timing_args,
     peer_tools,
-    print_table,
-    root_on_linux,
-    run_containers,
-    runnable_rootfs,
+    report,
+    run_timing,
     spec_bundle,
-    verdict,
+    time_tools,
 )
 
 COMMAND = "/bin/true"
@@ -116,29 +110,6 @@ def patch_config(rootfs: str) -> Callable[[dict], None]:
     return patch
 
 
-def report(tools: list[Tool], args, notes: list[str]) -> dict:
-    """Print the table and the verdict; return the same as a dict for --json."""
-    stats = print_table(tools)
-    judged = verdict("mycontainer", stats["mycontainer"]["ratio_to_runc"], "runc", BAR, AIM)
-    print(f"\nverdict: {judged}")
-    for note in notes:
-        print(f"note: {note}")
-    return {
-        **date_and_machine(),
-        "command": COMMAND,
-        "rootfs": args.rootfs,
-        "mycontainer": args.mycontainer or find_mycontainer(),
-        "runs": args.runs,
-        "warmup": args.warmup,
-        "bar": BAR,
-        "aim": AIM,
-        "tools": stats,
-        "skipped": {tool.name: tool.skipped for tool in tools if tool.skipped},
-        "verdict": judged,
-        "notes": notes,
-    }
-
-
 def make_tools(args, workdir: str, notes: list[str]) -> list[Tool]:
     """mycontainer, runc, crun and unshare; a missing peer is skipped, with the reason."""
     rootfs = args.rootfs
@@ -162,17 +133,11 @@ def benchmark(args, workdir: str, runner: Runner) -> dict:
     """Set the tools up, warm them up, time them interleaved, and report."""
     notes: list[str] = []
     tools = make_tools(args, workdir, notes)
-    measured = [tool for tool in tools if not tool.skipped]
-    cpus = os.cpu_count() or 1
-    load_before = os.getloadavg()[0]
-    print(
-        f"start latency of {COMMAND} in {args.rootfs}: {args.warmup} warm-up and {args.runs} "
-        f"timed runs per tool, interleaved; kernel {platform.release()}, {cpus} CPUs"
-    )
-    runner.time_interleaved(measured, args.warmup, args.runs)
-    # The benchmark itself keeps about one CPU busy; more than that is someone else's load.
-    notes += machine_notes(load_before, 1.0, args.mycontainer)
-    return report(tools, args, notes)
+    what = f"start latency of {COMMAND} in {args.rootfs}"
+    notes += time_tools(runner, tools, args, what, "tool", args.mycontainer)
+    path = args.mycontainer or find_mycontainer()
+    about = {"command": COMMAND, "rootfs": args.rootfs, "mycontainer": path}
+    return report(tools, args, notes, "mycontainer", BAR, AIM, about)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,17 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_rounds_options(parser, 30, 3, "runs per tool", "root filesystem")
     add_json_and_mycontainer_options(parser)
-    args = parse_timing_args(parser, argv)
-    if not root_on_linux(
-        "start_latency: containers need root on Linux: sudo .venv/bin/invoke bench"
-    ):
-        return 1
-    args.rootfs = runnable_rootfs("start_latency", args.rootfs, COMMAND)
-    if args.rootfs is None:
-        return 1
-    return run_containers(
-        "start_latency", lambda workdir, runner: benchmark(args, workdir, runner), args.json
-    )
+    return run_timing("start_latency", parser, argv, COMMAND, "", benchmark)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,23 @@ def _checked_by(check):
     return callback
 
 
+def _with_options(command: click.Command, table, options: dict, flags: dict) -> click.Command:
+    """``command`` with a click option for each of an option table's (runoptions,
+    execoptions): ``options`` take a value that their check validates, ``flags`` none; the
+    short names and the repeatable ones are the table's too."""
+    for name, (check, help_) in options.items():
+        short = [short for short, long in table.SHORT_OPTIONS.items() if long == name]
+        multiple = name in table.REPEATABLE_OPTIONS
+        option = click.option(
+            name, *short, multiple=multiple, callback=_checked_by(check), help=help_
+        )
+        command = option(command)
+    for name, help_ in flags.items():
+        short = [short for short, long in table.SHORT_FLAGS.items() if long == name]
+        command = click.option(name, *short, is_flag=True, help=help_)(command)
+    return command
+
+
 @click.group(context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="mycontainer")
 def cli() -> None:
@@ -83,19 +100,7 @@ def run(image: str, command: tuple[str, ...], **options: str | None) -> int:
     return commands.run(image, args, **options)
 
 
-for _name, (_check, _help) in runoptions.RUN_OPTIONS.items():
-    _short = [short for short, name in runoptions.SHORT_OPTIONS.items() if name == _name]
-    run = click.option(
-        _name,
-        *_short,
-        multiple=_name in runoptions.REPEATABLE_OPTIONS,
-        callback=_checked_by(_check),
-        help=_help,
-    )(run)
-
-for _name, _help in runoptions.RUN_FLAGS.items():
-    _short = [short for short, name in runoptions.SHORT_FLAGS.items() if name == _name]
-    run = click.option(_name, *_short, is_flag=True, help=_help)(run)
+run = _with_options(run, runoptions, runoptions.RUN_OPTIONS, runoptions.RUN_FLAGS)
 
 
 class ExecCommand(click.Command):
@@ -125,19 +130,7 @@ def exec_(container: str, command: tuple[str, ...], **options) -> int:
     return execution.command(container, list(command), **options)
 
 
-for _name, (_check, _help) in execoptions.EXEC_OPTIONS.items():
-    _short = [short for short, name in execoptions.SHORT_OPTIONS.items() if name == _name]
-    exec_ = click.option(
-        _name,
-        *_short,
-        multiple=_name in execoptions.REPEATABLE_OPTIONS,
-        callback=_checked_by(_check),
-        help=_help,
-    )(exec_)
-
-for _name, _help in execoptions.EXEC_FLAGS.items():
-    _short = [short for short, name in execoptions.SHORT_FLAGS.items() if name == _name]
-    exec_ = click.option(_name, *_short, is_flag=True, help=_help)(exec_)
+exec_ = _with_options(exec_, execoptions, execoptions.EXEC_OPTIONS, execoptions.EXEC_FLAGS)
 
 
 @cli.command(context_settings=CONTEXT)

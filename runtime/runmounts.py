@@ -32,6 +32,7 @@ import os
 import re
 
 from runtime import mounts
+from runtime.state import check_name
 
 BIND_MODES = {"ro", "rw"}
 NOCOPY = "nocopy"  # a named volume's: do not fill it from the image (runtime.volumes)
@@ -85,12 +86,13 @@ def parse_volume(text: str) -> dict:
             )
         source = os.path.normpath(source)
     else:
-        from runtime import volumes  # only runs with a named volume pay for it
-
         try:
-            volumes.check_name(source)
+            check_name(source, "volume")
         except ValueError as error:
-            raise ValueError(f"--volume {text}: {error}") from None
+            raise ValueError(
+                f"--volume {text}: {error} (a host directory needs an absolute path, "
+                "or one starting with '.')"
+            ) from None
     destination = _container_path("--volume", text, destination)
     unknown = [o for o in options if o not in BIND_MODES | PROPAGATIONS | {NOCOPY}]
     if NOCOPY in options and source.startswith("/"):

@@ -56,14 +56,20 @@ PAUSED = "paused"  # runc's too: created or running, its cgroup frozen (pause/re
 STATE_FILE, GATE, LOCK, EXIT_FILE = "state.json", "exec.fifo", "lock", "exit.json"
 NAMES = ".names"  # not a container: hidden, and prune passes it by (see names below)
 
-# docker's rule for container names (daemon/names): a name is also a path component here.
-_VALID_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}")
+# docker's rule for the names of containers and volumes alike (daemon/names:
+# [a-zA-Z0-9][a-zA-Z0-9_.-]+, so two characters at least), at most NAME_MAX (255) long:
+# a container's name is a file of .names here, a volume's a directory of the store.
+_VALID_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{1,254}")
 # runc's rule for ids: letters, digits and a few marks; no "/" or "..", so an id is a name.
 _VALID_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+.-]{0,1023}")
 
 
 class StateError(Exception):
     """A container cannot be found, made or changed; the message says which and why."""
+
+
+class InvalidName(StateError, ValueError):
+    """A name docker would refuse: bad input, to the option parsers (ValueError) too."""
 
 
 def check_id(container_id: str) -> str:
@@ -76,11 +82,17 @@ def check_id(container_id: str) -> str:
     return container_id
 
 
-def check_name(name: str) -> str:
-    """Refuse a container name docker would refuse; say the rule."""
-    if not _VALID_NAME.fullmatch(name):
-        raise StateError(
-            f"invalid container name {name!r}: use letters, digits, '_', '.' and '-', "
+def valid_name(name: str) -> bool:
+    """Whether docker's rule allows ``name`` for a container or a volume."""
+    return _VALID_NAME.fullmatch(name) is not None
+
+
+def check_name(name: str, kind: str = "container") -> str:
+    """Refuse a name of a ``kind`` (container or volume) that docker would refuse; say the
+    rule."""
+    if not valid_name(name):
+        raise InvalidName(
+            f"invalid {kind} name {name!r}: use 2 to 255 letters, digits, '_', '.' and '-', "
             "starting with a letter or digit"
         )
     return name

@@ -5,7 +5,8 @@ for the next container to mount (``run -v NAME:/path``). Docker's ``local`` volu
 nothing more than a directory, ``<home>/volumes/<NAME>/_data``, bind-mounted into the
 container like a host directory of ``-v /host/path:/path``; the difference is who owns it:
 the store does, so ``mycontainer volume ls`` finds it, ``volume rm`` removes it, and no
-host path has to be chosen. A name follows docker's rule, ``[a-zA-Z0-9][a-zA-Z0-9_.-]+``.
+host path has to be chosen. A name follows docker's rule, a container's too
+(runtime.state.check_name).
 
 - **Made on first use.** ``run -v NAME:/path`` creates a volume that does not exist yet, as
   ``volume create NAME`` does; naming one that exists is no error. A volume is built under
@@ -34,12 +35,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 import time
 
-NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
-NAME_RULE = "[a-zA-Z0-9][a-zA-Z0-9_.-]+"
+from runtime.state import check_name, valid_name
+
 DATA = "_data"  # the directory containers mount; beside it, volume.json
 RECORD = "volume.json"
 TEMPORARY = (".new-", ".removing-")  # prefixes of volumes being made, being removed
@@ -47,16 +47,6 @@ TEMPORARY = (".new-", ".removing-")  # prefixes of volumes being made, being rem
 
 class VolumeError(ValueError):
     """A volume command failed; the message says what to do."""
-
-
-def check_name(name: str) -> str:
-    """``name``, if docker's rule allows it as a volume's name; else ValueError."""
-    if not NAME.fullmatch(name):
-        raise ValueError(
-            f"{name!r} is no volume name: use {NAME_RULE} (a host directory needs an "
-            "absolute path, or one starting with '.')"
-        )
-    return name
 
 
 def root() -> str:
@@ -96,7 +86,7 @@ class Volume:
 
 def create(name: str | None = None) -> Volume:
     """Volume ``name`` (a new random one if None), made if missing; see the docstring."""
-    name = check_name(name) if name else os.urandom(32).hex()
+    name = check_name(name, "volume") if name else os.urandom(32).hex()
     if os.path.exists(os.path.join(root(), name, RECORD)):
         return get(name)
     os.makedirs(root(), 0o700, exist_ok=True)
@@ -121,7 +111,7 @@ def create(name: str | None = None) -> Volume:
 
 def get(name: str) -> Volume:
     """Volume ``name``, or VolumeError."""
-    if not NAME.fullmatch(name):
+    if not valid_name(name):
         raise VolumeError(f"no such volume: {name}")
     try:
         with open(os.path.join(root(), name, RECORD)) as file:
@@ -136,7 +126,7 @@ def get(name: str) -> Volume:
 def list_volumes() -> list[Volume]:
     """The volumes of the store, by name."""
     names = sorted(os.listdir(root())) if os.path.isdir(root()) else []
-    return [get(name) for name in names if NAME.fullmatch(name)]
+    return [get(name) for name in names if valid_name(name)]
 
 
 def remove(name: str, users: dict[str, list[str]]) -> None:

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from runtime import image, volumes
+from runtime import image
 
 from conftest import environment, mycontainer_command, running_containers
 
@@ -292,8 +292,9 @@ def test_a_host_directory_is_never_filled(mycontainer, tmp_path, data_rootfs):
         ("HOST:/", "the container's root cannot be mounted over"),
         ("HOST:/data:rx", "its options are ro or rw"),
         ("HOST:/data:ro,rw", "its options are ro or rw"),
-        ("a:/data", "'a' is no volume name"),
-        ("bad/name:/data", "'bad/name' is no volume name"),
+        ("a:/data", "invalid volume name 'a'"),
+        ("bad/name:/data", "invalid volume name 'bad/name'"),
+        ("bad/name:/data", "a host directory needs an absolute path, or one starting with '.'"),
         ("/data", "anonymous volumes are not supported: name one (-v NAME:/data)"),
         ("HOST:/data:nocopy", "and nocopy for a volume"),
         ("HOST:/a:ro:x", "--volume takes HOST_PATH:CONTAINER_PATH[:ro]"),
@@ -326,16 +327,41 @@ def test_volume_create_refuses_bad_names(mycontainer, home, name):
     before = volume_names(home)
     result = mycontainer("volume", "create", "--", name)
     assert (result.returncode, result.stderr.count("\n")) == (125, 1), result.stderr
-    assert "is no volume name" in result.stderr
+    assert f"invalid volume name {name!r}" in result.stderr
     assert volume_names(home) == before
 
 
-def test_volume_name_rule_is_dockers():
-    for good in ("ab", "a1", "my_vol.1-x", "0" * 64):
-        assert volumes.check_name(good) == good
-    for bad in ("a", "_a", ".a", "a b", "a/b", "a:b", ""):
-        with pytest.raises(ValueError):
-            volumes.check_name(bad)
+def test_a_volume_name_longer_than_a_file_name_is_refused_saying_the_rule(mycontainer, home):
+    before = volume_names(home)
+    result = mycontainer("volume", "create", "v" * 256)
+    assert (result.returncode, result.stderr.count("\n")) == (125, 1), result.stderr
+    assert "invalid volume name" in result.stderr and "2 to 255" in result.stderr
+    assert volume_names(home) == before
+
+
+def test_containers_and_volumes_share_dockers_name_rule():
+    """daemon/names' [a-zA-Z0-9][a-zA-Z0-9_.-]+ for both (so no one-letter name), and at
+    most 255 characters, since a name is a file name here."""
+    from runtime import state
+
+    for good in ("ab", "a1", "my_vol.1-x", "0" * 64, "n" * 255):
+        assert state.check_name(good) == good
+        assert state.check_name(good, "volume") == good
+    for bad in ("a", "_a", ".a", "a b", "a/b", "a:b", "", "n" * 256):
+        with pytest.raises(state.StateError, match=f"invalid container name {bad!r}"):
+            state.check_name(bad)
+        with pytest.raises(ValueError, match=f"invalid volume name {bad!r}"):
+            state.check_name(bad, "volume")
+
+
+def test_a_one_letter_container_name_is_refused_as_docker_does(mycontainer, state_root):
+    result = mycontainer("run", "--name", "a", "--net", "none", "busybox", "true")
+    assert (result.returncode, result.stderr) == (
+        125,
+        "mycontainer: error: invalid container name 'a': use 2 to 255 letters, "
+        "digits, '_', '.' and '-', starting with a letter or digit\n",
+    )
+    assert [n for n in os.listdir(state_root) if not n.startswith(".")] == []
 
 
 def test_user_mounts_replace_the_defaults_they_cover_and_go_parents_first(tmp_path):
