@@ -175,6 +175,7 @@ class Program:
         security=None,
         inherit: tuple[int, ...] = (),
         settings=None,
+        init: bool = False,
     ):
         self.argv = argv
         self.inherit = inherit  # descriptors beyond 0-2 it gets, as runc's --preserve-fds
@@ -183,6 +184,7 @@ class Program:
         self.user = user  # USER[:GROUP] as the image's config gives it; None: stay root
         self.security = security
         self.settings = settings  # a runtime.process_settings.ProcessSettings, or None
+        self.init = init  # run behind a reaper as PID 1 (runtime.reaper: --init)
 
 
 def spawn(
@@ -215,6 +217,13 @@ def spawn(
     (the process is killed then).
     Marks the calling process a child subreaper (see above).
     """
+    if program.init:  # imported here, by the runtime: after pivot_root, the init could not
+        from runtime import reaper
+
+        try:
+            reaper.check_boundaries(program.security)
+        except reaper.ReaperError as error:
+            raise ProcessError(str(error)) from None
     sync_read, sync_write = os.pipe()  # both ends close-on-exec (PEP 446)
     if gate:  # read and write: opening a FIFO so never blocks (fifo(7)), and never reads EOF
         gate_read = os.open(gate, os.O_RDWR | os.O_CLOEXEC)
@@ -547,6 +556,10 @@ def _init(program: Program, setup, fds: tuple[int, int, int], interpreter) -> No
         if os.read(gate, 1) != b"0":  # EOF: the runtime gave up on us
             os._exit(EXIT_RUNTIME_ERROR)
         close_descriptors(keep=(sync, *program.inherit))  # and any that setup() left open
+        if program.init:
+            from runtime import reaper  # imported by spawn() already
+
+            reaper.rename(program.argv)  # as root: see its docstring
         if program.security:  # capabilities, no_new_privs, seccomp: see runtime.security
             program.security.before_user_switch()
         if program.settings:
@@ -564,6 +577,8 @@ def _init(program: Program, setup, fds: tuple[int, int, int], interpreter) -> No
         os._exit(code)
     code = EXIT_RUNTIME_ERROR
     try:
+        if program.init:  # within every boundary of the program: the reaper gets them too
+            reaper.fork_program(FORWARDED_SIGNALS)  # returns in the child only, PID 2
         default_signals()
         execvpe(program.argv, program.env)
     except OSError as error:

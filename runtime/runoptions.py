@@ -53,6 +53,7 @@ RUN_OPTIONS = {
 RUN_FLAGS = {
     "--tty": "Give the container a terminal of its own (/dev/pts/0), relayed to this one.",
     "--interactive": "Keep stdin attached (it always is: accepted for docker's -it).",
+    "--init": "Run a small init as PID 1 that forwards signals and reaps zombies (as tini).",
 }
 SHORT_FLAGS = {"-t": "--tty", "-i": "--interactive"}  # before IMAGE, and together: -it
 # Options that may be given more than once: their value is the list of all of them.
