@@ -13,6 +13,8 @@ forks afterwards are born there, the first of them as PID 1. So::
                   |           [new user namespace: see runtime.userns]; unshare;
                   |           fork; report pid; exit
                   └─ fork ─> init: PID 1 inside; setup(); "ready"; wait at the gate; execve
+                               [--init: fork first; execve in the child, PID 2, while
+                                the init stays PID 1 as its reaper: runtime.reaper]
 
 The intermediate exits at once. Because the runtime marked itself a *child subreaper*
 (prctl(2) PR_SET_CHILD_SUBREAPER), the orphaned init is re-parented to the runtime, which
@@ -570,6 +572,8 @@ def _init(program: Program, setup, fds: tuple[int, int, int], interpreter) -> No
                 program.env["HOME"] = home
         if program.security:
             program.security.after_user_switch()
+        if program.init:  # within every boundary of the program: the reaper gets them too
+            reaper.fork_program(FORWARDED_SIGNALS)  # returns in the child only, PID 2
     except BaseException as error:
         code = getattr(error, "exit_code", EXIT_RUNTIME_ERROR)
         if not _send(sync, f"error {code} {error}"):
@@ -577,8 +581,6 @@ def _init(program: Program, setup, fds: tuple[int, int, int], interpreter) -> No
         os._exit(code)
     code = EXIT_RUNTIME_ERROR
     try:
-        if program.init:  # within every boundary of the program: the reaper gets them too
-            reaper.fork_program(FORWARDED_SIGNALS)  # returns in the child only, PID 2
         default_signals()
         execvpe(program.argv, program.env)
     except OSError as error:

@@ -120,7 +120,10 @@ def fork_program(forwarded: tuple[int, ...]) -> None:
     """
     waited = {*forwarded, signal.SIGCHLD}
     signal.pthread_sigmask(signal.SIG_BLOCK, waited)
-    program = os.fork()
+    try:
+        program = os.fork()
+    except OSError as error:  # EAGAIN: the container's --pids-limit, say
+        raise ReaperError(f"--init cannot start the program: fork: {error.strerror}") from None
     if program == 0:
         return
     try:

@@ -163,21 +163,24 @@ def test_the_reaper_holds_no_descriptor(background, state_root):
     assert process.wait(timeout=20) == 143
 
 
-def test_a_terminal_with_init_and_ctrl_c_comes_once(background, home, state_root):
-    """``run --init -it``: the program has the terminal; Ctrl-C reaches the terminal's
-    foreground group, reaper and program, and the reaper does not send the program a second
-    one; a window change reaches the program too."""
+@pytest.mark.parametrize("flags", [["-it"], ["-i"]], ids=["its-own-terminal", "the-users"])
+def test_ctrl_c_comes_once_and_the_window_follows(background, home, state_root, flags):
+    """On a terminal, ``run --init -it`` (the container's pty) or ``-i`` (the user's own):
+    Ctrl-C reaches the terminal's foreground group, reaper and program, and the reaper does
+    not send the program a second one; a window change reaches the program too."""
     script = (
-        "tty; stty size; n=0; trap 'n=$((n+1)); echo \"SIGINT $n\"' INT; "
+        "n=0; trap 'n=$((n+1)); echo \"SIGINT $n\"' INT; tty; stty size; "
         'while :; do read x; [ "$x" = end ] && exit 5; stty size; done'
     )
     process, user = run_on_terminal(
-        background, home, state_root, "run", "--init", "-it", "--net", "none", "busybox",
+        background, home, state_root, "run", "--init", *flags, "--net", "none", "busybox",
         "sh", "-c", script,
     )  # fmt: skip
     try:
         transcript = read_until(user, b"33 101")
-        assert b"/dev/pts/0" in transcript
+        assert (b"/dev/pts/0" in transcript) == (flags == ["-it"])
+        while flags == ["-i"] and os.tcgetpgrp(user) == process.pid:
+            time.sleep(0.01)  # the runtime hands the container the user's terminal at start
         os.write(user, b"\x03")
         transcript += read_until(user, b"SIGINT 1")
         transcript += read_some(user, timeout=1)
@@ -194,6 +197,28 @@ def test_a_terminal_with_init_and_ctrl_c_comes_once(background, home, state_root
     finally:
         os.close(user)
     assert b"SIGINT 2" not in transcript
+
+
+def test_an_interactive_shell_behind_the_reaper(background, home, state_root):
+    """``run --init -it busybox sh``: the shell takes the terminal for its jobs (job
+    control), Ctrl-C interrupts its foreground ``sleep`` and leaves it, and ``exit`` ends
+    the run with the shell's code."""
+    process, user = run_on_terminal(
+        background, home, state_root, "run", "--init", "-it", "--net", "none", "busybox", "sh"
+    )
+    try:
+        os.write(user, b"echo $$\r")
+        transcript = read_until(user, b"\n2\r")
+        os.write(user, b"sleep 1013\r")
+        find_process("sleep 1013")
+        os.write(user, b"\x03")
+        os.write(user, b"echo back $?\r")
+        transcript += read_until(user, b"back 130")
+        os.write(user, b"exit 4\r")
+        transcript += read_to_hangup(user)
+        assert process.wait(timeout=20) == 4, transcript
+    finally:
+        os.close(user)
 
 
 @pytest.mark.parametrize(
