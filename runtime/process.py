@@ -546,6 +546,10 @@ def _init(program: Program, setup, fds: tuple[int, int, int], interpreter) -> No
             os.setsid()  # a session of its own, whose controlling terminal setup() attaches
         if setup:
             setup()
+        if program.init:
+            from runtime import reaper  # imported by spawn() already
+
+            reaper.rename(program.argv)  # as root, with /proc mounted: see its docstring
         # Enter the working directory as root, resolved inside the root only (runc too
         # enters it before the user switch, so a directory closed to the user still works).
         cwd = rootpath.open_directory(program.cwd)
@@ -558,10 +562,6 @@ def _init(program: Program, setup, fds: tuple[int, int, int], interpreter) -> No
         if os.read(gate, 1) != b"0":  # EOF: the runtime gave up on us
             os._exit(EXIT_RUNTIME_ERROR)
         close_descriptors(keep=(sync, *program.inherit))  # and any that setup() left open
-        if program.init:
-            from runtime import reaper  # imported by spawn() already
-
-            reaper.rename(program.argv)  # as root: see its docstring
         if program.security:  # capabilities, no_new_privs, seccomp: see runtime.security
             program.security.before_user_switch()
         if program.settings:

@@ -11,8 +11,8 @@ PID 1 of a PID namespace has two duties that an ordinary program does not know a
   SIGTERM's default action, ignores ``docker stop`` as PID 1 and gets SIGKILLed after the
   grace period.
 - **Orphans.** A process whose parent exits is re-parented to PID 1, and stays a zombie
-  (a pid, an entry in the process table) until PID 1 wait(2)s for it. A shell reaps only
-  the children it knows; a server that forks helpers may reap none of its grandchildren.
+  (a pid, an entry in the process table) until PID 1 wait(2)s for it. A shell reaps any
+  child that exits while it waits; ``sleep``, or a server that forks helpers, reaps none.
 
 docker's ``--init`` runs tini as PID 1 for that: it starts the program as its child and
 does both duties. Images have no tini here, nor Python to run this module; but the
@@ -21,8 +21,8 @@ container's init already *is* a Python process until it execs the program
 and the parent stays PID 1, as this loop:
 
 1. Every signal it forwards, and SIGCHLD, stay blocked, and it waits for them with
-   sigwaitinfo(2): a blocked signal is queued even for PID 1 (signal(7)), and nothing runs
-   in a handler.
+   sigwaitinfo(2): a blocked signal is never dropped, not even for PID 1, but stays
+   pending until taken (signal(7)); and no code runs in a handler.
 2. A signal is passed on to the program with kill(2), to the program alone as tini does
    by default; a shell passes it on to its jobs if it wants. Not the signals the kernel sent
    from a terminal (Ctrl-C, Ctrl-\\, Ctrl-Z, a window resize: ``si_code`` SI_KERNEL): they
@@ -35,13 +35,14 @@ and the parent stays PID 1, as this loop:
 
 It runs within the program's boundaries: the init forks only once it has switched to the
 program's user and applied its capabilities, no_new_privs and seccomp filter
-(runtime.security). What it holds of the host is less than the init held: it closes every
-descriptor (stdin, stdout and stderr included: the program's output ends when the program
-closes it), stays non-dumpable (prctl(2) PR_SET_DUMPABLE), so that no process of the
-container may read its memory (a copy of the runtime's) or open /proc/1/exe (the host's
-Python interpreter: CVE-2019-5736) without CAP_SYS_PTRACE, which ``--init`` therefore
-refuses; and its command line, which /proc/1/cmdline shows to every process, is rewritten
-from the runtime's to ``mycontainer-init -- PROGRAM...``.
+(runtime.security). What it holds of the host is less than the init held. It closes every
+descriptor, stdin, stdout and stderr included: it never uses them, and a pipe or terminal
+that the program closes must not stay open in it. It stays non-dumpable (prctl(2)
+PR_SET_DUMPABLE), so that no process of the container may read its memory (a copy of the
+runtime's) or open /proc/1/exe (the host's Python interpreter: CVE-2019-5736) without
+CAP_SYS_PTRACE, which ``--init`` therefore refuses. And its command line, which
+/proc/1/cmdline shows to every process, is rewritten from the runtime's to
+``mycontainer-init -- PROGRAM...``.
 
 Man pages: https://man7.org/linux/man-pages/man7/pid_namespaces.7.html,
 https://man7.org/linux/man-pages/man2/kill.2.html,
