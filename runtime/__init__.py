@@ -6,6 +6,7 @@ state           a container on disk: its state directory, status derived from fa
 container       the lifecycle: create, start, wait, kill, delete, prune
 execution       exec: a process entering a running container, within its boundaries
 process         the container's PID 1: fork, namespaces, the gate, execve, exit codes
+reaper          ``run --init``: a PID 1 that forwards signals and reaps, the program PID 2
 bundle          an OCI bundle's config.json, as the lifecycle takes it
 spec            config.json read and checked, field by field
 hooks           the six kinds of OCI hooks

@@ -111,6 +111,7 @@ class Config:
         cgroups_path: str | None = None,  # OCI linux.cgroupsPath; default: mycontainer/<id>
         tty: bool = False,  # a terminal of its own (process.terminal; runtime.terminal)
         console_size: dict | None = None,  # process.consoleSize; default: our terminal's
+        init: bool = False,  # a reaper as PID 1, the program as PID 2 (runtime.reaper)
     ):
         self.layers = layers
         self.args = args
@@ -147,6 +148,7 @@ class Config:
         self.cgroups_path = cgroups_path
         self.tty = tty
         self.console_size = console_size
+        self.init = init
 
     def as_dict(self) -> dict:
         return dict(vars(self))
@@ -385,6 +387,7 @@ class Container:
                     self.security,
                     self.inherit,
                     self.settings,
+                    init=self.config.init,
                 ),
                 namespaces=self.config.namespaces,
                 join=self.config.join,

@@ -13,6 +13,8 @@ forks afterwards are born there, the first of them as PID 1. So::
                   |           [new user namespace: see runtime.userns]; unshare;
                   |           fork; report pid; exit
                   └─ fork ─> init: PID 1 inside; setup(); "ready"; wait at the gate; execve
+                               [--init: fork first; execve in the child, PID 2, while
+                                the init stays PID 1 as its reaper: runtime.reaper]
 
 The intermediate exits at once. Because the runtime marked itself a *child subreaper*
 (prctl(2) PR_SET_CHILD_SUBREAPER), the orphaned init is re-parented to the runtime, which
@@ -177,6 +179,7 @@ class Program:
         inherit: tuple[int, ...] = (),
         settings=None,
         adopted: bool = False,
+        init: bool = False,
     ):
         self.argv = argv
         self.inherit = inherit  # descriptors beyond 0-2 it gets, as runc's --preserve-fds
@@ -191,6 +194,7 @@ class Program:
         # exits, a subreaper's of the host that may never reap it, and the container's
         # init, when it dies, waits for every process of its namespace to be reaped.
         self.adopted = adopted
+        self.init = init  # run behind a reaper as PID 1 (runtime.reaper: --init)
 
 
 def spawn(
@@ -223,6 +227,13 @@ def spawn(
     (the process is killed then).
     Marks the calling process a child subreaper (see above).
     """
+    if program.init:  # imported here, by the runtime: after pivot_root, the init could not
+        from runtime import reaper
+
+        try:
+            reaper.check_boundaries(program.security)
+        except reaper.ReaperError as error:
+            raise ProcessError(str(error)) from None
     sync_read, sync_write = os.pipe()  # both ends close-on-exec (PEP 446)
     if gate:  # read and write: opening a FIFO so never blocks (fifo(7)), and never reads EOF
         gate_read = os.open(gate, os.O_RDWR | os.O_CLOEXEC)
@@ -546,6 +557,10 @@ def _init(program: Program, setup, fds: tuple[int, int, int], interpreter, pin: 
             os.setsid()  # a session of its own, whose controlling terminal setup() attaches
         if setup:
             setup()
+        if program.init:
+            from runtime import reaper  # imported by spawn() already
+
+            reaper.rename(program.argv)  # as root, with /proc mounted: see its docstring
         # Enter the working directory as root, resolved inside the root only (runc too
         # enters it before the user switch, so a directory closed to the user still works).
         cwd = rootpath.open_directory(program.cwd)
@@ -572,6 +587,8 @@ def _init(program: Program, setup, fds: tuple[int, int, int], interpreter, pin: 
             program.settings.switch_user()
         if program.security:
             program.security.after_user_switch()
+        if program.init:  # within every boundary of the program: the reaper gets them too
+            reaper.fork_program(FORWARDED_SIGNALS)  # returns in the child only, PID 2
     except BaseException as error:
         code = getattr(error, "exit_code", EXIT_RUNTIME_ERROR)
         if not _send(sync, f"error {code} {error}"):

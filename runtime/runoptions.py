@@ -120,6 +120,7 @@ RUN_FLAGS = {
     "--detach": "Run in the background and print the container's id ('mycontainer logs').",
     "--rm": "Remove the container when it stops (else it stays, with its exit code).",
     "--read-only": "Make the root read-only, with tmpfs on /tmp, /var/tmp and /run.",
+    "--init": "Run a small init as PID 1 that forwards signals and reaps zombies (as tini).",
 }
 # before IMAGE, and together: -it, -dit
 SHORT_FLAGS = {"-t": "--tty", "-i": "--interactive", "-d": "--detach"}
