@@ -23,7 +23,11 @@ all of it, step by step (process.spawn does the forking, this module decides wha
    processes cannot ptrace it or open its /proc/PID/exe, the host's interpreter, while it
    still runs our code (CVE-2016-9962, then CVE-2019-5736).
 
+The init is pinned while its namespaces are opened (pidfd_open(2)): if it exited and its
+pid were reused by a host process, /proc/PID/ns would be that process's namespaces.
+
 Man pages: https://man7.org/linux/man-pages/man2/setns.2.html,
+https://man7.org/linux/man-pages/man2/pidfd_open.2.html,
 https://man7.org/linux/man-pages/man7/namespaces.7.html,
 https://docs.docker.com/reference/cli/docker/container/exec/,
 https://github.com/opencontainers/runc/blob/main/man/runc-exec.8.md
@@ -32,6 +36,7 @@ https://github.com/opencontainers/runc/blob/main/man/runc-exec.8.md
 from __future__ import annotations
 
 import os
+import select
 import sys
 
 from runtime import cgroups, process, security, state
@@ -143,24 +148,64 @@ def spawn(found: state.State, program: process.Program, setup=None, console=-1) 
     """A process in container ``found``'s cgroups and namespaces that has run ``setup()``
     there and waits at its gate to execute ``program`` (process.spawn; ``console``: the
     end of a console socket that ``setup()`` attaches a terminal to)."""
-    join = [
-        (flag, f"/proc/{found.pid}/ns/{name}")
-        for name, flag in EXEC_NAMESPACES
-        if os.readlink(f"/proc/{found.pid}/ns/{name}") != os.readlink(f"/proc/self/ns/{name}")
-    ]
+    joined = _open_namespaces(found)
 
     def join_cgroups() -> None:
         for group in found.record.get("cgroups", []):
             cgroups.write_file(group, "cgroup.procs", "0")
 
-    return process.spawn(
-        program,
-        namespaces=0,
-        join=join,
-        before_unshare=join_cgroups,
-        setup=setup,
-        console=console,
-    )
+    try:
+        return process.spawn(
+            program,
+            namespaces=0,
+            join=[(flag, f"/proc/self/fd/{fd}") for flag, fd in joined],
+            before_unshare=join_cgroups,
+            setup=setup,
+            console=console,
+        )
+    finally:
+        for _, fd in joined:
+            os.close(fd)
+
+
+def _open_namespaces(found: state.State) -> list[tuple[int, int]]:
+    """(CLONE_NEW* flag, open descriptor) of each namespace of container ``found``'s init
+    that is not ours, or a ContainerError if the init is gone.
+
+    A pid names the init only while it runs: once it exits, a host process may take the
+    pid, and /proc/PID/ns would be the host's. So a pid file descriptor pins the init
+    (pidfd_open(2)); it is checked to be the one the state recorded (its start time),
+    its namespace files are opened, and then it is checked not to have exited meanwhile
+    (its pidfd turns readable when it does): the files opened were the init's.
+    """
+    stopped = ContainerError(f"container {shown(found)} stopped as exec began: start it")
+    try:
+        pidfd = os.pidfd_open(found.pid)
+    except ProcessLookupError:
+        raise stopped from None
+    opened = []
+    try:
+        if not found.init_alive():
+            raise stopped
+        for name, flag in EXEC_NAMESPACES:
+            try:
+                fd = os.open(f"/proc/{found.pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            except (FileNotFoundError, ProcessLookupError):
+                raise stopped from None
+            opened.append((flag, fd))
+            if os.fstat(fd).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                os.close(opened.pop()[1])  # one we are in already
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if poller.poll(0):
+            raise stopped
+    except BaseException:
+        for _, fd in opened:
+            os.close(fd)
+        raise
+    finally:
+        os.close(pidfd)
+    return opened
 
 
 def run(

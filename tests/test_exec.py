@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -219,6 +220,29 @@ def test_exec_d_leaves_the_command_running_and_returns(mycontainer, start):
         time.sleep(0.1)
     else:
         raise AssertionError("the detached command did not run on")
+
+
+def test_exec_refuses_an_init_that_is_not_the_recorded_one(start, state_root):
+    """Should the init exit and a host process take its pid, /proc/PID/ns would be the
+    host's: a pid whose start time is not the state's is refused, in one line, before
+    anything joins or enters anything."""
+    from runtime import execution, process, state
+    from runtime.container import ContainerError
+
+    box = start()
+    found = state.find(str(state_root), box["id"])
+    found.record["start_time"] += 1  # as a process that took the init's pid
+    groups = found.record.get("cgroups", [])
+    members = [Path(group, "cgroup.procs").read_text() for group in groups]
+    try:
+        entered = execution.spawn(found, process.Program(["/bin/true"], {}))
+    except ContainerError as error:
+        assert "stopped" in str(error) and len(str(error).splitlines()) == 1, error
+    else:
+        entered.kill()
+        entered.close()
+        pytest.fail("exec joined the namespaces of a pid that is not the container's init")
+    assert [Path(group, "cgroup.procs").read_text() for group in groups] == members
 
 
 @pytest.mark.parametrize(
