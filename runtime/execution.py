@@ -36,7 +36,7 @@ https://github.com/opencontainers/runc/blob/main/man/runc-exec.8.md
 from __future__ import annotations
 
 import os
-import select
+import signal
 import sys
 
 from runtime import cgroups, process, security, state
@@ -175,8 +175,9 @@ def _open_namespaces(found: state.State) -> list[tuple[int, int]]:
     A pid names the init only while it runs: once it exits, a host process may take the
     pid, and /proc/PID/ns would be the host's. So a pid file descriptor pins the init
     (pidfd_open(2)); it is checked to be the one the state recorded (its start time),
-    its namespace files are opened, and then it is checked not to have exited meanwhile
-    (its pidfd turns readable when it does): the files opened were the init's.
+    its namespace files are opened, and then it is checked not to have been reaped
+    meanwhile (signal 0 through the pidfd fails with ESRCH, pidfd_send_signal(2)): until
+    then its pid is no other process's, so the files opened were the init's.
     """
     stopped = ContainerError(f"container {shown(found)} stopped as exec began: start it")
     try:
@@ -195,10 +196,10 @@ def _open_namespaces(found: state.State) -> list[tuple[int, int]]:
             opened.append((flag, fd))
             if os.fstat(fd).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
                 os.close(opened.pop()[1])  # one we are in already
-        poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        if poller.poll(0):
-            raise stopped
+        try:
+            signal.pidfd_send_signal(pidfd, 0)
+        except ProcessLookupError:
+            raise stopped from None
     except BaseException:
         for _, fd in opened:
             os.close(fd)
