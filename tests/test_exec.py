@@ -279,6 +279,27 @@ def test_exec_without_t_never_gives_the_container_the_users_terminal(
     assert output.replace(b"\r", b"").split(b"\n")[:3] == [b"pipe:", b"pipe:", b"done"], output
 
 
+def test_exec_without_t_has_no_controlling_terminal_even_with_its_output_piped(
+    start, background, home, state_root
+):
+    """Run from a terminal with its output piped (``| less``), exec has nothing to relay,
+    but the command still gives up the terminal: no /dev/tty to read the user's typing."""
+    box = start()
+    script = "(: </dev/tty) 2>/dev/null && echo has a terminal; echo done"
+    user, users_terminal = pty.openpty()
+    try:
+        process = background(
+            "exec", box["id"], "sh", "-c", script,
+            env=environment(home, state_root), stdin=users_terminal,
+            preexec_fn=lambda: (os.setsid(), fcntl.ioctl(0, termios.TIOCSCTTY, 0)),
+        )  # fmt: skip
+        output, errors = process.communicate(timeout=20)
+    finally:
+        os.close(user)
+        os.close(users_terminal)
+    assert (process.returncode, output, errors) == (0, "done\n", "")
+
+
 def test_exec_i_on_a_terminal_relays_the_typing_to_the_end(background, start, home, state_root):
     """``exec -i`` on a terminal: what is typed reaches the command through a pipe (no
     terminal of the user's in the container), the end of input (^D) is its end-of-file,
