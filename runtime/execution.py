@@ -22,8 +22,21 @@ all of it, step by step (process.spawn does the forking, this module decides wha
    and the process non-dumpable until it executes the program, so that the container's
    processes cannot ptrace it or open its /proc/PID/exe, the host's interpreter, while it
    still runs our code (CVE-2016-9962, then CVE-2019-5736).
+5. **Not the user's terminal**, without ``-t``: as docker's, whose exec'd processes never
+   get the terminal docker runs on. The process drops it as its controlling terminal
+   (TIOCNOTTY, tty_ioctl(4)), so that no process of the container opens it as /dev/tty;
+   and a stream of ours that is a terminal reaches it through a pipe that ``mycontainer
+   exec`` copies until the command exits (``relay``), so that a process it leaves behind
+   holds no descriptor of the terminal, where it would read what the user types next.
+   Streams that are not terminals (an engine's pipes, files) are the command's as they
+   are: the caller's to give, and no copying slows them down.
+
+The init is pinned while its namespaces are opened (pidfd_open(2)): if it exited and its
+pid were reused by a host process, /proc/PID/ns would be that process's namespaces.
 
 Man pages: https://man7.org/linux/man-pages/man2/setns.2.html,
+https://man7.org/linux/man-pages/man2/pidfd_open.2.html,
+https://man7.org/linux/man-pages/man4/tty_ioctl.4.html,
 https://man7.org/linux/man-pages/man7/namespaces.7.html,
 https://docs.docker.com/reference/cli/docker/container/exec/,
 https://github.com/opencontainers/runc/blob/main/man/runc-exec.8.md
@@ -32,7 +45,9 @@ https://github.com/opencontainers/runc/blob/main/man/runc-exec.8.md
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import time
 
 from runtime import cgroups, process, security, state
 from runtime.container import (
@@ -46,6 +61,8 @@ from runtime.container import (
 from runtime.process import ProcessError
 
 NULL_DEVICE = os.makedev(1, 3)
+RELAY_CHUNK = 65536
+DRAIN = 1.0  # after the command exits: how long what it left behind may still write
 
 
 def command(
@@ -71,7 +88,18 @@ def command(
     started.adopted = detach  # its parent: the container's init, as docker's exec -d
     # As docker's: a detached command's output goes nowhere; without -i, no input.
     null = (0, 1, 2) if detach else () if interactive else (0,)
-    return run(found, started, detach=detach, tty=tty, interactive=interactive, null=null)[1]
+    given = () if tty else tuple(fd for fd in (0, 1, 2) if fd not in null)
+    relayed = tuple(fd for fd in given if os.isatty(fd))
+    return run(
+        found,
+        started,
+        detach=detach,
+        tty=tty,
+        interactive=interactive,
+        null=null,
+        relayed=relayed,
+        leave_terminal=not tty,
+    )[1]
 
 
 def running(root: str, reference: str) -> state.State:
@@ -143,24 +171,65 @@ def spawn(found: state.State, program: process.Program, setup=None, console=-1) 
     """A process in container ``found``'s cgroups and namespaces that has run ``setup()``
     there and waits at its gate to execute ``program`` (process.spawn; ``console``: the
     end of a console socket that ``setup()`` attaches a terminal to)."""
-    join = [
-        (flag, f"/proc/{found.pid}/ns/{name}")
-        for name, flag in EXEC_NAMESPACES
-        if os.readlink(f"/proc/{found.pid}/ns/{name}") != os.readlink(f"/proc/self/ns/{name}")
-    ]
+    joined = _open_namespaces(found)
 
     def join_cgroups() -> None:
         for group in found.record.get("cgroups", []):
             cgroups.write_file(group, "cgroup.procs", "0")
 
-    return process.spawn(
-        program,
-        namespaces=0,
-        join=join,
-        before_unshare=join_cgroups,
-        setup=setup,
-        console=console,
-    )
+    try:
+        return process.spawn(
+            program,
+            namespaces=0,
+            join=[(flag, f"/proc/self/fd/{fd}") for flag, fd in joined],
+            before_unshare=join_cgroups,
+            setup=setup,
+            console=console,
+        )
+    finally:
+        for _, fd in joined:
+            os.close(fd)
+
+
+def _open_namespaces(found: state.State) -> list[tuple[int, int]]:
+    """(CLONE_NEW* flag, open descriptor) of each namespace of container ``found``'s init
+    that is not ours, or a ContainerError if the init is gone.
+
+    A pid names the init only while it runs: once it exits, a host process may take the
+    pid, and /proc/PID/ns would be the host's. So a pid file descriptor pins the init
+    (pidfd_open(2)); it is checked to be the one the state recorded (its start time),
+    its namespace files are opened, and then it is checked not to have been reaped
+    meanwhile (signal 0 through the pidfd fails with ESRCH, pidfd_send_signal(2)): until
+    then its pid is no other process's, so the files opened were the init's.
+    """
+    stopped = ContainerError(f"container {shown(found)} stopped as exec began: start it")
+    try:
+        pidfd = os.pidfd_open(found.pid)
+    except ProcessLookupError:
+        raise stopped from None
+    opened = []
+    try:
+        if not found.init_alive():
+            raise stopped
+        for name, flag in EXEC_NAMESPACES:
+            try:
+                fd = os.open(f"/proc/{found.pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            except (FileNotFoundError, ProcessLookupError):
+                raise stopped from None
+            opened.append((flag, fd))
+            if os.fstat(fd).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                os.close(opened.pop()[1])  # one we are in already
+        try:
+            signal.pidfd_send_signal(pidfd, 0)
+        except ProcessLookupError:
+            raise stopped from None
+    except BaseException:
+        for _, fd in opened:
+            os.close(fd)
+        raise
+    finally:
+        os.close(pidfd)
+    return opened
 
 
 def run(
@@ -173,22 +242,26 @@ def run(
     console_socket: str | None = None,
     console_size: dict | None = None,
     null: tuple[int, ...] = (),
+    relayed: tuple[int, ...] = (),
+    leave_terminal: bool = False,
 ) -> tuple[int, int]:
     """Run ``program`` in running container ``found``; return (its pid, exit code).
 
     With ``detach`` it is left running and the exit code is 0; else we wait for it, as its
     parent, forwarding signals. Its standard streams are ours (an engine's pipes), but those
-    in ``null``, which are the container's /dev/null. With ``tty`` it gets a terminal of its
-    own in the container's devpts (runtime.terminal) instead: its master goes to
-    ``console_socket`` (an engine's) if given, else it is relayed to ours, and without
-    ``interactive`` nothing is typed on it.
+    in ``null``, which are the container's /dev/null, and those in ``relayed``, which are
+    pipes we copy to and from ours (``relay``). With ``leave_terminal`` it gives up our
+    controlling terminal, and is not made its foreground job. With ``tty`` it gets a
+    terminal of its own in the container's devpts (runtime.terminal) instead: its master
+    goes to ``console_socket`` (an engine's) if given, else it is relayed to ours, and
+    without ``interactive`` nothing is typed on it.
     """
     if detach and tty and not console_socket:
         raise ContainerError(
             "exec -d -t: the terminal would hang up as soon as mycontainer returns: "
             "leave out -t (or -d)"
         )
-    console, ours = -1, -1
+    console, socket = -1, -1
     if tty:
         from runtime import terminal
 
@@ -196,31 +269,53 @@ def run(
             if console_socket:
                 console = terminal.connect(console_socket)
             else:
-                ours, console = terminal.socketpair()
+                socket, console = terminal.socketpair()
         except terminal.TerminalError as error:
             raise ContainerError(str(error)) from None
         if console_size is None and not console_socket:
             rows, columns = terminal.window_size(0) or terminal.window_size(1) or (0, 0)
             console_size = {"height": rows, "width": columns}
+    pipes = {fd: os.pipe() for fd in relayed}  # (read, write): its stdin's, its outputs'
+    theirs = {fd: ends[0] if fd == 0 else ends[1] for fd, ends in pipes.items()}
+    ours = {fd: ends[1] if fd == 0 else ends[0] for fd, ends in pipes.items()}
+    controlling = _controlling_terminal() if leave_terminal else -1
+    if controlling != -1:  # imported here: the new process cannot, once in the container
+        import fcntl
+        import termios
+
+        program.inherit = (*program.inherit, controlling)
+    program.inherit = (*program.inherit, *theirs.values())
 
     def setup() -> None:
         """In the new process, in the container, before its gate."""
         if console != -1:  # the container's /dev/console is its init's: left alone
             terminal.attach_console(console, console_size, mount_console=False)
-        elif null:
+            return
+        if controlling != -1:  # TIOCNOTTY, tty_ioctl(4): see _controlling_terminal
+            fcntl.ioctl(controlling, termios.TIOCNOTTY)
+            os.close(controlling)
+        for fd, end in theirs.items():
+            os.dup2(end, fd)
+            os.close(end)
+        if null:
             _null_streams(*null)
 
     master, quiet = -1, (-1, -1)
     try:
         with process.blocking_forwarded_signals():
-            init = spawn(found, program, setup, console)
+            try:
+                init = spawn(found, program, setup, console)
+            finally:
+                for fd in (*theirs.values(), controlling):
+                    if fd != -1:
+                        os.close(fd)
             try:
                 if console != -1:
                     os.close(console)
                     console = -1
-                if ours != -1:
+                if socket != -1:
                     try:
-                        master, _ = terminal.receive(ours)
+                        master, _ = terminal.receive(socket)
                     except terminal.TerminalError as error:
                         raise ContainerError(str(error)) from None
                 if program.settings:
@@ -235,20 +330,119 @@ def run(
                 if program.adopted:
                     init.wait()  # it has exited, leaving the program to the container's init
                 return init.pid, 0
-            with process.forwarding_signals(init.pid), process.terminal_foreground(init.pid):
-                if master == -1:
+            with process.forwarding_signals(init.pid):
+                if leave_terminal:
+                    if ours:
+                        relay(init.pid, ours)
                     return init.pid, init.wait()
-                if not interactive:  # -t alone: a terminal no one types on, as docker's
-                    quiet = os.pipe()
-                with terminal.Relay(master, stdin=0 if interactive else quiet[0]):
-                    return init.pid, init.wait()
+                with process.terminal_foreground(init.pid):
+                    if master == -1:
+                        return init.pid, init.wait()
+                    if not interactive:  # -t alone: a terminal no one types on, as docker's
+                        quiet = os.pipe()
+                    with terminal.Relay(master, stdin=0 if interactive else quiet[0]):
+                        return init.pid, init.wait()
     except (ProcessError, OSError) as error:
         code = getattr(error, "exit_code", process.EXIT_RUNTIME_ERROR)
         raise ContainerError(str(error), code) from None
     finally:
-        for fd in (console, ours, master, *quiet):
+        for fd in (console, socket, master, *quiet, *ours.values()):
             if fd != -1:
                 os.close(fd)
+
+
+def relay(pid: int, ours: dict[int, int]) -> None:
+    """Copy between our standard streams and process ``pid``'s pipes (``ours``: our
+    descriptor, 0, 1 or 2 -> our end of its pipe) until it exits, then what it left behind
+    writes for at most DRAIN seconds (the pipes of a process that left nothing behind end
+    at once); then our ends are closed (by ``run``), so that a process left behind reads
+    end-of-file and fails to write (EPIPE). Input is read only while the process runs and
+    can take it: what is typed once it exited is for the user's shell."""
+    import select  # here: only a terminal's exec needs it
+
+    pidfd = os.pidfd_open(pid)
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    outputs = {end: fd for fd, end in ours.items() if fd != 0}
+    for end in outputs:
+        poller.register(end, select.POLLIN)
+    stdin, pending = ours.get(0, -1), b""  # its stdin's pipe, and what it has not taken yet
+    if stdin != -1:
+        os.set_blocking(stdin, False)
+        poller.register(0, select.POLLIN)
+    deadline = None
+    try:
+        while deadline is None or outputs:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic()) * 1000
+            events = poller.poll(timeout)
+            if not events:
+                return  # it exited, and what it left behind holds its pipes but is quiet
+            for fd, _ in events:
+                if fd == pidfd:
+                    poller.unregister(pidfd)
+                    deadline = time.monotonic() + DRAIN
+                    if stdin != -1:  # no more input
+                        poller.unregister(stdin if pending else 0)
+                        stdin = -1
+                elif fd in outputs:
+                    if not _copy(fd, outputs[fd]):
+                        poller.unregister(fd)
+                        del outputs[fd]
+                elif stdin == -1:
+                    continue  # input that came with the exit: left unread
+                elif fd == 0:  # typed: waits until the pipe takes it, and stdin meanwhile
+                    pending = _read(0)
+                    poller.unregister(0)
+                    if not pending:  # end of input (^D): it reads end-of-file
+                        os.close(ours.pop(0))
+                        stdin = -1
+                        continue
+                    poller.register(stdin, select.POLLOUT)
+                else:
+                    try:
+                        pending = pending[os.write(stdin, pending) :]
+                    except BlockingIOError:
+                        pass
+                    except OSError:  # EPIPE: it closed its stdin; input has nowhere to go
+                        pending = b""
+                    if not pending:
+                        poller.unregister(stdin)
+                        poller.register(0, select.POLLIN)
+    finally:
+        os.close(pidfd)
+
+
+def _copy(source: int, target: int) -> bool:
+    """Copy what ``source`` has to ``target``; False once ``source`` ended."""
+    data = _read(source)
+    if not data:
+        return False
+    try:
+        while data:
+            data = data[os.write(target, data) :]
+    except OSError:
+        pass  # our stream is gone (EPIPE): the process's output goes nowhere, as docker's
+    return True
+
+
+def _read(fd: int) -> bytes:
+    """Read from ``fd``; an error (EIO: a terminal hung up) counts as its end."""
+    try:
+        return os.read(fd, RELAY_CHUNK)
+    except OSError:
+        return b""
+
+
+def _controlling_terminal() -> int:
+    """A descriptor of our controlling terminal (/dev/tty, tty(4)), or -1 if we have none.
+
+    On it, the new process gives up the terminal (TIOCNOTTY, tty_ioctl(4): not a session
+    leader, it alone loses it, and no one is signalled), so that neither it nor its
+    children can open it as /dev/tty."""
+    try:
+        return os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return -1
 
 
 def _null_streams(*fds: int) -> None:

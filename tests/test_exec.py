@@ -9,15 +9,26 @@ the host's interpreter out of reach. The terminal (``exec -it``) is tests/test_t
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
 import subprocess
 import sys
+import termios
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import REPO, bundle_maker, environment, oci_runner, running_containers
+from conftest import (
+    REPO,
+    bundle_maker,
+    environment,
+    oci_runner,
+    read_until,
+    running_containers,
+)
 
 pytestmark = pytest.mark.privileged
 
@@ -219,6 +230,118 @@ def test_exec_d_leaves_the_command_running_and_returns(mycontainer, start):
         time.sleep(0.1)
     else:
         raise AssertionError("the detached command did not run on")
+
+
+def exec_on_terminal(background, home, state_root, *args: str):
+    """``mycontainer exec ARGS`` as typed at a user's terminal (a pty whose master the test
+    holds, the controlling terminal of mycontainer's session); returns (Popen, master)."""
+    user, users_terminal = pty.openpty()
+
+    def lead_the_terminals_session():
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    try:
+        process = background(
+            "exec", *args,
+            env=environment(home, state_root),
+            stdin=users_terminal, stdout=users_terminal, stderr=users_terminal,
+            preexec_fn=lead_the_terminals_session,
+        )  # fmt: skip
+    finally:
+        os.close(users_terminal)
+    return process, user
+
+
+def test_exec_without_t_never_gives_the_container_the_users_terminal(
+    mycontainer, start, background, home, state_root
+):
+    """As docker's: on a terminal, a plain exec's stdout and stderr are pipes that
+    mycontainer copies to it, and the terminal is not its controlling terminal (no
+    /dev/tty); so a process it leaves behind cannot read what the user types next."""
+    box = start()
+    script = (
+        "(sleep 2; head -c 12 <&1 >/stolen-by-fd; head -c 12 <&2 >/stolen-by-fd2) & "
+        "(sleep 2; head -c 12 </dev/tty >/stolen-by-tty) 2>/dev/null & "
+        "for fd in 1 2; do readlink /proc/$$/fd/$fd | cut -d[ -f1; done; "
+        "(: </dev/tty) 2>/dev/null && echo has a terminal; echo done"
+    )
+    process, user = exec_on_terminal(background, home, state_root, box["id"], "sh", "-c", script)
+    try:
+        output = read_until(user, b"done")
+        assert process.wait(timeout=20) == 0
+        os.write(user, b"secret-password\n")  # typed once exec returned: for the user's shell
+        time.sleep(3)
+    finally:
+        os.close(user)
+    stolen = mycontainer("exec", box["id"], "sh", "-c", "cat /stolen-by-* 2>/dev/null; :")
+    assert "secret" not in stolen.stdout, stolen.stdout
+    assert output.replace(b"\r", b"").split(b"\n")[:3] == [b"pipe:", b"pipe:", b"done"], output
+
+
+def test_exec_without_t_has_no_controlling_terminal_even_with_its_output_piped(
+    start, background, home, state_root
+):
+    """Run from a terminal with its output piped (``| less``), exec has nothing to relay,
+    but the command still gives up the terminal: no /dev/tty to read the user's typing."""
+    box = start()
+    script = "(: </dev/tty) 2>/dev/null && echo has a terminal; echo done"
+    user, users_terminal = pty.openpty()
+    try:
+        process = background(
+            "exec", box["id"], "sh", "-c", script,
+            env=environment(home, state_root), stdin=users_terminal,
+            preexec_fn=lambda: (os.setsid(), fcntl.ioctl(0, termios.TIOCSCTTY, 0)),
+        )  # fmt: skip
+        output, errors = process.communicate(timeout=20)
+    finally:
+        os.close(user)
+        os.close(users_terminal)
+    assert (process.returncode, output, errors) == (0, "done\n", "")
+
+
+def test_exec_i_on_a_terminal_relays_the_typing_to_the_end(background, start, home, state_root):
+    """``exec -i`` on a terminal: what is typed reaches the command through a pipe (no
+    terminal of the user's in the container), the end of input (^D) is its end-of-file,
+    and its output and exit code come back."""
+    box = start()
+    script = "readlink /proc/$$/fd/0 | cut -d[ -f1; echo ready; cat; echo eof; exit 3"
+    process, user = exec_on_terminal(
+        background, home, state_root, "-i", box["id"], "sh", "-c", script
+    )
+    try:
+        transcript = read_until(user, b"ready")
+        os.write(user, b"typed line\n")
+        transcript += read_until(user, b"typed line\r\ntyped line")  # echoed, then cat's
+        os.write(user, b"\x04")  # ^D
+        transcript += read_until(user, b"eof")
+        assert process.wait(timeout=20) == 3, transcript
+    finally:
+        os.close(user)
+    assert transcript.startswith(b"pipe:"), transcript
+
+
+def test_exec_refuses_an_init_that_is_not_the_recorded_one(start, state_root):
+    """Should the init exit and a host process take its pid, /proc/PID/ns would be the
+    host's: a pid whose start time is not the state's is refused, in one line, before
+    anything joins or enters anything."""
+    from runtime import execution, process, state
+    from runtime.container import ContainerError
+
+    box = start()
+    found = state.find(str(state_root), box["id"])
+    found.record["start_time"] += 1  # as a process that took the init's pid
+    groups = found.record.get("cgroups", [])
+    members = [Path(group, "cgroup.procs").read_text() for group in groups]
+    try:
+        entered = execution.spawn(found, process.Program(["/bin/true"], {}))
+    except ContainerError as error:
+        assert "stopped" in str(error) and len(str(error).splitlines()) == 1, error
+    else:
+        entered.kill()
+        entered.close()
+        pytest.fail("exec joined the namespaces of a pid that is not the container's init")
+    assert [Path(group, "cgroup.procs").read_text() for group in groups] == members
 
 
 @pytest.mark.parametrize(
