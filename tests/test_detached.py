@@ -55,7 +55,7 @@ def test_run_d_returns_once_running_and_the_container_stays_with_its_exit_code(
     mycontainer, state_root
 ):
     started = time.monotonic()
-    script = "echo out; echo err >&2; sleep 1; exit 3"
+    script = "echo out; echo err >&2; until [ -e /go ]; do sleep 0.1; done; exit 3"
     result = mycontainer(
         "run", "-d", "--name", "web", "--net", "none", "busybox", "sh", "-c", script
     )
@@ -68,6 +68,7 @@ def test_run_d_returns_once_running_and_the_container_stays_with_its_exit_code(
                                  "PORTS", "NAMES"]  # fmt: skip
     assert container_id[:12] in listed[1] and listed[1].endswith("web") and "Up " in listed[1]
 
+    assert mycontainer("exec", "web", "touch", "/go").returncode == 0
     waited = mycontainer("wait", "web")
     assert waited.stdout == "3\n"
     assert mycontainer("ps").stdout.count("\n") == 1  # the header only
