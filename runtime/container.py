@@ -907,7 +907,9 @@ def delete(root: str, container_id: str, force: bool = False, wait: bool = False
     A container that is not stopped is an error (the spec: "MUST have no effect"), unless
     ``force``: then all its processes are killed first, as ``runc delete --force`` does.
     With ``wait``, a container another mycontainer holds (a foreground run, ending) is
-    waited for rather than refused.
+    waited for rather than refused. The state is read again once the lock is held (a
+    ``start`` may have run the container meanwhile), and a detached container's monitor
+    is let finish writing (its log, exit.json) before what it writes in is removed.
     """
     found = state.load(root, container_id)
     lock = state.lock(found, wait=wait)
