@@ -287,14 +287,14 @@ class Container:
         console_socket: str | None = None,
         name: str | None = None,
         remove: bool = True,
-        storage_lock: int = -1,
+        state_lock: int = -1,
         created: str | None = None,
     ):
         self.id = container_id or new_id()
         self.name = name  # --name: unique in the state root (state.claim_name)
         self.remove = remove  # --rm: removed once stopped; else kept until 'mycontainer rm'
-        # started again (runtime.detached.restart): its creation time, and its storage's
-        # lock, held since it was stopped, so that no prune takes the storage meanwhile
+        # started again (runtime.detached.restart): its creation time, and the lock of its
+        # state directory, held since it was found stopped: create renews it in place
         self.created = created or time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
         self.config = config
         self.root = root or state_root()
@@ -323,8 +323,8 @@ class Container:
         self.security, self.settings = boundaries(vars(config))
         self._init: process.Init | None = None
         self._network: network.Network | None = None
-        self._lock = -1
-        self._storage_lock = storage_lock
+        self._lock = state_lock
+        self._storage_lock = -1
         self.leftovers = ""  # what delete() could not remove, in one line
 
     @property
@@ -340,7 +340,8 @@ class Container:
     def create(self) -> None:
         """Build the container: cgroup, namespaces, mounts, hostname, network; the program waits.
 
-        The state directory comes first (its lock held until delete), then each part, each
+        The state directory comes first (its lock held until delete; a stopped container
+        started again brings its own, renewed in place), then each part, each
         recorded before the next is made, so that a crash at any point leaves a state that
         names what to undo.
         """
@@ -369,13 +370,16 @@ class Container:
         }
         if self.name:
             record["name"] = self.name
-        self.state, self._lock = state.make(self.root, self.id, record)
+        if self._lock != -1:
+            self.state = state.renew(self.root, self.id, record)
+        else:
+            self.state, self._lock = state.make(self.root, self.id, record)
         try:
             if self.name:  # checked before anything was made; claimed once the id exists
                 state.claim_name(self.root, self.name, self.id)
             self.cgroup.create(self.config.resources)
             devices.restrict(self.cgroup)  # before any of its processes can open a device
-            if self.storage and self._storage_lock == -1:
+            if self.storage:
                 self._storage_lock = make_storage_directory(self.storage, self.root)
             self._network.prepare(self.hostname)  # an address, and /etc files to mount
             self._init = process.spawn(
@@ -906,11 +910,14 @@ def delete(root: str, container_id: str, force: bool = False, wait: bool = False
     A container that is not stopped is an error (the spec: "MUST have no effect"), unless
     ``force``: then all its processes are killed first, as ``runc delete --force`` does.
     With ``wait``, a container another mycontainer holds (a foreground run, ending) is
-    waited for rather than refused.
+    waited for rather than refused. The state is read again once the lock is held (a
+    ``start`` may have run the container meanwhile), and a detached container's monitor
+    is let finish writing (its log, exit.json) before what it writes in is removed.
     """
     found = state.load(root, container_id)
     lock = state.lock(found, wait=wait)
     try:
+        found = state.load(root, container_id)  # as it is now: it may have started again
         status = found.status()
         if status != state.STOPPED and not force:
             raise ContainerError(
@@ -918,7 +925,8 @@ def delete(root: str, container_id: str, force: bool = False, wait: bool = False
                 "(stop it first, or use --force)"
             )
         layout = cgroups.detect()
-        release_stopped(layout, found)
+        release_stopped(layout, found)  # with force: kills what runs, and waits for it
+        wait_exit(found, timeout=10)  # its monitor writes no more: its log, exit.json
         storage = found.record.get("config", {}).get("layers") and storage_directory(container_id)
         if storage:
             from runtime import removal

@@ -24,7 +24,6 @@ https://man7.org/linux/man-pages/man2/setsid.2.html, https://man7.org/linux/man-
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import sys
@@ -38,7 +37,6 @@ from runtime.container import (
     log_path,
     release_stopped,
     shown,
-    storage_directory,
     watcher_alive,
 )
 from runtime.process import EXIT_RUNTIME_ERROR
@@ -63,7 +61,7 @@ def run(
 
     ``on_created()`` runs (in the child) once the container exists: the caller's store
     lock goes then, as for a foreground run. ``restart``: ``container_id``, ``created``
-    and ``storage_lock``, when a stopped container starts again (:func:`restart`).
+    and ``state_lock``, when a stopped container starts again (:func:`restart`).
     """
     report_read, report_write = os.pipe()
     pid = os.fork()
@@ -155,7 +153,7 @@ def _become_monitor(
 
 
 def _kept(restart: dict) -> dict:
-    return {key: restart[key] for key in ("created", "storage_lock") if key in restart}
+    return {key: restart[key] for key in ("created", "state_lock") if key in restart}
 
 
 def restart(root: str, found: state.State) -> None:
@@ -166,6 +164,11 @@ def restart(root: str, found: state.State) -> None:
     cleans up (container.cleanup): until it is gone, a start would find the lock held, or
     see the new run's processes killed by that cleanup. So it is waited for, as ``docker
     stop x; docker start x`` expects.
+
+    The lock is held from the check that the container is stopped until its new run is
+    created in the same state directory (state.renew): an ``rm`` or a ``container prune``
+    at the same time either removes it first, and this start fails, or waits, and finds
+    it running.
     """
     deadline = time.monotonic() + CLEANUP_WAIT
     while not found.init_alive() and watcher_alive(found):
@@ -177,18 +180,11 @@ def restart(root: str, found: state.State) -> None:
         time.sleep(0.02)
     lock = state.lock(found, wait=False)
     try:
+        found = state.load(root, found.id)  # as it is now: another start may have run it
         status = found.status()
         if status != state.STOPPED:
-            raise ContainerError(f"container {found.name or found.id[:12]} is {status}")
-        storage_lock = -1
-        if found.config.get("layers"):
-            storage_lock = os.open(storage_directory(found.id), os.O_RDONLY | os.O_DIRECTORY)
-            fcntl.flock(storage_lock, fcntl.LOCK_EX)  # no prune takes it while state is away
+            raise ContainerError(f"container {shown(found)} is {status}")
         release_stopped(cgroups.detect(), found)
-        state.remove(found, keep_name=True)
-    finally:
-        os.close(lock)
-    try:
         run(
             Config(**found.config),
             found.name or None,
@@ -196,8 +192,7 @@ def restart(root: str, found: state.State) -> None:
             found.record.get("interactive", False),
             container_id=found.id,
             created=found.record.get("created"),
-            storage_lock=storage_lock,
+            state_lock=lock,
         )
     finally:
-        if storage_lock != -1:
-            os.close(storage_lock)
+        os.close(lock)

@@ -265,6 +265,27 @@ def make(root: str, container_id: str, record: dict) -> tuple[State, int]:
         return state, lock
 
 
+def renew(root: str, container_id: str, record: dict) -> State:
+    """Make a stopped container's state directory ready for its next run, in place: what
+    ``make`` does for a new one. The caller holds its lock, from before it saw it stopped
+    until the new run is created (``mycontainer start``).
+
+    The directory and its lock file stay: a command that found the container meanwhile
+    (``rm``, ``container prune``, another ``start``) waits for that lock, then finds it
+    running; had the directory gone for a moment, it would have found nothing and taken
+    that for a removal. What the last run left (its exit.json, its /etc files) goes;
+    state.json is replaced (atomically: readers see the old or the new), then the gate is
+    made.
+    """
+    found = State(root, check_id(container_id), record)
+    for name in os.listdir(found.directory):
+        if name not in (LOCK, STATE_FILE):
+            os.unlink(found.path(name))
+    found.save()
+    os.mkfifo(found.path(GATE), 0o600)
+    return found
+
+
 def lock(state: State, wait: bool = True) -> int:
     """Take the container's lock (flock(2)); return its descriptor, to close when done.
 
@@ -418,14 +439,14 @@ def find(root: str, reference: str) -> State:
     raise StateError(f"no such container: {reference}")
 
 
-def remove(state: State, keep_name: bool = False) -> None:
-    """Remove a container's state directory (it holds only files), and its name unless
-    ``keep_name`` (a restart keeps it); missing is fine.
+def remove(state: State) -> None:
+    """Remove a container's state directory (it holds only files), and its name; missing
+    is fine.
 
     The caller holds its lock, whose file goes last: a directory without one is then only
     ever a removal cut short, which prune recognises.
     """
-    if state.name and not keep_name:
+    if state.name:
         release_name(state.root, state.name, state.id)
     try:
         names = sorted(os.listdir(state.directory), key=lambda name: name == LOCK)

@@ -20,7 +20,7 @@ host path has to be chosen. A name follows docker's rule, a container's too
   its database's user): docker's rule, which ``-v NAME:/path:nocopy`` turns off. The copy
   is made in the container's mount namespace, where its root is assembled, just before the
   mount covers that path (runtime.mounts, the ``copyup`` option), and never follows a
-  symbolic link of the image.
+  symbolic link: the image's, or one that a container sharing the volume swaps in.
 - **Never removed while used.** A volume is in use while a container in the state root
   names its directory in its mounts, running or stopped. ``volume rm`` and ``volume prune``
   take the store's lock alone (image.StoreLock), which every ``run`` shares from before it
@@ -33,6 +33,7 @@ Docker's documentation: https://docs.docker.com/engine/storage/volumes/
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -196,22 +197,35 @@ READ_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 def _copy_tree(source: int, target: int) -> None:
     """Copy what directory ``source`` holds into directory ``target`` (descriptors), by
     names relative to them: symbolic links as links, devices and FIFOs as nodes (sockets
-    are no files to copy), each with its owner, mode and times."""
+    are no files to copy), each with its owner, mode and times.
+
+    A container already running on the volume (it was empty, and is shared) can swap what
+    the copy has just made for a symbolic link to a host file, and the copy runs before
+    pivot_root(2), where such a link leads into the host. So nothing here follows a link:
+    files and directories get their owner, mode and times through the descriptor that
+    made or opened them (:func:`_keep_attributes`), links and nodes by name without
+    following one (lchown(2), utimensat(2) and fchmodat(2) with AT_SYMLINK_NOFOLLOW).
+    """
     for entry in os.scandir(source):
         info, name = entry.stat(follow_symlinks=False), entry.name
         kind = stat.S_IFMT(info.st_mode)
         if kind == stat.S_IFDIR:
             os.mkdir(name, 0o700, dir_fd=target)
             inner = os.open(name, READ_DIRECTORY | os.O_NOFOLLOW, dir_fd=source)
-            copy = os.open(name, READ_DIRECTORY | os.O_NOFOLLOW, dir_fd=target)
             try:
-                _copy_tree(inner, copy)
+                copy = os.open(name, READ_DIRECTORY | os.O_NOFOLLOW, dir_fd=target)
+                try:
+                    _copy_tree(inner, copy)
+                    _keep_attributes(copy, info)
+                finally:
+                    os.close(copy)
             finally:
                 os.close(inner)
-                os.close(copy)
-        elif kind == stat.S_IFREG:
-            _copy_file(source, target, name)
-        elif kind == stat.S_IFLNK:
+            continue
+        if kind == stat.S_IFREG:
+            _copy_file(source, target, name, info)
+            continue
+        if kind == stat.S_IFLNK:
             os.symlink(os.readlink(name, dir_fd=source), name, dir_fd=target)
         elif kind in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO):
             os.mknod(name, info.st_mode, info.st_rdev, dir_fd=target)
@@ -219,12 +233,31 @@ def _copy_tree(source: int, target: int) -> None:
             continue
         os.chown(name, info.st_uid, info.st_gid, dir_fd=target, follow_symlinks=False)
         if kind != stat.S_IFLNK:  # after chown, which clears set-user-ID bits
-            os.chmod(name, stat.S_IMODE(info.st_mode), dir_fd=target)
+            _chmod_node(target, name, stat.S_IMODE(info.st_mode))
         times = (info.st_atime_ns, info.st_mtime_ns)
         os.utime(name, ns=times, dir_fd=target, follow_symlinks=False)
 
 
-def _copy_file(source: int, target: int, name: str) -> None:
+def _keep_attributes(fd: int, info: os.stat_result) -> None:
+    """Give the file or directory open as ``fd`` the owner, mode and times of ``info``."""
+    os.fchown(fd, info.st_uid, info.st_gid)
+    os.fchmod(fd, stat.S_IMODE(info.st_mode))  # after chown, which clears set-user-ID bits
+    os.utime(fd, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+def _chmod_node(directory: int, name: str, mode: int) -> None:
+    """chmod a device or FIFO without following a link: a node cannot be opened without
+    the side effects of opening it, so by name, with AT_SYMLINK_NOFOLLOW (glibc >= 2.32
+    does it through an O_PATH descriptor). If a link stands there now, it fails."""
+    try:
+        os.chmod(name, mode, dir_fd=directory, follow_symlinks=False)
+    except (ValueError, NotImplementedError):  # Python's words for EOPNOTSUPP here
+        raise OSError(
+            errno.EOPNOTSUPP, f"cannot set the mode of {name} without following a link"
+        ) from None
+
+
+def _copy_file(source: int, target: int, name: str, info: os.stat_result) -> None:
     flags = os.O_NOFOLLOW | os.O_CLOEXEC
     reading = os.open(name, os.O_RDONLY | os.O_NONBLOCK | flags, dir_fd=source)
     try:
@@ -232,6 +265,7 @@ def _copy_file(source: int, target: int, name: str) -> None:
         try:
             while os.sendfile(writing, reading, None, 1 << 30):
                 pass
+            _keep_attributes(writing, info)
         finally:
             os.close(writing)
     finally:

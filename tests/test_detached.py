@@ -195,6 +195,51 @@ def test_start_right_after_stop_or_wait_works_as_docker_s(mycontainer):
         assert (started.returncode, started.stderr) == (0, "")
 
 
+def test_rm_f_or_prune_racing_start_never_reports_a_removal_that_did_not_happen(
+    mycontainer, home, state_root
+):
+    """``start x & rm -f x``: either rm wins, and start fails in one line, or start wins
+    and rm then removes the running container; ``container prune`` racing start removes
+    the container (start fails) or passes it by (it runs). Never both a success and the
+    container left (start once took the state directory away and made it again, and
+    what found it missing meanwhile took that for a removal)."""
+
+    def launch(*args: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            mycontainer_command(*args),
+            env=environment(home, state_root),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def finished(process: subprocess.Popen) -> tuple:
+        out, err = process.communicate(timeout=60)
+        return process.returncode, out, err
+
+    def one_line_error(result: tuple) -> bool:
+        code, out, err = result
+        return (code, out, err.count("\n")) == (125, "", 1) and err.startswith("mycontainer: ")
+
+    for round in range(12):
+        script = "[ -e /ran ] && exec sleep 60; touch /ran"  # started again, it runs on
+        mycontainer("run", "--name", "rs", "--net", "none", "busybox", "sh", "-c", script)
+        identity = json.loads(mycontainer("inspect", "rs").stdout)[0]["Id"]
+        start = launch("start", "rs")
+        time.sleep(round % 6 * 0.01)  # the other command lands at various points of start
+        other = launch(*(("container", "prune", "-f") if round % 2 else ("rm", "-f", "rs")))
+        started, removed = (finished(process) for process in (start, other))
+        left = mycontainer("ps", "-aq", "--no-trunc").stdout
+        assert started == (0, "rs\n", "") or one_line_error(started), started
+        if round % 2:  # prune: the id printed if and only if the container went
+            assert removed[0] == 0 and removed[2] == "", removed
+            assert (removed[1] == f"{identity}\n") == (left == ""), (started, removed, left)
+            assert (left == "") == (started[0] != 0), (started, removed, left)
+            mycontainer("rm", "-f", "rs")
+        else:  # rm -f waits for start, so it always wins in the end
+            assert (removed, left) == ((0, "rs\n", ""), ""), started
+
+
 def test_restart_stops_a_running_container_and_starts_a_stopped_one(mycontainer):
     """docker's ``restart [-t SECONDS]``: a running container is stopped (SIGTERM, then
     SIGKILL after the grace period) and started again; a stopped one is just started."""

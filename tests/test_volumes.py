@@ -266,6 +266,66 @@ def test_a_new_volume_is_filled_from_the_image(mycontainer, home, data_rootfs, v
     assert again.stdout == "new\n", again.stderr
 
 
+def test_copy_up_never_follows_a_link_swapped_in_for_what_it_made(tmp_path, monkeypatch):
+    """A container already running on a shared, empty volume can swap what a second
+    container's copy-up has just made for a symbolic link to a host file, before the copy
+    sets its owner, mode and times (it runs before pivot_root, where such a link leads into
+    the host). The host file must stay as it was. The swap is made at the worst moment:
+    a file once its data is written, its directory too; a FIFO once made."""
+    image_directory = tmp_path / "image"
+    (image_directory / "sub").mkdir(parents=True)
+    (image_directory / "file").write_text("from the image\n")
+    (image_directory / "sub" / "deep").write_text("deep\n")
+    for path in ("file", "sub/deep", "sub"):
+        (image_directory / path).chmod(0o777)
+        os.utime(image_directory / path, (1_000_000_000, 1_000_000_000))
+    host_file = tmp_path / "host-file"
+    host_file.write_text("the host's\n")
+    host_file.chmod(0o600)
+    before = os.stat(host_file)
+    data = tmp_path / "volume"
+    data.mkdir()
+
+    def swap(path: str) -> None:  # what the other container does
+        os.rename(path, path + "-away")
+        os.symlink(host_file, path)
+
+    real_sendfile = os.sendfile
+
+    def sendfile_then_swap(out_fd, in_fd, offset, count):
+        written = real_sendfile(out_fd, in_fd, offset, count)
+        path = os.readlink(f"/proc/self/fd/{out_fd}")
+        if written and not path.endswith("-away"):
+            swap(path)
+            if os.path.dirname(path) != str(data):
+                swap(os.path.dirname(path))
+        return written
+
+    monkeypatch.setattr(os, "sendfile", sendfile_then_swap)
+    volumes.copy_up(str(image_directory), str(data))
+    after = os.stat(host_file)
+    assert (after.st_mode, after.st_mtime_ns) == (before.st_mode, before.st_mtime_ns)
+    for path in ("file-away", "sub-away", "sub-away/deep-away"):  # what the copy made
+        info = os.lstat(data / path)
+        assert (info.st_mode & 0o7777, info.st_mtime) == (0o777, 1_000_000_000), path
+
+    fifo_image = tmp_path / "fifo-image"
+    fifo_image.mkdir()
+    os.mkfifo(fifo_image / "fifo", 0o606)
+    fifo_volume = tmp_path / "fifo-volume"
+    fifo_volume.mkdir()
+    real_mknod = os.mknod
+
+    def mknod_then_swap(path, mode, device, *, dir_fd):
+        real_mknod(path, mode, device, dir_fd=dir_fd)
+        swap(os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path))
+
+    monkeypatch.setattr(os, "mknod", mknod_then_swap)
+    with pytest.raises(OSError, match="without following a link"):
+        volumes.copy_up(str(fifo_image), str(fifo_volume))
+    assert os.stat(host_file).st_mode == before.st_mode
+
+
 def test_nocopy_leaves_a_new_volume_empty(mycontainer, home, data_rootfs, volume_name):
     result = mycontainer(*RUN, "-v", f"{volume_name}:/data:nocopy", str(data_rootfs),
                          "ls", "-A", "/data")  # fmt: skip
