@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from runtime import image
+from runtime import image, volumes
 
 from conftest import environment, mycontainer_command, running_containers
 
