@@ -598,7 +598,7 @@ def _init(program: Program, setup, fds: tuple[int, int, int], interpreter, pin: 
     try:
         default_signals()
         if executable != -1:
-            os.execve(executable, program.argv, program.env)  # fexecve(3): the file checked
+            execute_checked(executable, found, program.argv, program.env)
         execvpe(program.argv, program.env)
     except OSError as error:
         command = program.argv[0]
@@ -614,8 +614,9 @@ def close_descriptors(keep: tuple[int, ...]) -> None:
 
     The list comes from /proc/self/fd (the container's own /proc by now), not from
     ``range(RLIMIT_NOFILE)``: a descriptor opened before the limit was lowered lies above
-    it, and would slip through.
+    it, and would slip through. (-1 in ``keep`` stands for none.)
     """
+    keep = tuple(fd for fd in keep if fd > 2)
     try:
         open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
     except FileNotFoundError:  # no /proc (the early steps may lack one): the usual range
@@ -733,14 +734,12 @@ def open_program(path: str, ours: tuple[int, int], pin: bool) -> int:
     its path.
 
     Between the check and execve(2), a process of a running container (``exec`` enters
-    one) could swap what ``path`` names for a link to /proc/self/exe. Executed through
-    the descriptor (fexecve(3)), the program is the file checked, whatever its name names
-    by then. Only then: the kernel names the process (/proc/PID/comm, what pgrep and top
-    show) after the file, not the link (busybox, not sleep), and a new container has no
-    process that could swap anything. A script cannot be pinned: the kernel would give
-    its interpreter a /dev/fd/N path for it (and its ``$0``), and resolves the ``#!``
-    interpreters anew anyway, so a script that the container can rewrite keeps that
-    window (runc closes it by executing a sealed copy of itself).
+    one) could swap what ``path`` names for a link to /proc/self/exe: execute_checked runs
+    the file checked. Only then: a new container has no process that could swap anything.
+    A script cannot be pinned: the kernel would give its interpreter a /dev/fd/N path for
+    it (and its ``$0``), and resolves the ``#!`` interpreters anew anyway, so a script
+    that the container can rewrite keeps that window (runc closes it by executing a sealed
+    copy of itself).
     """
     if not pin:
         refuse_the_interpreter(path, ours)
@@ -764,6 +763,27 @@ def open_program(path: str, ours: tuple[int, int], pin: bool) -> int:
         refuse_the_interpreter(path, ours)
         return -1
     return fd
+
+
+def execute_checked(fd: int, path: str, argv: list[str], env: dict[str, str]) -> None:
+    """Execute the file that open_program checked and pinned as ``fd``.
+
+    Through the descriptor (fexecve(3)), it is that file whatever ``path`` names by now.
+    But the kernel names a process (/proc/PID/comm: what pgrep, top and busybox's ps show)
+    after the file it executes: through a descriptor, after the file a link leads to, so
+    busybox's ``sleep`` would be ``busybox``. So a program named by a link runs by its
+    path, once ``path`` is checked again to lead to the file pinned (else it is refused):
+    the window left is that of one stat(2).
+    """
+    if not os.path.islink(path):
+        os.execve(fd, argv, env)
+    try:
+        same = _identity(os.stat(path)) == _identity(os.fstat(fd))
+    except OSError:
+        same = False
+    if not same:
+        raise OSError(errno.EACCES, "it changed since it was checked")
+    os.execve(path, argv, env)
 
 
 def _interpreter_refused(path: str) -> ProcessError:

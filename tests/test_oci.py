@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -315,31 +316,46 @@ def test_the_runtimes_own_interpreter_is_never_the_program(
     assert os.listdir(state_root) == []
 
 
-def test_the_program_executed_is_the_file_checked(oci, bundle, busybox_rootfs, tmp_path):
+@pytest.mark.parametrize("named_by", ["a file", "a link"])
+def test_the_program_executed_is_the_file_checked(oci, bundle, busybox_rootfs, tmp_path, named_by):
     """A process that joins a running container's mount namespace (exec) is checked before
-    its gate and executed after it: a process of the container that swaps the program's
-    name for a link to /proc/self/exe meanwhile still gets the file checked (fexecve(3)),
-    never the host's interpreter."""
+    its gate and executed after it. A process of the container that swaps the program's
+    name for a link to /proc/self/exe meanwhile never gets the host's interpreter run: a
+    program named by a file runs through its descriptor (fexecve(3)), the file checked,
+    whatever stands at its name by then; one named by a link (busybox's applets, which keep
+    their names that way) is checked once more, and refused."""
     from runtime import namespaces, process
     from runtime.syscalls import PR_SET_CHILD_SUBREAPER, prctl
 
     rootfs = tmp_path / "rootfs"
     subprocess.run(["cp", "-a", busybox_rootfs, str(rootfs)], check=True)
+    (rootfs / "real").mkdir()
+    shutil.copy(rootfs / "bin" / "busybox", rootfs / "real" / "sh")  # a file, named sh
+    program_path = "/real/sh" if named_by == "a file" else "/bin/sh"
     started = oci("run", "--detach", "--bundle", bundle(["sleep", "60"], rootfs=rootfs), "a")
     assert started.returncode == 0, started.stderr
     pid = wait_for_status(oci, "a", "running")["pid"]
-    program = process.Program(["/bin/sh", "-c", "echo checked > /out"], {"PATH": "/bin"})
+    program = process.Program([program_path, "-c", "echo checked > /out"], {"PATH": "/bin"})
+    join = [(namespaces.MOUNT, f"/proc/{pid}/ns/mnt")]
     try:
-        init = process.spawn(
-            program, namespaces=0, join=[(namespaces.MOUNT, f"/proc/{pid}/ns/mnt")]
-        )
-        (rootfs / "bin" / "sh").unlink()  # at its gate: what a process of "a" could do now
-        (rootfs / "bin" / "sh").symlink_to("/proc/self/exe")
-        init.start()
-        assert init.wait() == 0
+        init = process.spawn(program, namespaces=0, join=join)
+        swapped = rootfs / program_path.lstrip("/")
+        swapped.unlink()  # at its gate: what a process of "a" could do now
+        if named_by == "a file":  # another file: the one checked runs all the same
+            swapped.write_text("#!/bin/sh\necho swapped > /out\n")
+            swapped.chmod(0o755)
+        else:
+            swapped.symlink_to("/proc/self/exe")
+        if named_by == "a file":
+            init.start()
+            assert init.wait() == 0
+            assert (rootfs / "out").read_text() == "checked\n"  # busybox's sh, not Python
+        else:
+            with pytest.raises(process.ProcessError, match="changed since it was checked"):
+                init.start()
+            assert not (rootfs / "out").exists()
     finally:
         prctl(PR_SET_CHILD_SUBREAPER, 0)  # spawn made pytest a subreaper: no more
-    assert (rootfs / "out").read_text() == "checked\n"  # busybox's sh ran, not Python
     assert oci("delete", "--force", "a").returncode == 0
 
 
