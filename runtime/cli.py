@@ -223,6 +223,18 @@ def _root() -> str:
     return container.state_root()
 
 
+# stop's and restart's grace period, as docker's -t
+GRACE = click.option(
+    "-t",
+    "--time",
+    "seconds",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Seconds to wait after SIGTERM before SIGKILL.",
+)
+
+
 def _each(references: tuple[str, ...], action) -> int:
     """Run ``action(found)`` for each container named, as docker does: a failure is one
     line and the others go on; then exit 125 if any failed."""
@@ -288,15 +300,7 @@ def wait(containers: tuple[str, ...]) -> int:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option(
-    "-t",
-    "--time",
-    "seconds",
-    type=click.IntRange(min=0),
-    default=10,
-    show_default=True,
-    help="Seconds to wait after SIGTERM before SIGKILL.",
-)
+@GRACE
 @click.argument("containers", nargs=-1, required=True)
 def stop(seconds: int, containers: tuple[str, ...]) -> int:
     """Stop running containers: SIGTERM, then SIGKILL after the grace period."""
@@ -310,15 +314,7 @@ def stop(seconds: int, containers: tuple[str, ...]) -> int:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.option(
-    "-t",
-    "--time",
-    "seconds",
-    type=click.IntRange(min=0),
-    default=10,
-    show_default=True,
-    help="Seconds to wait after SIGTERM before SIGKILL.",
-)
+@GRACE
 @click.argument("containers", nargs=-1, required=True)
 def restart(seconds: int, containers: tuple[str, ...]) -> int:
     """Stop containers (as 'stop' does) if they run, then start them again."""
