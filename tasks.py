@@ -51,7 +51,7 @@ def rootfs(c):
 
     name = builder.build_busybox_image()
     print(f"busybox rootfs ready: {image.built_in_rootfs('busybox')}")
-    print(f"image ready: {name} (try: mycontainer run busybox)")
+    print(f"image ready: {name} (try: mycontainer run -it busybox)")
 
 
 @task(
