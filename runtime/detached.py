@@ -111,14 +111,7 @@ def _become_monitor(
         keep = [out_read, err_read, in_write]
     for fd, stream in enumerate(streams):
         os.dup2(stream, fd)  # inherited by the init: its stdin, stdout, stderr
-    box = Container(
-        config,
-        restart.get("container_id"),
-        autoremove=False,
-        name=name,
-        remove=remove,
-        **_kept(restart),
-    )
+    box = Container(config, autoremove=False, name=name, remove=remove, **restart)
     box.create()
     if on_created:
         on_created()
@@ -150,10 +143,6 @@ def _become_monitor(
         + [str(fd) for fd in keep]
         + ["--", *cleanup],
     )
-
-
-def _kept(restart: dict) -> dict:
-    return {key: restart[key] for key in ("created", "state_lock") if key in restart}
 
 
 def restart(root: str, found: state.State) -> None:

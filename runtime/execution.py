@@ -61,7 +61,6 @@ from runtime.container import (
 from runtime.process import ProcessError
 
 NULL_DEVICE = os.makedev(1, 3)
-RELAY_CHUNK = 65536
 DRAIN = 1.0  # after the command exits: how long what it left behind may still write
 
 
@@ -358,7 +357,9 @@ def relay(pid: int, ours: dict[int, int]) -> None:
     at once); then our ends are closed (by ``run``), so that a process left behind reads
     end-of-file and fails to write (EPIPE). Input is read only while the process runs and
     can take it: what is typed once it exited is for the user's shell."""
-    import select  # here: only a terminal's exec needs it
+    import select  # here: only a terminal's exec needs them
+
+    from runtime import terminal
 
     pidfd = os.pidfd_open(pid)
     poller = select.poll()
@@ -391,7 +392,7 @@ def relay(pid: int, ours: dict[int, int]) -> None:
                 elif stdin == -1:
                     continue  # input that came with the exit: left unread
                 elif fd == 0:  # typed: waits until the pipe takes it, and stdin meanwhile
-                    pending = _read(0)
+                    pending = terminal.read_chunk(0)
                     poller.unregister(0)
                     if not pending:  # end of input (^D): it reads end-of-file
                         os.close(ours.pop(0))
@@ -414,7 +415,9 @@ def relay(pid: int, ours: dict[int, int]) -> None:
 
 def _copy(source: int, target: int) -> bool:
     """Copy what ``source`` has to ``target``; False once ``source`` ended."""
-    data = _read(source)
+    from runtime import terminal  # imported already, by relay
+
+    data = terminal.read_chunk(source)
     if not data:
         return False
     try:
@@ -423,14 +426,6 @@ def _copy(source: int, target: int) -> bool:
     except OSError:
         pass  # our stream is gone (EPIPE): the process's output goes nowhere, as docker's
     return True
-
-
-def _read(fd: int) -> bytes:
-    """Read from ``fd``; an error (EIO: a terminal hung up) counts as its end."""
-    try:
-        return os.read(fd, RELAY_CHUNK)
-    except OSError:
-        return b""
 
 
 def _controlling_terminal() -> int:

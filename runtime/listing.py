@@ -7,6 +7,7 @@ network's lease. Nothing is cached, so nothing is stale.
 
 from __future__ import annotations
 
+import calendar
 import json
 import shlex
 import time
@@ -24,7 +25,7 @@ def _seconds(timestamp: str) -> float | None:
         stamp = time.strptime(whole, "%Y-%m-%dT%H:%M:%S")
     except (ValueError, AttributeError):
         return None
-    return time.mktime(stamp) - time.timezone + float(f"0.{fraction or 0}")
+    return calendar.timegm(stamp) + float(f"0.{fraction or 0}")  # UTC, whatever the zone
 
 
 def ago(timestamp: str, now: float | None = None) -> str:

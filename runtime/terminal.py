@@ -273,7 +273,7 @@ class Relay:
             if events.get(self.master, 0) & select.POLLOUT:
                 pending = self._type(pending)
             if self.stdin in events:
-                data = _read(self.stdin)
+                data = read_chunk(self.stdin)
                 if not data:
                     stdin_open = False
                     data = self._end_of_file()
@@ -318,8 +318,8 @@ class Relay:
         return character if isinstance(character, bytes) else bytes([character])
 
 
-def _read(fd: int) -> bytes:
-    """Read from ``fd``; an error counts as its end."""
+def read_chunk(fd: int) -> bytes:
+    """Read what ``fd`` has; an error (EIO: a terminal hung up) counts as its end."""
     try:
         return os.read(fd, RELAY_CHUNK)
     except OSError:
