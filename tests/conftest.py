@@ -91,11 +91,14 @@ def state_root(tmp_path):
     """A state root of this test's own, to check what containers leave in it.
 
     Its containers' cgroups get a parent of their own (see container.cgroup_parent), removed
-    once the test is over, whatever the test did.
+    once the test is over, whatever the test did. Containers it left are removed first, so
+    that their writable layers in the session's home fail this test only, not the next ones.
     """
     path = tmp_path / "state"
     path.mkdir()
     yield path
+    if "MYCONTAINER_HOME" in os.environ:  # set by the session's home
+        remove_containers(os.environ["MYCONTAINER_HOME"], path)
     remove_cgroup_parents(path)
 
 

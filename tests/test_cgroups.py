@@ -380,7 +380,17 @@ def test_runs_in_a_delegated_subtree_below_a_read_only_tree(home, state_root, ow
     limits = ["--memory", "32m", "--cpu-weight", "300"]
     runner = os.path.join(own_group, "payload")
     result = run_from(
-        runner, home, state_root, "run", "--net", "none", *limits, "busybox", *show, prefix=prefix
+        runner,
+        home,
+        state_root,
+        "run",
+        "--rm",
+        "--net",
+        "none",
+        *limits,
+        "busybox",
+        *show,
+        prefix=prefix,
     )
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
     assert result.stdout == f"{32 << 20}\n300\n"
