@@ -33,8 +33,9 @@ seccomp         seccomp profiles compiled to BPF (syscall_table: the numbers)
 process_settings  rlimits, oomScoreAdj, umask, the user and its groups
 users           USER[:GROUP] from the image's /etc/passwd and /etc/group
 network         the container's network: lo, a bridge, NAT, published ports
-netbridge       the bridge and veth pairs, over netlink (pyroute2)
-netfilter       NAT and published ports (iptables)
+netbridge       the bridge and veth pairs (ip, and ioctls inside the container)
+netdevice       one interface by ioctl: flags, IPv4 address, a route
+netfilter       NAT and published ports (nft or iptables)
 ==============  =====================================================================
 
 Images and commands

@@ -36,8 +36,6 @@ https://man7.org/linux/man-pages/man8/iptables-extensions.8.html
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 
 TABLE = "mycontainer"  # nft: the table "ip mycontainer"; iptables: the chain MYCONTAINER
 CHAIN = "MYCONTAINER"
@@ -48,15 +46,21 @@ class FirewallError(Exception):
     """A rule could not be installed or removed; the message says which and why."""
 
 
+def setting() -> str:
+    """``MYCONTAINER_FIREWALL``, checked: ``nft``, ``iptables``, or "" for the default."""
+    chosen = os.environ.get("MYCONTAINER_FIREWALL", "")
+    if chosen not in ("", "nft", "iptables"):
+        raise FirewallError(f"MYCONTAINER_FIREWALL takes nft or iptables (got {chosen!r})")
+    return chosen
+
+
 def backend() -> str:
     """``nft`` or ``iptables``: ``MYCONTAINER_FIREWALL``, else the first one installed."""
-    chosen = os.environ.get("MYCONTAINER_FIREWALL")
+    chosen = setting()
     if chosen:
-        if chosen not in ("nft", "iptables"):
-            raise FirewallError(f"MYCONTAINER_FIREWALL takes nft or iptables (got {chosen!r})")
         return chosen
     for name in ("nft", "iptables"):
-        if shutil.which(name):
+        if _installed(name):
             return name
     raise FirewallError("neither nft nor iptables is installed: install nftables")
 
@@ -71,8 +75,8 @@ def split_port(published: str) -> tuple[int, int, str]:
 # -- nft ------------------------------------------------------------------------------------
 
 
-def _nft(script: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
+def _nft(script: str):
+    return _run(["nft", "-f", "-"], script)
 
 
 def _nft_table(subnet: str, bridge: str) -> str:
@@ -112,9 +116,9 @@ def _nft_elements(verb: str, address: str, ports: list[str]) -> str:
 # -- iptables -------------------------------------------------------------------------------
 
 
-def _iptables(*args: str) -> subprocess.CompletedProcess:
+def _iptables(*args: str):
     # -w: wait for the xtables lock instead of failing when another run holds it.
-    return subprocess.run(["iptables", "-w", "-t", "nat", *args], capture_output=True, text=True)
+    return _run(["iptables", "-w", "-t", "nat", *args])
 
 
 def _iptables_base_rules(subnet: str, bridge: str) -> list[list[str]]:
@@ -195,10 +199,10 @@ def unpublish(address: str, ports: list[str], firewall: str) -> None:
 def remove_all(subnet: str, bridge: str) -> bool:
     """Remove our table and our chain, whichever exist (for prune); True if one did."""
     removed = False
-    if shutil.which("nft") and _nft(f"list table ip {TABLE}\n").returncode == 0:
+    if _installed("nft") and _nft(f"list table ip {TABLE}\n").returncode == 0:
         _check_nft(_nft(f"delete table ip {TABLE}\n"), f"cannot delete table ip {TABLE}")
         removed = True
-    if shutil.which("iptables") and _iptables("-S", CHAIN).returncode == 0:
+    if _installed("iptables") and _iptables("-S", CHAIN).returncode == 0:
         for rule in _iptables_base_rules(subnet, bridge):
             _iptables("-D", *rule)
         _check_iptables(_iptables("-F", CHAIN))
@@ -207,17 +211,34 @@ def remove_all(subnet: str, bridge: str) -> bool:
     return removed
 
 
-def _check_iptables(result: subprocess.CompletedProcess) -> None:
+def _check_iptables(result) -> None:
     if result.returncode:
         command = " ".join(result.args[1:])
         raise FirewallError(f"{command}: {_first_line(result)}")
 
 
-def _check_nft(result: subprocess.CompletedProcess, what: str) -> None:
+def _check_nft(result, what: str) -> None:
     if result.returncode:
         raise FirewallError(f"nft: {what}: {_first_line(result)}")
 
 
-def _first_line(result: subprocess.CompletedProcess) -> str:
+def _run(command: list[str], script: str | None = None):
+    """Run a firewall command to completion (a subprocess.CompletedProcess, output as text).
+
+    The subprocess module is imported here, not at the top: a run that publishes no port
+    and finds the bridge ready never calls nft or iptables (see runtime.network).
+    """
+    import subprocess
+
+    return subprocess.run(command, input=script, capture_output=True, text=True)
+
+
+def _installed(name: str) -> bool:
+    import shutil  # as subprocess above
+
+    return shutil.which(name) is not None
+
+
+def _first_line(result) -> str:
     lines = (result.stderr or result.stdout).strip().splitlines()
     return lines[0] if lines else f"exit status {result.returncode}"

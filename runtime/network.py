@@ -19,11 +19,18 @@
         │                         └─ mc<id> ─────┼─veth──>┤                            │
         └────────────────────────────────────────┘        └────────────────────────────┘
 
-For ``none`` we flip lo's IFF_UP flag with two ioctls on an ordinary socket (netdevice(7))
-rather than netlink: it is one interface and one bit, and it keeps ``mycontainer run`` from
-importing a netlink library on its hot path. ``bridge`` needs netlink; its plumbing is in
-:mod:`runtime.netbridge` (pyroute2) and its NAT rules in :mod:`runtime.netfilter`, both
-imported only then.
+For ``none`` we flip lo's IFF_UP flag with two ioctls on an ordinary socket
+(:mod:`runtime.netdevice`): it is one interface and one bit. ``bridge`` also needs netlink,
+for the bridge and the veth pair: its plumbing is in :mod:`runtime.netbridge` (the ``ip``
+command, and the same ioctls inside the container) and its NAT rules in
+:mod:`runtime.netfilter` (nft or iptables).
+
+Only the first bridge run makes the bridge and the NAT rules (in that order: NAT, then the
+bridge); every later run finds the bridge up with its address, with three ioctls, and takes
+the NAT made with it as there, as docker's daemon does after its start. So a run costs one
+``ip`` for its veth, and one more to delete it at the end. (Should the host's firewall rules
+be flushed, ``mycontainer prune`` with no container running removes the bridge, and the next
+run makes both again.)
 
 A :class:`Network` goes along the container's lifecycle: ``prepare()`` before the container's
 init is made (pick an address, write /etc/hosts, /etc/hostname and /etc/resolv.conf for it
@@ -46,8 +53,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import struct
 
+from runtime import netdevice
 from runtime.syscalls import datagram_socket
 
 MODES = ("bridge", "none", "host")
@@ -60,23 +67,12 @@ STATE_FILE = "network.json"  # in the container's state directory
 # (docker's choice too); see resolv_conf().
 FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")
 
-SIOCGIFFLAGS = 0x8913  # get an interface's flags, <linux/sockios.h>
-SIOCSIFFLAGS = 0x8914  # set them
-IFF_UP = 0x1  # <net/if.h>
-
-# struct ifreq: a 16-byte interface name, then a union whose first member we use as flags;
-# the union is 24 bytes on 64-bit kernels, which the padding keeps.
-_IFREQ = struct.Struct("16sH22x")
-
 
 def bring_up(interface: str = "lo") -> None:
     """Set IFF_UP on ``interface`` in this process's network namespace."""
-    name = interface.encode()
     sock = datagram_socket()  # any socket will do to ask the kernel about interfaces
     try:
-        reply = fcntl.ioctl(sock, SIOCGIFFLAGS, _IFREQ.pack(name, 0))
-        flags = _IFREQ.unpack(reply)[1]
-        fcntl.ioctl(sock, SIOCSIFFLAGS, _IFREQ.pack(name, flags | IFF_UP))
+        netdevice.bring_up(sock, interface)
     finally:
         os.close(sock)
 
@@ -242,8 +238,8 @@ class Network:
             netfilter.publish(record["address"].split("/")[0], self.publish, record["firewall"])
         except (netbridge.LinkError, netfilter.FirewallError) as error:
             raise NetworkError(str(error)) from None
-        except netbridge.NetlinkError as error:
-            raise NetworkError(f"cannot connect the container: {error.args[-1]}") from None
+        except OSError as error:  # an ioctl inside the container's namespace
+            raise NetworkError(f"cannot configure the container's eth0: {error}") from None
 
     def release(self) -> None:
         """When the container is deleted: remove its veth and published ports, free its address."""
@@ -255,6 +251,10 @@ class Network:
     def lease(self) -> dict:
         """Make sure the bridge and NAT exist, and take the lowest free address, under a lock.
 
+        A bridge that is up with its address was made with its NAT (NAT first, then the
+        bridge; prune removes them the other way round): only the first run makes them, the
+        others check the bridge with three ioctls.
+
         The lock is an flock(2) on the state root directory: every run that leases an
         address, and prune removing the bridge, takes it, so two runs never pick one address
         and the bridge never vanishes between its check and its use. An address is taken
@@ -265,13 +265,17 @@ class Network:
         from runtime import netbridge, netfilter
 
         subnet, bridge, firewall = self.settings
-        gateway = f"{subnet[1]}/{subnet.prefixlen}"
+        gateway = _interface(f"{subnet[1]}/{subnet.prefixlen}")
         root = os.path.dirname(self.directory)
         with _locked(root):
             try:
-                netbridge.ensure_bridge(bridge, _interface(gateway))
+                if not netbridge.bridge_ready(bridge, gateway):  # the first run: make them
+                    firewall = firewall or netfilter.backend()
+                    netfilter.ensure_masquerade(str(subnet), bridge, firewall)
+                    netbridge.ensure_bridge(bridge, gateway)
+                if self.publish:
+                    firewall = firewall or netfilter.backend()
                 _enable_forwarding()
-                netfilter.ensure_masquerade(str(subnet), bridge, firewall)
             except (netbridge.LinkError, netfilter.FirewallError) as error:
                 raise NetworkError(str(error)) from None
             taken = {str(subnet[1])}  # the bridge's own address
@@ -310,11 +314,12 @@ SYSTEMD_RESOLV_CONF = "/run/systemd/resolve/resolv.conf"
 
 
 def bridge_settings():
-    """(subnet, bridge name, firewall backend) from the environment, checked."""
+    """(subnet, bridge name, firewall) from the environment, checked; the firewall is
+    MYCONTAINER_FIREWALL's, or "" until a run needs one (netfilter.backend)."""
     from runtime import netfilter
 
     try:
-        firewall = netfilter.backend()
+        firewall = netfilter.setting()
     except netfilter.FirewallError as error:
         raise NetworkError(str(error)) from None
     return (*subnet_and_bridge(), firewall)
@@ -386,7 +391,8 @@ def release(record: dict) -> None:
         _warn(f"cannot delete {record['veth']}: {error}")
     try:
         address = record["address"].split("/")[0]
-        netfilter.unpublish(address, record["publish"], record["firewall"])
+        if record["publish"]:
+            netfilter.unpublish(address, record["publish"], record["firewall"])
     except Exception as error:  # noqa: BLE001
         _warn(f"cannot unpublish {', '.join(record['publish'])}: {error}")
 
@@ -425,14 +431,11 @@ def remove_unused_bridge(root: str) -> bool:
     with _locked(root):
         if leases(root):
             return False
+        sock = datagram_socket()
         try:
-            import socket  # only here: importing it costs every `run` ~3 ms
-
-            socket.if_nametoindex(bridge)  # cheap: no netlink, no pyroute2
-        except OSError:
-            exists = False
-        else:
-            exists = True
+            exists = netdevice.exists(sock, bridge)
+        finally:
+            os.close(sock)
         try:
             if exists:
                 from runtime import netbridge
