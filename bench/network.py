@@ -53,9 +53,10 @@ bridge, the veths, the NAT table and ip_forward it makes exist in that network n
 only, never on the host's network, and the containers' mounts in that mount namespace; both
 end with it. (Not ``ip netns exec``, which remounts /sys.) mycontainer gets a home and a
 state root in a temporary directory, runc a ``--root`` there. On any way out (done, failed,
-Ctrl-C, SIGTERM): containers still starting are stopped, every container is removed (``rm
--f``, ``delete -f``), ``mycontainer prune`` removes what a killed run left and the bridge,
-and the cgroup parents, mounts and directory go.
+Ctrl-C, SIGTERM): the commands still running get SIGTERM, and whatever carries the
+benchmark's mark (detached.py's) still runs 10 s later SIGKILL; then every container is
+removed (``rm -f``, ``delete -f``), ``mycontainer prune`` removes what a killed run left and
+the bridge, and the cgroup parents, mounts and directory go.
 
 Standard library only (Python >= 3.10), so it runs with any Python on the machine.
 """
@@ -68,6 +69,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -95,7 +97,7 @@ from common import (
     summarize,
     times,
 )
-from detached import Mycontainer, mounts_under, run_quietly
+from detached import MARK, Mycontainer, end_ours, mounts_under, processes, run_quietly
 from start_latency import COMMAND, patch_config
 
 MB = 1024  # kB
@@ -111,8 +113,8 @@ SHOW_ADDRESS = ["ip", "-4", "-o", "addr", "show", "eth0"]  # what parallel bridg
 HOLD = "ip -4 -o addr show eth0 && { read _ || :; }"  # print the address, wait for EOF
 HOLD_TIMEOUT = 120.0
 ADDRESS = re.compile(r"\binet (\d+\.\d+\.\d+\.\d+)/")
+GRACE = 20.0  # seconds the commands still running get to end after SIGTERM, on the way out
 VETH_PREFIX = "mc"  # mycontainer's host ends of veth pairs: mc<id> (runtime/network.py)
-GRACE = 30.0  # seconds containers still starting get to stop on the way out
 
 
 def bridge_name() -> str:
@@ -147,6 +149,8 @@ class Network:
         path = args.mycontainer or find_mycontainer()
         if not os.access(path, os.X_OK):
             raise BenchError(f"mycontainer not found: run ./setup.sh (it makes {path})")
+        # Every command the benchmark runs carries the mark (detached.py's) and the home.
+        os.environ[MARK] = self.workdir
         self.mycontainer = Mycontainer(path, self.workdir, dict(os.environ))
         os.environ.update(self.mycontainer.env)
         tarball = os.path.join(self.workdir, "busybox.tar")  # loaded as the image "busybox"
@@ -184,20 +188,36 @@ class Network:
         return left + [f"veth {name}" for name in links() if name.startswith(VETH_PREFIX)]
 
     def clean_up(self) -> list[str]:
-        """Stop the starts still running, remove every container, the bridge, the cgroup
-        parents and the mounts; return the problems."""
+        """End the commands still running (also one whose start an interruption cut short,
+        which no Popen tracks, and one that a GNU time ended on SIGTERM left orphaned),
+        remove every container, the bridge, the cgroup parents and the mounts; return the
+        problems."""
         problems = []
         for process in self.running:
-            if process.poll() is None:
-                process.terminate()  # mycontainer run stops its container and cleans up
+            if process.stdin:
+                process.stdin.close()  # a held container's read ends
+        for process in processes(self.workdir):
+            if process.marked and process.ppid == os.getpid():
+                os.kill(process.pid, signal.SIGTERM)  # mycontainer run stops its container
         deadline = time.monotonic() + GRACE
         for process in self.running:
             try:
                 process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                problems.append(f"killed: {' '.join(process.args)}")
+                pass  # end_ours kills it
+        # Then nothing changes the state while it is removed. (Cut short in set_up, the probe
+        # container's monitor is SIGKILLed so, and its container removed below.)
+        killed = end_ours(self.workdir)  # what still runs after 10 s, SIGKILLed
+        if killed:
+            problems.append(f"processes still ran, killed: {killed}")
+        for process in self.running:
+            process.wait()
+        while True:  # reap the children that no Popen tracks
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
         problems += [f"cannot delete a runc container: {f}" for f in self.runner.delete_all()]
         if self.mycontainer:
             problems += self.mycontainer.remove_all()

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -125,3 +127,47 @@ def test_network_bench_stops_when_prune_leaves_the_bridge(bench, tmp_path):
     assert data is None
     (state_root,) = set(roots.read_text().split())
     assert cgroup_parents_left(state_root) == []
+
+
+def children(pid: int) -> int:
+    """How many processes ``pid`` has started and not yet reaped."""
+    count = 0
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat") as file:
+                count += int(file.read().rsplit(")", 1)[1].split()[1]) == pid
+        except OSError:
+            continue
+    return count
+
+
+def test_network_bench_interrupted_while_containers_start_leaves_nothing(home, tmp_path):
+    """SIGTERM while many containers start at once: the benchmark ends them (also one whose
+    start the signal cut short), removes them and their cgroups, and exits 130."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    network_before = host_network()
+    bench = subprocess.Popen(
+        [sys.executable, BENCH, *FAST, "--parallel", "12", "--parallel-runs", "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MYCONTAINER_HOME": str(home), "TMPDIR": str(scratch)},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while children(bench.pid) < 6 and bench.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (workdir,) = scratch.iterdir()
+        bench.send_signal(signal.SIGTERM)
+        stdout, stderr = bench.communicate(timeout=120)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+    assert bench.returncode == 130, stdout + stderr
+    assert "network: interrupted" in stderr and "clean-up" not in stderr, stderr
+    assert list(scratch.iterdir()) == [], "the benchmark's directory was left"
+    assert children(bench.pid) == 0
+    assert cgroup_parents_left(str(workdir / "state")) == []
+    assert host_network() == network_before
