@@ -238,16 +238,20 @@ def docs(c, serve=False):
         "oci": "the OCI run benchmark: mycontainer-oci run against runc run and crun run",
         "detached": "the detached benchmark: monitors' memory and start time against podman's",
         "exec": "the exec benchmark: mycontainer exec against runc exec and crun exec",
+        "network": "the network benchmark: bridge runs against --net none and runc, many at once",
         "json": "also write every sample and the summary to this file",
     }
 )
-def bench(c, runs=None, image=False, oci=False, detached=False, exec=False, json=None):  # noqa: A002
+def bench(  # noqa: A002
+    c, runs=None, image=False, oci=False, detached=False, exec=False, network=False, json=None
+):
     """Start latency against runc, crun and unshare; with --image, image import instead;
     with --oci, mycontainer-oci run of a bundle against runc and crun; with --detached,
     the host memory and start time of 20 detached containers against podman with conmon;
-    with --exec, mycontainer exec against runc exec and crun exec."""
-    if image + oci + detached + exec > 1:
-        raise Exit("invoke bench: one of --image, --oci, --detached and --exec", code=2)
+    with --exec, mycontainer exec against runc exec and crun exec; with --network, bridge
+    runs against --net none and runc, one at a time and 20 and 50 at once."""
+    if image + oci + detached + exec + network > 1:
+        raise Exit("invoke bench: one of --image, --oci, --detached, --exec and --network", code=2)
     script = "bench/start_latency.py"
     if image:
         script = "bench/image_import.py"
@@ -257,6 +261,8 @@ def bench(c, runs=None, image=False, oci=False, detached=False, exec=False, json
         script = "bench/detached.py"
     elif exec:
         script = "bench/exec.py"
+    elif network:
+        script = "bench/network.py"
     options = f" --runs {int(runs)}" if runs else ""
     if json:
         options += f" --json {shlex.quote(json)}"

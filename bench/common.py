@@ -28,6 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOME = os.environ.get("MYCONTAINER_HOME", "/var/lib/mycontainer")
 BUSYBOX_ROOTFS = os.path.join(HOME, "rootfs", "busybox")  # what `invoke rootfs` builds
 CGROUP_V2_HYBRID_MOUNT = "/sys/fs/cgroup/unified"
+ISOLATED = "MYCONTAINER_BENCH_ISOLATED"  # set once a benchmark runs under unshare (isolate)
 
 T = TypeVar("T")
 
@@ -167,6 +168,18 @@ def machine_notes(load_before: float, own_load: float, mycontainer: str | None) 
     return notes
 
 
+def isolate(script: str, argv: list[str]) -> None:
+    """Run ``script`` with ``argv`` again in a mount and a network namespace of its own
+    (unshare(1)), unless this is that run: what its containers mount, and whatever a tool
+    does to a network, then stays in namespaces that end with it. Not ``ip netns exec``,
+    which remounts /sys."""
+    if os.environ.get(ISOLATED) == "1":
+        return
+    os.environ[ISOLATED] = "1"
+    unshare = ["unshare", "--mount", "--propagation", "private", "--net"]
+    os.execvp("unshare", [*unshare, sys.executable, os.path.abspath(script), *argv])
+
+
 def run_cleanly(
     name: str, work: Callable[[], dict], clean_up: Callable[[], None], json_path: str | None
 ) -> int:
@@ -242,6 +255,42 @@ def run_timing(
     return run_containers(name, lambda workdir, runner: benchmark(args, workdir, runner), args.json)
 
 
+def gnu_time() -> str | None:
+    """GNU time (Debian's ``time`` package), which measures a command's peak memory, or None.
+
+    Only a small program can: a command's ``ru_maxrss`` (getrusage(2)) starts from the
+    resident set of the process it was forked from, since execve(2) keeps the largest of the
+    old image's (and Python's subprocess even shares the benchmark's with vfork). Run by
+    Python, ``/bin/true`` reports the 14 MB of the benchmark; run by GNU time, 1 MB.
+    """
+    path = shutil.which("time") or "/usr/bin/time"
+    if not os.access(path, os.X_OK):
+        return None
+    completed = subprocess.run([path, "--version"], capture_output=True, text=True)
+    return path if "GNU" in completed.stdout + completed.stderr else None
+
+
+def run_measured(
+    argv: list[str], peak: tuple[str, str] | None = None
+) -> tuple[int, float, int | None]:
+    """Run ``argv`` with stdin, stdout and stderr on /dev/null; return its exit status, the
+    seconds from fork to exit, and with ``peak`` (GNU time's path, a file for it to write)
+    its peak memory in kB: GNU time's "maximum resident set size", the largest of the
+    command and of the descendants it waited for (``ru_maxrss``). GNU time's own fork and
+    exec, ~1 ms, are in the seconds then."""
+    if peak:
+        argv = [peak[0], "-f", "%M", "-o", peak[1], "--", *argv]
+    start = time.perf_counter()
+    status = subprocess.run(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    ).returncode
+    elapsed = time.perf_counter() - start
+    if not peak:
+        return status, elapsed, None
+    with open(peak[1]) as file:  # "Command exited with non-zero status N" comes first
+        return status, elapsed, int(file.read().split()[-1])
+
+
 @dataclass
 class Tool:
     """One way to start a container, or (``skipped``) why it cannot be measured here."""
@@ -251,6 +300,7 @@ class Tool:
     delete: Callable[[str], list[str]] | None = None  # container id -> runc/crun delete -f
     skipped: str = ""
     samples: list[float] = field(default_factory=list)  # milliseconds
+    peaks_kb: list[int] = field(default_factory=list)  # peak memory (kB), if measured
 
 
 class Runner:
@@ -270,21 +320,24 @@ class Runner:
 
     def time_once(self, tool: Tool) -> float:
         """Run ``tool`` once with a fresh container id; return the milliseconds it took."""
+        return self.measure_once(tool)[0]
+
+    def measure_once(
+        self, tool: Tool, peak: tuple[str, str] | None = None
+    ) -> tuple[float, int | None]:
+        """Run ``tool`` once with a fresh container id; return the milliseconds it took and,
+        with ``peak``, its peak memory in kB (``run_measured``)."""
         container_id = self.new_container(tool)
         argv = tool.argv(container_id)
-        start = time.perf_counter()
-        completed = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        elapsed = time.perf_counter() - start
+        status, seconds, peak_kb = run_measured(argv, peak)
         if tool.delete:
             self.delete(container_id)
-        if completed.returncode != 0:
+        if status != 0:
             raise BenchError(
-                f"{tool.name} failed (exit status {completed.returncode}): {' '.join(argv)}\n"
+                f"{tool.name} failed (exit status {status}): {' '.join(argv)}\n"
                 f"{self.diagnose(tool)}"
             )
-        return elapsed * 1000
+        return seconds * 1000, peak_kb
 
     def time_interleaved(self, tools: list[Tool], warmup: int, runs: int) -> None:
         """Warm every tool up, then time each ``runs`` times (``interleave``)."""

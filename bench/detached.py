@@ -79,6 +79,7 @@ from common import (
     can_run,
     date_and_machine,
     find_mycontainer,
+    isolate,
     machine_notes,
     print_notes,
     run_cleanly,
@@ -88,7 +89,6 @@ from common import (
 COMMAND = ["sleep", "86400"]
 BAR_KB = 3 * 1024  # the issue's bar: PSS per container, outside the container, <= 3 MB
 MARK = "MYCONTAINER_BENCH_DETACHED"  # in the environment of every command the bench runs
-ISOLATED = "MYCONTAINER_BENCH_ISOLATED"  # set once the bench runs under unshare
 SETTLE = 1.0  # seconds between the last start and the memory sample
 GONE_WITHIN = 10.0  # seconds a cleanup process may take to finish after rm
 MODES = ("sequential", "parallel")
@@ -770,16 +770,6 @@ def report(engines: list[Engine], args, notes: list[str]) -> dict:
 # --- the way in and out ------------------------------------------------------------------
 
 
-def isolate(argv: list[str]) -> None:
-    """Run this script again in a mount and a network namespace of its own (unshare(1))."""
-    os.environ[ISOLATED] = "1"
-    script = os.path.abspath(__file__)
-    os.execvp(
-        "unshare",
-        ["unshare", "--mount", "--propagation", "private", "--net", sys.executable, script, *argv],
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
@@ -799,8 +789,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--containers and --runs need at least 1, --warmup at least 0")
     if not can_run("detached", args, "/bin/sleep", " --detached"):
         return 1
-    if os.environ.get(ISOLATED) != "1":
-        isolate(argv)
+    isolate(__file__, argv)
     if os.path.isdir("/run/runc"):  # runc's state (podman's containers), in our namespace only
         subprocess.run(
             ["mount", "-t", "tmpfs", "-o", "mode=0700", "tmpfs", "/run/runc"], check=True
