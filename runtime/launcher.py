@@ -90,6 +90,10 @@ def main(argv: list[str] | None = None) -> None:
     FILE``, click for the rest."""
     argv = sys.argv[1:] if argv is None else argv
     open_standard_streams()
+    if argv[:1] == ["run"] and os.environ.get("MYCONTAINER_TIMINGS", "0") not in ("", "0"):
+        from runtime import timings
+
+        timings.instrument()
     if argv[:1] == ["exec"]:
         plain_exec(argv[1:])
     from runtime import commands
