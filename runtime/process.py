@@ -36,7 +36,8 @@ reports, SIGINT, SIGTERM, SIGHUP and SIGQUIT end the run (Interrupted): a stalle
 must not make it deaf to them.
 
 This module sits on the hot path of ``mycontainer run``; it imports no more than it must
-(no typing, contextlib or json: each costs milliseconds at every start).
+(no typing or contextlib, which tests/test_imports.py keeps out of every run; no json,
+which only the state needs).
 """
 
 from __future__ import annotations
