@@ -42,6 +42,8 @@ EVERY_RUN = {
     "runtime.detached": "run -d only",
     "runtime.monitor": "run -d only",
     "runtime.volumes": "named volumes: run -v NAME:PATH only",
+    "runtime.process_settings": "a bundle's rlimits, umask and user: mycontainer-oci only",
+    "resource": "rlimits: a bundle's only (runtime.process_settings)",
     "subprocess": "a run executes nothing but the container's program",
     "threading": "a run has one thread",
     "asyncio": "a run waits on one process",
