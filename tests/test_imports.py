@@ -44,6 +44,7 @@ EVERY_RUN = {
     "runtime.volumes": "named volumes: run -v NAME:PATH only",
     "runtime.process_settings": "a bundle's rlimits, umask and user: mycontainer-oci only",
     "resource": "rlimits: a bundle's only (runtime.process_settings)",
+    "math": "cgroup values are integers (runtime.cgroups)",
     "subprocess": "a run executes nothing but the container's program",
     "threading": "a run has one thread",
     "asyncio": "a run waits on one process",
