@@ -4,7 +4,7 @@ With the variable set (to anything but ``0``), the launcher calls :func:`instrum
 it parses the command line: the functions that PHASES names are wrapped, each in a timer
 that writes one line to stderr when its phase ends::
 
-    mycontainer: timing: cgroups        0.9 ms  step 4: the container's cgroup, its limits
+    mycontainer: timing: cgroups                0.9 ms  step 4: the container's cgroup, its limits
 
 A phase nested in another is indented under it and comes before it, as it ends first
 (``python -X importtime`` prints its tree the same way). The phases of the container's
@@ -55,6 +55,10 @@ PHASES = (
     ("veth", "step 6: the init's namespace plugged in", "runtime.network", "Network.connect"),
     ("start", "the gate opened, until execve(2)", "runtime.container", "Container.start"),
     ("program", "the program ran, until it exited", "runtime.container", "Container.wait"),
+    ("network release", "step 6: veth, ports, address", "runtime.network", "Network.release"),
+    ("cgroup removal", "step 4: the container's groups", "runtime.cgroups", "Cgroup.remove"),
+    ("storage removal", "the writable layer", "runtime.removal", "remove_tree"),
+    ("state removal", "the state directory", "runtime.state", "remove"),
     ("delete", "--rm: all of it removed", "runtime.container", "Container.delete"),
     ("stop", "kept: network and cgroups released", "runtime.container", "Container.stop"),
 )
@@ -127,4 +131,4 @@ def _end_top(phase: str, began: int, what: str) -> None:
 def _line(depth: int, phase: str, nanoseconds: int, what: str) -> None:
     # os.write: unbuffered, as the init exits by os._exit(2) or execve(2)
     name = "  " * depth + phase
-    os.write(2, f"mycontainer: timing: {name:<16} {nanoseconds / 1e6:7.1f} ms  {what}\n".encode())
+    os.write(2, f"mycontainer: timing: {name:<18} {nanoseconds / 1e6:7.1f} ms  {what}\n".encode())

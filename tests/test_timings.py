@@ -15,8 +15,9 @@ pytestmark = pytest.mark.privileged
 LINE = re.compile(r"mycontainer: timing: ( *)(\S.*?) +(\d+\.\d) ms  (.*)")
 TOP_LEVEL = ["startup", "imports", "options", "image", "cgroup layout", "create", "start"]
 TOP_LEVEL += ["program", "delete", "other", "total"]
-# in the init, after fork(2) and unshare(2): nested in spawn, nested in create
-INIT = ["hostname", "loopback", "overlay", "rootfs", "masked paths"]
+# nested in spawn: the intermediate's, then the init's, after fork(2) and unshare(2)
+SPAWN = ["join cgroup", "namespaces", "hostname", "loopback", "overlay", "rootfs", "masked paths"]
+DELETE = ["network release", "cgroup removal", "storage removal", "state removal"]
 
 
 def phases(stderr: str) -> list[tuple[int, str, float]]:
@@ -29,6 +30,18 @@ def phases(stderr: str) -> list[tuple[int, str, float]]:
             indent, phase, milliseconds, _what = match.groups()
             found.append((len(indent) // 2, phase, float(milliseconds)))
     return found
+
+
+def nested(found: list[tuple[int, str, float]], depth: int, phase: str) -> list[str]:
+    """The phases one level inside ``phase`` (at ``depth``), which come right before it."""
+    end = found.index(next(entry for entry in found if entry[:2] == (depth, phase)))
+    inside = []
+    for inner_depth, inner, _ in reversed(found[:end]):
+        if inner_depth <= depth:
+            break
+        if inner_depth == depth + 1:
+            inside.insert(0, inner)
+    return inside
 
 
 @pytest.mark.parametrize(
@@ -45,11 +58,8 @@ def test_every_phase_of_a_run_is_timed(mycontainer, monkeypatch, args):
     assert (result.returncode, result.stdout) == (0, "hi\n"), result.stderr
     found = phases(result.stderr)
     assert [phase for depth, phase, _ in found if depth == 0] == TOP_LEVEL, result.stderr
-    assert [phase for depth, phase, _ in found if depth == 2] == [
-        "join cgroup",
-        "namespaces",
-        *INIT,
-    ], result.stderr
+    assert nested(found, 1, "spawn") == SPAWN, result.stderr
+    assert nested(found, 0, "delete") == DELETE, result.stderr
     top = [ms for depth, phase, ms in found if depth == 0 and phase != "total"]
     total = found[-1][2]
     assert total > 0 and abs(sum(top) - total) < 0.1 * len(top), result.stderr
