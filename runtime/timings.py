@@ -32,12 +32,7 @@ import time
 PHASES = (
     ("image", "step 5: the image found in the store", "runtime.image", "resolve"),
     ("cgroup layout", "the host's cgroup hierarchies read", "runtime.cgroups", "detect"),
-    (
-        "create",
-        "the container made, its program not started",
-        "runtime.container",
-        "Container.create",
-    ),
+    ("create", "the container made, its program waiting", "runtime.container", "Container.create"),
     ("prune", "what dead runs left behind, removed", "runtime.container", "prune"),
     ("state", "the state directory, locked", "runtime.state", "make"),
     ("cgroups", "step 4: the container's cgroup, its limits", "runtime.cgroups", "Cgroup.create"),
