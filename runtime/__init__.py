@@ -47,6 +47,7 @@ imagespec       the rules both check: names, digests, configs
 layer           layers unpacked safely
 rootfs          building a busybox root filesystem with no internet
 launcher        ``mycontainer``'s entry point and its fast paths (``run``, ``exec``)
+timings         ``MYCONTAINER_TIMINGS=1``: each phase of a run, timed on stderr
 runoptions      ``run``'s options, shared by the fast path and click
 execoptions     ``exec``'s options, shared likewise
 commands        ``run`` and ``load``

@@ -52,7 +52,6 @@ namespace so that it sees its group as ``/`` (cgroup_namespaces(7)).
 from __future__ import annotations
 
 import errno
-import math
 import os
 import re
 import time
@@ -94,7 +93,7 @@ SUPPORTED = {
     "pids": {"limit": ""},
 }
 MAX_SHARES = 262144  # the kernel's MAX_SHARES for cpu.shares
-CPU_LIST = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")  # cpuset(7)'s list format: 0-3,6
+CPU_LIST = r"\d+(-\d+)?(,\d+(-\d+)?)*"  # cpuset(7)'s list format: 0-3,6 (compiled if used)
 
 
 class CgroupError(Exception):
@@ -188,7 +187,7 @@ def shares_to_weight(shares: int) -> int:
     """The cgroup v2 ``cpu.weight`` for OCI ``cpu.shares``: weight_to_shares reversed,
     rounded up, so that a weight survives the trip (300 -> 3072 -> 300) and the default
     1024 shares is the default weight 100."""
-    return min(MAX_CPU_WEIGHT, max(1, math.ceil(shares * 100 / 1024)))
+    return min(MAX_CPU_WEIGHT, max(1, (shares * 100 + 1023) // 1024))  # 1023: rounded up
 
 
 def docker_resources(
@@ -266,7 +265,7 @@ def check_resources(resources: dict, layout: Layout) -> None:
 def _check_value(where: str, value) -> None:
     """Numbers are integers (-1: no limit); cpus and mems are lists such as ``0-3,6``."""
     if where.endswith((".cpus", ".mems")):
-        if not isinstance(value, str) or not CPU_LIST.fullmatch(value):
+        if not isinstance(value, str) or not re.fullmatch(CPU_LIST, value):
             raise CgroupError(f"config.json: {where} must be a list such as 0-3,6 (got {value!r})")
     elif where.endswith(".disableOOMKiller"):
         if not isinstance(value, bool):

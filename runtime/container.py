@@ -37,12 +37,11 @@ import os
 import signal
 import sys
 import time
-import zlib
 
 # Imported where used, as only one kind of container needs them: image and removal (a
-# container of image layers, and prune), policy (docker's flags). ``mycontainer-oci run``
-# starts a bundle's container in tens of milliseconds, as runc does; each of these would
-# add to every start.
+# container of image layers, and prune), policy (docker's flags), process_settings (a
+# bundle's). ``mycontainer-oci run`` starts a bundle's container in tens of milliseconds,
+# as runc does; each of these would add to every start (tests/test_imports.py).
 from runtime import (
     cgroups,
     devices,
@@ -51,7 +50,6 @@ from runtime import (
     namespaces,
     network,
     process,
-    process_settings,
     rootpath,
     seccomp,
     security,
@@ -169,6 +167,8 @@ def boundaries(config: dict, process_config: dict | None = None):
 
         docker = policy.boundaries(config["cap_add"], config["cap_drop"], config["security_opt"])
         return docker, None
+    from runtime import process_settings
+
     if process_config is not None:
         spec = dict(spec, process=process_config)
     profile = (spec.get("linux") or {}).get("seccomp")
@@ -206,6 +206,8 @@ def cgroup_parent(root: str | None = None) -> str:
     root = root or state_root()
     if root == state.DEFAULT_ROOT:
         return cgroups.PARENT
+    import zlib  # for a state root of its own only (a test's): not on a default run's path
+
     return f"{cgroups.PARENT}-{zlib.crc32(os.path.abspath(root).encode()):08x}"
 
 
@@ -404,8 +406,8 @@ class Container:
             self._receive_console()
             # The init waits at its gate: plug its network namespace into the bridge.
             self._network.connect(self._init.pid)
-            if self.settings:
-                self.settings.apply_limits(self._init.pid)  # rlimits, oomScoreAdj: as root
+            if self.settings:  # a bundle's: boundaries() imported its module
+                self._apply_limits()
             self.state.record.update(pid=self.pid, start_time=state.process_start_time(self.pid))
             self.state.save()
             for kind in ("prestart", "createRuntime", "createContainer"):
@@ -418,7 +420,6 @@ class Container:
             cgroups.CgroupError,
             devices.DeviceError,
             network.NetworkError,
-            process_settings.ProcessSettingsError,
         ) as error:
             self.delete()
             code = getattr(error, "exit_code", EXIT_RUNTIME_ERROR)
@@ -426,6 +427,15 @@ class Container:
         except BaseException:
             self.delete()
             raise
+
+    def _apply_limits(self) -> None:
+        """A bundle's rlimits and oomScoreAdj, set on the init from here, as root."""
+        from runtime.process_settings import ProcessSettingsError
+
+        try:
+            self.settings.apply_limits(self._init.pid)
+        except ProcessSettingsError as error:
+            raise ProcessError(str(error)) from None
 
     def detach(self) -> int:
         """Leave the container to whoever watches it from now on: ``mycontainer-oci

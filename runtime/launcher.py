@@ -1,13 +1,14 @@
 """The ``mycontainer`` entry point: a plain ``run``, ``exec`` or ``load FILE`` without click.
 
 ``mycontainer run`` is measured against runc and crun, which start a container in tens of
-milliseconds; importing click alone costs ~34 ms on a small VM. So a *plain* ``run`` command
-line (known options with valid values, an IMAGE, a COMMAND) is parsed here, by the same
-rules and with the same option table (:mod:`runtime.runoptions`) as the click CLI in
-:mod:`runtime.cli`; so is a plain ``exec`` (:mod:`runtime.execoptions`), measured against
-``runc exec``, and a plain ``load FILE``, measured against GNU tar. Anything else (help, a
-bad value, an unknown option, another command) goes to click, which explains it. Each
-imports only what its own command needs (an exec, not ``run``'s option table).
+milliseconds, less than click takes to import. So a *plain* ``run`` command line (known
+options with valid values, an IMAGE, a COMMAND) is parsed here, by the same rules and with
+the same option table (:mod:`runtime.runoptions`) as the click CLI in :mod:`runtime.cli`;
+so is a plain ``exec`` (:mod:`runtime.execoptions`), measured against ``runc exec``, and a
+plain ``load FILE``, measured against GNU tar. Anything else (help, a bad value, an unknown
+option, another command) goes to click, which explains it. Each imports only what its own
+command needs (an exec, not ``run``'s option table): tests/test_imports.py fails a run that
+imports click, or any other module it can do without.
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     FILE``, click for the rest."""
     argv = sys.argv[1:] if argv is None else argv
     open_standard_streams()
+    if argv[:1] == ["run"] and os.environ.get("MYCONTAINER_TIMINGS", "0") not in ("", "0"):
+        from runtime import timings
+
+        timings.instrument()
     if argv[:1] == ["exec"]:
         plain_exec(argv[1:])
     from runtime import commands

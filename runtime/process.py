@@ -36,11 +36,17 @@ reports, SIGINT, SIGTERM, SIGHUP and SIGQUIT end the run (Interrupted): a stalle
 must not make it deaf to them.
 
 This module sits on the hot path of ``mycontainer run``; it imports no more than it must
-(no typing, contextlib or json: each costs milliseconds at every start).
+(no typing or contextlib, which tests/test_imports.py keeps out of every run; no json,
+which only the state needs).
 """
 
 from __future__ import annotations
 
+# The functions of signal wrap those of _signal, its C half, to return enums: a mask one
+# per signal in it (~50 µs a call with the forwarded signals blocked), a handler one each
+# time. A run calls them some 150 times, and needs none of them: it calls _signal's, which
+# take _signal.SIG_DFL and SIG_IGN (plain numbers), not signal's enums.
+import _signal
 import errno
 import os
 import signal
@@ -342,10 +348,10 @@ class blocking_forwarded_signals:
     """
 
     def __enter__(self) -> None:
-        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+        _signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
 
     def __exit__(self, *exc_info) -> None:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+        _signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
 
 
 class stopping_on_signals:
@@ -358,20 +364,20 @@ class stopping_on_signals:
     """
 
     def __enter__(self) -> None:
-        self.previous = {sig: signal.signal(sig, _interrupt) for sig in STOPPING_SIGNALS}
-        self.mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+        self.previous = {sig: _signal.signal(sig, _interrupt) for sig in STOPPING_SIGNALS}
+        self.mask = _signal.pthread_sigmask(signal.SIG_BLOCK, ())
         try:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING_SIGNALS)  # pending: raises
+            _signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING_SIGNALS)  # pending: raises
         except BaseException:
             self.__exit__()
             raise
 
     def __exit__(self, *exc_info) -> None:
         try:
-            signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
+            _signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
         finally:
             for sig, handler in self.previous.items():
-                signal.signal(sig, handler)
+                _signal.signal(sig, handler)
 
 
 def _interrupt(signum: int, _frame) -> None:
@@ -394,13 +400,13 @@ class forwarding_signals:
 
     def __enter__(self) -> None:
         for sig in FORWARDED_SIGNALS:
-            self.previous[sig] = signal.signal(sig, self._forward)
-        self.mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+            self.previous[sig] = _signal.signal(sig, self._forward)
+        self.mask = _signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
 
     def __exit__(self, *exc_info) -> None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
+        _signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
         for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
+            _signal.signal(sig, handler)
 
     def _forward(self, signum: int, _frame) -> None:
         try:
@@ -437,13 +443,13 @@ class terminal_foreground:
     @staticmethod
     def _hand_terminal_to(pgid: int) -> None:
         # Whoever calls tcsetpgrp from the background gets SIGTTOU: ignore it meanwhile.
-        previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        previous = _signal.signal(signal.SIGTTOU, _signal.SIG_IGN)
         try:
             os.tcsetpgrp(0, pgid)
         except OSError:
             pass  # the terminal went away
         finally:
-            signal.signal(signal.SIGTTOU, previous)
+            _signal.signal(signal.SIGTTOU, previous)
 
 
 def _reported_error(report: bytes) -> ProcessError:
@@ -550,7 +556,7 @@ def _init(program: Program, setup, fds: tuple[int, int, int], interpreter, pin: 
     try:
         # The runtime blocks the signals it forwards while it creates us (see
         # blocking_forwarded_signals); the mask survives execve(2), so unblock them.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+        _signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
         if console == -1:
             os.setpgid(0, 0)  # its own process group, so it can be the terminal's foreground job
         else:
@@ -657,12 +663,15 @@ def default_signals() -> None:
     went through it), so only those not at SIG_DFL cost a sigaction(2) call.
     """
     for sig in range(1, signal.NSIG):  # plain numbers: valid_signals() makes enums, slowly
-        if sig not in (signal.SIGKILL, signal.SIGSTOP) and signal.getsignal(sig) != signal.SIG_DFL:
+        if (
+            sig not in (signal.SIGKILL, signal.SIGSTOP)
+            and _signal.getsignal(sig) != _signal.SIG_DFL
+        ):
             try:
-                signal.signal(sig, signal.SIG_DFL)
+                _signal.signal(sig, _signal.SIG_DFL)
             except OSError:
                 pass  # one the C library keeps for itself (32 and 33 under glibc)
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    _signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
 def check_cwd_inside_root(cwd: str) -> None:

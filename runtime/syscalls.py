@@ -11,7 +11,7 @@ umount2(2)      detach a mount, lazily with ``MNT_DETACH``
 pivot_root(2)   swap the root mount of this mount namespace for another one
 prctl(2)        per-process switches such as ``PR_SET_CHILD_SUBREAPER``, ``PR_CAPBSET_DROP``,
                 ``PR_SET_NO_NEW_PRIVS`` and ``PR_SET_SECCOMP``
-sethostname(2)  name the UTS namespace (:mod:`socket` has it too, but costs ~3 ms to import)
+sethostname(2)  name the UTS namespace (:mod:`socket` has it too: a run does without it)
 capget(2)       read a process's capability sets (permitted, effective, inheritable)
 capset(2)       set them
 openat2(2)      open a path resolved as if a directory were "/", refusing /proc's magic links
@@ -254,7 +254,8 @@ def sethostname(name: str) -> None:
 def datagram_socket() -> int:
     """An AF_INET datagram socket's descriptor (socket(2)), for interface ioctls.
 
-    The :mod:`socket` module would do, but importing it costs every ``mycontainer run`` ~3 ms.
+    The :mod:`socket` module would do, but a run does without its import (its cost is a
+    test's to watch, not a comment's: tests/test_imports.py).
     """
     af_inet, sock_dgram_cloexec = 2, 2 | 0o2000000  # SOCK_DGRAM | SOCK_CLOEXEC
     return _check(LIBC.socket(af_inet, sock_dgram_cloexec, 0), "socket", "AF_INET", "SOCK_DGRAM")
