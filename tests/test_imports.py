@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from shlex import join
 
 import pytest
 
@@ -69,9 +70,14 @@ EVERY_RUN = {
     "ipaddress": "addresses are the bridge network's",
 }
 # What a run in each network mode must not import. A mode's list is EVERY_RUN's and its
-# own; one that needs a module of EVERY_RUN leaves it out (the bridge, say, runs ip(8):
-# {k: v for k, v in EVERY_RUN.items() if k != "subprocess"}).
+# own; one that needs a module of EVERY_RUN leaves it out, as the bridge does ipaddress.
 FORBIDDEN = {
+    "bridge": {
+        **{module: why for module, why in EVERY_RUN.items() if module != "ipaddress"},
+        "pyroute2": "netlink: ip(8) makes the veth, ioctls configure eth0 (runtime.netbridge)",
+        "subprocess": "ip(8) is started with os.posix_spawn; nft only by the first run",
+        "shutil": "which firewall: only the first run, which makes the NAT, asks",
+    },
     "none": {
         **EVERY_RUN,
         "pyroute2": "netlink: --net none only brings lo up, with an ioctl",
@@ -109,9 +115,15 @@ def imports(stderr: str) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("mode", sorted(FORBIDDEN))
 def test_a_run_imports_only_what_it_needs(mycontainer, home, state_root, mode):
+    """For the bridge, the run after the first, which made the bridge and its NAT, in a
+    network namespace of the test's own (they go with it)."""
+    run = [sys.executable, "-c", LAUNCH, "run", "--rm", "--net", mode, "busybox", "true"]
+    guarded = [sys.executable, "-X", "importtime", *run[1:]]
+    command = guarded
+    if mode == "bridge":
+        command = ["unshare", "--net", "sh", "-c", f"{join(run)} && exec {join(guarded)}"]
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", LAUNCH]
-        + ["run", "--rm", "--net", mode, "busybox", "true"],
+        command,
         env=environment(home, state_root),
         capture_output=True,
         text=True,
