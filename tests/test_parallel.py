@@ -1,0 +1,86 @@
+"""Many containers at once, as a workshop room or a test suite starts them: every one runs,
+gets what is its own (an id, a hostname, an address), and leaves nothing behind.
+
+Timings are not asserted here (``bench/`` measures them): these tests check what a user
+sees. The ``mycontainer`` fixture checks that no state, storage, mount or cgroup is left.
+"""
+
+import ipaddress
+import os
+import re
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytestmark = pytest.mark.privileged
+
+COUNT = 50
+
+
+def all_at_once(mycontainer, *args: str) -> list[subprocess.CompletedProcess]:
+    """``mycontainer ARGS`` COUNT times, all started together; each result, in order."""
+    with ThreadPoolExecutor(max_workers=COUNT) as pool:
+        # (an emulated VM takes minutes for this many starts at once)
+        return list(pool.map(lambda _: mycontainer(*args, timeout=900), range(COUNT)))
+
+
+def test_fifty_runs_at_once_without_a_network_each_its_own_then_nothing_left(
+    mycontainer, state_root
+):
+    results = all_at_once(mycontainer, "run", "--rm", "--net", "none", "busybox", "hostname")
+    assert [r.returncode for r in results] == [0] * COUNT, [r.stderr for r in results]
+    assert [r.stderr for r in results] == [""] * COUNT
+    hostnames = {r.stdout for r in results}  # docker's default: the short id
+    assert len(hostnames) == COUNT and all(re.fullmatch(r"[0-9a-f]{12}\n", h) for h in hostnames)
+    assert mycontainer("ps", "-a", "-q").stdout == ""
+    assert os.listdir(state_root) == []
+
+
+def test_fifty_runs_at_once_on_the_bridge_each_its_own_address_then_nothing_left(
+    mycontainer, state_root, tmp_path
+):
+    """In the test session's own network namespace (conftest): fifty containers, all alive
+    at once (each writes what eth0 has, then waits for the others), each with an address
+    of its own in the bridge's subnet; no veth, lease or state stays."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    script = (
+        "ip -4 -o addr show eth0 > /shared/$(hostname).tmp && mv /shared/$(hostname).tmp"
+        " /shared/$(hostname); until [ -e /shared/go ]; do sleep 0.05; done"
+    )
+    links_before = set(os.listdir("/sys/class/net"))
+    with ThreadPoolExecutor(max_workers=1) as waiter:
+        go = waiter.submit(_when_all_have_written, shared)
+        results = all_at_once(
+            mycontainer, "run", "--rm", "-v", f"{shared}:/shared", "busybox", "sh", "-c", script
+        )
+        go.result()
+    assert [r.returncode for r in results] == [0] * COUNT, [r.stderr for r in results]
+    addresses = []
+    for name in sorted(set(os.listdir(shared)) - {"go"}):
+        text = (shared / name).read_text()
+        found = re.findall(r"^\d+: eth0\s+inet (\d+\.\d+\.\d+\.\d+)/(\d+)", text, re.M)
+        assert len(found) == 1, text
+        addresses.append(found[0])
+    assert len({address for address, _ in addresses}) == COUNT, addresses
+    bridge = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "mycontainer0"], capture_output=True, text=True
+    ).stdout
+    gateway, length = re.search(r"inet (\S+)/(\d+)", bridge).groups()
+    subnet = ipaddress.ip_network(f"{gateway}/{length}", strict=False)
+    assert all(ipaddress.ip_address(a) in subnet and p == length for a, p in addresses)
+    assert gateway not in {address for address, _ in addresses}
+    new_links = set(os.listdir("/sys/class/net")) - links_before - {"mycontainer0"}
+    assert new_links == set()
+    assert os.listdir(state_root) == []  # leases are kept in the state root
+
+
+def _when_all_have_written(shared, timeout: float = 900) -> None:
+    """Let the containers end (touch ``go``) once all COUNT have written their address, or
+    after ``timeout`` seconds, so that a failed start never leaves the others waiting."""
+    deadline = time.monotonic() + timeout
+    while len(os.listdir(shared)) < COUNT and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (shared / "go").touch()
