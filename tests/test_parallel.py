@@ -1,5 +1,6 @@
 """Many containers at once, as a workshop room or a test suite starts them: every one runs,
-gets what is its own (an id, a hostname, an address), and leaves nothing behind.
+gets what is its own (an id, a hostname, an address), and leaves nothing behind; and what
+one ``run`` does to tidy up after others (``prune``) never gets in another command's way.
 
 Timings are not asserted here (``bench/`` measures them): these tests check what a user
 sees. The ``mycontainer`` fixture checks that no state, storage, mount or cgroup is left.
@@ -9,10 +10,13 @@ import ipaddress
 import os
 import re
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
+from conftest import environment
 
 pytestmark = pytest.mark.privileged
 
@@ -84,3 +88,26 @@ def _when_all_have_written(shared, timeout: float = 900) -> None:
     while len(os.listdir(shared)) < COUNT and time.monotonic() < deadline:
         time.sleep(0.05)
     (shared / "go").touch()
+
+
+def test_start_is_never_refused_while_other_runs_prune(mycontainer, home, state_root):
+    """Every ``run --rm`` prunes what dead runtimes left in the state root. A kept, stopped
+    container is not left over, and its lock is not prune's to take: ``start`` (which does
+    not wait for a lock, to refuse a container another command is at) once failed with
+    'in use by another mycontainer' whenever a prune of another run was looking at it.
+    A loop of prunes stands for many runs starting at once."""
+    assert mycontainer("run", "--name", "kept", "--net", "none", "busybox", "true").returncode == 0
+    pruning = "from runtime import container\nwhile True:\n    container.prune()\n"
+    pruner = subprocess.Popen(
+        [sys.executable, "-c", pruning], env=environment(home, state_root), stderr=subprocess.PIPE
+    )
+    try:
+        for _ in range(20):
+            started = mycontainer("start", "kept")
+            assert (started.returncode, started.stderr) == (0, ""), started.stderr
+            assert mycontainer("wait", "kept").stdout == "0\n"
+        assert pruner.poll() is None, pruner.stderr.read()
+    finally:
+        pruner.kill()
+        pruner.wait()
+        pruner.stderr.close()
