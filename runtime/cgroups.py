@@ -342,7 +342,13 @@ class Layout:
 
 
 def detect(mountinfo: str = "/proc/self/mountinfo") -> Layout:
-    """Tell unified v2, hybrid (v1 controllers beside an empty v2 tree), v1 or none apart."""
+    """Tell unified v2, hybrid (v1 controllers beside an empty v2 tree), v1 or none apart.
+
+    A hierarchy mounted more than once is used where it was mounted first (mountinfo lists
+    a namespace's mounts in the order they joined it): later mounts are often a chroot's
+    (``mount --rbind /sys/fs/cgroup``, as image builders do), which vanish while
+    containers run.
+    """
     v2_mount = None
     v1_mounts: dict[str, str] = {}
     v1_cpuset = None
@@ -359,8 +365,9 @@ def detect(mountinfo: str = "/proc/self/mountinfo") -> Layout:
             elif fstype == "cgroup":
                 for controller in super_options:
                     if controller in V1_CONTROLLERS:
-                        v1_mounts[controller] = mount_point
-                v1_cpuset = mount_point if "cpuset" in super_options else v1_cpuset
+                        v1_mounts.setdefault(controller, mount_point)
+                if "cpuset" in super_options:
+                    v1_cpuset = v1_cpuset or mount_point
     if v1_mounts:
         return Layout("hybrid" if v2_mount else "v1", v2_mount, v1_mounts, v1_cpuset)
     return Layout("unified" if v2_mount else "none", v2_mount, {})
