@@ -95,6 +95,7 @@ SUPPORTED = {
 }
 MAX_SHARES = 262144  # the kernel's MAX_SHARES for cpu.shares
 CPU_LIST = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")  # cpuset(7)'s list format: 0-3,6
+CONTAINER_ID = re.compile(r"[0-9a-f]{64}")  # as runtime.container.new_id makes them
 
 
 class CgroupError(Exception):
@@ -862,7 +863,7 @@ def signal_members(path: str, signum: int) -> None:
 
 def is_container_id(name: str) -> bool:
     """Container ids are 64 hex digits; other groups under our parent are not ours to prune."""
-    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+    return len(name) == 64 and CONTAINER_ID.fullmatch(name) is not None
 
 
 def container_groups(layout: Layout, parent: str = PARENT) -> list[str]:
@@ -871,17 +872,36 @@ def container_groups(layout: Layout, parent: str = PARENT) -> list[str]:
     Those of the runtimes started where we run, or beside it: the groups of containers
     started from elsewhere (another user's session, a service) lie elsewhere.
     """
+    return [
+        os.path.join(directory, name)
+        for directory, names in _container_groups_by_parent(layout, parent)
+        for name in names
+    ]
+
+
+def _container_groups_by_parent(layout: Layout, parent: str) -> list[tuple[str, list[str]]]:
+    """(parent directory, ids of the container groups in it), for each hierarchy."""
     found = []
     for directory in Cgroup(layout, "_", parent).parents:
         names = os.listdir(directory) if os.path.isdir(directory) else []
-        found += [os.path.join(directory, name) for name in names if is_container_id(name)]
+        found.append((directory, [name for name in names if is_container_id(name)]))
     return found
 
 
 def stale_groups(layout: Layout, alive, parent: str = PARENT) -> list[str]:
-    """Paths of the groups under ``parent`` whose container is not ``alive(id)``."""
-    groups = container_groups(layout, parent)
-    return [path for path in groups if not alive(os.path.basename(path))]
+    """Paths of the groups under ``parent`` whose container is not ``alive(id)``.
+
+    Every run's prune asks: so ``alive`` is asked once per container, after every hierarchy
+    is listed (on v1 a container has a group in each), and only stale paths are made.
+    """
+    listed = _container_groups_by_parent(layout, parent)
+    dead = {name for name in {name for _, names in listed for name in names} if not alive(name)}
+    return [
+        os.path.join(directory, name)
+        for directory, names in listed
+        for name in names
+        if name in dead
+    ]
 
 
 def write_file(directory: str, name: str, value: str) -> None:

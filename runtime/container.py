@@ -845,13 +845,14 @@ def _owned(storage: str, container_id: str) -> bool:
     or in the one its owner file names. A stopped container keeps its storage with no
     process to hold its lock; after a reboot, its state root in /run is gone, and so is
     the container."""
-    roots = [state_root()]
+    if os.path.isdir(os.path.join(state_root(), container_id)):
+        return True  # most are: the owner file is read for the others only
     try:
         with open(os.path.join(storage, OWNER)) as file:
-            roots.append(file.read())
+            owner = file.read()
     except OSError:
-        pass
-    return any(os.path.isdir(os.path.join(root, container_id)) for root in roots if root)
+        return False
+    return bool(owner) and os.path.isdir(os.path.join(owner, container_id))
 
 
 def _end_processes(layout: cgroups.Layout, container_id: str) -> None:
