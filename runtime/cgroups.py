@@ -385,12 +385,19 @@ def own_v2_path(proc_cgroup: str = "/proc/self/cgroup") -> str:
 
 def own_v1_path(controller: str, proc_cgroup: str = "/proc/self/cgroup") -> str:
     """The v1 group this process is in, for ``controller`` (from /proc/self/cgroup)."""
+    return own_v1_paths(proc_cgroup).get(controller, "/")
+
+
+def own_v1_paths(proc_cgroup: str = "/proc/self/cgroup") -> dict[str, str]:
+    """The v1 groups this process is in, by controller: /proc/self/cgroup read once (a
+    container's groups are placed in every hierarchy, at every run)."""
+    paths: dict[str, str] = {}
     with open(proc_cgroup) as file:
         for line in file:
             _, controllers, path = line.rstrip("\n").split(":", 2)
-            if controller in controllers.split(","):
-                return path
-    return "/"
+            for controller in controllers.split(","):
+                paths.setdefault(controller, path)
+    return paths
 
 
 # --- one container's group -----------------------------------------------------------------
@@ -427,9 +434,10 @@ class Cgroup:
             if (cpu.get("cpus") or cpu.get("mems")) and layout.v1_cpuset:
                 mounts["cpuset"] = layout.v1_cpuset
             self.paths = {}
+            owns = own_v1_paths()
             for controller, mount in mounts.items():
                 try:
-                    own = own_v1_path(controller)
+                    own = owns.get(controller, "/")
                     self.paths[controller] = _place(mount, own, inner, path, own, controller)
                 except CgroupError:
                     if controller in _used_v1_controllers(self.resources):

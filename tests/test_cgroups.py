@@ -124,6 +124,14 @@ def test_a_hierarchy_mounted_again_in_a_chroot_is_used_where_it_was_first(tmp_pa
     assert layout.v2_mount == "/sys/fs/cgroup/unified"
 
 
+def test_own_v1_groups_are_read_once_for_every_controller(tmp_path):
+    path = tmp_path / "cgroup"
+    path.write_text("5:name=systemd:/s\n4:cpu,cpuacct:/a\n3:memory:/b\n0::/c\n")
+    paths = cgroups.own_v1_paths(str(path))
+    assert (paths["cpu"], paths["cpuacct"], paths["memory"]) == ("/a", "/a", "/b")
+    assert cgroups.own_v1_path("pids", str(path)) == "/"  # not mounted: the root
+
+
 def test_co_mounted_v1_controllers_share_one_group(tmp_path):
     path = tmp_path / "mountinfo"
     path.write_text(MOUNTINFO["v1"])
