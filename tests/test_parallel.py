@@ -7,6 +7,7 @@ sees. The ``mycontainer`` fixture checks that no state, storage, mount or cgroup
 """
 
 import ipaddress
+import json
 import os
 import re
 import subprocess
@@ -16,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import environment
+from conftest import bundle_maker, environment, oci_runner
 
 pytestmark = pytest.mark.privileged
 
@@ -90,24 +91,52 @@ def _when_all_have_written(shared, timeout: float = 900) -> None:
     (shared / "go").touch()
 
 
-def test_start_is_never_refused_while_other_runs_prune(mycontainer, home, state_root):
-    """Every ``run --rm`` prunes what dead runtimes left in the state root. A kept, stopped
-    container is not left over, and its lock is not prune's to take: ``start`` (which does
-    not wait for a lock, to refuse a container another command is at) once failed with
-    'in use by another mycontainer' whenever a prune of another run was looking at it.
-    A loop of prunes stands for many runs starting at once."""
-    assert mycontainer("run", "--name", "kept", "--net", "none", "busybox", "true").returncode == 0
-    pruning = "from runtime import container\nwhile True:\n    container.prune()\n"
+@pytest.fixture
+def pruning(home, state_root):
+    """A loop of the prune that every ``run --rm`` does first, in the background: it stands
+    for many runs starting at once. Fails the test if the loop itself failed."""
+    loop = "from runtime import container\nwhile True:\n    container.prune()\n"
     pruner = subprocess.Popen(
-        [sys.executable, "-c", pruning], env=environment(home, state_root), stderr=subprocess.PIPE
+        [sys.executable, "-c", loop], env=environment(home, state_root), stderr=subprocess.PIPE
     )
     try:
-        for _ in range(20):
-            started = mycontainer("start", "kept")
-            assert (started.returncode, started.stderr) == (0, ""), started.stderr
-            assert mycontainer("wait", "kept").stdout == "0\n"
+        yield
         assert pruner.poll() is None, pruner.stderr.read()
     finally:
         pruner.kill()
         pruner.wait()
         pruner.stderr.close()
+
+
+def test_start_is_never_refused_while_other_runs_prune(mycontainer, pruning):
+    """Every ``run --rm`` prunes what dead runtimes left in the state root. A kept, stopped
+    container is not left over, and its lock is not prune's to take: ``start`` (which does
+    not wait for a lock, to refuse a container another command is at) once failed with
+    'in use by another mycontainer' whenever a prune of another run was looking at it."""
+    assert mycontainer("run", "--name", "kept", "--net", "none", "busybox", "true").returncode == 0
+    for _ in range(20):
+        started = mycontainer("start", "kept")
+        assert (started.returncode, started.stderr) == (0, ""), started.stderr
+        assert mycontainer("wait", "kept").stdout == "0\n"
+
+
+def test_an_engines_delete_is_never_refused_while_other_runs_prune(
+    state_root, home, tmp_path, busybox_rootfs, pruning
+):
+    """An engine deletes its stopped container (``mycontainer-oci delete``, which does not
+    wait for a lock either) while ``mycontainer run``s start beside it."""
+    bundle = bundle_maker(tmp_path, busybox_rootfs)(["true"])
+    with oci_runner(state_root, home) as oci:
+        for number in range(20):
+            name = f"engine{number}"
+            try:
+                assert oci("create", "--bundle", bundle, name).returncode == 0
+                assert oci("start", name).returncode == 0
+                deadline = time.monotonic() + 20
+                while json.loads(oci("state", name).stdout)["status"] != "stopped":
+                    assert time.monotonic() < deadline, f"{name} did not stop"
+                    time.sleep(0.02)
+                deleted = oci("delete", name)
+                assert (deleted.returncode, deleted.stderr) == (0, ""), deleted.stderr
+            finally:  # a failed test leaves nothing either (an error if deleted already)
+                oci("delete", "--force", name)
