@@ -10,14 +10,16 @@ import ipaddress
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import bundle_maker, environment, oci_runner
+from conftest import bundle_maker, environment, mycontainer_command, oci_runner
 
 pytestmark = pytest.mark.privileged
 
@@ -89,6 +91,53 @@ def _when_all_have_written(shared, timeout: float = 900) -> None:
     while len(os.listdir(shared)) < COUNT and time.monotonic() < deadline:
         time.sleep(0.05)
     (shared / "go").touch()
+
+
+def test_twenty_runs_of_one_image_file_at_once_unpack_it_once(state_root, tmp_path, busybox_rootfs):
+    """Twenty ``run IMAGE.tar`` started together on a store without the image: each layer
+    is unpacked by one of them while the others wait for it (never two copies of it being
+    unpacked at once, as twenty were, each a copy on disk); all run; nothing is left."""
+    from runtime import rootfs
+
+    tree = tmp_path / "tree"
+    shutil.copytree(busybox_rootfs, tree, symlinks=True)
+    (tree / "big").write_bytes(os.urandom(32 << 20))  # long enough to unpack for overlaps
+    rootfs.write_oci_layout(str(tree), str(tmp_path / "layout"), "big:1", ["true"])
+    archive = tmp_path / "big.tar"
+    subprocess.run(["tar", "-C", str(tmp_path / "layout"), "-cf", str(archive), "."], check=True)
+    store = tmp_path / "store"
+    env = dict(environment(store, state_root))
+    layers = store / "layers"
+    most, done = [0], threading.Event()
+
+    def watch() -> None:  # how many copies of a layer are being unpacked at once
+        while not done.is_set():
+            names = os.listdir(layers) if layers.is_dir() else []
+            unpacking = [n for n in names if n.startswith(".unpacking-") and "." not in n[1:]]
+            most[0] = max(most[0], len(unpacking))
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        command = mycontainer_command("run", "--rm", "--net", "none", str(archive), "true")
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            results = list(
+                pool.map(
+                    lambda _: subprocess.run(
+                        command, env=env, capture_output=True, text=True, timeout=900
+                    ),
+                    range(20),
+                )
+            )
+    finally:
+        done.set()
+        watcher.join()
+    assert [r.returncode for r in results] == [0] * 20, [r.stderr for r in results]
+    assert most[0] == 1
+    assert [n for n in os.listdir(layers) if n.startswith(".")] == []
+    assert len(os.listdir(layers)) == 1 and os.listdir(store / "containers") == []
+    assert os.listdir(state_root) == []
 
 
 @pytest.fixture
