@@ -341,7 +341,13 @@ class Layout:
 
 
 def detect(mountinfo: str = "/proc/self/mountinfo") -> Layout:
-    """Tell unified v2, hybrid (v1 controllers beside an empty v2 tree), v1 or none apart."""
+    """Tell unified v2, hybrid (v1 controllers beside an empty v2 tree), v1 or none apart.
+
+    A hierarchy mounted more than once is used where it was mounted first (mountinfo lists
+    a namespace's mounts in the order they joined it): later mounts are often a chroot's
+    (``mount --rbind /sys/fs/cgroup``, as image builders do), which vanish while
+    containers run.
+    """
     v2_mount = None
     v1_mounts: dict[str, str] = {}
     v1_cpuset = None
@@ -358,8 +364,9 @@ def detect(mountinfo: str = "/proc/self/mountinfo") -> Layout:
             elif fstype == "cgroup":
                 for controller in super_options:
                     if controller in V1_CONTROLLERS:
-                        v1_mounts[controller] = mount_point
-                v1_cpuset = mount_point if "cpuset" in super_options else v1_cpuset
+                        v1_mounts.setdefault(controller, mount_point)
+                if "cpuset" in super_options:
+                    v1_cpuset = v1_cpuset or mount_point
     if v1_mounts:
         return Layout("hybrid" if v2_mount else "v1", v2_mount, v1_mounts, v1_cpuset)
     return Layout("unified" if v2_mount else "none", v2_mount, {})
@@ -376,12 +383,19 @@ def own_v2_path(proc_cgroup: str = "/proc/self/cgroup") -> str:
 
 def own_v1_path(controller: str, proc_cgroup: str = "/proc/self/cgroup") -> str:
     """The v1 group this process is in, for ``controller`` (from /proc/self/cgroup)."""
+    return own_v1_paths(proc_cgroup).get(controller, "/")
+
+
+def own_v1_paths(proc_cgroup: str = "/proc/self/cgroup") -> dict[str, str]:
+    """The v1 groups this process is in, by controller: /proc/self/cgroup read once (a
+    container's groups are placed in every hierarchy, at every run)."""
+    paths: dict[str, str] = {}
     with open(proc_cgroup) as file:
         for line in file:
             _, controllers, path = line.rstrip("\n").split(":", 2)
-            if controller in controllers.split(","):
-                return path
-    return "/"
+            for controller in controllers.split(","):
+                paths.setdefault(controller, path)
+    return paths
 
 
 # --- one container's group -----------------------------------------------------------------
@@ -418,9 +432,10 @@ class Cgroup:
             if (cpu.get("cpus") or cpu.get("mems")) and layout.v1_cpuset:
                 mounts["cpuset"] = layout.v1_cpuset
             self.paths = {}
+            owns = own_v1_paths()
             for controller, mount in mounts.items():
                 try:
-                    own = own_v1_path(controller)
+                    own = owns.get(controller, "/")
                     self.paths[controller] = _place(mount, own, inner, path, own, controller)
                 except CgroupError:
                     if controller in _used_v1_controllers(self.resources):
@@ -854,7 +869,7 @@ def signal_members(path: str, signum: int) -> None:
 
 def is_container_id(name: str) -> bool:
     """Container ids are 64 hex digits; other groups under our parent are not ours to prune."""
-    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+    return len(name) == 64 and not name.strip("0123456789abcdef")  # (strip: in C)
 
 
 def container_groups(layout: Layout, parent: str = PARENT) -> list[str]:
@@ -863,17 +878,36 @@ def container_groups(layout: Layout, parent: str = PARENT) -> list[str]:
     Those of the runtimes started where we run, or beside it: the groups of containers
     started from elsewhere (another user's session, a service) lie elsewhere.
     """
+    return [
+        os.path.join(directory, name)
+        for directory, names in _container_groups_by_parent(layout, parent)
+        for name in names
+    ]
+
+
+def _container_groups_by_parent(layout: Layout, parent: str) -> list[tuple[str, list[str]]]:
+    """(parent directory, ids of the container groups in it), for each hierarchy."""
     found = []
     for directory in Cgroup(layout, "_", parent).parents:
         names = os.listdir(directory) if os.path.isdir(directory) else []
-        found += [os.path.join(directory, name) for name in names if is_container_id(name)]
+        found.append((directory, [name for name in names if is_container_id(name)]))
     return found
 
 
 def stale_groups(layout: Layout, alive, parent: str = PARENT) -> list[str]:
-    """Paths of the groups under ``parent`` whose container is not ``alive(id)``."""
-    groups = container_groups(layout, parent)
-    return [path for path in groups if not alive(os.path.basename(path))]
+    """Paths of the groups under ``parent`` whose container is not ``alive(id)``.
+
+    Every run's prune asks: so ``alive`` is asked once per container, after every hierarchy
+    is listed (on v1 a container has a group in each), and only stale paths are made.
+    """
+    listed = _container_groups_by_parent(layout, parent)
+    dead = {name for name in {name for _, names in listed for name in names} if not alive(name)}
+    return [
+        os.path.join(directory, name)
+        for directory, names in listed
+        for name in names
+        if name in dead
+    ]
 
 
 def write_file(directory: str, name: str, value: str) -> None:

@@ -719,7 +719,11 @@ def prune(layout: cgroups.Layout | None = None, problems: list[str] | None = Non
 
     In the state root, a container directory whose lock we can take is removed when it was
     a foreground run's (``autoremove``: that runtime died), or when it names no init (a
-    create cut short); its processes are killed and its cgroups removed with it. One
+    create cut short); its processes are killed and its cgroups removed with it. Its state
+    is read before its lock is tried (state.json is replaced whole), so that the lock of a
+    container that is neither (a kept or detached one) is never held, not even for the
+    moment of a look: ``start`` and ``mycontainer-oci delete``, which refuse a container
+    whose lock another process holds, would fail while another run prunes. One
     without a lock file is a removal cut short: only the empty directory is left. An
     engine's container (``mycontainer-oci create``) is never touched: created, running or
     stopped, it is the engine's to delete. Cgroups of ours with no state directory at all
@@ -733,6 +737,8 @@ def prune(layout: cgroups.Layout | None = None, problems: list[str] | None = Non
     for name in os.listdir(root) if os.path.isdir(root) else []:
         if name == state.NAMES:
             continue
+        if not _abandoned(root, name):
+            continue  # not ours to take, even for a moment: a start or delete would fail
         path = os.path.join(root, name)
         lock = state.try_lock(path)
         if lock is None:
@@ -744,7 +750,7 @@ def prune(layout: cgroups.Layout | None = None, problems: list[str] | None = Non
                 continue  # ENOTEMPTY: a making that has just begun; or gone meanwhile
         else:
             try:
-                if not _abandoned(root, name):
+                if not _abandoned(root, name):  # started again since it was read
                     continue
                 _remove_groups(layout, name.lstrip("."), path)
                 network.release_leftovers(path)  # veth, ports, lease
@@ -772,8 +778,9 @@ def prune(layout: cgroups.Layout | None = None, problems: list[str] | None = Non
 
 
 def _abandoned(root: str, name: str) -> bool:
-    """Whether the unlocked state directory ``name`` of ``root`` is left over: a making
-    (hidden name, or no init recorded) or a foreground run's container (see prune)."""
+    """Whether the state directory ``name`` of ``root``, if nobody holds its lock, is left
+    over: a making (hidden name, or no init recorded) or a foreground run's container (see
+    prune)."""
     try:
         with open(os.path.join(root, name, state.STATE_FILE)) as file:
             record = json.load(file)
@@ -848,13 +855,14 @@ def _owned(storage: str, container_id: str) -> bool:
     or in the one its owner file names. A stopped container keeps its storage with no
     process to hold its lock; after a reboot, its state root in /run is gone, and so is
     the container."""
-    roots = [state_root()]
+    if os.path.isdir(os.path.join(state_root(), container_id)):
+        return True  # most are: the owner file is read for the others only
     try:
         with open(os.path.join(storage, OWNER)) as file:
-            roots.append(file.read())
+            owner = file.read()
     except OSError:
-        pass
-    return any(os.path.isdir(os.path.join(root, container_id)) for root in roots if root)
+        return False
+    return bool(owner) and os.path.isdir(os.path.join(owner, container_id))
 
 
 def _end_processes(layout: cgroups.Layout, container_id: str) -> None:

@@ -23,6 +23,7 @@ The store, under ``home()`` (``/var/lib/mycontainer``, or ``$MYCONTAINER_HOME``)
     images/<name>.json           name, config and the diff_ids of its layers, bottom first
     rootfs/busybox/              the busybox root filesystem that steps 3 and 4 use
     lock                         the store's lock (see StoreLock)
+    layers/.claim-<hex>          locked by the import unpacking that layer now (_Claims)
 
 An import changes the store all at once or not at all: layers unpack under temporary names
 (``.unpacking-*``, unique to each import), the record is written to a ``.tmp-*`` file, and
@@ -48,7 +49,7 @@ from runtime.imagespec import (
 from runtime.removal import remove_tree
 
 DEFAULT_HOME = "/var/lib/mycontainer"
-TEMPORARY_PREFIXES = (".unpacking-", ".staging-", ".busybox-oci-", ".tmp-")
+TEMPORARY_PREFIXES = (".unpacking-", ".staging-", ".busybox-oci-", ".tmp-", ".claim-")
 # The signals that end a command: an import holds them back while it moves its work in.
 ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -275,11 +276,83 @@ def load(reference: str, progress=None) -> Image:
         except (KeyError, IndexError, TypeError, AttributeError) as error:  # what select missed
             detail = f"no {error} field" if isinstance(error, KeyError) else str(error)
             raise ImageError(f"{path}: malformed image metadata ({detail})") from None
-        staged, diff_ids = _unpack_layers(source, manifest, progress)
-        # (a rootfs tarball's diff_id is known only once it is unpacked)
-        image = Image(manifest.name, manifest.config, diff_ids)
-        _move_in(image, staged, None if manifest.diff_ids else manifest.layers)
+        with _Claims(_missing_layers(manifest)):  # the same layer, imported at once: once
+            staged, diff_ids = _unpack_layers(source, manifest, progress)
+            # (a rootfs tarball's diff_id is known only once it is unpacked)
+            image = Image(manifest.name, manifest.config, diff_ids)
+            _move_in(image, staged, None if manifest.diff_ids else manifest.layers)
     return image
+
+
+def _missing_layers(manifest) -> list[str]:
+    """The names of the claims (_Claims) on the image's layers that the store lacks: the
+    hex of each one's diff_id, or of its blob for a rootfs tarball the store has not seen."""
+    missing = []
+    for index, blob in enumerate(manifest.layers):
+        if manifest.diff_ids:
+            diff_id = manifest.diff_ids[index]
+        else:
+            diff_id = _diff_id_seen(digest_hex(blob.digest)) if blob.digest else None
+        if diff_id and os.path.isdir(os.path.join(layers_root(), digest_hex(diff_id))):
+            continue
+        if diff_id or blob.digest:
+            missing.append(digest_hex(diff_id or blob.digest))
+    return missing
+
+
+class _Claims:
+    """Claims on the layers an import is about to unpack, held until it has moved them in:
+    flock(2) on a file ``layers/.claim-<hex>``, one per layer, taken in sorted order (two
+    imports never wait for each other in a circle).
+
+    Twenty ``mycontainer run image.tar`` started at once on a store without the image would
+    otherwise unpack it twenty times, each into a directory of its own (disk space twenty
+    times over), and keep one. With the claims, one unpacks each layer; the others wait,
+    then find it stored. The holder removes the lock file before it lets go, so a waiter
+    whose file has no links left knows that the layer's import is over (moved in, or
+    failed: then it claims a new file and unpacks the layer itself). What a killed import
+    left, ``prune`` removes with the other temporary names.
+    """
+
+    def __init__(self, names: list[str]):
+        self.names = sorted(set(names))
+        self.held: list[tuple[int, str]] = []
+
+    def __enter__(self) -> _Claims:
+        import fcntl
+
+        if self.names:
+            os.makedirs(layers_root(), 0o700, exist_ok=True)
+        try:
+            for name in self.names:
+                path = os.path.join(layers_root(), f".claim-{name}")
+                while True:
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX)
+                    except BaseException:  # interrupted while waiting
+                        os.close(fd)
+                        raise
+                    if os.fstat(fd).st_nlink:
+                        self.held.append((fd, path))
+                        break
+                    os.close(fd)  # its last holder is done with it
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def __exit__(self, *_exception) -> None:
+        self.release()
+
+    def release(self) -> None:
+        for fd, path in self.held:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        self.held = []
 
 
 def _move_in(image: Image, staged: dict[int, str], rootfs_blobs) -> None:

@@ -406,17 +406,28 @@ def release_name(root: str, name: str, container_id: str) -> None:
 
 
 def prune_names(root: str) -> None:
-    """Remove the names whose containers are gone."""
+    """Remove the names whose containers are gone.
+
+    Every ``run --rm`` prunes: the names are looked at without the lock, which is taken
+    only if one is stale, so that runs at once do not queue for it (nor ``--name`` claims
+    behind them). Under the lock each is looked at again: a claim may have replaced it.
+    """
     directory = os.path.join(root, NAMES)
     try:
+        stale = [name for name in os.listdir(directory) if name_owner(root, name) is None]
+        if not stale:
+            return
         lock = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         return
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        for name in os.listdir(directory):
+        for name in stale:
             if name_owner(root, name) is None:
-                os.unlink(os.path.join(directory, name))
+                try:
+                    os.unlink(os.path.join(directory, name))
+                except FileNotFoundError:
+                    pass  # released meanwhile
     finally:
         os.close(lock)
 

@@ -106,6 +106,32 @@ def test_the_v2_tree_is_told_from_a_bind_mounted_part_of_it(tmp_path):
     assert cgroups.detect(str(path)).v2_mount == "/sys/fs/cgroup"
 
 
+def test_a_hierarchy_mounted_again_in_a_chroot_is_used_where_it_was_first(tmp_path):
+    """An image builder's chroot gets the host's cgroups (``mount --rbind /sys/fs/cgroup``)
+    for a while: containers started meanwhile must not use that copy, which goes away."""
+    path = tmp_path / "mountinfo"
+    again = "/var/tmp/build/rootfs/sys/fs/cgroup"
+    path.write_text(
+        MOUNTINFO["hybrid"]
+        + "36 31 0:33 / /sys/fs/cgroup/cpuset rw - cgroup cgroup rw,cpuset\n"
+        + f"90 80 0:32 / {again}/memory rw - cgroup cgroup rw,memory\n"
+        + f"91 80 0:33 / {again}/cpuset rw - cgroup cgroup rw,cpuset\n"
+        + f"92 80 0:38 / {again}/unified rw - cgroup2 cgroup2 rw\n"
+    )
+    layout = cgroups.detect(str(path))
+    assert layout.v1_mounts["memory"] == "/sys/fs/cgroup/memory"
+    assert layout.v1_cpuset == "/sys/fs/cgroup/cpuset"
+    assert layout.v2_mount == "/sys/fs/cgroup/unified"
+
+
+def test_own_v1_groups_are_read_once_for_every_controller(tmp_path):
+    path = tmp_path / "cgroup"
+    path.write_text("5:name=systemd:/s\n4:cpu,cpuacct:/a\n3:memory:/b\n0::/c\n")
+    paths = cgroups.own_v1_paths(str(path))
+    assert (paths["cpu"], paths["cpuacct"], paths["memory"]) == ("/a", "/a", "/b")
+    assert cgroups.own_v1_path("pids", str(path)) == "/"  # not mounted: the root
+
+
 def test_co_mounted_v1_controllers_share_one_group(tmp_path):
     path = tmp_path / "mountinfo"
     path.write_text(MOUNTINFO["v1"])
