@@ -782,16 +782,25 @@ def _v2_number(value: int, minus: int = 0) -> str:
 def is_frozen(directories: list[str]) -> bool:
     """Whether the container whose groups are ``directories`` is paused (see freeze)."""
     for directory in directories:
-        try:
-            with open(os.path.join(directory, "freezer.state")) as file:
-                return file.read().strip() == "FROZEN"
-        except FileNotFoundError:
-            pass
-        try:
-            return _read_keyed(directory, "cgroup.events").get("frozen") == 1
-        except FileNotFoundError:
-            pass
+        state = _read_if_there(os.path.join(directory, "freezer.state"))  # v1
+        if state is not None:
+            return state.strip() == "FROZEN"
+        events = _read_if_there(os.path.join(directory, "cgroup.events"))  # v2
+        if events is not None:
+            return "frozen 1" in events.splitlines()
     return False
+
+
+def _read_if_there(path: str) -> str | None:
+    """The file's text; None if it is missing, or is a file of a group being removed, which
+    answers ENODEV (cgroups(7)): as good as gone."""
+    try:
+        with open(path) as file:
+            return file.read()
+    except OSError as error:
+        if error.errno in (errno.ENOENT, errno.ENODEV):
+            return None
+        raise
 
 
 def _why_not_enabled(directory: str, controllers: list[str], error: OSError) -> str:
