@@ -407,7 +407,7 @@ def release_leftovers(directory: str) -> None:
     """What prune calls for a dead runtime's container: release what its network.json names."""
     path = os.path.join(directory, STATE_FILE)
     if not os.path.exists(path):
-        return  # --net none or host, or no lease yet: nothing to release (and no pyroute2)
+        return  # --net none or host, or no lease yet: nothing to release
     try:
         with open(path) as file:
             record = json.load(file)
