@@ -272,6 +272,22 @@ def remove_containers(home, state_root) -> None:
         )
 
 
+def run_benchmark(command: list[str], home, scratch, results) -> tuple:
+    """Run ``python COMMAND --json RESULTS`` as the bench tests do: MYCONTAINER_HOME
+    ``home``, TMPDIR ``scratch``, which the benchmark must leave empty. Returns the
+    CompletedProcess and the results (None if it wrote none)."""
+    completed = subprocess.run(
+        [sys.executable, *command, "--json", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MYCONTAINER_HOME": str(home), "TMPDIR": str(scratch)},
+    )
+    data = json.loads(results.read_text()) if results.exists() else None
+    assert list(scratch.iterdir()) == [], "the benchmark's directory was left"
+    return completed, data
+
+
 def leftover_state(state_root) -> list[str]:
     """What is in ``state_root`` besides an empty names directory."""
     from runtime import state

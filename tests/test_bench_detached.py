@@ -9,17 +9,15 @@ time is asserted (bench/README.md): the benchmark reports the issue's bar, it do
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
 import shutil
 import stat
-import subprocess
 import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_benchmark
 
 BENCH = os.path.join(REPO, "bench", "detached.py")
 PODMAN_RUNROOTS = "/tmp/mycontainer-bench-podman-*"
@@ -55,15 +53,7 @@ def bench(home, tmp_path):
     def run(*args: str) -> tuple[int, str, str, dict | None]:
         results = tmp_path / "results.json"
         runroots = set(glob.glob(PODMAN_RUNROOTS))  # podman's, when TMPDIR's path is too long
-        completed = subprocess.run(
-            [sys.executable, BENCH, *FAST, "--json", str(results), *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**os.environ, "MYCONTAINER_HOME": str(home), "TMPDIR": str(scratch)},
-        )
-        data = json.loads(results.read_text()) if results.exists() else None
-        assert list(scratch.iterdir()) == [], "the benchmark's directory was left"
+        completed, data = run_benchmark([BENCH, *FAST, *args], home, scratch, results)
         assert set(glob.glob(PODMAN_RUNROOTS)) == runroots, "podman's run root was left"
         left = processes_mentioning(str(scratch))
         assert left == [], f"processes were left: {left}"

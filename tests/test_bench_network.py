@@ -9,7 +9,6 @@ Tiny counts (2 runs, 2 and 3 at once, one round); no time or memory is asserted
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -21,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import REPO, cgroup_parent, host_mounts
+from conftest import REPO, cgroup_parent, host_mounts, run_benchmark
 
 BENCH = os.path.join(REPO, "bench", "network.py")
 FAST = ("--runs", "2", "--warmup", "0", "--parallel", "2,3", "--parallel-runs", "1")
@@ -56,15 +55,7 @@ def bench(home, tmp_path):
         watched = (home, scratch, "/sys/fs/cgroup", "/run/runc", "/run/mycontainer")
         mounts_before = host_mounts(*watched)
         network_before = host_network()
-        completed = subprocess.run(
-            [sys.executable, BENCH, *FAST, "--json", str(results), *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            env={**os.environ, "MYCONTAINER_HOME": str(home), "TMPDIR": str(scratch)},
-        )
-        data = json.loads(results.read_text()) if results.exists() else None
-        assert list(scratch.iterdir()) == [], "the benchmark's directory was left"
+        completed, data = run_benchmark([BENCH, *FAST, *args], home, scratch, results)
         assert host_mounts(*watched) == mounts_before, "a mount was left"
         assert host_network() == network_before, "the host's network changed"
         if data:
