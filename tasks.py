@@ -238,9 +238,10 @@ DOCS_PORT = 8000  # the Vagrantfile forwards it from the lab VM to the host's lo
 def docs(c, serve=False, live=False, port=DOCS_PORT):
     """Build the tutorial into site/ with mkdocs (strict: a broken link fails).
 
-    The built site needs no network: no fonts or scripts from the internet, and it opens from
-    the folder too (file://). --serve serves it with Python's http.server on every interface,
-    so the lab VM's forwarded port (the Vagrantfile) shows it on the host at localhost:PORT.
+    The built site needs no network: no fonts or scripts from the internet, and its pages open
+    from the folder too (file://; search needs it served). --serve serves it with Python's
+    http.server on every interface, so the lab VM's forwarded port (the Vagrantfile) shows it
+    on the host at localhost:PORT.
     """
     port = int(port)
     config = shlex.quote(os.path.join(HERE, "mkdocs.yml"))
