@@ -15,14 +15,14 @@ from steps import common
 NAMESPACES = namespaces.UTS
 
 
-def setup(options) -> None:
+def setup(hostname: str) -> None:
     """Runs inside the new namespaces, before the command: name the new UTS namespace."""
-    namespaces.set_hostname(options.hostname)
+    namespaces.set_hostname(hostname)
 
 
 def main(argv: list[str] | None = None) -> int:
     options = common.parse_args(__doc__, argv)
-    return common.run(NAMESPACES, lambda: setup(options), options.command)
+    return common.run(NAMESPACES, lambda: setup(options.hostname), options.command)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ setup = step1_uts.setup
 
 def main(argv: list[str] | None = None) -> int:
     options = common.parse_args(__doc__, argv)
-    return common.run(NAMESPACES, lambda: setup(options), options.command)
+    return common.run(NAMESPACES, lambda: setup(options.hostname), options.command)
 
 
 if __name__ == "__main__":

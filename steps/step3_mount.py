@@ -19,15 +19,15 @@ NAMESPACES = step2_pid.NAMESPACES | namespaces.MOUNT | namespaces.IPC
 MOUNTS = [entry for entry in filesystem.DEFAULT_MOUNTS if entry["type"] != "cgroup"]
 
 
-def setup(options) -> None:
+def setup(hostname: str, rootfs: str) -> None:
     """Step 2's setup, then make the rootfs the container's "/"."""
-    step2_pid.setup(options)
-    filesystem.enter_rootfs(options.rootfs, MOUNTS)
+    step2_pid.setup(hostname)
+    filesystem.enter_rootfs(rootfs, MOUNTS)
 
 
 def main(argv: list[str] | None = None) -> int:
     options = common.parse_args(__doc__, argv, rootfs=True)
-    return common.run(NAMESPACES, lambda: setup(options), options.command)
+    return common.run(NAMESPACES, lambda: setup(options.hostname, options.rootfs), options.command)
 
 
 if __name__ == "__main__":
