@@ -12,12 +12,16 @@ import sys
 from runtime import namespaces
 from steps import common
 
+# workshop TODO: the namespaces to unshare: a new UTS one, CLONE_NEWUTS (uts_namespaces(7))
 NAMESPACES = namespaces.UTS
+# workshop end
 
 
 def setup(hostname: str) -> None:
     """Runs inside the new namespaces, before the command: name the new UTS namespace."""
+    # workshop TODO: name the new UTS namespace `hostname`: sethostname(2)
     namespaces.set_hostname(hostname)
+    # workshop end
 
 
 def main(argv: list[str] | None = None) -> int:

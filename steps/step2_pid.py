@@ -13,7 +13,9 @@ import sys
 from runtime import namespaces
 from steps import common, step1_uts
 
+# workshop TODO: step 1's namespaces and a new PID one, CLONE_NEWPID (pid_namespaces(7))
 NAMESPACES = step1_uts.NAMESPACES | namespaces.PID
+# workshop end
 
 # Nothing new to set up inside: being born in the new namespace is the whole change.
 setup = step1_uts.setup

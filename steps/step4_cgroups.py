@@ -20,7 +20,10 @@ from runtime import cgroups, filesystem, namespaces
 from runtime.container import EXIT_OOM
 from steps import common, step3_mount
 
+# workshop TODO: step 3's namespaces and a new cgroup one, CLONE_NEWCGROUP
+#   (cgroup_namespaces(7))
 NAMESPACES = step3_mount.NAMESPACES | namespaces.CGROUP
+# workshop end
 
 
 def setup(hostname: str, rootfs: str, cgroup_v2: bool) -> None:
@@ -29,8 +32,11 @@ def setup(hostname: str, rootfs: str, cgroup_v2: bool) -> None:
     (The group itself was joined before the namespaces were made: see run.)
     """
     step3_mount.setup(hostname, rootfs)
+    # workshop TODO: on cgroup v2, mount the container's view of its group at /sys/fs/cgroup
+    #   (mount(2) of type cgroup2: cgroups(7))
     if cgroup_v2:
         filesystem.mount_cgroup2("/sys/fs/cgroup")
+    # workshop end
 
 
 def add_limit_options(parser) -> None:
@@ -47,7 +53,10 @@ def cgroup(memory: int | None, cpu_weight: int | None, pids_limit: int | None):
     """A cgroup of the container's own, with these limits written in its files; removed
     afterwards (rmdir(2): the kernel refuses while a process is left in it)."""
     group = cgroups.Cgroup(cgroups.detect(), f"step4-{os.getpid()}")
+    # workshop TODO: make the group, a directory in each hierarchy, and write its limits in its
+    #   files (memory.max, cpu.weight, pids.max on v2): cgroups(7)
     group.create(cgroups.docker_resources(memory, cpu_weight, pids_limit))
+    # workshop end
     print(f"step 4: the container's cgroup is {', '.join(group.directories)}", file=sys.stderr)
     try:
         yield group
@@ -55,13 +64,17 @@ def cgroup(memory: int | None, cpu_weight: int | None, pids_limit: int | None):
         group.remove()
 
 
-def run(group, namespaces: int, setup_inside, command: list[str], ready=None) -> int:
-    """common.run, the child joining ``group`` before it unshares; after an OOM kill, 137."""
-    code = common.run(namespaces, setup_inside, command, before_unshare=group.join, ready=ready)
+def run(group, flags: int, setup_inside, command: list[str], ready=None) -> int:
+    """common.run in namespaces ``flags``, the child joining ``group`` before it unshares;
+    after an OOM kill, 137."""
+    # workshop TODO: run it, the child joining the group before it unshares (it writes its pid
+    #   in cgroup.procs: cgroups(7)); after an OOM kill (memory.events), say so, return EXIT_OOM
+    code = common.run(flags, setup_inside, command, before_unshare=group.join, ready=ready)
     if group.oom_kills():
         print("step 4: killed by the kernel's OOM killer", file=sys.stderr)
         return EXIT_OOM
     return code
+    # workshop end
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,8 +24,11 @@ NAMESPACES = step4_cgroups.NAMESPACES
 
 def setup(hostname: str, layers: list[str], storage: str, cgroup_v2: bool) -> None:
     """Stack the image's layers at storage/root, then step 4's setup (which pivots into it)."""
+    # workshop TODO: mount an overlay of the layers (read-only, top first) and a writable upper
+    #   at storage/root (overlayfs(5): lowerdir, upperdir, workdir); step 4's setup there
     rootfs = filesystem.mount_layers(layers, storage)
     step4_cgroups.setup(hostname, rootfs, cgroup_v2)
+    # workshop end
 
 
 def add_image_argument(parser) -> None:

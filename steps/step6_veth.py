@@ -22,14 +22,19 @@ import sys
 from runtime import cgroups, container, image, namespaces, network, state
 from steps import common, step4_cgroups, step5_image
 
+# workshop TODO: step 5's namespaces and a new network one, CLONE_NEWNET
+#   (network_namespaces(7))
 NAMESPACES = step5_image.NAMESPACES | namespaces.NET
+# workshop end
 
 
 def setup(hostname: str, layers: list[str], storage: str, cgroup_v2: bool) -> None:
     """Step 5's setup, and ``lo`` up; the rest of the network is configured from outside,
     once this is done (see bridge_network)."""
     step5_image.setup(hostname, layers, storage, cgroup_v2)
+    # workshop TODO: bring the new namespace's loopback interface up (ip-link(8), netdevice(7))
     network.bring_up("lo")
+    # workshop end
 
 
 def add_publish_option(parser) -> None:
@@ -55,12 +60,15 @@ def bridge_network(publish: list[str]):
     net = None
     try:
         net = network.Network("bridge", publish, found.directory, name)
+        # workshop TODO: make sure the bridge and its NAT exist, and lease eth0 an address
+        #   (net.lease: ip-link(8) type bridge, nft(8) masquerade); print what it will be
         lease = net.lease()
         print(
             f"step 6: eth0 will be {lease['address']} on bridge {lease['bridge']}, "
             f"default route via {lease['gateway']}",
             file=sys.stderr,
         )
+        # workshop end
         yield net
     finally:
         if net:
@@ -86,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 v2 = group.layout.uses_v2
                 inside = functools.partial(setup, options.hostname, layers, storage, v2)
+                # workshop TODO: run it; while it waits at its gate, plug it in: a veth pair
+                #   (veth(4)), eth0 in its namespace, an address, a route (net.connect as ready)
                 return step4_cgroups.run(group, NAMESPACES, inside, command, ready=net.connect)
+                # workshop end
     except (
         image.ImageError,
         cgroups.CgroupError,

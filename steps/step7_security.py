@@ -31,13 +31,19 @@ def setup(
 ) -> None:
     """Step 6's setup (layers, mounts, pivot_root, lo); then hide paths and drop privileges."""
     step6_veth.setup(hostname, layers, storage, cgroup_v2)
+    # workshop TODO: mask /proc's revealing files, make /proc/sys and others read-only: bind
+    #   mounts in the new root (mount(2), MS_RDONLY; boundaries.protect_paths)
     boundaries.protect_paths()  # masks and read-only paths, in the new root
+    # workshop end
     # ``mycontainer run`` does the next two after the gate, around the switch to the image's
     # USER (runtime.process). The steps never switch users, so they can do it here: nothing
     # the init does after this (report, wait at the gate, close descriptors, execve) needs a
     # capability or a system call that the filter denies.
+    # workshop TODO: drop the capabilities (capabilities(7)), set no_new_privs (prctl(2)) and
+    #   install the seccomp(2) filter: boundaries.before_ and after_user_switch
     boundaries.before_user_switch()  # the bounding set
     boundaries.after_user_switch()  # the other sets, no_new_privs, seccomp
+    # workshop end
 
 
 def boundaries_of(cap_add: list[str], cap_drop: list[str], security_opt: list[str]):
@@ -89,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             step4_cgroups.cgroup(options.memory, options.cpu_weight, options.pids_limit) as group,
             step5_image.writable_layer() as storage,
         ):
+            # workshop TODO: allow the container only the default devices, on its cgroup (the
+            #   devices controller: cgroups(7); devices.restrict)
             devices.restrict(group)  # before any process of the container opens a device
+            # workshop end
             v2 = group.layout.uses_v2
             inside = functools.partial(setup, boundaries, options.hostname, layers, storage, v2)
             ready = net.connect if net else None
