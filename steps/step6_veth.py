@@ -84,20 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     add_publish_option(parser)
     options = common.parse(parser, argv, command_required=False)
     try:
-        with bridge_network(options.publish) as net:
-            layers, command = step5_image.find_image(options.image, options.command)
-            with (
-                step4_cgroups.cgroup(
-                    options.memory, options.cpu_weight, options.pids_limit
-                ) as group,
-                step5_image.writable_layer() as storage,
-            ):
-                v2 = group.layout.uses_v2
-                inside = functools.partial(setup, options.hostname, layers, storage, v2)
-                # workshop TODO: run it; while it waits at its gate, plug it in: a veth pair
-                #   (veth(4)), eth0 in its namespace, an address, a route (net.connect as ready)
-                return step4_cgroups.run(group, NAMESPACES, inside, command, ready=net.connect)
-                # workshop end
+        layers, command = step5_image.find_image(options.image, options.command)
+        with (
+            bridge_network(options.publish) as net,
+            step4_cgroups.cgroup(options.memory, options.cpu_weight, options.pids_limit) as group,
+            step5_image.writable_layer() as storage,
+        ):
+            v2 = group.layout.uses_v2
+            inside = functools.partial(setup, options.hostname, layers, storage, v2)
+            # workshop TODO: run it; while it waits at its gate, plug it in: a veth pair
+            #   (veth(4)), eth0 in its namespace, an address, a route (net.connect as ready)
+            return step4_cgroups.run(group, NAMESPACES, inside, command, ready=net.connect)
+            # workshop end
     except (
         image.ImageError,
         cgroups.CgroupError,

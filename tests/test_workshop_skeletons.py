@@ -154,7 +154,10 @@ def test_make_keeps_a_learners_edits(tmp_path):
     mine = tmp_path / "workshop" / "step1_uts.py"
     untouched = tmp_path / "workshop" / "step2_pid.py"
     mine.write_text(mine.read_text().replace("raise NotImplementedError(", "print(  # mine\n"))
-    untouched.unlink()
+    solution = tmp_path / "steps" / "step2_pid.py"  # changed since its skeleton was made
+    solution.write_text(solution.read_text().replace("CLONE_NEWPID", "CLONE_NEWPID, with care"))
+    gone = tmp_path / "workshop" / "step3_mount.py"
+    gone.unlink()
 
     def run(*args):
         return subprocess.run(
@@ -169,8 +172,10 @@ def test_make_keeps_a_learners_edits(tmp_path):
     assert result.stdout.splitlines() == [
         "workshop/step1_uts.py has your edits: left as it is (--force overwrites it)",
         "wrote workshop/step2_pid.py",
+        "wrote workshop/step3_mount.py",
     ]
     assert "# mine" in mine.read_text()
+    assert "CLONE_NEWPID, with care" in untouched.read_text() and gone.exists()
     assert run("--check").stdout == (
         "workshop/step1_uts.py is not what steps/step1_uts.py makes: run python -m workshop.make\n"
     )

@@ -36,7 +36,7 @@ TODO = re.compile(r"^(?P<indent> *)# workshop TODO: (?P<text>.*)$")
 MORE = re.compile(r"^ *#   (?P<text>.*)$")
 END = re.compile(r"^ *# workshop end$")
 STEP_IMPORT = re.compile(r"^from steps import (?P<names>.*)$")
-HASH = re.compile(r"^# \(skeleton (?P<hash>[0-9a-f]{12})\)")
+HASH = re.compile(r"^# \(skeleton (?P<hash>[0-9a-f]{12}),")
 
 
 class MarkerError(Exception):

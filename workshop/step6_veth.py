@@ -1,5 +1,5 @@
 # Step 6, for you to write: the TODOs say what to do and which man page to read.
-# (skeleton 9abd18d505d3, made from steps/step6_veth.py by python -m workshop.make)
+# (skeleton 823e05e337db, made from steps/step6_veth.py by python -m workshop.make)
 # ruff: noqa: F401, F841 (what the TODOs need is imported; some of it is yet unused)
 """Step 6: a network of its own, with a network namespace, a veth pair and a bridge.
 
@@ -85,20 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     add_publish_option(parser)
     options = common.parse(parser, argv, command_required=False)
     try:
-        with bridge_network(options.publish) as net:
-            layers, command = step5_image.find_image(options.image, options.command)
-            with (
-                step4_cgroups.cgroup(
-                    options.memory, options.cpu_weight, options.pids_limit
-                ) as group,
-                step5_image.writable_layer() as storage,
-            ):
-                v2 = group.layout.uses_v2
-                inside = functools.partial(setup, options.hostname, layers, storage, v2)
-                raise NotImplementedError(
-                    "TODO step 6: run it; while it waits at its gate, plug it in: a veth pair "
-                    "(veth(4)), eth0 in its namespace, an address, a route (net.connect as ready)"
-                )
+        layers, command = step5_image.find_image(options.image, options.command)
+        with (
+            bridge_network(options.publish) as net,
+            step4_cgroups.cgroup(options.memory, options.cpu_weight, options.pids_limit) as group,
+            step5_image.writable_layer() as storage,
+        ):
+            v2 = group.layout.uses_v2
+            inside = functools.partial(setup, options.hostname, layers, storage, v2)
+            raise NotImplementedError(
+                "TODO step 6: run it; while it waits at its gate, plug it in: a veth pair "
+                "(veth(4)), eth0 in its namespace, an address, a route (net.connect as ready)"
+            )
     except (
         image.ImageError,
         cgroups.CgroupError,
