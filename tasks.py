@@ -385,8 +385,21 @@ def vm_check(c, pytest_args=""):
     c.run(f"{python()} -m lab.vagrant_check {'-- ' + args if args else ''}".strip())
 
 
+@task(
+    help={
+        "check": "write nothing; fail if a skeleton is not what today's steps make",
+        "force": "overwrite the skeletons you have edited too",
+    }
+)
+def workshop(c, check=False, force=False):
+    """Write the learners' skeletons, workshop/stepN_*.py, from the steps (the solutions)."""
+    options = (" --check" if check else "") + (" --force" if force else "")
+    c.run(f"{python()} -m workshop.make{options}")
+
+
 namespace = Collection(rootfs, test, step, lint, docs, bench, syscall_table)
 namespace.add_collection(
     Collection("vm", vm_up, vm_ssh, vm_halt, vm_destroy, vm_status, vm_box, vm_check)
 )
 namespace.add_task(conformance)
+namespace.add_task(workshop)
