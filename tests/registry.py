@@ -69,6 +69,8 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"  # Registry.push fmt="v2s2"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 PLATFORMS = (("amd64", None), ("arm64", "v8"), ("arm", "v7"))  # multiarch_layout's variants
 COMMANDS = {
     "docker-registry": "apt-get install docker-registry",
@@ -273,7 +275,8 @@ class Registry:
 
     def push(self, source: str, name: str, *, all_platforms: bool = True, fmt: str = "") -> str:
         """``skopeo copy SOURCE docker://HOST/NAME`` (as PUSHER under auth); the digest of
-        the manifest (or index) pushed. ``fmt`` "v2s2" pushes docker's schema 2 instead."""
+        the manifest (or index) pushed. ``fmt`` "v2s2" converts to docker's media types:
+        schema 2 manifests, and an index to a manifest list."""
         creds = PUSHER if self.auth else None
         with tempfile.NamedTemporaryFile(dir=self.directory) as digest_file:
             command = ["copy", "--quiet", "--digestfile", digest_file.name]
@@ -565,6 +568,14 @@ def registry_factory(tmp_path, registry_certificates):
 def registry(registry_factory) -> Registry:
     """A plain-HTTP registry without auth, of this test's own."""
     return registry_factory()
+
+
+@pytest.fixture(scope="session")
+def debian_image() -> str:
+    """The OCI layout of :func:`debian_layout` (built once, minutes: for benchmarks)."""
+    if not shutil.which("debootstrap"):
+        pytest.skip("the Debian image needs debootstrap (apt-get install debootstrap)")
+    return debian_layout()
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pty
 import stat
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 from runtime import credentials
 from runtime.credentials import CredentialsError
 
-from conftest import REPO
+from conftest import REPO, read_until
 
 pytest_plugins = ["registry"]
 
@@ -326,3 +327,29 @@ def test_credentials_written_by_skopeo_login_are_read_and_logout_names_what_is_l
     assert logout.stdout == f"Not logged in to {registry.host}\n"
     left = f"{user_files['docker']} still has credentials for {registry.host}, used from there"
     assert logout.stderr == f"WARNING! {left}.\n"
+
+
+def test_login_asks_on_the_terminal_without_echoing_the_password(user_files, registry_factory):
+    registry = registry_factory(auth="basic", users={"alice": "wonderland"})
+    controller, terminal = pty.openpty()
+    login = subprocess.Popen(
+        [sys.executable, "-m", "runtime", "login", registry.host],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env=dict(os.environ, PYTHONPATH=REPO),
+    )
+    os.close(terminal)
+    try:
+        read_until(controller, b"Username: ")
+        os.write(controller, b"alice\n")
+        read_until(controller, b"Password: ")
+        os.write(controller, b"wonderland\n")
+        shown = read_until(controller, b"Login Succeeded")
+        assert login.wait(timeout=30) == 0
+    finally:
+        login.kill()
+        login.wait()
+        os.close(controller)
+    assert b"wonderland" not in shown  # typed, not echoed
+    assert credentials.lookup(registry.host) == ("alice", "wonderland")

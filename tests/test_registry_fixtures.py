@@ -100,6 +100,22 @@ def test_multiarch_index_resolves_to_each_platform(registry, test_layouts):
         assert (config["architecture"], config.get("variant")) == (architecture, variant)
 
 
+def test_docker_media_types_with_fmt_v2s2(registry, test_layouts):
+    """skopeo converts on the way in: docker's schema 2 manifest and manifest list, the
+    media types Docker Hub serves most images with."""
+    registry.push(f"oci:{test_layouts['layered']}:latest", "layered:docker", fmt="v2s2")
+    manifest = json.loads(inspect(registry, "layered:docker", "--raw").stdout)
+    assert manifest["mediaType"] == fixtures.DOCKER_MANIFEST
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    }
+    registry.push(f"oci:{test_layouts['multiarch']}:latest", "multi:docker", fmt="v2s2")
+    index = json.loads(inspect(registry, "multi:docker", "--raw").stdout)
+    assert index["mediaType"] == fixtures.DOCKER_LIST
+    assert {m["mediaType"] for m in index["manifests"]} == {fixtures.DOCKER_MANIFEST}
+    assert len(index["manifests"]) == len(fixtures.PLATFORMS)
+
+
 def test_tls_registry_is_trusted_through_its_ca_only(registry_factory, test_layouts):
     registry = registry_factory(tls=True)
     assert registry.url.startswith("https://127.0.0.1:")
