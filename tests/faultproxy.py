@@ -13,13 +13,19 @@ hits:
 * ``flip``: forward the whole body with the byte at ``offset`` (default: the middle) inverted;
 * ``stall``: wait ``seconds`` before the answer, or after ``after`` bytes of the body;
 * ``status``: answer ``status`` (429 with ``Retry-After: retry_after``, 500, 503...) with a
-  registry's JSON error body, without asking the registry.
+  registry's JSON error body, without asking the registry;
+* ``redirect``: answer ``status`` (default 307) with ``Location: location`` (``{path}`` in
+  it is the request's path), by default the proxy's own ``/_redirected{path}``: the blob
+  read from the registry's storage directory, with no auth and Range requests answered, as
+  registries send blobs to S3 or a CDN. A ``location`` on another scheme or host tests a
+  client's refusals.
 
 Range requests go through untouched (the registry serves them), so a client can resume after
-a drop; every request is kept in ``requests`` (method, path, Range header, fault, status) for
-tests to check what the client did. Standard library only (pytest for the fixture), one
-thread per connection. Test modules use the fixture with ``pytest_plugins = ["faultproxy"]``
-(PYTEST_DONT_REWRITE: they may import this module too).
+a drop. Every request is kept in ``requests`` (method, path, Range header, whether it carried
+an Authorization header, fault, status) for tests to check what the client did: a client
+must not send the registry's credentials where it was redirected. Standard library only
+(pytest for the fixture), one thread per connection. Test modules use the fixture with
+``pytest_plugins = ["faultproxy"]`` (PYTEST_DONT_REWRITE: they may import this module too).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import http.client
 import http.server
 import io
 import json
+import os
 import re
 import socket
 import ssl
@@ -40,7 +47,8 @@ import pytest
 
 BLOBS = r"^/v2/.+/blobs/sha256:[0-9a-f]{64}$"  # patterns for Fault.path
 MANIFESTS = r"^/v2/.+/manifests/"
-KINDS = ("drop", "truncate", "flip", "stall", "status")
+KINDS = ("drop", "truncate", "flip", "stall", "status", "redirect")
+REDIRECTED = "/_redirected"  # the proxy's "object storage": the registry's answer, unauthenticated
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
 ERROR_CODES = {429: "TOOMANYREQUESTS", 401: "UNAUTHORIZED", 403: "DENIED", 404: "NOT_FOUND"}
 CHUNK = 64 * 1024
@@ -55,8 +63,9 @@ class Fault:
     after: int | None = None  # bytes of body before drop/truncate/stall (default: half)
     offset: int | None = None  # flip's byte (default: the middle)
     seconds: float = 0.0  # stall's
-    status: int = 503  # status's
+    status: int = 503  # status's (redirect's: 307 unless given)
     retry_after: str | None = None  # status's Retry-After header
+    location: str | None = None  # redirect's target; {path} is the request's path
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -72,6 +81,7 @@ class Request:
     method: str
     path: str
     range: str | None
+    authorization: bool
     fault: str | None = None
     status: int | None = None
 
@@ -89,6 +99,7 @@ class FaultProxy:
     tls: bool = False
     certificate: tuple[str, str] | None = None  # (cert, key) to serve TLS with
     ca: str | None = None
+    storage: str | None = None  # the registry's storage directory, for /_redirected blobs
     faults: list[Fault] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
 
@@ -138,7 +149,9 @@ class FaultProxy:
         flips or stalls within it ("drop after 1 MiB" waits for a body of more than 1 MiB)."""
         with self.lock:
             for fault in self.faults:
-                before = fault.kind == "status" or (fault.kind == "stall" and fault.after is None)
+                before = fault.kind in ("status", "redirect") or (
+                    fault.kind == "stall" and fault.after is None
+                )
                 within = fault.offset if fault.kind == "flip" else fault.after
                 if (size is None) != before or (size is not None and (within or 0) >= size):
                     continue
@@ -150,7 +163,8 @@ class FaultProxy:
 
     def forward(self, handler: http.server.BaseHTTPRequestHandler) -> None:
         method, path = handler.command, handler.path
-        record = Request(method, path, handler.headers.get("Range"))
+        authorization = "Authorization" in handler.headers
+        record = Request(method, path, handler.headers.get("Range"), authorization)
         with self.lock:
             self.requests.append(record)
         body = read_request_body(handler)
@@ -160,8 +174,14 @@ class FaultProxy:
             if fault and fault.kind == "status":
                 record.status = fault.status
                 return self.answer_status(handler, fault)
+            if fault and fault.kind == "redirect":
+                record.status = self.redirect(handler, fault)
+                return None
             if fault and fault.kind == "stall" and fault.after is None:
                 self.stall(handler, fault.seconds)
+            if path.startswith(REDIRECTED + "/"):
+                with self.stored(path, handler.headers.get("Range")) as (status, headers, data):
+                    return self.relay(handler, status, headers, data, record)
             upstream = self.connect()
             try:
                 # Header by header: clients send several Accept lines, one per media type.
@@ -173,8 +193,12 @@ class FaultProxy:
                     upstream.putheader("Content-Length", str(len(body)))
                 upstream.endheaders(body)
                 response = upstream.getresponse()
-                record.status = response.status
-                self.relay(handler, response, record)
+                headers = response.getheaders()
+                if response.getheader("Content-Length") is None and method != "HEAD":
+                    data = response.read()  # chunked upstream: sent on with a length
+                    headers.append(("Content-Length", str(len(data))))
+                    response = io.BytesIO(data)
+                self.relay(handler, getattr(response, "status", 200), headers, response, record)
             finally:
                 upstream.close()
         except _Ended:
@@ -189,18 +213,43 @@ class FaultProxy:
             )
         return http.client.HTTPConnection(self.upstream, timeout=60)
 
-    def relay(self, handler, response: http.client.HTTPResponse, record: Request) -> None:
-        """Send ``response`` to the client, with a fault that cuts, flips or stalls its body."""
-        length, source = response.getheader("Content-Length"), response
-        if length is None and handler.command != "HEAD":
-            source = io.BytesIO(response.read())  # chunked upstream: sent on with a length
-            length = len(source.getvalue())
-        handler.send_response_only(response.status)
-        for name, value in response.getheaders():
+    @contextlib.contextmanager
+    def stored(self, path: str, byte_range: str | None):
+        """(status, headers, file) of a blob, read from the registry's storage directory as
+        object storage serves it: no registry, no auth, Range requests answered (RFC 9110)."""
+        found = re.search(r"/blobs/sha256:([0-9a-f]{64})$", path)
+        blob = found and os.path.join(
+            self.storage or "/nonexistent", "docker/registry/v2/blobs/sha256",
+            found.group(1)[:2], found.group(1), "data",
+        )  # fmt: skip
+        if not blob or not os.path.isfile(blob):
+            yield 404, [("Content-Length", "0")], io.BytesIO()
+            return
+        size = os.path.getsize(blob)
+        with open(blob, "rb") as file:
+            headers = [("Content-Type", "application/octet-stream"), ("Accept-Ranges", "bytes")]
+            asked = re.fullmatch(r"bytes=(\d+)-(\d*)", byte_range or "")
+            if not asked:
+                yield 200, [*headers, ("Content-Length", str(size))], file
+                return
+            start, end = int(asked.group(1)), min(int(asked.group(2) or size - 1), size - 1)
+            if start > end:
+                yield 416, [("Content-Range", f"bytes */{size}"), ("Content-Length", "0")], file
+                return
+            file.seek(start)
+            headers += [("Content-Range", f"bytes {start}-{end}/{size}")]
+            yield 206, [*headers, ("Content-Length", str(end - start + 1))], file
+
+    def relay(self, handler, status: int, headers: list, source, record: Request) -> None:
+        """Send an answer to the client, with a fault that cuts, flips or stalls its body."""
+        record.status = status
+        length = next((v for k, v in headers if k.lower() == "content-length"), None)
+        handler.send_response_only(status)
+        for name, value in headers:
             if name.lower() not in HOP_BY_HOP | {"content-length"}:
                 handler.send_header(name, value.replace(self.upstream, self.host))
         if length is not None:
-            handler.send_header("Content-Length", str(length))
+            handler.send_header("Content-Length", length)
         handler.end_headers()
         if handler.command == "HEAD":
             return
@@ -229,6 +278,15 @@ class FaultProxy:
         if self.closing.wait(seconds):
             end_connection(handler.connection, reset=True)
             raise _Ended
+
+    def redirect(self, handler, fault: Fault) -> int:
+        status = 307 if fault.status == 503 else fault.status  # 503: the field's default
+        location = (fault.location or self.url + REDIRECTED + "{path}").format(path=handler.path)
+        handler.send_response_only(status)
+        handler.send_header("Location", location)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+        return status
 
     def answer_status(self, handler, fault: Fault) -> None:
         code = ERROR_CODES.get(fault.status, "UNAVAILABLE")
@@ -284,6 +342,7 @@ def proxy_for(registry) -> FaultProxy:
         tls=registry.tls,
         certificate=(certificates.server, certificates.server_key),
         ca=certificates.ca,
+        storage=registry.storage,
     )
 
 

@@ -188,7 +188,10 @@ class TokenServer:
         account = None
         if authorization:
             kind, _, credentials = authorization.partition(" ")
-            user, _, password = base64.b64decode(credentials).decode().partition(":")
+            try:
+                user, _, password = base64.b64decode(credentials).decode().partition(":")
+            except ValueError:  # not base64, or not text: as wrong credentials
+                user = password = None
             if kind.lower() != "basic" or self.users.get(user) != password:
                 self.requests.append({"account": user, "scopes": query.get("scope", [])})
                 return 401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]}

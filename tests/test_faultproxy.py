@@ -14,7 +14,7 @@ import threading
 import time
 
 import pytest
-from faultproxy import BLOBS, MANIFESTS, FaultProxy
+from faultproxy import BLOBS, MANIFESTS, REDIRECTED, FaultProxy
 
 pytest_plugins = ["registry", "faultproxy"]
 ACCEPT = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
@@ -221,3 +221,40 @@ def test_skopeo_retries_through_429s_and_a_drop_not_a_truncation(served, tmp_pat
     proxy.add("truncate", path, after=50_000)
     truncated = skopeo_copy(proxy, tmp_path / "again")
     assert truncated.returncode != 0 and "unexpected EOF" in truncated.stderr
+
+
+def test_redirect_sends_blobs_to_storage_that_answers_ranges(served):
+    _, proxy, path, blob = served
+    proxy.add("redirect", BLOBS)
+    status, headers, _ = fetch(proxy.host, path)
+    assert (status, headers["Location"]) == (307, f"{proxy.url}{REDIRECTED}{path}")
+    stored = REDIRECTED + path
+    assert fetch(proxy.host, stored)[2] == blob
+    status, headers, body = fetch(proxy.host, stored, {"Range": "bytes=100-"})
+    assert (status, body) == (206, blob[100:])
+    assert headers["Content-Range"] == f"bytes 100-{len(blob) - 1}/{len(blob)}"
+    assert fetch(proxy.host, stored, {"Range": "bytes=5-9"})[2] == blob[5:10]
+    assert fetch(proxy.host, stored, {"Range": f"bytes={len(blob)}-"})[0] == 416
+    assert fetch(proxy.host, REDIRECTED + path.replace(path[-64:], "0" * 64))[0] == 404
+    proxy.add("drop", "^" + REDIRECTED, after=1000)  # faults apply there too
+    with pytest.raises((ConnectionResetError, http.client.IncompleteRead)):
+        fetch(proxy.host, stored)
+    # Elsewhere, and in plain HTTP: what a client on HTTPS must refuse to follow.
+    proxy.add("redirect", BLOBS, location="http://storage.invalid{path}", status=302)
+    status, headers, _ = fetch(proxy.host, path)
+    assert (status, headers["Location"]) == (302, f"http://storage.invalid{path}")
+    assert [r.authorization for r in proxy.requests] == [False] * len(proxy.requests)
+
+
+def test_skopeo_follows_a_redirect_of_a_token_registry(
+    registry_factory, test_layouts, fault_proxy, tmp_path
+):
+    registry = registry_factory(auth="token")
+    registry.push(f"oci:{test_layouts['layered']}:latest", "layered:v1")
+    proxy = fault_proxy(registry)
+    proxy.add("redirect", BLOBS, times=-1)
+    copy = skopeo_copy(proxy, tmp_path / "copy")
+    assert copy.returncode == 0, copy.stderr
+    redirected = [r for r in proxy.requests if r.path.startswith(REDIRECTED)]
+    assert len(redirected) == 4 and {r.status for r in redirected} == {200}  # config, 3 layers
+    assert all(r.authorization for r in proxy.requests if r.path.startswith("/v2/layered"))
