@@ -192,7 +192,7 @@ class TokenServer:
                 user, _, password = base64.b64decode(credentials).decode().partition(":")
             except ValueError:  # not base64, or not text: as wrong credentials
                 user = password = None
-            if kind.lower() != "basic" or self.users.get(user) != password:
+            if kind.lower() != "basic" or user not in self.users or self.users[user] != password:
                 self.requests.append({"account": user, "scopes": query.get("scope", [])})
                 return 401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]}
             account = user

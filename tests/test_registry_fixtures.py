@@ -181,6 +181,13 @@ def test_token_registry_enforces_the_scopes_it_granted(registry_factory, test_la
         "repository:private/layered:pull" in r["scopes"] and r["granted"] == [] for r in asked
     )
 
+    # Credentials that are no user's get no token at all, not an anonymous one.
+    for header in ("Basic !!!", "Basic //79", "Bearer x", "Basic " + fixtures.b64url(b"alice:x")):
+        request = urllib.request.Request(f"{realm}?service={fixtures.SERVICE}")
+        request.add_header("Authorization", header)
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(request, timeout=10)
+
     # A token for public/layered opens that repository and no other; a forged one opens nothing.
     url = f"{realm}?service={fixtures.SERVICE}&scope=repository:public/layered:pull"
     with urllib.request.urlopen(url, timeout=10) as response:
