@@ -24,7 +24,6 @@ import re
 import ssl
 import urllib.error
 import urllib.parse
-import urllib.request
 
 from runtime.credentials import normalize
 
@@ -115,6 +114,8 @@ def allows_plain_http(host: str) -> bool:
 
 def _get(url: str, authorization, host: str, tls_verify: bool, body: bool = False):
     """GET ``url`` -> (status, headers), or (status, body text) with ``body``."""
+    import urllib.request  # here: imported as on macOS (test_platform), it needs _scproxy
+
     request = urllib.request.Request(url, headers={"User-Agent": "mycontainer"})
     if authorization:
         request.add_unredirected_header("Authorization", authorization)
