@@ -35,7 +35,12 @@ def run(image: str, command: list[str], **options) -> int:
         _no_stdin()
     with images.StoreLock() as store:
         with interruptible():  # an image file may be imported: undone if interrupted
-            found = images.resolve(image, progress=progress_on_terminal())
+            found = images.resolve(
+                image,
+                progress=progress_on_terminal(),
+                pull=options.pop("pull", None) or "missing",
+                platform=options.pop("platform", None),
+            )
         entrypoint = options.pop("entrypoint", None)
         env = found.environment()
         for variables in options.pop("env_file", []):  # then --env, which wins, as docker's
