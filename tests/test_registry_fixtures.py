@@ -210,8 +210,9 @@ def test_serve_stops_the_registry_and_removes_its_files_on_failure(registry_cert
 def test_a_registry_that_cannot_start_says_why(registry_certificates, tmp_path):
     broken = copy.copy(registry_certificates)
     broken.server_key = str(tmp_path / "missing.key")
+    failed = "(?s)docker-registry exited with 1; its log:.*missing.key"
     with (
-        pytest.raises(RuntimeError, match="(?s)docker-registry exited with 1; its log:.*missing.key"),
+        pytest.raises(RuntimeError, match=failed),
         fixtures.serve(str(tmp_path / "r"), broken, tls=True),
     ):
         pass
