@@ -140,12 +140,14 @@ def _pull(reference: Reference, wanted, tls_verify: bool, quiet: bool) -> image.
 
 
 def _credentials(reference: Reference):
-    """The user's (name, secret) for the registry, from docker's and podman's files."""
+    """The user's (name, secret) for the registry, from the files ``mycontainer login``,
+    docker and podman write (runtime.credentials); None: anonymous."""
+    from runtime import credentials
+
     try:
-        from runtime import credentials
-    except ImportError:  # (login and its files: runtime.credentials)
-        return None
-    return credentials.lookup(reference.domain)
+        return credentials.lookup(reference.domain)
+    except credentials.CredentialsError as error:
+        raise ImageError(str(error)) from None
 
 
 def _digest(body: bytes) -> str:

@@ -173,7 +173,8 @@ class Client:
                 raise RegistryError(f"blob {digest}: {self._status_message(response, path)}")
             skip = received if response.status == 200 else 0  # a Range ignored: from 0 again
             try:
-                for chunk in response.stream(CHUNK, decode_content=False):
+                # read1: what has arrived, so that a connection lost midway loses nothing
+                while chunk := response.read1(CHUNK, decode_content=False):
                     if skip:
                         cut = min(skip, len(chunk))
                         chunk, skip = chunk[cut:], skip - cut
@@ -211,8 +212,8 @@ class Client:
             if ours and self.authorization:
                 sent["Authorization"] = self.authorization
             response = self._get(url, sent)
-            if response.status == 401 and ours and not authenticated:
-                challenge = response.headers.get("WWW-Authenticate", "")
+            challenge = response.headers.get("WWW-Authenticate", "")
+            if response.status == 401 and ours and not authenticated and challenge:
                 response.drain_conn()
                 self._authenticate(challenge)
                 authenticated = True
