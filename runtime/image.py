@@ -53,6 +53,7 @@ from runtime.removal import remove_tree
 
 DEFAULT_HOME = "/var/lib/mycontainer"
 RECORD_DETAILS = ("id", "created", "digest")  # what a record may hold besides (Image.details)
+PIPE_SIZE = 1 << 20  # bytes a layer's pipe holds while its unpacking catches up (pull)
 TEMPORARY_PREFIXES = (".unpacking-", ".staging-", ".busybox-oci-", ".tmp-", ".claim-")
 # The signals that end a command: an import holds them back while it moves its work in.
 ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -727,7 +728,13 @@ class _Download:
         if not _Download.hooked:
             os.register_at_fork(after_in_child=_close_fed_pipes)
             _Download.hooked = True
+        import fcntl
+
         self.read_fd, self.write_fd = os.pipe()
+        try:  # 1 MiB, not 64 KiB (pipe(7)): fewer, larger reads and writes, both ends
+            fcntl.fcntl(self.write_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:  # over /proc/sys/fs/pipe-max-size for a user without the capability
+            pass
         _Download.feeding.add(self.write_fd)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, args=(fetch, index, blob), daemon=True)

@@ -7,11 +7,17 @@ or must not leave, is exactly what the test sees.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import http.client
+import http.server
 import json
 import os
+import ssl
 import subprocess
 import sys
+import threading
+import urllib.parse
 
 import pytest
 import registry as fixtures
@@ -443,3 +449,117 @@ def test_a_config_over_the_bound_is_refused(store, registry):
     assert failed.returncode == 125
     assert "over the 4 MiB bound" in failed.stderr.splitlines()[-1], failed.stderr
     assert contents(store.home)["images"] == []
+
+
+# --- redirects, proxies --------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def redirector(target: str, certificates=None):
+    """A registry front on 127.0.0.1 that answers the ping itself and sends every other
+    request to ``target`` (a base URL) with a 307, as registries send blobs to object
+    storage; over TLS with the session's server certificate if ``certificates``. Yields
+    (its host, the requests it got: (path, their Authorization header))."""
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            seen.append((self.path, self.headers.get("Authorization")))
+            if self.path == "/v2/":
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+                return
+            self.send_response(307)
+            self.send_header("Location", target + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if certificates:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certificates.server, certificates.server_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_redirects_are_followed_but_never_from_https_to_http(store, layered, test_layouts):
+    with redirector(layered.url) as (host, seen):
+        pulled = store("pull", f"{host}/layered:v1")
+        assert pulled.returncode == 0, pulled.stderr
+        redirected = [path for path, _ in seen if "/blobs/" in path]
+        assert len(redirected) == 1 + len(layout_layers(test_layouts["layered"]))  # + config
+        assert store("rmi", f"{host}/layered:v1").returncode == 0
+    with redirector(layered.url, layered.certificates) as (host, seen):
+        name = f"{host}/layered:v1"
+        failed = store("pull", name, env={"SSL_CERT_FILE": layered.certificates.ca})
+        assert failed.returncode == 125
+        assert failed.stderr == (
+            f"mycontainer: error: pull {name}: /v2/layered/manifests/v1: redirected to plain "
+            f"HTTP ({layered.host}), refused: the bytes could be changed on their way\n"
+        )
+    assert contents(store.home)["images"] == []
+
+
+@contextlib.contextmanager
+def forward_proxy():
+    """An HTTP proxy on 127.0.0.1 (absolute-URI GETs, RFC 9112 3.2.2) that forwards to the
+    host each request names; yields (its URL, the URLs it forwarded)."""
+    forwarded = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            forwarded.append(self.path)
+            url = urllib.parse.urlsplit(self.path)
+            upstream = http.client.HTTPConnection(url.netloc, timeout=30)
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
+            upstream.request("GET", url.path + (f"?{url.query}" if url.query else ""),
+                             headers=headers)  # fmt: skip
+            answer = upstream.getresponse()
+            body = answer.read()
+            self.send_response(answer.status)
+            for name, value in answer.getheaders():
+                if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            upstream.close()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", forwarded
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_proxy_the_environment_names_is_used_unless_no_proxy_says(store, layered):
+    name = f"{layered.host}/layered:v1"
+    with forward_proxy() as (proxy, forwarded):
+        env = {"HTTP_PROXY": proxy, "http_proxy": proxy, "NO_PROXY": "", "no_proxy": ""}
+        pulled = store("pull", name, env=env)
+        assert pulled.returncode == 0, pulled.stderr
+        assert f"http://{layered.host}/v2/layered/manifests/v1" in forwarded
+        assert store("rmi", name).returncode == 0
+        count = len(forwarded)
+        bypassed = store("pull", name, env=dict(env, NO_PROXY="127.0.0.1", no_proxy="127.0.0.1"))
+        assert bypassed.returncode == 0, bypassed.stderr
+        assert len(forwarded) == count
