@@ -13,10 +13,12 @@ import http.client
 import http.server
 import json
 import os
+import signal
 import ssl
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 
 import pytest
@@ -563,3 +565,123 @@ def test_the_proxy_the_environment_names_is_used_unless_no_proxy_says(store, lay
         bypassed = store("pull", name, env=dict(env, NO_PROXY="127.0.0.1", no_proxy="127.0.0.1"))
         assert bypassed.returncode == 0, bypassed.stderr
         assert len(forwarded) == count
+
+
+def test_ctrl_c_midway_leaves_the_store_as_it_was(store, proxied, state_root):
+    proxy, name, bottom = proxied
+    proxy.add("stall", f"/blobs/{bottom}$", after=100_000, seconds=60)
+    environment = dict(os.environ, MYCONTAINER_HOME=str(store.home),
+                       MYCONTAINER_STATE=str(state_root))  # fmt: skip
+    environment["PYTHONPATH"] = REPO + os.pathsep + environment.get("PYTHONPATH", "")
+    pulling = subprocess.Popen(
+        [sys.executable, "-m", "runtime", "pull", name],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not any(r.path.endswith(bottom) for r in proxy.requests):
+            assert pulling.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)  # the other layers unpacked and waiting, the bottom one unpacking
+        pulling.send_signal(signal.SIGINT)
+        _, errors = pulling.communicate(timeout=30)
+    finally:
+        pulling.kill()
+    assert pulling.returncode == 130, errors
+    assert errors.endswith("mycontainer: error: interrupted by SIGINT\n")
+    assert contents(store.home) == {"images": [], "layers": [], "": []}
+
+
+@contextlib.contextmanager
+def odd_registry(content_type: str, body: bytes):
+    """A server that pings as a registry and answers every manifest with ``body`` of type
+    ``content_type``: what a broken or hostile registry, or a captive portal, may send."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            data = b"{}" if self.path == "/v2/" else body
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json" if data == b"{}" else content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "message"),
+    [
+        (SCHEMA1, json.dumps({"schemaVersion": 1, "name": "x", "fsLayers": []}).encode(),
+         "manifest v1 is of schema 1, which docker deprecated in 2016"),
+        ("application/json", json.dumps({"schemaVersion": 1, "fsLayers": []}).encode(),
+         "manifest v1 is of schema 1"),
+        ("text/html", b"<html>log in to the wifi</html>",
+         "manifest v1: the registry answered 'text/html', not an image manifest or index"),
+        (fixtures.OCI_MANIFEST, json.dumps({"schemaVersion": 2, "mediaType": fixtures.OCI_INDEX,
+                                            "manifests": []}).encode(),
+         f"says it is '{fixtures.OCI_INDEX}', but came as '{fixtures.OCI_MANIFEST}'"),
+        (fixtures.OCI_MANIFEST, b"{" + b" " * (5 << 20) + b"}",
+         "manifest v1 is 5242882 bytes, over the 4 MiB bound"),
+        (fixtures.OCI_MANIFEST, b"[1, 2]", "manifest v1 is not a JSON object"),
+    ],
+)  # fmt: skip
+def test_manifests_of_the_wrong_kind_are_refused(store, content_type, body, message):
+    with odd_registry(content_type, body) as host:
+        failed = store("pull", f"{host}/odd:v1")
+    assert failed.returncode == 125
+    assert failed.stderr.startswith(f"mycontainer: error: pull {host}/odd:v1: ")
+    assert message in failed.stderr and failed.stderr.count("\n") == 1, failed.stderr
+    assert contents(store.home)["images"] == []
+
+
+def test_progress_is_a_line_per_layer_redrawn_on_a_terminal(
+    store, layered, state_root, test_layouts
+):
+    import pty
+
+    environment = dict(os.environ, MYCONTAINER_HOME=str(store.home),
+                       MYCONTAINER_STATE=str(state_root), TERM="xterm")  # fmt: skip
+    environment["PYTHONPATH"] = REPO + os.pathsep + environment.get("PYTHONPATH", "")
+    controller, terminal = pty.openpty()
+    try:
+        pulled = subprocess.run(
+            [sys.executable, "-m", "runtime", "pull", f"{layered.host}/layered:v1"],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            timeout=120,
+        )
+        os.close(terminal)
+        terminal = -1
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO: the terminal's other end is closed
+            while chunk := os.read(controller, 65536):
+                shown += chunk
+    finally:
+        os.close(controller)
+        if terminal != -1:
+            os.close(terminal)
+    assert pulled.returncode == 0
+    screen = shown.decode()
+    assert "\x1b[3A" in screen  # three lines, redrawn in place
+    last = screen.rsplit("\x1b[3A", 1)[-1]  # the last picture: a line per layer, done
+    lines = [line.split(" (")[0] for line in last.split("\r\x1b[K")[1:]]
+    assert lines == [f"{d[7:19]}: pull complete" for d in layout_layers(test_layouts["layered"])]
+    assert last.count("pull complete") == 3, screen
