@@ -196,13 +196,13 @@ def resolve(reference: str, progress=None, pull: str = "missing", platform: str 
     ``--pull`` says (``missing``, ``always``, ``never``), the image of that name in its
     registry (runtime.pull), for ``platform`` (``os/arch[/variant]``, default this host's).
     """
-    path, _tag = split_reference(reference)
-    if pull == "always" and not os.path.exists(path):
+    if pull == "always" and not os.path.exists(split_reference(reference)[0]):
         return _pull(reference, platform, missing=False)
     name = normalize(reference)
     stored = None if name_problem(name) else _read_record(name)  # else never a stored name
     if stored:
         return stored
+    path, _tag = split_reference(reference)
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "oci-layout")):
         return Image(os.path.realpath(path), {}, [], directory=os.path.realpath(path))
     if os.path.isdir(path) or os.path.isfile(path):
