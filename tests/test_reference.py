@@ -76,3 +76,47 @@ def test_bad_references_say_what_is_wrong(text, why):
         parse(text)
     assert why in str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("host", "named", "allowed"),
+    [
+        ("localhost:5000", "", True),
+        ("127.0.0.1:5000", "", True),
+        ("127.1.2.3", "", True),
+        ("[::1]:5000", "", True),
+        ("registry.example:5000", "", False),
+        ("registry.example:5000", "other.example, registry.example:5000", True),
+        ("registry.example:5000", "registry.example", True),
+        ("registry.example", "registry.example:5000", False),
+        ("128.0.0.1", "", False),
+    ],
+)
+def test_which_registries_may_answer_in_plain_http(monkeypatch, host, named, allowed):
+    from runtime import registry
+
+    monkeypatch.setenv("MYCONTAINER_INSECURE_REGISTRIES", named)
+    assert registry.allows_plain_http(host) is allowed
+
+
+@pytest.mark.parametrize(
+    ("text", "platform"),
+    [
+        ("linux/amd64", ("linux", "amd64", None)),
+        ("linux/x86_64", ("linux", "amd64", None)),
+        ("Linux/ARM64/v8", ("linux", "arm64", "v8")),
+        ("linux/arm/v7", ("linux", "arm", "v7")),
+    ],
+)
+def test_platforms_are_named_as_docker(text, platform):
+    from runtime import pull
+
+    assert pull.parse_platform(text) == platform
+
+
+@pytest.mark.parametrize("text", ["linux", "linux/", "/amd64", "linux/arm/v7/x", ""])
+def test_a_bad_platform_says_the_form(text):
+    from runtime import pull
+
+    with pytest.raises(ValueError, match=r"^--platform is os/arch\[/variant\]"):
+        pull.parse_platform(text)
