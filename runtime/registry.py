@@ -77,6 +77,10 @@ class RegistryError(Exception):
     """What the registry answered, or failed to; one line, naming no secret."""
 
 
+class BodyBroken(RegistryError):
+    """The connection broke, or stalled, while an answer's body was read."""
+
+
 def timeout() -> urllib3.Timeout:
     """Connect and read timeouts; ``MYCONTAINER_REGISTRY_TIMEOUT`` (seconds) sets the read
     timeout (the time a stalled server is given, per read)."""
@@ -134,19 +138,12 @@ class Client:
         """(media type, body) of the manifest ``reference`` (a tag or a digest); at most
         ``limit`` bytes are read."""
         path = f"/v2/{self.repository}/manifests/{reference}"
-        response = self._request(path, {"Accept": ACCEPT})
-        if response.status != 200:
-            raise RegistryError(f"manifest {reference}: {self._status_message(response, path)}")
-        media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
-        return media_type, self._read_bounded(response, limit, f"manifest {reference}")
+        return self._whole(path, {"Accept": ACCEPT}, limit, f"manifest {reference}")
 
     def blob(self, digest: str, limit: int, what: str) -> bytes:
         """The blob ``digest`` (a config), whole, checked; at most ``limit`` bytes."""
         path = f"/v2/{self.repository}/blobs/{digest}"
-        response = self._request(path)
-        if response.status != 200:
-            raise RegistryError(f"{what} {digest}: {self._status_message(response, path)}")
-        data = self._read_bounded(response, limit, f"{what} {digest}")
+        _media_type, data = self._whole(path, {}, limit, f"{what} {digest}")
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             raise RegistryError(f"{what} {digest}: its content has another digest")
         return data
@@ -199,6 +196,23 @@ class Client:
         raise RegistryError(f"blob {digest}: {failure}, {ATTEMPTS} times")
 
     # --- requests --------------------------------------------------------------------
+
+    def _whole(self, path: str, headers: dict, limit: int, what: str) -> tuple[str, bytes]:
+        """(media type, body) of ``path``, read whole, at most ``limit`` bytes; a body cut
+        short is asked for again, with backoff."""
+        failure = None
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                time.sleep(BACKOFF * 2 ** (attempt - 1))
+            response = self._request(path, headers)
+            if response.status != 200:
+                raise RegistryError(f"{what}: {self._status_message(response, path)}")
+            media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
+            try:
+                return media_type, self._read_bounded(response, limit, what)
+            except BodyBroken as error:
+                failure = error
+        raise RegistryError(f"{failure}, {ATTEMPTS} times")
 
     def _request(self, path: str, headers: dict | None = None, url: str | None = None):
         """GET ``path`` on the registry (or ``url``), authenticating as a 401 asks, and
@@ -394,7 +408,7 @@ class Client:
         try:
             data = response.read(limit + 1, decode_content=True)
         except urllib3.exceptions.HTTPError as error:
-            raise RegistryError(f"{what}: {_cause(error)}") from error
+            raise BodyBroken(f"{what}: {_cause(error)}") from error
         finally:
             response.release_conn()
         if len(data) > limit:

@@ -685,3 +685,17 @@ def test_progress_is_a_line_per_layer_redrawn_on_a_terminal(
     lines = [line.split(" (")[0] for line in last.split("\r\x1b[K")[1:]]
     assert lines == [f"{d[7:19]}: pull complete" for d in layout_layers(test_layouts["layered"])]
     assert last.count("pull complete") == 3, screen
+
+
+@pytest.mark.parametrize("what", ["manifests/v1", "config"])
+def test_a_manifest_or_config_cut_short_is_asked_for_again(store, proxied, test_layouts, what):
+    proxy, name, _bottom = proxied
+    if what == "config":
+        with open(os.path.join(test_layouts["layered"], "index.json")) as file:
+            manifest = json.load(file)["manifests"][0]["digest"].split(":")[1]
+        with open(os.path.join(test_layouts["layered"], "blobs", "sha256", manifest)) as file:
+            what = "blobs/" + json.load(file)["config"]["digest"]
+    fault = proxy.add("drop", f"/{what}$", after=100, times=2)
+    pulled = store("pull", name)
+    assert pulled.returncode == 0, pulled.stderr
+    assert fault.hits == 2
