@@ -457,16 +457,26 @@ def test_a_config_over_the_bound_is_refused(store, registry):
 
 
 @contextlib.contextmanager
-def redirector(target: str, certificates=None):
+def redirector(target: str, certificates=None, password: str | None = None):
     """A registry front on 127.0.0.1 that answers the ping itself and sends every other
     request to ``target`` (a base URL) with a 307, as registries send blobs to object
-    storage; over TLS with the session's server certificate if ``certificates``. Yields
-    (its host, the requests it got: (path, their Authorization header))."""
+    storage; over TLS with the session's server certificate if ``certificates``; asking for
+    HTTP basic auth (user ``u``, ``password``) if given. Yields (its host, the requests it
+    got: (path, their Authorization header))."""
+    import base64
+
     seen = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             seen.append((self.path, self.headers.get("Authorization")))
+            expected = "Basic " + base64.b64encode(f"u:{password}".encode()).decode()
+            if password and self.headers.get("Authorization") != expected:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="test"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if self.path == "/v2/":
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
@@ -493,6 +503,20 @@ def redirector(target: str, certificates=None):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_credentials_are_not_sent_on_to_another_host(store, layered, tmp_path):
+    """A registry's Authorization header goes to that registry only: not to the object
+    storage that it redirects blobs to (a token there would be a token leaked)."""
+    with (
+        redirector(layered.url) as (storage, stored),
+        redirector(f"http://{storage}", password="pw-9") as (host, seen),
+    ):
+        pulled = store("pull", f"{host}/layered:v1", env=auth_file(tmp_path, host, "u", "pw-9"))
+        assert pulled.returncode == 0, pulled.stderr
+    assert all(authorization for path, authorization in seen if path != "/v2/")
+    assert [authorization for _path, authorization in stored] == [None] * len(stored)
+    assert len(stored) >= 4  # the manifest, the config and the three layers went there
 
 
 def test_redirects_are_followed_but_never_from_https_to_http(store, layered, test_layouts):
