@@ -76,6 +76,8 @@ def pull(
         return _pull(reference, wanted, tls_verify, quiet)
     except registry.RegistryError as error:
         raise ImageError(f"pull {reference}: {error}") from None
+    except imagesource.Malformed as error:
+        raise ImageError(f"pull {reference}: malformed image metadata: {error}") from None
     except ImageError as error:
         raise ImageError(f"pull {reference}: {error}", error.exit_code) from None
 
@@ -98,12 +100,15 @@ def _pull(reference: Reference, wanted, tls_verify: bool, quiet: bool) -> image.
         document = _manifest_document(media_type, body, chosen["digest"])
         if media_type not in MANIFEST_TYPES:
             raise ImageError(f"manifest {chosen['digest']}: an index in an index (refused)")
-    stored = _stored(reference.store_name)
-    if stored and stored.details.get("digest") == digest:
-        _say(quiet, f"{reference.store_name}: image is up to date")
-        return stored
     where = f"manifest {digest}"
     config_descriptor = imagesource.check_descriptor(document.get("config"), where, "config")
+    stored = _stored(reference.store_name)
+    if stored and (stored.details.get("digest"), stored.id) == (
+        digest,
+        config_descriptor["digest"],
+    ):
+        _say(quiet, f"{reference.store_name}: image is up to date")  # (same platform too)
+        return stored
     descriptors = imagesource.check_descriptors(document, where, "layers")
     for number, descriptor in enumerate(descriptors):
         size = descriptor.get("size")

@@ -162,7 +162,7 @@ def test_an_index_resolves_to_the_host_platform_or_the_one_asked(store, registry
             "run", "--rm", "--net", "none", "--pull", "never", name, "cat", "/etc/platform"
         )
         assert shown.stdout == f"{expected}\n", shown.stderr
-        assert store("rmi", name).returncode == 0
+    assert store("rmi", name).returncode == 0
     missing = store("pull", "--platform", "linux/s390x", name)
     assert missing.returncode == 125
     assert missing.stderr.splitlines() == [
@@ -647,6 +647,7 @@ def odd_registry(content_type: str, body: bytes):
 
 
 SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+DIGEST = "sha256:" + "ab" * 32
 
 
 @pytest.mark.parametrize(
@@ -664,6 +665,11 @@ SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+prettyjws"
         (fixtures.OCI_MANIFEST, b"{" + b" " * (5 << 20) + b"}",
          "manifest v1 is 5242882 bytes, over the 4 MiB bound"),
         (fixtures.OCI_MANIFEST, b"[1, 2]", "manifest v1 is not a JSON object"),
+        (fixtures.OCI_MANIFEST, json.dumps({"schemaVersion": 2, "config": {"digest": DIGEST},
+                                            "layers": [{"digest": DIGEST, "size": "9"}]}).encode(),
+         'malformed image metadata: manifest sha256:'),
+        (fixtures.OCI_MANIFEST, json.dumps({"schemaVersion": 2, "layers": []}).encode(),
+         'field "config" must be an object (it is missing)'),
     ],
 )  # fmt: skip
 def test_manifests_of_the_wrong_kind_are_refused(store, content_type, body, message):
