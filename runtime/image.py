@@ -187,17 +187,17 @@ class Image:
         return record
 
 
-def resolve(reference: str, progress=None, pull: str = "missing", platform: str | None = None):
+def resolve(reference: str, progress=None, pull: str = "never", pulling=None) -> Image:
     """The image ``reference`` names: a stored name, else a file or directory to import,
     else an image to pull from its registry.
 
     A locally stored image of that name wins; then an image file or OCI layout (imported on
     the fly, then stored); then a plain root filesystem directory; then, as docker's
-    ``--pull`` says (``missing``, ``always``, ``never``), the image of that name in its
-    registry (runtime.pull), for ``platform`` (``os/arch[/variant]``, default this host's).
+    ``--pull`` says (``missing``, ``always``: before all else; ``never``), the image that
+    ``pulling(reference)`` pulls from its registry (runtime.pull.for_run).
     """
     if pull == "always" and not os.path.exists(split_reference(reference)[0]):
-        return _pull(reference, platform, missing=False)
+        return pulling(reference)
     name = normalize(reference)
     stored = None if name_problem(name) else _read_record(name)  # else never a stored name
     if stored:
@@ -211,26 +211,9 @@ def resolve(reference: str, progress=None, pull: str = "missing", platform: str 
         raise ImageError(f"{path} is neither an image file nor a directory")
     if reference.split(":")[0] == "busybox":
         raise ImageError("image 'busybox' is not built yet: run 'invoke rootfs'")
-    if pull == "missing":
-        return _pull(reference, platform, missing=True)
+    if pull == "missing" and pulling:
+        return pulling(reference)
     raise ImageError(f"no such image, file or directory: {reference}")
-
-
-def _pull(text: str, platform: str | None, missing: bool) -> Image:
-    """Pull image ``text`` for ``run --pull``, if it is a reference at all."""
-    import sys
-
-    from runtime import pull, reference
-
-    try:
-        parsed = reference.parse(text)
-    except reference.ReferenceError as error:
-        if missing:  # a path, mistyped, more likely than a reference
-            raise ImageError(f"no such image, file or directory: {text}") from None
-        raise ImageError(str(error)) from None
-    if missing:
-        sys.stderr.write(f"Unable to find image '{parsed.store_name}' locally\n")
-    return pull.pull(parsed, platform=platform)
 
 
 def split_reference(reference: str) -> tuple[str, str | None]:
@@ -275,9 +258,11 @@ def matching(name: str) -> list[Image]:
     (the image pulled with that manifest digest, whatever its tag), or an image id or the
     start of one (``sha256:`` optional). ImageError if none."""
     normalized = normalize(name)
-    stored = None if name_problem(normalized) else _read_record(normalized)
-    if stored:
-        return [stored]
+    if not name_problem(normalized) and os.path.exists(_record_path(normalized)):
+        try:
+            return [_read_record(normalized)]
+        except ImageError:  # a broken record: rmi removes it, as its message says to
+            return [Image(normalized, {}, [])]
     repository, at, digest = normalized.partition("@")
     if at:
         found = [

@@ -82,6 +82,16 @@ def pull(
         raise ImageError(f"pull {reference}: {error}", error.exit_code) from None
 
 
+def for_run(text: str, platform: str | None) -> image.Image:
+    """Pull image ``text`` for ``run`` (``--pull``): a name that is no reference (a path,
+    mistyped) is said to be neither an image, a file nor a directory."""
+    try:
+        reference = parse(text)
+    except ReferenceError:
+        raise ImageError(f"no such image, file or directory: {text}") from None
+    return pull(reference, platform=platform)
+
+
 def _pull(reference: Reference, wanted, tls_verify: bool, quiet: bool) -> image.Image:
     client = registry.Client(
         reference.registry, reference.path, _credentials(reference), tls_verify

@@ -180,7 +180,7 @@ def test_run_pulls_what_it_lacks_as_pull_says(store, layered):
     assert never.stderr == f"mycontainer: error: no such image, file or directory: {name}\n"
     missing = store(*run, name, "cat", "/data/new.txt")
     assert (missing.returncode, missing.stdout) == (0, "new\n"), missing.stderr
-    assert missing.stderr.startswith(f"Unable to find image '{name}' locally\n")
+    assert missing.stderr.startswith(f"pulling {name} from {layered.host}\n")
     config_requests = len(layered.log().splitlines())
     again = store(*run, name, "true")  # missing: stored, so the registry hears nothing
     assert again.returncode == 0 and again.stderr == ""
