@@ -14,6 +14,7 @@ import http.server
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -539,12 +540,34 @@ def test_redirects_are_followed_but_never_from_https_to_http(store, layered, tes
 
 @contextlib.contextmanager
 def forward_proxy():
-    """An HTTP proxy on 127.0.0.1 (absolute-URI GETs, RFC 9112 3.2.2) that forwards to the
-    host each request names; yields (its URL, the URLs it forwarded)."""
+    """An HTTP proxy on 127.0.0.1 (absolute-URI GETs, RFC 9112 3.2.2; CONNECT tunnels for
+    HTTPS, RFC 9110 9.3.6) that forwards to the host each request names; yields (its URL,
+    the URLs it forwarded and the hosts it tunnelled to)."""
     forwarded = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def do_CONNECT(self) -> None:  # noqa: N802 (http.server's name)
+            forwarded.append(f"CONNECT {self.path}")
+            host, _, port = self.path.rpartition(":")
+            upstream = socket.create_connection((host, int(port)), timeout=30)
+            self.send_response(200)
+            self.end_headers()
+
+            def pump(source, sink) -> None:
+                with contextlib.suppress(OSError):
+                    while data := source.recv(65536):
+                        sink.sendall(data)
+                with contextlib.suppress(OSError):
+                    sink.shutdown(socket.SHUT_WR)
+
+            back = threading.Thread(target=pump, args=(upstream, self.connection), daemon=True)
+            back.start()
+            pump(self.connection, upstream)
+            back.join(timeout=30)
+            upstream.close()
+            self.close_connection = True
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             forwarded.append(self.path)
@@ -575,6 +598,17 @@ def forward_proxy():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_https_goes_through_the_proxys_tunnel(store, registry_factory, test_layouts):
+    registry = registry_factory(tls=True)
+    registry.push(f"oci:{test_layouts['layered']}:latest", "layered:v1")
+    with forward_proxy() as (proxy, forwarded):
+        env = {"HTTPS_PROXY": proxy, "https_proxy": proxy, "NO_PROXY": "", "no_proxy": ""}
+        env["SSL_CERT_FILE"] = registry.ca
+        pulled = store("pull", f"{registry.host}/layered:v1", env=env)
+        assert pulled.returncode == 0, pulled.stderr
+        assert f"CONNECT {registry.host}" in forwarded
 
 
 def test_the_proxy_the_environment_names_is_used_unless_no_proxy_says(store, layered):
