@@ -763,3 +763,31 @@ def test_a_manifest_or_config_cut_short_is_asked_for_again(store, proxied, test_
     pulled = store("pull", name)
     assert pulled.returncode == 0, pulled.stderr
     assert fault.hits == 2
+
+
+def test_pulls_at_once_unpack_each_layer_once(store, layered, state_root, test_layouts):
+    """Two pulls of one image, and a second name of it, at once: each layer is fetched and
+    unpacked by one of them (the store's claims, runtime.image._Claims), all succeed."""
+    layered.push(f"oci:{test_layouts['layered']}:latest", "twin:v1")
+    environment = dict(os.environ, MYCONTAINER_HOME=str(store.home),
+                       MYCONTAINER_STATE=str(state_root))  # fmt: skip
+    environment["PYTHONPATH"] = REPO + os.pathsep + environment.get("PYTHONPATH", "")
+    names = [f"{layered.host}/layered:v1", f"{layered.host}/layered:v1", f"{layered.host}/twin:v1"]
+    pulls = [
+        subprocess.Popen([sys.executable, "-m", "runtime", "pull", "-q", name], env=environment,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name in names
+    ]  # fmt: skip
+    results = [(p.wait(timeout=120), p.stdout.read(), p.stderr.read()) for p in pulls]
+    for pull in pulls:
+        pull.stdout.close()
+        pull.stderr.close()
+    assert [code for code, _, _ in results] == [0, 0, 0], results
+    layers = layout_layers(test_layouts["layered"])
+    assert [blob_requests(layered, digest) for digest in layers] == [1] * len(layers)
+    assert len(contents(store.home)["layers"]) == len(layers)
+    assert contents(store.home)[""] == []
+    for name in names[1:]:
+        result = store("run", "--rm", "--net", "none", "--pull", "never", name, "sh", "-c",
+                       MERGED_VIEW)  # fmt: skip
+        assert result.stdout == MERGED_EXPECTED, result.stderr
