@@ -64,7 +64,7 @@ PACKAGES = (
 )
 
 # Used when pyproject.toml is missing or unreadable (Python 3.10 has no tomllib).
-DEFAULT_REQUIREMENTS = ("click", "pytest", "pyroute2", "invoke")
+DEFAULT_REQUIREMENTS = ("click", "urllib3", "pytest", "invoke")
 
 # Dev extras that run on the host, never in the VM: installing them there
 # cost a minute of the first boot under TCG for nothing.

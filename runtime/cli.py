@@ -146,36 +146,129 @@ def load(file: str) -> int:
 
 
 @cli.command(context_settings=CONTEXT)
-def images() -> int:
-    """List the images in the store."""
+@click.argument("reference")
+@click.option("--platform", help="os/arch[/variant] of an image of several (default: the host's).")
+@click.option(
+    "--tls-verify",
+    type=click.BOOL,
+    default=True,
+    show_default=True,
+    help="Verify the registry's certificate; false also allows plain HTTP.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Print the digest only, no progress.")
+def pull(reference: str, platform: str | None, tls_verify: bool, quiet: bool) -> int:
+    """Pull an image from its registry into the store and print its digest.
+
+    REFERENCE is as docker's: alpine, alpine:3.20, ghcr.io/owner/name:tag,
+    localhost:5000/name, name@sha256:DIGEST. Layers already in the store are not fetched
+    again; each layer is unpacked while it downloads. Credentials come from 'mycontainer
+    login' (docker's ~/.docker/config.json, podman's auth.json). A registry on this machine
+    may answer in plain HTTP, so may those named in MYCONTAINER_INSECURE_REGISTRIES
+    (host[:port], comma-separated).
+    """
+    from runtime import exits
+    from runtime import pull as pulling
+
+    with exits.interruptible():
+        pulled = pulling.pull(reference, platform=platform, tls_verify=tls_verify, quiet=quiet)
+    click.echo(pulled.details.get("digest"))
+    return 0
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--digests", is_flag=True, help="Show the registry digest of each image too.")
+def images(digests: bool) -> int:
+    """List the images in the store: repository, tag, id, size, when it was created."""
+    rows = _image_rows(digests)
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        click.echo("   ".join(f"{cell:<{widths[i]}}" for i, cell in enumerate(row)).rstrip())
+    return 0
+
+
+def _image_rows(digests: bool) -> list[tuple[str, ...]]:
+    """The table of ``images``, heading first, as docker's: the id is the config's digest,
+    short; the size the layers' unpacked bytes; an image pulled by digest alone has no tag."""
+    from runtime import image, listing
+
+    heading = ("REPOSITORY", "TAG") + ("DIGEST",) * digests + ("IMAGE ID", "CREATED", "SIZE")
+    rows = [heading]
+    sizes: dict[str, int] = {}
+    for each in image.list_images():
+        if "@" in each.name:
+            repository, tag = each.name.partition("@")[0], "<none>"
+        else:
+            repository, _, tag = each.name.rpartition(":")
+        digest = (each.details.get("digest") or "<none>",) * digests
+        created = each.details.get("created")
+        ago = listing.ago(created) if created else ""
+        size = sum(_layer_size(diff_id, sizes) for diff_id in each.layers)
+        short_id = each.id.partition(":")[2][:12]
+        rows.append(
+            (repository, tag, *digest, short_id, f"{ago} ago" if ago else "N/A", _size(size))
+        )
+    return rows
+
+
+def _layer_size(diff_id: str, sizes: dict[str, int]) -> int:
+    """The bytes of a stored layer's files (each counted once per image that uses it, as
+    docker's SIZE)."""
+    import os
+
     from runtime import image
 
-    rows = [(i.name, len(i.layers), (i.config.get("Cmd") or [""])[0]) for i in image.list_images()]
-    width = max([len("IMAGE")] + [len(row[0]) for row in rows])
-    click.echo(f"{'IMAGE':<{width}}  LAYERS  CMD")
-    for name, count, command in rows:
-        click.echo(f"{name:<{width}}  {count:>6}  {command}")
-    return 0
+    if diff_id not in sizes:
+        total = 0
+        top = os.path.join(image.layers_root(), diff_id.partition(":")[2])
+        for directory, _subdirectories, files in os.walk(top):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(directory, name)).st_size
+                except FileNotFoundError:  # removed meanwhile
+                    pass
+        sizes[diff_id] = total
+    return sizes[diff_id]
+
+
+def _size(count: int) -> str:
+    """docker's sizes: decimal units, three significant digits (``7.8MB``, ``124MB``)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            value = count / scale
+            return f"{value:.3g}{unit}" if value < 1000 else f"{value:.0f}{unit}"
+    return f"{count}B"
 
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("names", nargs=-1, required=True)
 def rmi(names: tuple[str, ...]) -> int:
-    """Remove images from the store, with the layers no other image uses."""
-    from runtime import container, image, imagespec
+    """Remove images from the store, with the layers no other image uses.
+
+    NAME is a name (alpine, alpine:3.20, docker.io/library/alpine:3.20), REPOSITORY@DIGEST,
+    or an image id or its start, as 'mycontainer images' shows them.
+    """
+    from runtime import container, image
 
     container.check_host()
     with image.StoreLock(exclusive=True):  # no import or starting container meanwhile
         try:
             for name in names:
-                users = container.containers_using(imagespec.normalize(name))
-                if users:
+                found = image.matching(name)
+                if len(found) > 1 and not {"@", ":"} & set(name):
                     raise click.ClickException(
-                        f"image {name} is used by container {users[0][:12]}: "
-                        "remove it first ('mycontainer rm -f')"
+                        f"image id {name} is several images' ("
+                        + ", ".join(i.name for i in found)
+                        + "): remove them by name"
                     )
-                image.remove(name)
-                click.echo(f"removed {imagespec.normalize(name)}")
+                for each in found:
+                    users = container.containers_using(each.name)
+                    if users:
+                        raise click.ClickException(
+                            f"image {name} is used by container {users[0][:12]}: "
+                            "remove it first ('mycontainer rm -f')"
+                        )
+                    image.remove(each.name)
+                    click.echo(f"removed {each.name}")
         finally:  # the layers of the images removed before an error go too
             image.remove_unused_layers(container.layers_in_use())
     return 0

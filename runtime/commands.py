@@ -35,7 +35,12 @@ def run(image: str, command: list[str], **options) -> int:
         _no_stdin()
     with images.StoreLock() as store:
         with interruptible():  # an image file may be imported: undone if interrupted
-            found = images.resolve(image, progress=progress_on_terminal())
+            found = images.resolve(
+                image,
+                progress=progress_on_terminal(),
+                pull=options.pop("pull", None) or "missing",
+                pulling=_puller(options.pop("platform", None)),
+            )
         entrypoint = options.pop("entrypoint", None)
         env = found.environment()
         for variables in options.pop("env_file", []):  # then --env, which wins, as docker's
@@ -69,6 +74,17 @@ def run(image: str, command: list[str], **options) -> int:
         limit = f" (limit {format_size(config.memory)})" if config.memory else ""
         sys.stderr.write(f"mycontainer: container killed: out of memory{limit}\n")
     return code
+
+
+def _puller(platform: str | None):
+    """How ``run`` pulls IMAGE (runtime.image.resolve): imported only then."""
+
+    def pulling(reference: str):
+        from runtime import pull
+
+        return pull.for_run(reference, platform)
+
+    return pulling
 
 
 def _no_stdin() -> None:

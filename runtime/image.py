@@ -20,7 +20,9 @@ The store, under ``home()`` (``/var/lib/mycontainer``, or ``$MYCONTAINER_HOME``)
     layers/<hex of diff_id>/     one directory per layer, unpacked once, shared by images
     layers/.by-blob/<hex>        the diff_id of a root filesystem tarball of that sha256,
                                  which has no config to say it
-    images/<name>.json           name, config and the diff_ids of its layers, bottom first
+    images/<name>.json           name, config and the diff_ids of its layers, bottom first;
+                                 its id (the config's digest), when it was created, and for
+                                 a pulled image the digest of its manifest in the registry
     rootfs/busybox/              the busybox root filesystem that steps 3 and 4 use
     lock                         the store's lock (see StoreLock)
     layers/.claim-<hex>          locked by the import unpacking that layer now (_Claims)
@@ -42,6 +44,7 @@ from runtime.imagespec import (
     config_problem,
     digest_hex,
     escaped_name,
+    is_digest,
     name_problem,
     normalize,
     tag_problem,
@@ -49,6 +52,8 @@ from runtime.imagespec import (
 from runtime.removal import remove_tree
 
 DEFAULT_HOME = "/var/lib/mycontainer"
+RECORD_DETAILS = ("id", "created", "digest")  # what a record may hold besides (Image.details)
+PIPE_SIZE = 1 << 20  # bytes a layer's pipe holds while its unpacking catches up (pull)
 TEMPORARY_PREFIXES = (".unpacking-", ".staging-", ".busybox-oci-", ".tmp-", ".claim-")
 # The signals that end a command: an import holds them back while it moves its work in.
 ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -119,11 +124,32 @@ class StoreLock:
 class Image:
     """An image in the store (or a root filesystem directory run as it is)."""
 
-    def __init__(self, name: str, config: dict, layers: list[str], directory: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        config: dict,
+        layers: list[str],
+        directory: str | None = None,
+        details: dict | None = None,
+    ):
         self.name = name if directory else normalize(name)
         self.config = config  # the "config" object of the OCI image config: Cmd, Env...
         self.layers = layers  # diff_ids, bottom layer first
         self.directory = directory  # set for a plain root filesystem directory
+        # What ``images`` shows (RECORD_DETAILS): "id", the digest of the image's config;
+        # "created", its RFC 3339 time; "digest", its manifest's in the registry it came from
+        self.details = details or {}
+
+    @property
+    def id(self) -> str:
+        """The image's id, as docker's: the digest of its config. A root filesystem tarball
+        has none, nor had the records of older versions: then the digest of the record."""
+        if self.details.get("id"):
+            return self.details["id"]
+        import hashlib
+
+        text = json.dumps({"config": self.config, "layers": self.layers}, sort_keys=True)
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
     def lower_directories(self) -> list[str]:
         """The directories an overlay mount stacks, *top* layer first (overlayfs's order)."""
@@ -156,15 +182,22 @@ class Image:
         return {key: value for key, _, value in pairs if key}
 
     def record(self) -> dict:
-        return {"name": self.name, "config": self.config, "layers": self.layers}
+        record = {"name": self.name, "config": self.config, "layers": self.layers}
+        record.update((key, value) for key, value in self.details.items() if value)
+        return record
 
 
-def resolve(reference: str, progress=None) -> Image:
-    """The image ``reference`` names: a stored name, else a file or directory to import.
+def resolve(reference: str, progress=None, pull: str = "never", pulling=None) -> Image:
+    """The image ``reference`` names: a stored name, else a file or directory to import,
+    else an image to pull from its registry.
 
     A locally stored image of that name wins; then an image file or OCI layout (imported on
-    the fly, then stored); then a plain root filesystem directory.
+    the fly, then stored); then a plain root filesystem directory; then, as docker's
+    ``--pull`` says (``missing``, ``always``: before all else; ``never``), the image that
+    ``pulling(reference)`` pulls from its registry (runtime.pull.for_run).
     """
+    if pull == "always" and not os.path.exists(split_reference(reference)[0]):
+        return pulling(reference)
     name = normalize(reference)
     stored = None if name_problem(name) else _read_record(name)  # else never a stored name
     if stored:
@@ -178,6 +211,8 @@ def resolve(reference: str, progress=None) -> Image:
         raise ImageError(f"{path} is neither an image file nor a directory")
     if reference.split(":")[0] == "busybox":
         raise ImageError("image 'busybox' is not built yet: run 'invoke rootfs'")
+    if pull == "missing" and pulling:
+        return pulling(reference)
     raise ImageError(f"no such image, file or directory: {reference}")
 
 
@@ -217,9 +252,43 @@ def _remove_any(path: str) -> None:
         os.unlink(path)
 
 
+def matching(name: str) -> list[Image]:
+    """The stored images that ``name`` designates, as docker's ``rmi`` reads it: a name
+    (``alpine``, ``alpine:3.20``, ``docker.io/library/alpine:3.20``), ``REPOSITORY@DIGEST``
+    (the image pulled with that manifest digest, whatever its tag), or an image id or the
+    start of one (``sha256:`` optional). ImageError if none."""
+    normalized = normalize(name)
+    if not name_problem(normalized) and os.path.exists(_record_path(normalized)):
+        try:
+            return [_read_record(normalized)]
+        except ImageError:  # a broken record: rmi removes it, as its message says to
+            return [Image(normalized, {}, [])]
+    repository, at, digest = normalized.partition("@")
+    if at:
+        found = [
+            i
+            for i in list_images()
+            if i.details.get("digest") == digest and _repository(i) == repository
+        ]
+    else:
+        start = name.removeprefix("sha256:")
+        hexdigits = 0 < len(start) <= 64 and all(c in "0123456789abcdef" for c in start)
+        found = [i for i in list_images() if hexdigits and digest_hex(i.id).startswith(start)]
+    if not found:
+        raise ImageError(f"no such image: {name}")
+    return found
+
+
+def _repository(image: Image) -> str:
+    """``alpine`` of ``alpine:3.20`` or of ``alpine@sha256:...``."""
+    if "@" in image.name:
+        return image.name.partition("@")[0]
+    return image.name.rpartition(":")[0]
+
+
 def remove(name: str) -> None:
-    """Remove image ``name`` from the store; its layers stay for :func:`remove_unused_layers`.
-    (With the store locked exclusively, as rmi does.)"""
+    """Remove the image stored as ``name`` (Image.name); its layers stay for
+    :func:`remove_unused_layers`. (With the store locked exclusively, as rmi does.)"""
     path = _record_path(normalize(name))
     if not os.path.exists(path):
         raise ImageError(f"no such image: {name}")
@@ -279,7 +348,7 @@ def load(reference: str, progress=None) -> Image:
         with _Claims(_missing_layers(manifest)):  # the same layer, imported at once: once
             staged, diff_ids = _unpack_layers(source, manifest, progress)
             # (a rootfs tarball's diff_id is known only once it is unpacked)
-            image = Image(manifest.name, manifest.config, diff_ids)
+            image = Image(manifest.name, manifest.config, diff_ids, details=manifest.details)
             _move_in(image, staged, None if manifest.diff_ids else manifest.layers)
     return image
 
@@ -592,9 +661,159 @@ def _read_record_file(path: str) -> Image | None:
             raise ValueError("layers must be a list of digests")
         for diff_id in layers:
             digest_hex(diff_id)
+        details = {key: record[key] for key in RECORD_DETAILS if record.get(key) is not None}
+        for key, value in details.items():
+            if not isinstance(value, str) or (key != "created" and not is_digest(value)):
+                raise ValueError(f"{key} must be a " + ("string" if key == "created" else "digest"))
     except (ValueError, ImageError) as error:
         raise ImageError(
             f"the store's record {path} is broken ({error}): remove the image with "
             "'mycontainer rmi', then load it again"
         ) from None
-    return Image(record["name"], record["config"], layers)
+    return Image(record["name"], record["config"], layers, details=details)
+
+
+# --- importing streams (a pull) --------------------------------------------------------------
+
+
+def import_streams(manifest, fetch, parallel: int, report=None) -> Image:
+    """Import an image whose layer blobs arrive as streams (runtime.pull): each missing
+    layer is unpacked *while* it arrives, ``parallel`` at a time; the store changes all at
+    once or not at all, as with :func:`load`.
+
+    ``fetch(index, blob, write)`` passes the bytes of layer ``index`` to ``write``, in order,
+    and returns when they are all there (raising if they cannot be had); it runs in a thread
+    of its own. ``report(index, event)``, if given, is told ``"exists"``, ``"unpacking"``
+    (the bytes flow), ``"verifying"`` (all received) and ``"done"``.
+    """
+    with StoreLock(), _Claims(_missing_layers(manifest)):
+        staged, diff_ids = _unpack_streams(manifest, fetch, parallel, report or _no_report)
+        image = Image(manifest.name, manifest.config, diff_ids, details=manifest.details)
+        _move_in(image, staged, None)
+    return image
+
+
+def _no_report(_index: int, _event: str) -> None:
+    pass
+
+
+class _Download:
+    """A thread passing one layer's bytes from ``fetch`` into a pipe whose other end an
+    unpacking child reads (runtime.layer.start_unpack)."""
+
+    # The write ends of the pipes being fed: a child forked meanwhile (the next layer's
+    # unpacking) closes them, or a layer's reader would see no end of its pipe until all
+    # the children forked after it are gone.
+    feeding: set[int] = set()
+    hooked = False
+
+    def __init__(self, fetch, index: int, blob):
+        import threading
+
+        if not _Download.hooked:
+            os.register_at_fork(after_in_child=_close_fed_pipes)
+            _Download.hooked = True
+        import fcntl
+
+        self.read_fd, self.write_fd = os.pipe()
+        try:  # 1 MiB, not 64 KiB (pipe(7)): fewer, larger reads and writes, both ends
+            fcntl.fcntl(self.write_fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:  # over /proc/sys/fs/pipe-max-size for a user without the capability
+            pass
+        _Download.feeding.add(self.write_fd)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(fetch, index, blob), daemon=True)
+
+    def _run(self, fetch, index: int, blob) -> None:
+        try:
+            fetch(index, blob, self._write)
+        except BaseException as error:  # handed to the waiter, which says it
+            self.error = error
+        finally:
+            _Download.feeding.discard(self.write_fd)
+            os.close(self.write_fd)
+
+    def _write(self, data) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.write_fd, view) :]
+
+    def wait(self) -> BaseException | None:
+        """Until all the bytes are passed on, or could not be: the error, if any."""
+        while self.thread.is_alive():
+            self.thread.join(0.5)  # (a plain join() would hold back Ctrl-C)
+        return self.error
+
+
+def _close_fed_pipes() -> None:
+    for fd in list(_Download.feeding):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _unpack_streams(manifest, fetch, parallel: int, report) -> tuple[dict[int, str], list[str]]:
+    """As _unpack_layers, for layers that arrive through ``fetch`` (see import_streams)."""
+    from runtime import layer
+
+    os.makedirs(layers_root(), 0o700, exist_ok=True)
+    os.chmod(layers_root(), 0o700)
+    count = len(manifest.layers)
+    directories: list[str] = [""] * count
+    diff_ids: list[str] = [""] * count
+    staged: dict[int, str] = {}
+    running: list[tuple[int, tuple, _Download]] = []
+    unique = f"{os.getpid()}-{os.urandom(6).hex()}"
+    try:
+        missing = []
+        for index, diff_id in enumerate(manifest.diff_ids):
+            stored = os.path.join(layers_root(), digest_hex(diff_id))
+            if os.path.isdir(stored):
+                directories[index], diff_ids[index] = stored, diff_id
+                report(index, "exists")
+            else:
+                missing.append(index)
+        for index in missing:
+            staged[index] = os.path.join(layers_root(), f".unpacking-{unique}-{index}")
+            download = _Download(fetch, index, manifest.layers[index])
+            try:
+                job = layer.start_unpack(
+                    download.read_fd, staged[index], manifest.layers[index].media_type
+                )
+            finally:
+                os.close(download.read_fd)  # the child's now
+            download.thread.start()
+            running.append((index, job, download))
+            report(index, "unpacking")
+            if len(running) >= parallel:
+                _finish_stream(*running.pop(0), manifest, staged, directories, diff_ids, report)
+        while running:
+            _finish_stream(*running.pop(0), manifest, staged, directories, diff_ids, report)
+        for index in range(1, count):  # no layer may write through a lower layer's symlink
+            try:
+                layer.check_against_lower_layers(directories[index], directories[:index][::-1])
+            except layer.LayerError as error:
+                blob = _blob_name(manifest, index)
+                raise ImageError(f"image {manifest.name}: blob {blob}: {error}") from None
+    except BaseException:
+        for index, job, _download in running:
+            layer.abandon(job, staged[index])  # its download then fails to write, and ends
+        for staging in staged.values():
+            if os.path.lexists(staging):
+                remove_tree(staging)
+        raise
+    return staged, diff_ids
+
+
+def _finish_stream(index, job, download, manifest, staged, directories, diff_ids, report) -> None:
+    """Wait for layer ``index``'s download, then for its unpacking; check both."""
+    from runtime import layer
+
+    error = download.wait()
+    if error is not None and not isinstance(error, BrokenPipeError):
+        layer.abandon(job, staged[index])  # the download's failure is the cause
+        raise error
+    report(index, "verifying")  # (a broken pipe: the unpacking stopped, and says why)
+    _finish(index, job, manifest, staged, directories, diff_ids)
+    report(index, "done")

@@ -62,15 +62,24 @@ class Blob:
 
 
 class Manifest:
-    """The image the user picked: its name, its config, and its layers bottom first."""
+    """The image the user picked: its name, its config, and its layers bottom first; what
+    the store records of it besides (``details``: its id, created, digest; see Image)."""
 
-    def __init__(self, name: str, config: dict, diff_ids: list[str], layers: list[Blob]):
+    def __init__(
+        self,
+        name: str,
+        config: dict,
+        diff_ids: list[str],
+        layers: list[Blob],
+        details: dict | None = None,
+    ):
         if diff_ids and len(diff_ids) != len(layers):
             raise ImageError(f"image {name}: {len(layers)} layers but {len(diff_ids)} diff_ids")
         self.name = imagespec.check_name(imagespec.normalize(name))
         self.config = config
         self.diff_ids = diff_ids
         self.layers = layers
+        self.details = details or {}
 
 
 @contextlib.contextmanager
@@ -238,8 +247,8 @@ class OciLayout(Source):
     """An OCI image layout: index.json, then manifests and configs under blobs/."""
 
     def select(self, tag: str | None) -> Manifest:
-        index = _object(self.read_json("index.json", None, "index"), "index.json", "")
-        descriptor = _pick(_descriptors(index, "index.json"), tag, self.default_name)
+        index = check_object(self.read_json("index.json", None, "index"), "index.json", "")
+        descriptor = _pick(check_descriptors(index, "index.json"), tag, self.default_name)
         annotations = descriptor.get("annotations") or {}
         name = annotations.get(NAME_ANNOTATION) or _name(
             self.default_name, annotations.get(TAG_ANNOTATION) or tag
@@ -247,19 +256,21 @@ class OciLayout(Source):
         while descriptor.get("mediaType") in imagespec.INDEX_TYPES:  # nested index: by platform
             where = f"index {descriptor['digest']}"
             nested = self.read_json(_blob_path(descriptor), descriptor["digest"], "index")
-            descriptor = _pick(_descriptors(_object(nested, where, ""), where), None, name)
+            nested = check_object(nested, where, "")
+            descriptor = _pick(check_descriptors(nested, where), None, name)
         where = f"manifest {descriptor['digest']}"
         manifest = self.read_json(_blob_path(descriptor), descriptor["digest"], "manifest")
-        manifest = _object(manifest, where, "")
-        config_descriptor = _descriptor(manifest.get("config"), where, "config")
+        manifest = check_object(manifest, where, "")
+        config_descriptor = check_descriptor(manifest.get("config"), where, "config")
         config = self.read_json(
             _blob_path(config_descriptor), config_descriptor["digest"], "config"
         )
         layers = [
             Blob(d["digest"], d.get("mediaType") or "", _blob_path(d))
-            for d in _descriptors(manifest, where, "layers")
+            for d in check_descriptors(manifest, where, "layers")
         ]
-        return Manifest(name, *_image_config(config), layers)
+        details = {"id": config_descriptor["digest"], "created": created(config)}
+        return Manifest(name, *image_config(config), layers, details)
 
 
 class DockerArchive(Source):
@@ -270,7 +281,7 @@ class DockerArchive(Source):
         if not isinstance(everything, list):
             raise Malformed("manifest.json", "", "a list", everything)
         for number, entry in enumerate(everything):
-            _object(entry, "manifest.json", f"[{number}]")
+            check_object(entry, "manifest.json", f"[{number}]")
             _take(entry, "Config", str, "manifest.json", f"[{number}].Config")
             _strings(entry.get("Layers"), "manifest.json", f"[{number}].Layers")
             if entry.get("RepoTags") is not None:
@@ -285,12 +296,19 @@ class DockerArchive(Source):
         name = (entry.get("RepoTags") or [_name(self.default_name, tag)])[0]
         config = self.read_json(entry["Config"], _digest_in_path(entry["Config"]), "config")
         layers = [Blob(_digest_in_path(path), "", path) for path in entry["Layers"]]
-        return Manifest(name, *_image_config(config), layers)
+        details = {"id": _digest_in_path(entry["Config"]), "created": created(config)}
+        return Manifest(name, *image_config(config), layers, details)
 
 
-def _image_config(config) -> tuple[dict, list[str]]:
+def created(config) -> str | None:
+    """The config's ``created`` time (RFC 3339), if it is a string."""
+    value = config.get("created") if isinstance(config, dict) else None
+    return value if isinstance(value, str) and len(value) <= 64 else None
+
+
+def image_config(config) -> tuple[dict, list[str]]:
     """(the ``config`` object, the diff_ids) of an image config (config.md), checked."""
-    _object(config, "config", "")
+    check_object(config, "config", "")
     settings = {} if config.get("config") is None else config["config"]
     problem = imagespec.config_problem(settings)
     if problem:
@@ -306,7 +324,7 @@ def _image_config(config) -> tuple[dict, list[str]]:
 # --- the shapes of fields -------------------------------------------------------------------
 
 
-def _object(value, document: str, field: str) -> dict:
+def check_object(value, document: str, field: str) -> dict:
     if not isinstance(value, dict):
         raise Malformed(document, field, "an object", value)
     return value
@@ -333,9 +351,9 @@ def _digest(value, document: str, field: str) -> str:
     return value
 
 
-def _descriptor(value, document: str, field: str) -> dict:
+def check_descriptor(value, document: str, field: str) -> dict:
     """A descriptor (descriptor.md), with the fields mycontainer reads checked."""
-    _object(value, document, field)
+    check_object(value, document, field)
     _digest(value.get("digest"), document, f"{field}.digest")
     if value.get("mediaType") is not None:
         _take(value, "mediaType", str, document, f"{field}.mediaType")
@@ -344,16 +362,16 @@ def _descriptor(value, document: str, field: str) -> dict:
         raise Malformed(document, f"{field}.annotations", "an object of strings", annotations)
     platform = value.get("platform")
     if platform is not None:
-        _object(platform, document, f"{field}.platform")
-        for key in ("architecture", "os"):
+        check_object(platform, document, f"{field}.platform")
+        for key in ("architecture", "os", "variant"):
             if platform.get(key) is not None:
                 _take(platform, key, str, document, f"{field}.platform.{key}")
     return value
 
 
-def _descriptors(parent: dict, document: str, key: str = "manifests") -> list[dict]:
-    descriptors = _take(parent, key, list, document, key)
-    return [_descriptor(d, document, f"{key}[{number}]") for number, d in enumerate(descriptors)]
+def check_descriptors(parent: dict, document: str, key: str = "manifests") -> list[dict]:
+    items = _take(parent, key, list, document, key)
+    return [check_descriptor(d, document, f"{key}[{n}]") for n, d in enumerate(items)]
 
 
 class RootfsTarball:

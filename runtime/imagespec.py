@@ -37,24 +37,35 @@ class ImageError(Exception):
 
 def normalize(name: str) -> str:
     """The name as the store keeps it: ``busybox`` -> ``busybox:latest`` (no tag means
-    latest) and ``docker.io/library/busybox:1`` -> ``busybox:1`` (docker's short form)."""
-    for registry in ("docker.io/library/", "docker.io/"):
+    latest), ``docker.io/library/busybox:1`` and ``library/busybox:1`` -> ``busybox:1``
+    (docker's familiar form, runtime.reference); ``NAME@DIGEST`` keeps no tag."""
+    for registry in ("index.docker.io/", "docker.io/"):
         name = name.removeprefix(registry)
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+    if name.startswith("library/") and name.count("/") == 1:
+        name = name.removeprefix("library/")
+    if "@" in name or ":" in name.rsplit("/", 1)[-1]:
+        return name
+    return f"{name}:latest"
 
 
 def name_problem(name: str) -> str | None:
-    """What makes ``name`` (``REPOSITORY:TAG``, normalized) no name for the store, or None.
+    """What makes ``name`` (``REPOSITORY:TAG`` or ``REPOSITORY@DIGEST``, normalized) no
+    name for the store, or None.
 
     docker's grammar: REPOSITORY is components of letters, digits and separators (``._-``,
     neither first nor last) joined by ``/``, the first of several may be a registry's
     ``host:port``; TAG is at most 128 of the same characters, not starting with ``.`` or
     ``-``. And the record's file name must fit NAME_MAX (255 bytes).
     """
-    repository, _, tag = name.rpartition(":")
-    problem = tag_problem(tag)
-    if problem:
-        return problem
+    if "@" in name:  # REPOSITORY@DIGEST: an image pulled by digest alone
+        repository, _, digest = name.partition("@")
+        if not is_digest(digest):
+            return "a digest is sha256:<64 lower-case hex digits>"
+    else:
+        repository, _, tag = name.rpartition(":")
+        problem = tag_problem(tag)
+        if problem:
+            return problem
     components = repository.split("/")
     for position, component in enumerate(components):
         host, colon, port = component.partition(":")

@@ -61,6 +61,13 @@ def parse_env_file(path: str) -> list[tuple[str, str]]:
     return variables
 
 
+def parse_pull(text: str) -> str:
+    """``--pull``: when to pull IMAGE from its registry, as docker's (runtime.image.resolve)."""
+    if text not in ("missing", "always", "never"):
+        raise ValueError(f"--pull is missing, always or never (got {text!r})")
+    return text
+
+
 def parse_workdir(path: str) -> str:
     """``--workdir``: an absolute directory of the container (made if missing, as docker)."""
     if not path.startswith("/"):
@@ -107,6 +114,11 @@ RUN_OPTIONS = {
     ),
     "--cap-add": (parse_cap_add, "Add a capability (NET_ADMIN, CAP_NET_ADMIN, ALL). Repeatable."),
     "--cap-drop": (parse_cap_drop, "Drop a capability (as --cap-add; ALL drops all). Repeatable."),
+    "--pull": (
+        parse_pull,
+        "Pull IMAGE from its registry: missing (default: if not stored), always, never.",
+    ),
+    "--platform": (str, "Pull IMAGE for this platform, os/arch[/variant] (default: the host's)."),
     "--security-opt": (
         parse_security_opt,
         "no-new-privileges[=true|false] (default true), seccomp=unconfined or "

@@ -219,10 +219,18 @@ def test_load_names_the_image_and_images_lists_it(mycontainer, images):
     if "docker.tar" not in images:
         pytest.skip("skopeo is not installed (apt-get install skopeo; setup.sh does)")
     assert mycontainer("load", images["docker.tar"]).stdout == "twin:latest\n"
-    listing = mycontainer("images").stdout
-    assert "twin:latest" in listing and "busybox:latest" in listing
+    listing = [line.split() for line in mycontainer("images").stdout.splitlines()]
+    assert listing[0] == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    rows = {tuple(row[:2]): row[2:] for row in listing[1:]}
+    assert ("twin", "latest") in rows and ("busybox", "latest") in rows
+    # docker's IMAGE ID: the start of the config's digest, which docker save names it by
+    config = json.loads(
+        subprocess.check_output(["tar", "-xOf", images["docker.tar"], "manifest.json"])
+    )
+    assert rows["twin", "latest"][0] == config[0]["Config"].split("/")[-1][:12]
+    assert rows["twin", "latest"][-1].endswith(("kB", "MB"))
     assert mycontainer("rmi", "twin").returncode == 0
-    assert "twin:latest" not in mycontainer("images").stdout
+    assert "twin " not in mycontainer("images").stdout
 
 
 def layer_tree(home) -> dict[str, str]:
@@ -935,7 +943,7 @@ def test_rmi_racing_run_never_removes_the_layers_run_found(mycontainer, home, st
     test_rmi_waits_for_a_load_that_uses_a_layer_it_would_remove the lock, for certain.)"""
     layout = tmp_path / "raced"
     write_layout(layout, [rootfs_with(str(home / "rootfs/busybox"), "raced")])
-    run_command = ["run", "--rm", "--net", "none", "raced", "cat", "/which"]
+    run_command = ["run", "--rm", "--net", "none", "--pull", "never", "raced", "cat", "/which"]
     for delay in range(-6, 6):  # each started up to 60 ms before the other
         assert mycontainer("load", str(layout)).returncode == 0
         first, second = (["rmi", "raced"], run_command)[:: 1 if delay < 0 else -1]
