@@ -77,6 +77,10 @@ class RegistryError(Exception):
     """What the registry answered, or failed to; one line, naming no secret."""
 
 
+class CredentialsRefused(RegistryError):
+    """The registry, or its token server, refused the user name and secret we sent."""
+
+
 class BodyBroken(RegistryError):
     """The connection broke, or stalled, while an answer's body was read."""
 
@@ -106,10 +110,11 @@ def allows_plain_http(host: str) -> bool:
 
 class Client:
     """A registry's API for one repository, as one user: ``registry`` (``host[:port]``),
-    ``repository`` (``library/alpine``), ``credentials`` (user, secret) or None;
-    ``tls_verify`` False to accept any certificate (and plain HTTP)."""
+    ``repository`` (``library/alpine``; None for the ping alone, as ``login`` asks),
+    ``credentials`` (user, secret) or None; ``tls_verify`` False to accept any certificate
+    (and plain HTTP)."""
 
-    def __init__(self, registry: str, repository: str, credentials=None, tls_verify=True):
+    def __init__(self, registry: str, repository: str | None, credentials=None, tls_verify=True):
         self.registry = registry
         self.repository = repository
         self.credentials = credentials
@@ -131,6 +136,8 @@ class Client:
                 raise
             self.scheme = "http"  # it speaks no TLS; on this host, plain HTTP is allowed
             response = self._request("/v2/")
+        if response.status == 401 and self.authorization and self.credentials:
+            raise CredentialsRefused(self._status_message(response, "/v2/"))
         if response.status != 200:
             raise RegistryError(self._status_message(response, "/v2/"))
 
@@ -351,8 +358,11 @@ class Client:
             raise RegistryError(f"{self.registry} asks for an authentication we do not know")
 
     def _token(self, fields: dict) -> str:
-        """A token from the token server the challenge names, for pulling our repository."""
-        query = {"scope": f"repository:{self.repository}:pull"}
+        """A token from the token server the challenge names, for pulling our repository (no
+        scope without one: a login's); ``account`` names the user, as docker's client does."""
+        query = {"scope": f"repository:{self.repository}:pull"} if self.repository else {}
+        if self.credentials:
+            query["account"] = self.credentials[0]
         if fields.get("service"):
             query["service"] = fields["service"]
         realm = fields["realm"]
@@ -364,7 +374,7 @@ class Client:
         response = self._get(url, headers)
         try:
             if response.status in (401, 403) and self.credentials:
-                raise RegistryError(
+                raise CredentialsRefused(
                     f"{self.registry}: the token server refused our credentials "
                     f"({response.status}): 'mycontainer login {self.registry}' again"
                 )
@@ -423,6 +433,15 @@ def _basic(user: str, secret: str) -> str:
 def _cause(error: BaseException) -> str:
     """The root cause of a urllib3 error, in a few words (no URL query, no header)."""
     reason = getattr(error, "reason", None) or error
+    verify_message = getattr(reason.__context__, "verify_message", None) or getattr(
+        reason, "verify_message", None
+    )
+    if verify_message or "CERTIFICATE_VERIFY_FAILED" in str(reason):
+        return (
+            f"its certificate is not trusted (CERTIFICATE_VERIFY_FAILED: {verify_message}): "
+            "add its CA to /etc/docker/certs.d/HOST/ca.crt or SSL_CERT_FILE, "
+            "or use --tls-verify=false"
+        )
     if isinstance(reason, urllib3.exceptions.ReadTimeoutError) or "timed out" in str(reason):
         return "no answer in time (timed out)"
     if isinstance(reason, urllib3.exceptions.ProtocolError) and reason.args[1:]:

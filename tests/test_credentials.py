@@ -238,7 +238,8 @@ def test_login_with_the_token_flow_over_tls(user_files, registry_factory):
     assert untrusted.returncode == 125
     assert "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
     assert untrusted.stderr.startswith(
-        f"mycontainer: error: cannot reach {registry.host} (https://"
+        f"mycontainer: error: login to {registry.host} failed: cannot reach {registry.host}: "
+        "its certificate is not trusted"
     )
     wrong = mycontainer(
         "login", "-u", "alice", "--password-stdin", registry.host, stdin="rabbit", env_extra=trusted
