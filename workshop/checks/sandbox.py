@@ -27,6 +27,7 @@ PRELUDE = (
     'step() { "$WORKSHOP_PYTHON" -m "$WORKSHOP_MODULE" "$@"; }\n'
 )
 TRACEBACK = "Traceback (most recent call last):"
+INFORMATION = r"step \d: |Killed$"  # what a working step writes on stderr too
 
 
 @dataclass
@@ -42,9 +43,10 @@ class Result:
         return lines[-1].strip() if lines else ""
 
     def seen(self, what: str) -> str:
-        """``what`` was seen instead of the expected; and why the step failed, if it did."""
+        """``what`` was seen instead of the expected; and why the step failed, if it said."""
         why = failure(self.err)
-        return f"{what}; the step said: {why}" if why else what
+        news = why and not re.match(INFORMATION, why)  # not the steps' reports of progress
+        return f"{what}; the step said: {why}" if news else what
 
 
 class Program:
