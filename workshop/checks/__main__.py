@@ -148,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("invoke check: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # a fault of the checker's: one line, not its traceback
+        print(
+            f"invoke check: the checker failed ({error!r}): tell your instructor", file=sys.stderr
+        )
+        return 2
 
 
 if __name__ == "__main__":
