@@ -68,9 +68,10 @@ def joins_namespaces(program, pid) -> str | None:
     if result.code == 0 and seen == [HOSTNAME, "sleep"]:
         return None
     if len(seen) == 2:
-        wanted = {"the hostname": HOSTNAME, "PID 1": "sleep"}
+        wanted = (("the hostname", HOSTNAME), ("PID 1", "sleep"))
+        pairs = zip(wanted, seen, strict=True)
         differ = [f"{what} was {got!r}, not the container's {want!r}"
-                  for (what, want), got in zip(wanted.items(), seen) if got != want]  # fmt: skip
+                  for (what, want), got in pairs if got != want]  # fmt: skip
         return "inside, " + " and ".join(differ)
     return result.seen("the command could not print its hostname and PID 1")
 
