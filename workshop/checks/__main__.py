@@ -112,6 +112,7 @@ def run_checks(number: int, module: str, path: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # each verdict as soon as it is known
     options = parse(argv)
     number = options.number
     if options.module:
@@ -127,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         found = find_module(number, options.solution)
         if not found:
             print(
-                f"invoke check: there is no workshop/step{number}_*.py yet: the workshop's "
-                f"files are where you write your steps (--solution checks steps/ instead)",
+                f"invoke check: there is no workshop/step{number}_*.py, your step {number}, "
+                "yet: --solution checks the solution in steps/ instead",
                 file=sys.stderr,
             )
             return 2
