@@ -66,13 +66,21 @@ def shown(path: str) -> str:
 
 
 def wrapped(label: str, text: str) -> str:
-    return textwrap.fill(text, WIDTH, initial_indent=f"      {label}", subsequent_indent=" " * 8)
+    return textwrap.fill(
+        text,
+        WIDTH,
+        initial_indent=f"      {label}",
+        subsequent_indent=" " * 8,
+        break_long_words=False,  # a path or a call stays whole, to copy
+        break_on_hyphens=False,
+    )
 
 
 def run_checks(number: int, module: str, path: str) -> int:
     checks = importlib.import_module(f"workshop.checks.step{number}")
     program = sandbox.Program(module)
     counts = tries.load()
+    before = dict(counts)
     failed = 0
     print(f"step {number}: checking {module} ({shown(path)})")
     with checks.scene() as scene:
@@ -97,7 +105,8 @@ def run_checks(number: int, module: str, path: str) -> int:
             print(wrapped("seen: ", seen))
             print(wrapped(f"hint {level} of 3, {LEVELS[level - 1]}: ", check.hints[level - 1]))
     try:
-        tries.save(counts)
+        if counts != before:  # a first pass writes nothing
+            tries.save(counts)
     except OSError as error:
         print(f"(cannot remember the tries in {tries.path()}: {error.strerror})")
     total = len(checks.CHECKS)
