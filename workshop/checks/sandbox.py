@@ -67,6 +67,7 @@ class Program:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            errors="replace",  # whatever bytes the learner's program writes
             start_new_session=True,  # a process group of its own, to end it on a timeout
         )
 
@@ -77,8 +78,14 @@ class Program:
             out, err = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             stop(process)
-            out, err = process.communicate()
+            try:
+                out, err = process.communicate(timeout=5)
+            except subprocess.TimeoutExpired:  # a process of another group holds the pipes
+                out, err = "", ""
             return Result(-1, out, f"{err}\nit did not finish within {timeout:.0f} seconds\n")
+        except BaseException:  # Ctrl-C: its own session did not get it, so end it here
+            stop(process)
+            raise
         return Result(process.returncode, out, err)
 
     def start(self, script: str, **env: str) -> subprocess.Popen:
@@ -87,12 +94,33 @@ class Program:
 
 
 def stop(process: subprocess.Popen) -> None:
-    """Kill the process group of a script started by :class:`Program`, and reap it."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass  # it ended already
+    """Kill a script started by :class:`Program` and every process it started, whatever
+    their group, session or PID namespace (a container's init has its own); reap it."""
+    for pid in [process.pid, *descendants(process.pid)]:  # listed before any is killed
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it ended already
     process.wait()
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid`` in the process tree, from the parents' pids in
+    /proc/PID/stat (proc(5)): a container's processes have host pids there too."""
+    children: dict[int, list[int]] = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat") as file:
+                parent = int(file.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(name))
+    found, queue = [], [pid]
+    while queue:
+        below = children.get(queue.pop(), [])
+        found += below
+        queue += below
+    return found
 
 
 def failure(stderr: str) -> str:
