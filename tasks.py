@@ -140,7 +140,8 @@ def check(c, number, solution=False):
         raise Exit(f"invoke check: give the step's number, 1 to 8 (got {number!r})", code=2)
     line = f"-m workshop.checks {number}{' --solution' if solution else ''}"
     if can_run_here() or sys.platform == "linux":  # without root, the checker says: sudo
-        code = c.run(f"{python()} {line}", warn=True, pty=sys.stdout.isatty()).exited
+        with c.cd(HERE):  # where the workshop package is, wherever invoke was started
+            code = c.run(f"{python()} {line}", warn=True, pty=sys.stdout.isatty()).exited
     else:
         from invoke.exceptions import UnexpectedExit
 

@@ -4,7 +4,8 @@ A check runs the step's program, ``python -m MODULE ARGS``, from a small shell s
 calls it ``step``, as a learner types it. The script runs as root in new UTS, network and
 mount namespaces of its own (unshare(1)): a step that forgets to make a namespace of its
 own renames, rewires or mounts these throw-away ones, never the machine's (sethostname(2)
-before unshare(2) would rename the host). In there "/" is made shared, as systemd makes it
+before unshare(2) would rename the host). The sandbox is named ``workshop-host``, and in
+there "/" is made shared, as systemd makes it
 on most machines (mount_namespaces(7)): a mount that the step leaks spreads as it would on
 theirs, where the check can see it.
 """
@@ -22,8 +23,9 @@ from dataclasses import dataclass
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMEOUT = 90  # seconds; a step run takes one or two, more on a loaded VM
 SANDBOX = ["unshare", "--uts", "--net", "--mount", "--propagation", "private"]
+HOSTNAME = "workshop-host"  # the sandbox's: what a step shows of "the host" is the same anywhere
 PRELUDE = (
-    "mount --make-rshared / || exit 125\n"
+    f"mount --make-rshared / && hostname {HOSTNAME} || exit 125\n"
     'step() { "$WORKSHOP_PYTHON" -m "$WORKSHOP_MODULE" "$@"; }\n'
 )
 TRACEBACK = "Traceback (most recent call last):"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+from workshop.checks import sandbox
 from workshop.checks.check import Check
 
 NAME = "workshop-box"
@@ -18,12 +19,14 @@ def hostname_inside(program, _scene) -> str | None:
     result = program.run(f"step --hostname {NAME} -- hostname")
     if result.code == 0 and result.last_line() == NAME:
         return None
+    if result.last_line() == sandbox.HOSTNAME:
+        return f"'hostname' inside printed {sandbox.HOSTNAME!r}, the host's name, not {NAME!r}"
     return result.seen(f"'hostname' inside printed {result.last_line()!r}, not {NAME!r}")
 
 
 def host_keeps_its_hostname(program, _scene) -> str | None:
-    result = program.run(f"hostname workshop-host; step --hostname {NAME} -- true; hostname")
-    if result.last_line() == "workshop-host":
+    result = program.run(f"step --hostname {NAME} -- true; hostname")
+    if result.last_line() == sandbox.HOSTNAME:
         return None
     return result.seen(
         f"the host's hostname became {result.last_line()!r} (the checker gave your step a "
