@@ -137,7 +137,11 @@ def check(c, number, solution=False):
     Runs workshop/stepN_*.py as a user would; a failed check's hint gets more specific on
     each failed try (python -m workshop.checks)."""
     if not number.isdigit():
-        raise Exit(f"invoke check: give the step's number, 1 to 8 (got {number!r})", code=2)
+        raise Exit(
+            f"invoke check: give the step's number, 1 to 8 (got {number!r}; "
+            "'invoke --help check' lists the options)",
+            code=2,
+        )
     line = f"-m workshop.checks {number}{' --solution' if solution else ''}"
     if can_run_here() or sys.platform == "linux":  # without root, the checker says: sudo
         with c.cd(HERE):  # where the workshop package is, wherever invoke was started

@@ -208,7 +208,8 @@ def test_the_invoke_task(home, tmp_path):
     wrong = subprocess.run([*invoke, "two"], **run)
     assert (wrong.returncode, wrong.stderr) == (
         2,
-        "invoke check: give the step's number, 1 to 8 (got 'two')\n",
+        "invoke check: give the step's number, 1 to 8 (got 'two'; 'invoke --help check' "
+        "lists the options)\n",
     )
 
 
