@@ -124,4 +124,4 @@ def layered_image():
         finally:
             from runtime import removal
 
-            removal.remove_tree(store)  # the store's layers are read-only
+            removal.remove_tree(store)  # what the step left there too, mounts included
