@@ -23,9 +23,12 @@ fi
 # (pgrep, ps) for the docs' checked transcripts; umoci and skopeo, which build the tests'
 # images; capsh (libcap2-bin) to decode capability sets; runc and crun to benchmark against,
 # and debootstrap for the Debian image of `invoke bench --image`; podman (with conmon) and
-# containerd, the engines that drive mycontainer-oci in tests/test_engines.py.
+# containerd, the engines that drive mycontainer-oci in tests/test_engines.py; docker-registry
+# (distribution), openssl and apache2-utils (htpasswd), the registry the pull tests start
+# (tests/registry.py).
 PACKAGES="python3 python3-venv busybox-static iproute2 util-linux nftables iptables xz-utils
-cpio procps libcap2-bin umoci skopeo runc crun debootstrap podman conmon containerd"
+cpio procps libcap2-bin umoci skopeo runc crun debootstrap podman conmon containerd
+docker-registry openssl apache2-utils"
 missing=""
 for package in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"
@@ -35,6 +38,14 @@ if [ -n "$missing" ]; then
     apt-get update -qq
     # Only these: recommends would add (and time) what the lab never uses.
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    # The package starts a registry for the whole machine on port 5000 under systemd; the
+    # tests start their own, on 127.0.0.1, and want no service listening on every interface.
+    case " $missing " in
+    *" docker-registry "*)
+        if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+            systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+        fi ;;
+    esac
 fi
 
 PYTHON=${PYTHON:-python3}

@@ -259,10 +259,52 @@ def syscall_table(c):
         file.write("\n".join(lines) + "\n")
 
 
-@task(help={"serve": "serve on localhost:8000 with live reload instead of building"})
-def docs(c, serve=False):
-    """Build the tutorial with mkdocs (strict: a broken link fails)."""
-    c.run(f"{python()} -m mkdocs {'serve' if serve else 'build --strict'}")
+DOCS_PORT = 8000  # the Vagrantfile forwards it from the lab VM to the host's localhost
+
+
+@task(
+    help={
+        "serve": "then serve the built site on 0.0.0.0:PORT: here, to the room, or from the lab VM",
+        "live": "serve on localhost:PORT instead, rebuilt and reloaded as you write (mkdocs serve)",
+        "port": f"the port of --serve and --live (default {DOCS_PORT})",
+    }
+)
+def docs(c, serve=False, live=False, port=DOCS_PORT):
+    """Build the tutorial into site/ with mkdocs (strict: a broken link fails).
+
+    The built site needs no network: no fonts or scripts from the internet, and its pages open
+    from the folder too (file://; search needs it served). --serve serves it with Python's
+    http.server on every interface, so the lab VM's forwarded port (the Vagrantfile) shows it
+    on the host at localhost:PORT.
+    """
+    port = int(port)
+    config = shlex.quote(os.path.join(HERE, "mkdocs.yml"))
+    site = os.path.join(HERE, "site")
+    if live:
+        c.run(f"{python()} -m mkdocs serve --config-file {config} --dev-addr localhost:{port}")
+        return
+    c.run(
+        f"{python()} -m mkdocs build --strict --config-file {config} --site-dir {shlex.quote(site)}"
+    )
+    if serve:
+        import functools
+        import http.server
+
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=site)
+        try:
+            server = http.server.ThreadingHTTPServer(("0.0.0.0", port), handler)
+        except OSError as error:
+            raise Exit(
+                f"invoke docs: cannot serve on port {port} ({error.strerror}): "
+                "pick another with --port",
+                code=1,
+            ) from None
+        print(f"serving the docs on http://localhost:{port}/ (Ctrl-C stops)", flush=True)
+        with server:
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                pass
 
 
 @task(
@@ -377,8 +419,21 @@ def vm_check(c, pytest_args=""):
     c.run(f"{python()} -m lab.vagrant_check {'-- ' + args if args else ''}".strip())
 
 
+@task(
+    help={
+        "check": "write nothing; fail if a skeleton is not what today's steps make",
+        "force": "overwrite the skeletons you have edited too",
+    }
+)
+def workshop(c, check=False, force=False):
+    """Write the learners' skeletons, workshop/stepN_*.py, from the steps (the solutions)."""
+    options = (" --check" if check else "") + (" --force" if force else "")
+    c.run(f"{python()} -m workshop.make{options}")
+
+
 namespace = Collection(rootfs, test, step, check, lint, docs, bench, syscall_table)
 namespace.add_collection(
     Collection("vm", vm_up, vm_ssh, vm_halt, vm_destroy, vm_status, vm_box, vm_check)
 )
 namespace.add_task(conformance)
+namespace.add_task(workshop)

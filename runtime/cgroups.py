@@ -472,15 +472,15 @@ class Cgroup:
             _check_unused(directory)
         made: list[str] = []  # what we make, parents first: removed deepest first on failure
         try:
-            if self.layout.uses_v2:
-                self._enable_v2_controllers()
             for directory in self.directories:
                 chain, missing = [], directory
                 while not os.path.isdir(missing):
                     chain.append(missing)
                     missing = os.path.dirname(missing)
                 made += reversed(chain)
-                os.makedirs(directory, exist_ok=True)
+                _make_group(directory)
+            if self.layout.uses_v2:  # once our group is in it: then no remove() can take the parent
+                self._enable_v2_controllers()
             if "cpuset" in self.paths and not self.layout.uses_v2:
                 _fill_v1_cpuset(self.layout.v1_cpuset, self.paths["cpuset"])
             self.set(self.resources)
@@ -598,7 +598,6 @@ class Cgroup:
         wanted |= {name.split(".")[0] for name in self.resources.get("unified") or {}}
         wanted &= set(self.paths)
         parent = self.parents[0]
-        os.makedirs(parent, exist_ok=True)
         below = os.path.relpath(parent, self.layout.v2_mount).split(os.sep)
         below = [] if below == ["."] else below
         for depth in range(len(below) + 1):
@@ -824,9 +823,28 @@ def _why_not_enabled(directory: str, controllers: list[str], error: OSError) -> 
     return f"{what}: {error.strerror}"
 
 
+def _make_group(directory: str, tries: int = 5) -> None:
+    """os.makedirs(directory), again if a parent went meanwhile: the last group of a state
+    root of its own takes its parent with it (remove_groups), between our two mkdir(2)s."""
+    for _ in range(tries - 1):
+        try:
+            os.makedirs(directory, exist_ok=True)
+            return
+        except FileNotFoundError:
+            continue
+    os.makedirs(directory, exist_ok=True)
+
+
 def remove_groups(paths: list[str], timeout: float = 5.0) -> None:
     """Remove the groups of one container, which may be paused: on v1 a frozen process
-    dies of SIGKILL only once thawed, and its freezer group is but one of its groups."""
+    dies of SIGKILL only once thawed, and its freezer group is but one of its groups.
+
+    The parent of a state root of its own (``mycontainer-<crc>``: a test's, or an engine's
+    ``--root``) goes with its last group: rmdir(2) refuses one that still has a group in it,
+    which is how we know it was the last. A create that comes meanwhile makes it again
+    (``Cgroup.create`` makes its group before it enables the parent's controllers). The
+    default root's ``mycontainer`` stays, as docker's parent does.
+    """
     for path in paths:
         _kill_members(path)
     for path in paths:
@@ -834,6 +852,12 @@ def remove_groups(paths: list[str], timeout: float = 5.0) -> None:
             write_file(path, "freezer.state", "THAWED")
     for path in paths:
         remove_group(path, timeout)
+    for parent in sorted({os.path.dirname(path) for path in paths}):
+        if os.path.basename(parent).startswith(PARENT + "-"):
+            try:
+                os.rmdir(parent)
+            except OSError:
+                pass  # another container's group is in it (EBUSY), or it is gone
 
 
 def remove_group(path: str, timeout: float = 5.0) -> None:
@@ -898,7 +922,10 @@ def _container_groups_by_parent(layout: Layout, parent: str) -> list[tuple[str, 
     """(parent directory, ids of the container groups in it), for each hierarchy."""
     found = []
     for directory in Cgroup(layout, "_", parent).parents:
-        names = os.listdir(directory) if os.path.isdir(directory) else []
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:  # none yet, or its last group's removal took it
+            names = []
         found.append((directory, [name for name in names if is_container_id(name)]))
     return found
 

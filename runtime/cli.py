@@ -406,6 +406,84 @@ def logs(follow: bool, tail: str, timestamps: bool, reference: str) -> int:
     return 0
 
 
+@cli.command(context_settings=CONTEXT)
+@click.option("-u", "--username", help="The user name (default: asked on the terminal).")
+@click.option(
+    "-p", "--password", help="The password or access token (unsafe: use --password-stdin)."
+)
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.option(
+    "--tls-verify",
+    type=click.BOOL,
+    default=True,
+    show_default=True,
+    help="Verify the registry's certificate; false also allows plain HTTP.",
+)
+@click.argument("registry", default="docker.io")
+def login(
+    username: str | None,
+    password: str | None,
+    password_stdin: bool,
+    tls_verify: bool,
+    registry: str,
+) -> int:
+    """Log in to REGISTRY (host[:port], default Docker Hub): check the credentials against
+    it, then save them where docker and podman look too (~/.docker/config.json, or
+    REGISTRY_AUTH_FILE), for pull and run to use."""
+    import sys
+
+    from runtime import credentials
+    from runtime import login as logging_in
+
+    if password is not None:
+        if password_stdin:
+            raise click.UsageError("--password and --password-stdin are mutually exclusive")
+        click.echo(
+            "WARNING! Using --password via the CLI is insecure. Use --password-stdin.", err=True
+        )
+    if password_stdin:
+        if not username:
+            raise click.UsageError("--password-stdin needs --username")
+        password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    if username is None or password is None:
+        if not sys.stdin.isatty():
+            raise click.UsageError(
+                "cannot ask for a user name and password without a terminal:"
+                " give --username and --password-stdin"
+            )
+        username = username or click.prompt("Username")
+        password = click.prompt("Password", hide_input=True)
+    if not username or not password:
+        raise click.UsageError("a user name and a password are needed")
+    try:
+        logging_in.check(registry, username, password, tls_verify)
+        path = credentials.store(registry, username, password)
+    except (logging_in.LoginError, credentials.CredentialsError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"WARNING! Your password will be stored unencrypted in {path}.", err=True)
+    click.echo("Login Succeeded")
+    return 0
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("registry", default="docker.io")
+def logout(registry: str) -> int:
+    """Log out of REGISTRY (default Docker Hub): remove its credentials from the file that
+    'mycontainer login' writes."""
+    from runtime import credentials
+
+    name = credentials.normalize(registry)
+    try:
+        erased = credentials.erase(registry)
+        left = credentials.where(registry)
+    except credentials.CredentialsError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"Removing login credentials for {name}" if erased else f"Not logged in to {name}")
+    if left:
+        click.echo(f"WARNING! {left} still has credentials for {name}, used from there.", err=True)
+    return 0
+
+
 @cli.group(context_settings=CONTEXT)
 def container() -> None:
     """Manage containers (docker's 'container' commands)."""

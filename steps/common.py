@@ -1,19 +1,23 @@
 """What every step shares: its command line, and running a command in new namespaces.
 
-A step is three things: the namespaces it unshares, a ``setup(options)`` that runs inside
-them before the command, and the command. :func:`run` does the rest with
-``runtime.process``, exactly as ``mycontainer run`` does: fork, unshare, (fork again for a
-PID namespace), setup, execve, wait.
+A step is three things: the namespaces it unshares, a ``setup()`` that runs inside them
+before the command, and the command. :func:`run` does the rest with ``runtime.process``,
+exactly as ``mycontainer run`` does: fork, unshare, (fork again for a PID namespace), setup,
+execve, wait. The lessons do it by hand rather than with ``runtime.container.Container``,
+the runtime's lifecycle, because a Container makes all eight steps' parts at once (state,
+cgroup, image, network, boundaries), and a lesson adds one at a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import operator
 import os
 import sys
 
 from runtime import process
 from runtime.container import ContainerError, check_host
+from runtime.process import EXIT_RUNTIME_ERROR
 
 
 def parser(doc: str, *, rootfs: bool = False) -> argparse.ArgumentParser:
@@ -68,6 +72,13 @@ def _directory(path: str) -> str:
     return os.path.realpath(path)
 
 
+def failed(error: Exception) -> int:
+    """Say what went wrong, in one line, and return the exit code it stands for: the
+    error's own (a command that cannot be executed is 126, say), else 125, the runtime's."""
+    print(f"error: {error}", file=sys.stderr)
+    return getattr(error, "exit_code", EXIT_RUNTIME_ERROR)
+
+
 def run(namespaces: int, setup, command: list[str], before_unshare=None, ready=None) -> int:
     """Run ``command`` in new ``namespaces`` after ``setup()``; return its exit code.
 
@@ -77,10 +88,9 @@ def run(namespaces: int, setup, command: list[str], before_unshare=None, ready=N
     """
     try:
         check_host()
+        flags = operator.index(namespaces)  # a workshop skeleton's TODO raises here
         program = process.Program(command)
-        init = process.spawn(
-            program, namespaces=namespaces, setup=setup, before_unshare=before_unshare
-        )
+        init = process.spawn(program, namespaces=flags, setup=setup, before_unshare=before_unshare)
         if ready:
             try:
                 ready(init.pid)
@@ -90,7 +100,6 @@ def run(namespaces: int, setup, command: list[str], before_unshare=None, ready=N
                 raise
         init.start()
     except (ContainerError, process.ProcessError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+        return failed(error)
     with process.forwarding_signals(init.pid), process.terminal_foreground(init.pid):
         return init.wait()

@@ -12,17 +12,21 @@ import sys
 from runtime import namespaces
 from steps import common
 
+# workshop TODO: the namespaces to unshare: a new UTS one, CLONE_NEWUTS (uts_namespaces(7))
 NAMESPACES = namespaces.UTS
+# workshop end
 
 
-def setup(options) -> None:
+def setup(hostname: str) -> None:
     """Runs inside the new namespaces, before the command: name the new UTS namespace."""
-    namespaces.set_hostname(options.hostname)
+    # workshop TODO: name the new UTS namespace `hostname`: sethostname(2)
+    namespaces.set_hostname(hostname)
+    # workshop end
 
 
 def main(argv: list[str] | None = None) -> int:
     options = common.parse_args(__doc__, argv)
-    return common.run(NAMESPACES, lambda: setup(options), options.command)
+    return common.run(NAMESPACES, lambda: setup(options.hostname), options.command)
 
 
 if __name__ == "__main__":

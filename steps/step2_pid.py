@@ -13,7 +13,9 @@ import sys
 from runtime import namespaces
 from steps import common, step1_uts
 
+# workshop TODO: step 1's namespaces and a new PID one, CLONE_NEWPID (pid_namespaces(7))
 NAMESPACES = step1_uts.NAMESPACES | namespaces.PID
+# workshop end
 
 # Nothing new to set up inside: being born in the new namespace is the whole change.
 setup = step1_uts.setup
@@ -21,7 +23,7 @@ setup = step1_uts.setup
 
 def main(argv: list[str] | None = None) -> int:
     options = common.parse_args(__doc__, argv)
-    return common.run(NAMESPACES, lambda: setup(options), options.command)
+    return common.run(NAMESPACES, lambda: setup(options.hostname), options.command)
 
 
 if __name__ == "__main__":

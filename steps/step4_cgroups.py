@@ -11,23 +11,32 @@ the step says so and exits 137. Try:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import sys
 
 from runtime import cgroups, filesystem, namespaces
+from runtime.container import EXIT_OOM
 from steps import common, step3_mount
 
+# workshop TODO: step 3's namespaces and a new cgroup one, CLONE_NEWCGROUP
+#   (cgroup_namespaces(7))
 NAMESPACES = step3_mount.NAMESPACES | namespaces.CGROUP
+# workshop end
 
 
-def setup(options) -> None:
+def setup(hostname: str, rootfs: str, cgroup_v2: bool) -> None:
     """Step 3's setup; then, on cgroup v2, show the container its group at /sys/fs/cgroup.
 
-    (The group itself was joined before the namespaces were made: see main.)
+    (The group itself was joined before the namespaces were made: see run.)
     """
-    step3_mount.setup(options)
-    if options.cgroup_v2:
+    step3_mount.setup(hostname, rootfs)
+    # workshop TODO: on cgroup v2, mount the container's view of its group at /sys/fs/cgroup
+    #   (mount(2) of type cgroup2: cgroups(7))
+    if cgroup_v2:
         filesystem.mount_cgroup2("/sys/fs/cgroup")
+    # workshop end
 
 
 def add_limit_options(parser) -> None:
@@ -39,39 +48,46 @@ def add_limit_options(parser) -> None:
     parser.add_argument("--pids-limit", type=common.checked(cgroups.parse_pids_limit))
 
 
-def run_limited(options, setup_inside, namespaces: int = NAMESPACES, ready=None) -> int:
-    """Make the cgroup, run the command in it (``setup_inside(options)`` first), remove it.
-
-    ``namespaces`` and ``ready`` are for the steps built on this one (see common.run).
-    """
-    layout = cgroups.detect()
-    options.cgroup_v2 = layout.uses_v2
-    group = cgroups.Cgroup(layout, f"step4-{os.getpid()}")
-    try:
-        group.create(
-            cgroups.docker_resources(options.memory, options.cpu_weight, options.pids_limit)
-        )
-    except cgroups.CgroupError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 125
+@contextlib.contextmanager
+def cgroup(memory: int | None, cpu_weight: int | None, pids_limit: int | None):
+    """A cgroup of the container's own, with these limits written in its files; removed
+    afterwards (rmdir(2): the kernel refuses while a process is left in it)."""
+    group = cgroups.Cgroup(cgroups.detect(), f"step4-{os.getpid()}")
+    # workshop TODO: make the group, a directory in each hierarchy, and write its limits in its
+    #   files (memory.max, cpu.weight, pids.max on v2): cgroups(7)
+    group.create(cgroups.docker_resources(memory, cpu_weight, pids_limit))
+    # workshop end
     print(f"step 4: the container's cgroup is {', '.join(group.directories)}", file=sys.stderr)
-    options.cgroup = group  # for the steps built on this one: step 7 restricts its devices
     try:
-        code = common.run(
-            namespaces, lambda: setup_inside(options), options.command, group.join, ready
-        )
-        if group.oom_kills():
-            print("step 4: killed by the kernel's OOM killer", file=sys.stderr)
-            code = 137
-        return code
+        yield group
     finally:
         group.remove()
+
+
+def run(group, flags: int, setup_inside, command: list[str], ready=None) -> int:
+    """common.run in namespaces ``flags``, the child joining ``group`` before it unshares;
+    after an OOM kill, 137."""
+    # workshop TODO: run it, the child joining the group before it unshares (it writes its pid
+    #   in cgroup.procs: cgroups(7)); after an OOM kill (memory.events), say so, return EXIT_OOM
+    code = common.run(flags, setup_inside, command, before_unshare=group.join, ready=ready)
+    if group.oom_kills():
+        print("step 4: killed by the kernel's OOM killer", file=sys.stderr)
+        return EXIT_OOM
+    return code
+    # workshop end
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = common.parser(__doc__, rootfs=True)
     add_limit_options(parser)
-    return run_limited(common.parse(parser, argv), setup)
+    options = common.parse(parser, argv)
+    try:
+        with cgroup(options.memory, options.cpu_weight, options.pids_limit) as group:
+            v2 = group.layout.uses_v2
+            inside = functools.partial(setup, options.hostname, options.rootfs, v2)
+            return run(group, NAMESPACES, inside, options.command)
+    except cgroups.CgroupError as error:
+        return common.failed(error)
 
 
 if __name__ == "__main__":

@@ -10,53 +10,68 @@ Try: ``sudo python3 -m steps.step5_image busybox -- sh -c 'mount | grep overlay'
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import sys
 import tempfile
 
-from runtime import filesystem, image, removal
+from runtime import cgroups, filesystem, image, removal
 from steps import common, step4_cgroups
 
 NAMESPACES = step4_cgroups.NAMESPACES
 
 
-def setup(options) -> None:
-    """Stack the image's layers at options.rootfs, then step 4's setup (which pivots into it)."""
-    filesystem.mount_layers(options.layers, options.storage)
-    step4_cgroups.setup(options)
+def setup(hostname: str, layers: list[str], storage: str, cgroup_v2: bool) -> None:
+    """Stack the image's layers at storage/root, then step 4's setup (which pivots into it)."""
+    # workshop TODO: mount an overlay of the layers (read-only, top first) and a writable upper
+    #   at storage/root (overlayfs(5): lowerdir, upperdir, workdir); step 4's setup there
+    rootfs = filesystem.mount_layers(layers, storage)
+    step4_cgroups.setup(hostname, rootfs, cgroup_v2)
+    # workshop end
 
 
 def add_image_argument(parser) -> None:
     parser.add_argument("image", help="image name, image file or rootfs directory")
 
 
-def run_image(options, setup_inside=setup, namespaces: int = NAMESPACES, ready=None) -> int:
-    """Find (or import) options.image, run the command on its layers, forget its writes.
+def find_image(name: str, command: list[str]) -> tuple[list[str], list[str]]:
+    """The layers (top first) of image ``name``, imported first if it is a file, and the
+    command to run: ``command``, or the image's own."""
+    found = image.resolve(name)
+    layers = found.lower_directories()
+    print(f"step 5: image {found.name}, layers (top first): {layers}", file=sys.stderr)
+    return layers, found.command_line(command)
 
-    ``setup_inside``, ``namespaces`` and ``ready`` are for the steps built on this one.
-    """
-    try:
-        found = image.resolve(options.image)
-        options.command = found.command_line(options.command)
-    except image.ImageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 125
-    options.layers = found.lower_directories()
-    print(f"step 5: image {found.name}, layers (top first): {options.layers}", file=sys.stderr)
+
+@contextlib.contextmanager
+def writable_layer():
+    """A directory of the container's own beside the images, for overlayfs's upper and
+    work directories and the mount point of "/"; removed afterwards, with what was written."""
     os.makedirs(image.home(), exist_ok=True)
-    options.storage = tempfile.mkdtemp(prefix=".step5-", dir=image.home())  # upper, work, root
-    options.rootfs = os.path.join(options.storage, "root")
+    storage = tempfile.mkdtemp(prefix=".step5-", dir=image.home())
     try:
-        return step4_cgroups.run_limited(options, setup_inside, namespaces, ready)
+        yield storage
     finally:
-        removal.remove_tree(options.storage)
+        removal.remove_tree(storage)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = common.parser(__doc__)
     add_image_argument(parser)
     step4_cgroups.add_limit_options(parser)
-    return run_image(common.parse(parser, argv, command_required=False))
+    options = common.parse(parser, argv, command_required=False)
+    try:
+        layers, command = find_image(options.image, options.command)
+        with (
+            step4_cgroups.cgroup(options.memory, options.cpu_weight, options.pids_limit) as group,
+            writable_layer() as storage,
+        ):
+            v2 = group.layout.uses_v2
+            inside = functools.partial(setup, options.hostname, layers, storage, v2)
+            return step4_cgroups.run(group, NAMESPACES, inside, command)
+    except (image.ImageError, cgroups.CgroupError) as error:
+        return common.failed(error)
 
 
 if __name__ == "__main__":

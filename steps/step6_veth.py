@@ -14,26 +14,30 @@ Try it in a network namespace of its own, so that your machine's network stays a
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import sys
 
-from runtime import container, namespaces, network, state
+from runtime import cgroups, container, image, namespaces, network, state
 from steps import common, step4_cgroups, step5_image
 
+# workshop TODO: step 5's namespaces and a new network one, CLONE_NEWNET
+#   (network_namespaces(7))
 NAMESPACES = step5_image.NAMESPACES | namespaces.NET
+# workshop end
 
 
-def setup(options) -> None:
+def setup(hostname: str, layers: list[str], storage: str, cgroup_v2: bool) -> None:
     """Step 5's setup, and ``lo`` up; the rest of the network is configured from outside,
-    once this is done (see main)."""
-    step5_image.setup(options)
+    once this is done (see bridge_network)."""
+    step5_image.setup(hostname, layers, storage, cgroup_v2)
+    # workshop TODO: bring the new namespace's loopback interface up (ip-link(8), netdevice(7))
     network.bring_up("lo")
+    # workshop end
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = common.parser(__doc__)
-    step5_image.add_image_argument(parser)
-    step4_cgroups.add_limit_options(parser)
+def add_publish_option(parser) -> None:
     parser.add_argument(
         "-p",
         "--publish",
@@ -42,31 +46,63 @@ def main(argv: list[str] | None = None) -> int:
         type=common.checked(network.parse_publish),
         help="HOST_PORT:CONTAINER_PORT[/tcp|udp], repeatable",
     )
-    options = common.parse(parser, argv, command_required=False)
+
+
+@contextlib.contextmanager
+def bridge_network(publish: list[str]):
+    """The bridge, NAT, and an address for the container's eth0, leased now; its
+    ``connect(pid)`` makes the veth pair, the address and the route, while the container
+    waits at its gate. All but the bridge and NAT are released afterwards."""
     # The address lease lives in a state directory beside mycontainer's containers, so the
     # allocator sees both; locked, like theirs, so that a prune leaves it alone while we run.
     name = f"step6-{os.getpid()}"
     found, lock = state.make(container.state_root(), name, {"autoremove": True})
-    directory = found.directory
     net = None
     try:
-        net = network.Network("bridge", options.publish, directory, name)
-        lease = net.lease()  # the bridge, NAT, and an address for eth0
+        net = network.Network("bridge", publish, found.directory, name)
+        # workshop TODO: make sure the bridge and its NAT exist, and lease eth0 an address
+        #   (net.lease: ip-link(8) type bridge, nft(8) masquerade); print what it will be
+        lease = net.lease()
         print(
             f"step 6: eth0 will be {lease['address']} on bridge {lease['bridge']}, "
             f"default route via {lease['gateway']}",
             file=sys.stderr,
         )
-        # net.connect(pid) runs while the container waits at its gate: veth, address, route.
-        return step5_image.run_image(options, setup, NAMESPACES, ready=net.connect)
-    except network.NetworkError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 125
+        # workshop end
+        yield net
     finally:
         if net:
             net.release()  # the veth (if the namespace has not taken it along), ports, lease
         state.remove(found)
         os.close(lock)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common.parser(__doc__)
+    step5_image.add_image_argument(parser)
+    step4_cgroups.add_limit_options(parser)
+    add_publish_option(parser)
+    options = common.parse(parser, argv, command_required=False)
+    try:
+        layers, command = step5_image.find_image(options.image, options.command)
+        with (
+            bridge_network(options.publish) as net,
+            step4_cgroups.cgroup(options.memory, options.cpu_weight, options.pids_limit) as group,
+            step5_image.writable_layer() as storage,
+        ):
+            v2 = group.layout.uses_v2
+            inside = functools.partial(setup, options.hostname, layers, storage, v2)
+            # workshop TODO: run it; while it waits at its gate, plug it in: a veth pair
+            #   (veth(4)), eth0 in its namespace, an address, a route (net.connect as ready)
+            return step4_cgroups.run(group, NAMESPACES, inside, command, ready=net.connect)
+            # workshop end
+    except (
+        image.ImageError,
+        cgroups.CgroupError,
+        network.NetworkError,
+        container.ContainerError,
+    ) as error:
+        return common.failed(error)
 
 
 if __name__ == "__main__":

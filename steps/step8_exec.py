@@ -187,11 +187,16 @@ def enter(target: Target, command: list[str], report: int, interpreter) -> None:
         # namespace we join, cannot ptrace(2) us or open our /proc/PID/fd/* and
         # /proc/PID/exe (CVE-2016-9962, CVE-2019-5736).
         prctl(PR_SET_DUMPABLE, 0)
+        # workshop TODO: join the init's cgroups: write "0" in each of target.cgroups'
+        #   cgroup.procs (cgroups(7))
         for directory in target.cgroups:  # first: what we fork is born in the group
             cgroups.write_file(directory, "cgroup.procs", "0")
+        # workshop end
+        # workshop TODO: join each of target.namespaces, (name, flag, fd): setns(2), then close
         for _name, flag, fd in target.namespaces:  # user first, mnt last
             setns(fd, flag)
             os.close(fd)
+        # workshop end
         os.close(target.proc)
         # setns(CLONE_NEWPID) put only our children into the container's PID namespace.
         pid = os.fork()
@@ -212,10 +217,13 @@ def execute(target: Target, command: list[str], interpreter) -> int:
     """Runs in the container's PID namespace: enter the init's root, take its user and
     boundaries, execute ``command``. Returns only the exit code of a failure."""
     os.setpgid(0, 0)
+    # workshop TODO: unless target.root is -1, enter the init's root, an open directory:
+    #   fchdir(2), chroot(2) to ".", close it
     if target.root != -1:
         os.fchdir(target.root)
         os.chroot(".")
         os.close(target.root)
+    # workshop end
     if "mnt" in (name for name, _, _ in target.namespaces):
         os.chdir("/")  # else we stay where the step was started: on the host
     try:

@@ -421,6 +421,23 @@ def test_runs_in_a_delegated_subtree_below_a_read_only_tree(home, state_root, ow
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
     assert result.stdout == f"{32 << 20}\n300\n"
     parent = os.path.join(own_group, cgroup_parent(state_root))
-    assert os.listdir(state_root) == [] and not any(
-        map(cgroups.is_container_id, os.listdir(parent))
+    assert os.listdir(state_root) == [] and not os.path.exists(parent)  # gone with its last group
+
+
+@privileged
+def test_a_state_root_s_cgroup_parent_goes_with_its_last_container(mycontainer, state_root):
+    """A state root of its own (a test's, an engine's --root) gets a cgroup parent of its
+    own: it stays while a container is in it, and its last container's removal takes it."""
+    from runtime import cgroups
+
+    parents = cgroups.Cgroup(cgroups.detect(), "_", cgroup_parent(state_root)).parents
+    assert (
+        mycontainer(
+            "run", "-d", "--name", "stays", "--net", "none", "busybox", "sleep", "60"
+        ).returncode
+        == 0
     )
+    assert mycontainer("run", "--rm", "--net", "none", "busybox", "true").returncode == 0
+    assert all(os.path.isdir(parent) for parent in parents), "removed while a group was in it"
+    assert mycontainer("rm", "-f", "stays").returncode == 0
+    assert [parent for parent in parents if os.path.exists(parent)] == []

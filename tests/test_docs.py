@@ -428,3 +428,33 @@ def test_parse_transcript(tmp_path: Path) -> None:
         (5, "echo one \\\ntwo", ["one two"]),
         (8, "true", []),
     ]
+
+
+def test_blocks_inside_collapsed_blocks(tmp_path: Path) -> None:
+    """A transcript or a quote folded into a ``??? info`` block (indented 4 spaces) is found
+    and checked like one in the open: its content loses the indentation, not its own."""
+    page = tmp_path / "page.md"
+    page.write_text(
+        '??? info "Going deeper: a detail"\n\n'
+        "    Prose.\n\n"
+        f"    {MARKER}\n"
+        "    ```console\n"
+        "    $ echo one\n"
+        "\n"
+        "    one\n"
+        "    ```\n\n"
+        '    ```python title="runtime/x.py"\n'
+        "    def f():\n"
+        "        pass\n"
+        "    ```\n"
+    )
+    transcript, quote = read_blocks(page)
+    assert (transcript.line, transcript.checked, transcript.info) == (6, True, "console")
+    assert [(c.line, c.text, c.expected) for c in parse_transcript(transcript)] == [
+        (7, "echo one", ["", "one"])
+    ]
+    assert (quote.checked, block_title(quote), quote.lines) == (
+        False,
+        "runtime/x.py",
+        ["def f():", "    pass"],
+    )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
 import os
 import re
 import shutil
@@ -10,8 +13,10 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+from test_network import world  # noqa: F401 (a fixture: a host and an internet of its own)
 
 from conftest import REPO, host_mounts
 
@@ -289,3 +294,79 @@ def test_step8_exit_codes_and_errors(step7_container):
     assert exited.stderr == (
         f"error: cannot read /proc/{zombie}/ns/cgroup: No such file or directory (has it exited?)\n"
     )
+
+
+def test_step7_builds_on_step6_with_only_lo_by_default(home):
+    """Step 7 adds its boundaries to step 6: a network namespace of its own, with ``lo``
+    up and nothing else (``--net none``), so that it leaves the host's network alone."""
+    env = dict(os.environ, MYCONTAINER_HOME=str(home))
+    script = "readlink /proc/self/ns/net; ip -o link | cut -d' ' -f2,3"
+    result = subprocess.run(
+        [sys.executable, "-m", "steps.step7_security", "busybox", "--", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    namespace, *links = result.stdout.splitlines()
+    assert namespace != os.readlink("/proc/self/ns/net")
+    assert links == ["lo: <LOOPBACK,UP,LOWER_UP>"]
+    assert "step 6" not in result.stderr
+
+
+def test_step7_refuses_to_publish_without_a_bridge():
+    result = step("step7_security", "-p", "8080:80", "busybox", "--", "true")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].endswith("error: --publish needs --net bridge")
+
+
+def test_step7_net_bridge_is_step6s_network(world):  # noqa: F811
+    script = "ip -4 -o addr show eth0; ip route | grep default"
+    step7 = [sys.executable, "-m", "steps.step7_security", "--net", "bridge", "busybox"]
+    result = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{world.host}", *step7, "--", "sh", "-c", script],
+        env=world.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert " eth0 " in result.stdout and "default via 10.199.0.1" in result.stdout
+    assert "step 6: eth0 will be" in result.stderr
+    assert world.links() == ["lo", "mycontainer0", "up0"] and world.leases() == []
+
+
+def test_steps_take_explicit_values_not_an_options_object():
+    """Each step's setup names what it needs (a hostname, a rootfs, layers...): no argparse
+    namespace carries state from one step to the next."""
+    for name in STEPS[:7]:
+        setup = importlib.import_module(f"steps.{name}").setup
+        assert "options" not in inspect.signature(setup).parameters, name
+
+
+def test_steps_name_their_exit_codes():
+    """125, 137 and the others are the runtime's named constants (runtime.process, EXIT_*),
+    never bare numbers in a step's code."""
+    for name in STEPS:
+        tree = ast.parse(Path(REPO, "steps", f"{name}.py").read_text())
+        codes = [
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and node.value in (125, 126, 127, 137)
+        ]
+        assert codes == [], name
+
+
+STEPS = [
+    "step1_uts",
+    "step2_pid",
+    "step3_mount",
+    "step4_cgroups",
+    "step5_image",
+    "step6_veth",
+    "step7_security",
+    "step8_exec",
+]
