@@ -22,25 +22,25 @@ pytestmark = pytest.mark.privileged
 # For each step: the solution's key call and what a learner might write instead (old, new
 # pairs applied to a copy of steps/stepN_*.py), and the check that must fail then.
 BROKEN = {
-    1: ([("namespaces.set_hostname(options.hostname)", "pass")], "hostname-inside"),
+    1: ([("namespaces.set_hostname(hostname)", "pass")], "hostname-inside"),
     2: ([("step1_uts.NAMESPACES | namespaces.PID", "step1_uts.NAMESPACES")], "pid-1"),
     3: (  # chroot(2) instead of pivot_root(2): "/" is the rootfs, the host's root stays
         [
             ("import sys\n", "import os\nimport sys\n"),
-            ("filesystem.enter_rootfs(options.rootfs, MOUNTS)", "os.chroot(options.rootfs)"),
+            ("filesystem.enter_rootfs(rootfs, MOUNTS)", "os.chroot(rootfs)"),
         ],
         "old-root-gone",
     ),
-    4: ([("options.command, group.join, ready", "options.command, None, ready")], "memory-limit"),
+    4: ([("before_unshare=group.join", "before_unshare=None")], "memory-limit"),
     5: (  # the layers bottom first: the whiteout ends up below what it deletes
-        [("mount_layers(options.layers,", "mount_layers(options.layers[::-1],")],
+        [("mount_layers(layers, storage)", "mount_layers(layers[::-1], storage)")],
         "whiteout-hides",
     ),
     6: ([("ready=net.connect)", "ready=None)")], "packet-through-veth"),
     7: (
         [
-            ("    options.security.before_user_switch()  # the bounding set\n", ""),
-            ("options.security.after_user_switch()  # the other sets", "pass  # the other sets"),
+            ("    boundaries.before_user_switch()  # the bounding set\n", ""),
+            ("boundaries.after_user_switch()  # the other sets", "pass  # the other sets"),
         ],
         "capability-refused",
     ),
@@ -134,7 +134,7 @@ def test_a_broken_step_fails_with_hint_1_then_2_then_3(number, learner):
 def test_a_pass_starts_the_hints_over(learner):
     with open(solution(1)) as file:
         fixed = file.read()
-    broken = fixed.replace("namespaces.set_hostname(options.hostname)", "pass")
+    broken = fixed.replace("namespaces.set_hostname(hostname)", "pass")
     (check, _) = checks_of(1)
     learner(1, broken)
     assert flat(check.hints[1]) in flat(learner(1, broken).stdout)
@@ -180,6 +180,26 @@ def test_an_exception_of_the_step_is_one_line(learner, tmp_path):
     line = source.splitlines().index('    raise ValueError("the learner\'s own")') + 1
     place = f"({tmp_path}/learner/step1_uts.py, line {line})"
     assert f"the step said: ValueError: the learner's own {place}" in flat(result.stdout)
+
+
+@pytest.mark.parametrize("number", sorted(BROKEN))
+def test_the_checks_fail_on_the_skeleton(number, home, tmp_path):
+    """The skeleton as it comes, on the solutions of the steps before it: its key check
+    fails and says which TODO stopped it, in one line."""
+    env = dict(
+        os.environ,
+        MYCONTAINER_HOME=str(home),
+        MYCONTAINER_WORKSHOP_TRIES=str(tmp_path / "tries.json"),
+        WORKSHOP_SOLUTION=str(number - 1),
+    )
+    result = checker(str(number), env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    (check,) = [check for check in checks_of(number) if check.key == BROKEN[number][1]]
+    output = flat(result.stdout)
+    assert f"FAIL {check.says} seen: " in output
+    assert f"TODO step {number}: " in output  # what the TODO says, raised or reported
+    assert flat(check.hints[0]) in output
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_without_the_learners_file_one_line_says_so(tmp_path):

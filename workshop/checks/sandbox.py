@@ -29,6 +29,7 @@ PRELUDE = (
     'step() { "$WORKSHOP_PYTHON" -m "$WORKSHOP_MODULE" "$@"; }\n'
 )
 TRACEBACK = "Traceback (most recent call last):"
+STEP_FILE = re.compile(r"step\d+_\w+\.py$")
 INFORMATION = r"step \d: |Killed$"  # what a working step writes on stderr too
 
 
@@ -127,8 +128,8 @@ def descendants(pid: int) -> list[int]:
 
 def failure(stderr: str) -> str:
     """How a program failed, in one line: for a Python traceback, its exception and the line
-    of the learner's code it came from (not the library's or Python's), else the last line
-    the program wrote on stderr; empty if it wrote nothing."""
+    of the learner's code it came from (a stepN_*.py, else any but the library's or
+    Python's), else the last line the program wrote on stderr; empty if it wrote nothing."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     if not lines:
         return ""
@@ -138,7 +139,8 @@ def failure(stderr: str) -> str:
     frames = re.findall(r'^ *File "([^"]+)", line (\d+)', error, re.MULTILINE)
     library = (sysconfig.get_paths()["stdlib"], os.path.join(REPO, "runtime"), sys.prefix)
     learners = [frame for frame in frames if not frame[0].startswith(library)]
-    place = (learners or frames or [("", "")])[-1]
+    steps = [frame for frame in learners if STEP_FILE.match(os.path.basename(frame[0]))]
+    place = (steps or learners or frames or [("", "")])[-1]
     exception = [line for line in error.splitlines() if line and not line[0].isspace()][-1]
     if not place[0]:
         return exception

@@ -44,9 +44,9 @@ CHECKS = [
             "namespace, after unsharing it and before the command runs, in setup() "
             "(uts_namespaces(7)).",
             "sethostname(2) names the UTS namespace the caller is in: "
-            "runtime.namespaces.set_hostname(name), with the name the user gave "
-            "(options.hostname).",
-            "In setup(options), write `namespaces.set_hostname(options.hostname)`.",
+            "runtime.namespaces.set_hostname(name), in setup(hostname), with the name the user "
+            "gave (--hostname).",
+            "In setup(hostname), write `namespaces.set_hostname(hostname)`.",
         ),
     ),
     Check(

@@ -46,7 +46,7 @@ CHECKS = [
             "Each step builds on the one before it: step 2's container still has its own "
             "hostname (uts_namespaces(7)).",
             "Step 2 sets up the inside as step 1 does: its setup is step 1's, which calls "
-            "runtime.namespaces.set_hostname(options.hostname).",
+            "runtime.namespaces.set_hostname(hostname).",
             "Below NAMESPACES, write `setup = step1_uts.setup`.",
         ),
     ),
@@ -60,7 +60,7 @@ CHECKS = [
             "common.run(...) waits for the init and returns its exit code; main() returns it, "
             "and sys.exit(main()) makes it the step's exit status.",
             "In main(), write "
-            "`return common.run(NAMESPACES, lambda: setup(options), options.command)`.",
+            "`return common.run(NAMESPACES, lambda: setup(options.hostname), options.command)`.",
         ),
     ),
 ]

@@ -67,8 +67,8 @@ CHECKS = [
             "runtime.filesystem.enter_rootfs(rootfs, mounts) does it, in setup(): it "
             "bind-mounts the rootfs on itself, mounts /proc, /sys and /dev in it, then "
             "pivot_root(2)s into it.",
-            "In setup(options), after step 2's setup, write "
-            "`filesystem.enter_rootfs(options.rootfs, MOUNTS)`.",
+            "In setup(hostname, rootfs), after step 2's setup, write "
+            "`filesystem.enter_rootfs(rootfs, MOUNTS)`.",
         ),
     ),
     Check(
@@ -81,7 +81,7 @@ CHECKS = [
             "removes it (pivot_root(2), umount2(2)).",
             'runtime.filesystem.pivot_into(rootfs): chdir(rootfs), pivot_root(".", "."), '
             'umount2(".", MNT_DETACH), chdir("/"); enter_rootfs calls it after the mounts.',
-            "In setup(options), write `filesystem.enter_rootfs(options.rootfs, MOUNTS)` "
+            "In setup(hostname, rootfs), write `filesystem.enter_rootfs(rootfs, MOUNTS)` "
             "(not a chroot).",
         ),
     ),
@@ -95,7 +95,7 @@ CHECKS = [
             "/proc of its own, mounted from inside its PID namespace.",
             "MOUNTS, docker's default mounts, has a proc mount at /proc; "
             "filesystem.enter_rootfs(rootfs, MOUNTS) mounts them in the rootfs.",
-            "In setup(options), write `filesystem.enter_rootfs(options.rootfs, MOUNTS)`, with "
+            "In setup(hostname, rootfs), write `filesystem.enter_rootfs(rootfs, MOUNTS)`, with "
             "MOUNTS as the step defines it.",
         ),
     ),

@@ -57,14 +57,14 @@ CHECKS = [
             "the kernel's OOM killer kills one of them (cgroups(7); memory.max on cgroup v2, "
             "memory.limit_in_bytes on v1). The container's processes must be born in a group "
             "that has the limit.",
-            "runtime.cgroups.Cgroup(layout, name).create(resources) makes the group with the "
-            "limits of cgroups.docker_resources(memory, cpu_weight, pids_limit); its join(), "
-            "run in the child before it unshares (common.run's before_unshare), puts the "
-            "container in it.",
-            "In run_limited(), make the group with "
-            "`cgroups.docker_resources(options.memory, options.cpu_weight, options.pids_limit)` "
-            "and pass group.join to common.run: "
-            "`namespaces, lambda: setup_inside(options), options.command, group.join, ready`.",
+            "In cgroup(), runtime.cgroups.Cgroup(layout, name).create(resources) makes the "
+            "group with the limits of cgroups.docker_resources(memory, cpu_weight, pids_limit); "
+            "in run(), its join(), run in the child before it unshares (common.run's "
+            "before_unshare), puts the container in it.",
+            "In cgroup(), write "
+            "`group.create(cgroups.docker_resources(memory, cpu_weight, pids_limit))`; in run(), "
+            "`code = common.run(flags, setup_inside, command, before_unshare=group.join, "
+            "ready=ready)`.",
         ),
     ),
     Check(
@@ -77,8 +77,8 @@ CHECKS = [
             "memory.oom_control on v1), and docker then exits 137, 128 + SIGKILL.",
             "After common.run returns, group.oom_kills() is the number of processes the OOM "
             "killer killed in the group: if it is not 0, say so and return 137.",
-            "In run_limited(), after common.run, write `if group.oom_kills():`, print that the "
-            "OOM killer struck, and set `code = 137`.",
+            "In run(), after common.run, write `if group.oom_kills():`, print that the OOM "
+            "killer struck, and `return EXIT_OOM` (137).",
         ),
     ),
     Check(

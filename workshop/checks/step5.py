@@ -55,9 +55,9 @@ CHECKS = [
             "the tar, a 0:0 character device once unpacked) hides NAME in the layers below.",
             'mount("overlay", root, "overlay", 0, "lowerdir=TOP:...:BOTTOM,upperdir=U,'
             'workdir=W") (mount(2)): runtime.filesystem.mount_layers(layers, storage) does it, '
-            "with the image's layers top first, as image.lower_directories() lists them.",
-            "In setup(options), before step 4's setup, write "
-            "`filesystem.mount_layers(options.layers, options.storage)`.",
+            "with the image's layers top first, as find_image() returns them.",
+            "In setup(), write `rootfs = filesystem.mount_layers(layers, storage)`, then step "
+            "4's setup on that rootfs.",
         ),
     ),
     Check(
@@ -69,11 +69,11 @@ CHECKS = [
             "writes to an upper directory of its own, thrown away when it ends "
             "(overlayfs(5): copy up).",
             "runtime.filesystem.mount_layers(layers, storage) puts the upper directory in "
-            "storage, a new directory for each run (tempfile.mkdtemp), removed afterwards "
-            "with runtime.removal.remove_tree.",
-            "In run_image(), write "
-            '`options.storage = tempfile.mkdtemp(prefix=".step5-", dir=image.home())` and, '
-            "in the finally, `removal.remove_tree(options.storage)`.",
+            "storage, which writable_layer() makes new for each run (tempfile.mkdtemp) and "
+            "removes afterwards with runtime.removal.remove_tree.",
+            "In writable_layer(), write "
+            '`storage = tempfile.mkdtemp(prefix=".step5-", dir=image.home())` and, '
+            "in the finally, `removal.remove_tree(storage)`.",
         ),
     ),
 ]

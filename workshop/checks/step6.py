@@ -46,9 +46,10 @@ CHECKS = [
             "the container waits at its gate.",
             "runtime.network.Network(...).lease() picks an address, makes the bridge and NAT; "
             "its connect(pid) makes the veth pair, moves eth0 into the namespace of pid, "
-            "gives it the address and the default route. Pass it to run_image as ready=.",
+            "gives it the address and the default route. Pass it to step4_cgroups.run as "
+            "ready=.",
             "In main(), write "
-            "`return step5_image.run_image(options, setup, NAMESPACES, ready=net.connect)`.",
+            "`return step4_cgroups.run(group, NAMESPACES, inside, command, ready=net.connect)`.",
         ),
     ),
     Check(

@@ -71,13 +71,12 @@ CHECKS = [
             "The container's root is root: it is kept from acting as the host's root by what "
             "it may do. Capabilities split root's powers (capabilities(7)); docker keeps 14 "
             "and drops CAP_SYS_ADMIN, which sethostname(2) and mount(2) need.",
-            "runtime.security.Boundaries, built from docker's settings (options.security): "
+            "runtime.security.Boundaries, built from docker's settings (boundaries_of()): "
             "its before_user_switch() shrinks the bounding set (prctl(2) PR_CAPBSET_DROP), "
             "its after_user_switch() sets the other sets (capset(2)), no_new_privs and "
             "seccomp. Call both in setup(), after the pivot into the new root.",
-            "In setup(options), after `options.security.protect_paths()`, write "
-            "`options.security.before_user_switch()` then "
-            "`options.security.after_user_switch()`.",
+            "In setup(), after `boundaries.protect_paths()`, write "
+            "`boundaries.before_user_switch()` then `boundaries.after_user_switch()`.",
         ),
     ),
     Check(
@@ -90,8 +89,8 @@ CHECKS = [
             "Boundaries.before_user_switch() drops from the bounding set what docker does not "
             "grant; after_user_switch() then sets the effective, permitted and inheritable "
             "sets with capset(2).",
-            "In setup(options), write `options.security.before_user_switch()` then "
-            "`options.security.after_user_switch()`.",
+            "In setup(), write `boundaries.before_user_switch()` then "
+            "`boundaries.after_user_switch()`.",
         ),
     ),
     Check(
@@ -105,7 +104,7 @@ CHECKS = [
             "Boundaries.after_user_switch() sets no_new_privs, then installs the filter, as "
             "the last thing before the command: it does not have to allow what the step "
             "does itself.",
-            "In setup(options), last, write `options.security.after_user_switch()`.",
+            "In setup(), last, write `boundaries.after_user_switch()`.",
         ),
     ),
     Check(
@@ -117,9 +116,9 @@ CHECKS = [
             "its keys, /proc/kcore... docker masks them with an empty file (/dev/null bound on "
             "them) and makes /proc/sys read-only (proc(5)).",
             "Boundaries.protect_paths() masks the masked paths and makes the read-only ones "
-            "so, in the new root: call it in setup(), after step 5's setup.",
-            "In setup(options), after `step5_image.setup(options)`, write "
-            "`options.security.protect_paths()`.",
+            "so, in the new root: call it in setup(), after step 6's setup.",
+            "In setup(), after `step6_veth.setup(hostname, layers, storage, cgroup_v2)`, write "
+            "`boundaries.protect_paths()`.",
         ),
     ),
 ]
