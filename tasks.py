@@ -124,6 +124,40 @@ def step(c, number, hostname="container", rootfs_dir=None, image="busybox", pid=
         in_vm(c, f"{prefix}.venv/bin/python {line}")
 
 
+@task(
+    positional=["number"],
+    help={
+        "number": "the step whose checks to run, 1 to 8",
+        "solution": "check the solution (steps/) instead of your workshop/ file",
+    },
+)
+def check(c, number, solution=False):
+    """Check your step N of the workshop: PASS or FAIL per check, and hints (here or in the VM).
+
+    Runs workshop/stepN_*.py as a user would; a failed check's hint gets more specific on
+    each failed try (python -m workshop.checks)."""
+    if not number.isdigit():
+        raise Exit(
+            f"invoke check: give the step's number, 1 to 8 (got {number!r}; "
+            "'invoke --help check' lists the options)",
+            code=2,
+        )
+    line = f"-m workshop.checks {number}{' --solution' if solution else ''}"
+    if can_run_here() or sys.platform == "linux":  # without root, the checker says: sudo
+        with c.cd(HERE):  # where the workshop package is, wherever invoke was started
+            code = c.run(f"{python()} {line}", warn=True, pty=sys.stdout.isatty()).exited
+    else:
+        from invoke.exceptions import UnexpectedExit
+
+        try:
+            in_vm(c, f".venv/bin/python {line}")
+            code = 0
+        except UnexpectedExit as error:
+            code = error.result.exited
+    if code:
+        raise Exit(code=code)
+
+
 @task
 def lint(c):
     """ruff check and ruff format --check."""
@@ -397,7 +431,7 @@ def workshop(c, check=False, force=False):
     c.run(f"{python()} -m workshop.make{options}")
 
 
-namespace = Collection(rootfs, test, step, lint, docs, bench, syscall_table)
+namespace = Collection(rootfs, test, step, check, lint, docs, bench, syscall_table)
 namespace.add_collection(
     Collection("vm", vm_up, vm_ssh, vm_halt, vm_destroy, vm_status, vm_box, vm_check)
 )

@@ -1,0 +1,169 @@
+"""``python -m workshop.checks N``: run step N's checks on the learner's program, print each
+one's verdict and, for a failure, a hint that grows more specific with each failed try.
+
+Exit status: 0 if every check passes, 1 if one fails, 2 if the checks cannot run (no such
+step, no such program, not root, the busybox image not built), 130 on Ctrl-C. Nothing of
+the checker's own reaches the learner as a traceback: what cannot run says so in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import importlib
+import importlib.util
+import os
+import sys
+import textwrap
+
+from workshop.checks import sandbox, tries
+from workshop.checks.check import Unprepared
+
+STEPS = range(1, 9)
+LEVELS = ("the concept", "the call", "the line")
+WIDTH = 100
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="invoke check",
+        description="Check your step N: run it as a user would, and say what works.",
+    )
+    parser.add_argument("number", type=int, choices=STEPS, metavar="N", help="the step, 1 to 8")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--solution", action="store_true", help="check the solution (steps/) instead of yours"
+    )
+    which.add_argument("--module", help="check this module instead (run as python -m MODULE)")
+    return parser.parse_args(argv)
+
+
+def find_module(number: int, solution: bool) -> tuple[str, str] | None:
+    """(module, file) of the learner's step N (workshop/stepN_*.py) or of its solution."""
+    folder = "steps" if solution else "workshop"
+    paths = sorted(glob.glob(os.path.join(sandbox.REPO, folder, f"step{number}_*.py")))
+    if not paths:
+        return None
+    return f"{folder}.{os.path.basename(paths[0]).removesuffix('.py')}", paths[0]
+
+
+def syntax_error(path: str) -> str:
+    """The first syntax error of the file at ``path``, in one line; empty if it has none."""
+    try:
+        with open(path, "rb") as file:
+            compile(file.read(), path, "exec")
+    except SyntaxError as error:
+        return f"{shown(path)}, line {error.lineno}: {error.msg}"
+    except OSError as error:
+        return f"cannot read {path}: {error.strerror}"
+    return ""
+
+
+def shown(path: str) -> str:
+    """``path`` relative to the repository if it is inside it."""
+    inside = path.startswith(sandbox.REPO + os.sep)
+    return os.path.relpath(path, sandbox.REPO) if inside else path
+
+
+def wrapped(label: str, text: str) -> str:
+    return textwrap.fill(
+        text,
+        WIDTH,
+        initial_indent=f"      {label}",
+        subsequent_indent=" " * 8,
+        break_long_words=False,  # a path or a call stays whole, to copy
+        break_on_hyphens=False,
+    )
+
+
+def run_checks(number: int, module: str, path: str) -> int:
+    checks = importlib.import_module(f"workshop.checks.step{number}")
+    program = sandbox.Program(module)
+    counts = tries.load()
+    before = dict(counts)
+    failed = 0
+    print(f"step {number}: checking {module} ({shown(path)})")
+    with checks.scene() as scene:
+        for check in checks.CHECKS:
+            try:
+                seen = check.observe(program, scene)
+            except Exception as error:  # the checker's own fault: no try counted
+                failed += 1
+                print(f"ERROR {check.says}")
+                print(wrapped("", f"the checker could not run this check ({error}); tell "
+                                  "your instructor, the fault is not yours"))  # fmt: skip
+                continue
+            key = f"{module} {check.key}"
+            if seen is None:
+                counts.pop(key, None)
+                print(f"PASS  {check.says}")
+                continue
+            failed += 1
+            counts[key] = counts.get(key, 0) + 1
+            level = min(counts[key], len(check.hints))
+            print(f"FAIL  {check.says}")
+            print(wrapped("seen: ", seen))
+            print(wrapped(f"hint {level} of 3, {LEVELS[level - 1]}: ", check.hints[level - 1]))
+    try:
+        if counts != before:  # a first pass writes nothing
+            tries.save(counts)
+    except OSError as error:
+        print(f"(cannot remember the tries in {tries.path()}: {error.strerror})")
+    total = len(checks.CHECKS)
+    if failed:
+        print(
+            f"step {number}: {failed} of {total} checks failed; fix, then check again: "
+            "each failed try gives a more specific hint"
+        )
+        return 1
+    print(f"step {number}: all {total} checks pass")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.stdout.reconfigure(line_buffering=True)  # each verdict as soon as it is known
+    options = parse(argv)
+    number = options.number
+    if options.module:
+        try:
+            spec = importlib.util.find_spec(options.module)
+        except (ImportError, ValueError):
+            spec = None
+        if not spec or not spec.origin or not os.path.isfile(spec.origin):
+            print(f"invoke check: no module {options.module}", file=sys.stderr)
+            return 2
+        module, path = options.module, spec.origin
+    else:
+        found = find_module(number, options.solution)
+        if not found:
+            print(
+                f"invoke check: there is no workshop/step{number}_*.py, your step {number}, "
+                "yet: --solution checks the solution in steps/ instead",
+                file=sys.stderr,
+            )
+            return 2
+        module, path = found
+    if os.geteuid() != 0:
+        print("invoke check: the steps need root: run it with sudo", file=sys.stderr)
+        return 2
+    problem = syntax_error(path)
+    if problem:
+        print(f"step {number}: {problem}: fix it, then check again")
+        return 1
+    try:
+        return run_checks(number, module, path)
+    except Unprepared as error:
+        print(f"invoke check: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("invoke check: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # a fault of the checker's: one line, not its traceback
+        print(
+            f"invoke check: the checker failed ({error!r}): tell your instructor", file=sys.stderr
+        )
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
