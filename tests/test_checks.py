@@ -253,3 +253,27 @@ def test_the_tries_file_is_ignored_by_git():
         ["git", "check-ignore", "-q", "workshop/checks/.tries.json"], cwd=REPO, check=False
     )
     assert result.returncode == 0
+
+
+# A part of a step left out that no key check above would notice: each has a check of its own.
+MISSING_PART = {
+    3: ("namespaces.MOUNT | namespaces.IPC", "namespaces.MOUNT", "own-ipc"),
+    6: ('    network.bring_up("lo")\n', "    pass\n", "loopback-up"),
+    7: ("devices.restrict(group)  # before", "pass  # before", "device-refused"),
+}
+
+
+@pytest.mark.parametrize("number", sorted(MISSING_PART))
+def test_a_step_missing_a_part_fails_that_parts_check(number, learner):
+    old, new, key = MISSING_PART[number]
+    with open(solution(number)) as file:
+        original = file.read()
+    assert old in original
+    (check,) = [check for check in checks_of(number) if check.key == key]
+    result = learner(number, original.replace(old, new))
+    assert result.returncode == 1, result.stdout + result.stderr
+    output = flat(result.stdout)
+    assert f"FAIL {check.says} seen: " in output or f"FAIL {check.says} " in output, output
+    assert flat(check.hints[0]) in output
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert failed == [f"FAIL  {check.says}"], result.stdout

@@ -47,7 +47,8 @@ CHECKS = [
             "hostname (uts_namespaces(7)).",
             "Step 2 sets up the inside as step 1 does: its setup is step 1's, which calls "
             "runtime.namespaces.set_hostname(hostname).",
-            "Below NAMESPACES, write `setup = step1_uts.setup`.",
+            "The skeleton's `setup = step1_uts.setup` is step 1's setup: if this fails, your "
+            "step 1 does (run invoke check 1), or step1_uts is not what step 2 imports.",
         ),
     ),
     Check(
@@ -59,8 +60,9 @@ CHECKS = [
             "runs the container learns from it whether the command worked (wait(2)).",
             "common.run(...) waits for the init and returns its exit code; main() returns it, "
             "and sys.exit(main()) makes it the step's exit status.",
-            "In main(), write "
-            "`return common.run(NAMESPACES, lambda: setup(options.hostname), options.command)`.",
+            "The skeleton's main() has `return common.run(NAMESPACES, lambda: "
+            "setup(options.hostname), options.command)`: keep the `return`, and let setup() "
+            "raise nothing (an exception inside ends the container with 125).",
         ),
     ),
 ]

@@ -46,6 +46,20 @@ def own_proc(program, rootfs) -> str | None:
     return result.seen(f"the container's /proc lists {len(pids)} processes, the host's")
 
 
+def own_ipc(program, rootfs) -> str | None:
+    result = program.run(
+        f"readlink /proc/self/ns/ipc; {step(rootfs, 'readlink /proc/self/ns/ipc')}"
+    )
+    seen = result.out.split()
+    if result.code == 0 and len(seen) == 2 and seen[0] != seen[1]:
+        return None
+    if result.code == 0 and len(seen) == 2:
+        return (
+            "the container shares the host's IPC namespace: its message queues, its shared memory"
+        )
+    return result.seen("the container's IPC namespace could not be read")
+
+
 def nothing_left_mounted(program, rootfs) -> str | None:
     script = f"{step(rootfs, 'true')}; grep -F ' {rootfs}' /proc/self/mounts"
     result = program.run(script)
@@ -97,6 +111,20 @@ CHECKS = [
             "filesystem.enter_rootfs(rootfs, MOUNTS) mounts them in the rootfs.",
             "In setup(hostname, rootfs), write `filesystem.enter_rootfs(rootfs, MOUNTS)`, with "
             "MOUNTS as the step defines it.",
+        ),
+    ),
+    Check(
+        "own-ipc",
+        "the container has IPC of its own: message queues, shared memory, semaphores",
+        own_ipc,
+        (
+            "System V IPC objects and POSIX message queues belong to an IPC namespace: in the "
+            "host's, the container could read and write the host's shared memory and queues "
+            "(ipc_namespaces(7)); its /dev/mqueue mount shows its own namespace's queues.",
+            "CLONE_NEWIPC (runtime.namespaces.IPC) among the step's NAMESPACES, with the mount "
+            "namespace: unshare(2) makes both.",
+            "At the top of the step, write "
+            "`NAMESPACES = step2_pid.NAMESPACES | namespaces.MOUNT | namespaces.IPC`.",
         ),
     ),
     Check(

@@ -71,9 +71,10 @@ CHECKS = [
             "runtime.filesystem.mount_layers(layers, storage) puts the upper directory in "
             "storage, which writable_layer() makes new for each run (tempfile.mkdtemp) and "
             "removes afterwards with runtime.removal.remove_tree.",
-            "In writable_layer(), write "
-            '`storage = tempfile.mkdtemp(prefix=".step5-", dir=image.home())` and, '
-            "in the finally, `removal.remove_tree(storage)`.",
+            "The skeleton's writable_layer() makes a new storage directory for each run "
+            "(tempfile.mkdtemp): in setup(), write "
+            "`rootfs = filesystem.mount_layers(layers, storage)`, so that the upper "
+            "directory is there, and not in one shared by every run.",
         ),
     ),
 ]

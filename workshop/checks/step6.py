@@ -34,6 +34,16 @@ def own_network(program, _scene) -> str | None:
     return result.seen("the container's interfaces could not be listed")
 
 
+def loopback_up(program, _scene) -> str | None:
+    result = program.run("step busybox -- cat /sys/class/net/lo/flags")
+    flags = result.last_line()
+    if result.code == 0 and flags.startswith("0x") and int(flags, 16) & 1:
+        return None  # IFF_UP
+    if result.code == 0 and flags.startswith("0x"):
+        return "the container's lo is down: 127.0.0.1 reaches nothing inside"
+    return result.seen("the container's lo could not be read")
+
+
 CHECKS = [
     Check(
         "packet-through-veth",
@@ -62,6 +72,20 @@ CHECKS = [
             "CLONE_NEWNET (runtime.namespaces.NET) among the step's NAMESPACES; setup() brings "
             "its lo up (runtime.network.bring_up).",
             "At the top of the step, write `NAMESPACES = step5_image.NAMESPACES | namespaces.NET`.",
+        ),
+    ),
+    Check(
+        "loopback-up",
+        "the container's lo is up: a server inside answers on 127.0.0.1",
+        loopback_up,
+        (
+            "A new network namespace has its own loopback interface, lo, and it starts down: "
+            "nothing answers on 127.0.0.1 until it is brought up (network_namespaces(7)).",
+            "runtime.network.bring_up(name) sets IFF_UP on an interface with an ioctl "
+            "(SIOCSIFFLAGS, netdevice(7)), as `ip link set lo up` does; call it in setup(), "
+            "inside the new namespace, after step 5's setup.",
+            "In setup(), after `step5_image.setup(hostname, layers, storage, cgroup_v2)`, "
+            'write `network.bring_up("lo")`.',
         ),
     ),
 ]

@@ -62,6 +62,18 @@ def masked_paths(program, _scene) -> str | None:
     return result.seen("/proc/timer_list could not be read")
 
 
+def device_refused(program, _scene) -> str | None:
+    # /dev/kmsg (c 1 11) is not among docker's allowed devices; opened write-only it needs no
+    # capability, so only the devices cgroup stops it (a line in the kernel's log otherwise).
+    probe = "mknod /tmp/kmsg c 1 11 && (echo workshop check > /tmp/kmsg) 2>/dev/null; echo $?"
+    result = program.run(f"step busybox -- sh -c '{probe}'")
+    if result.code == 0 and result.last_line() not in ("", "0"):
+        return None
+    if result.last_line() == "0":
+        return "the container could write to a device it made, /dev/kmsg (1:11): no device filter"
+    return result.seen("the device probe did not run")
+
+
 CHECKS = [
     Check(
         "capability-refused",
@@ -105,6 +117,21 @@ CHECKS = [
             "the last thing before the command: it does not have to allow what the step "
             "does itself.",
             "In setup(), last, write `boundaries.after_user_switch()`.",
+        ),
+    ),
+    Check(
+        "device-refused",
+        "a device the container makes, but docker does not allow, cannot be opened",
+        device_refused,
+        (
+            "The container's root may make device nodes (CAP_MKNOD is one of docker's 14), and "
+            "a device node is a door to the host's hardware: the devices cgroup controller "
+            "decides which ones a group's processes may open (cgroups(7); on v1 devices.allow, "
+            "on v2 a BPF program).",
+            "runtime.devices.restrict(group) allows the group the default devices only "
+            "(/dev/null, zero, full, random, urandom, tty, ptmx, pts); call it in main(), once "
+            "the cgroup exists and before any process of the container runs.",
+            "In main(), inside the `with`, first write `devices.restrict(group)`.",
         ),
     ),
     Check(
