@@ -2,7 +2,7 @@
 
 Run any of them as root from the repository's top directory::
 
-    sudo python3 -m steps.step1_uts --hostname box -- hostname
+    sudo .venv/bin/python -m steps.step1_uts --hostname box -- hostname
 
 Each step reuses the previous one's namespaces and setup and adds its own, calling the
 ``runtime`` package (step 8 enters a running container of step 7's, from outside);

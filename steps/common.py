@@ -24,7 +24,7 @@ def parser(doc: str, *, rootfs: bool = False) -> argparse.ArgumentParser:
     """``[--hostname NAME] [--rootfs DIR] -- CMD [ARGS...]``, described by the step's docstring."""
     parser = argparse.ArgumentParser(
         description=doc.split("\n\n")[0],
-        usage="sudo python3 -m steps.STEP [options] -- CMD [ARGS...]",
+        usage="sudo .venv/bin/python -m steps.STEP [options] -- CMD [ARGS...]",
     )
     parser.add_argument("--hostname", default="container", help="hostname inside")
     if rootfs:

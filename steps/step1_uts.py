@@ -2,7 +2,7 @@
 
 The UTS namespace holds two strings, the hostname and the NIS domain name
 (uts_namespaces(7)). A process that unshares it may rename "its" machine without renaming
-the host. Try: ``sudo python3 -m steps.step1_uts --hostname box -- hostname``.
+the host. Try: ``sudo .venv/bin/python -m steps.step1_uts --hostname box -- hostname``.
 """
 
 from __future__ import annotations

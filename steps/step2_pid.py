@@ -3,7 +3,7 @@
 Adds CLONE_NEWPID to step 1. The first process born in a new PID namespace is its PID 1,
 its init (pid_namespaces(7)): ``sh -c 'echo $$'`` prints 1. But ``ps`` still lists the
 host's processes: it reads /proc, and this /proc is still the host's. Step 3 mounts a new one.
-Try: ``sudo python3 -m steps.step2_pid -- sh -c 'echo $$'``.
+Try: ``sudo .venv/bin/python -m steps.step2_pid -- sh -c 'echo $$'``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Adds CLONE_NEWNS and CLONE_NEWIPC to step 2, and a root filesystem: inside its p
 namespace the container mounts a /proc of its own PID namespace, a read-only /sys, a
 minimal /dev and the /dev/mqueue of its IPC namespace into the rootfs, then pivot_root(2)s
 into it and detaches the host's root.
-Try: ``sudo python3 -m steps.step3_mount --rootfs /var/lib/mycontainer/rootfs/busybox -- sh``.
+Try: ``sudo .venv/bin/python -m steps.step3_mount --rootfs ROOTFS -- sh``, ROOTFS being
+the busybox root filesystem, /var/lib/mycontainer/rootfs/busybox.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ limit its memory (memory.max, or memory.limit_in_bytes on cgroup v1), its share 
 (cpu.weight, or cpu.shares) and its number of processes (pids.max); then it unshares a cgroup
 namespace too, so that it sees its group as "/". When the kernel's OOM killer strikes inside,
 the step says so and exits 137. Try:
-``sudo python3 -m steps.step4_cgroups --rootfs /var/lib/mycontainer/rootfs/busybox
+``sudo .venv/bin/python -m steps.step4_cgroups --rootfs /var/lib/mycontainer/rootfs/busybox
 --memory 32m -- sh -c 'tail /dev/zero'``.
 """
 

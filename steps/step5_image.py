@@ -5,7 +5,7 @@ an OCI image's layers (read-only, shared, unpacked once into the store) and a wr
 layer of its own that is thrown away afterwards. IMAGE is a stored image (``busybox``), an
 image file (OCI layout or archive, docker save archive, rootfs tarball) that is imported
 first, or a rootfs directory. Without a command, the image's own (ENTRYPOINT + CMD) runs.
-Try: ``sudo python3 -m steps.step5_image busybox -- sh -c 'mount | grep overlay'``.
+Try: ``sudo .venv/bin/python -m steps.step5_image busybox -- sh -c 'mount | grep overlay'``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ default route via the bridge, IPv4 forwarding and NAT out of the subnet; ``-p 80
 publishes a port. Afterwards the veth, the address and the published ports are released;
 the bridge and the NAT rule stay for the next container ('mycontainer prune' removes them).
 Try it in a network namespace of its own, so that your machine's network stays as it is:
-``sudo unshare --net python3 -m steps.step6_veth busybox
+``sudo unshare --net .venv/bin/python -m steps.step6_veth busybox
 -- sh -c 'ip addr; ip route; ping -c 1 10.199.0.1'``.
 """
 

@@ -6,7 +6,7 @@ docker's 14 capabilities (``--cap-add``, ``--cap-drop``), no_new_privs and a sec
 paths in /proc and /sys (``systempaths=unconfined``), and a device allow-list on the
 cgroup. Its network is step 6's with ``--net bridge``; by default, ``--net none``, the
 container has a network namespace with only ``lo``, and the host's network is left as it is.
-Try: ``sudo python3 -m steps.step7_security busybox -- grep Cap /proc/self/status``,
+Try: ``sudo .venv/bin/python -m steps.step7_security busybox -- grep Cap /proc/self/status``,
 then the same with ``--cap-add ALL --security-opt seccomp=unconfined``.
 """
 

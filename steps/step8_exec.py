@@ -7,8 +7,9 @@ container's init as the host sees it (step 7's, say), the step opens the init's
 last), forks (a PID namespace takes in children only), enters the init's root, applies the
 init's capabilities, no_new_privs and seccomp filter, and executes the command.
 ``--skip NAMESPACE``, ``--no-cgroup`` and ``--no-boundaries`` leave a part out, to see what
-it was for. Try, with ``sudo python3 -m steps.step7_security busybox -- sleep 1008`` running
-in another terminal: ``sudo python3 -m steps.step8_exec $(pgrep -xf 'sleep 1008') -- ps``.
+it was for. Try, with
+``sudo .venv/bin/python -m steps.step7_security busybox -- sleep 1008`` running in another
+terminal: ``sudo .venv/bin/python -m steps.step8_exec $(pgrep -xf 'sleep 1008') -- ps``.
 """
 
 from __future__ import annotations
@@ -276,7 +277,7 @@ def run(target: Target, command: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        usage="sudo python3 -m steps.step8_exec [options] PID -- CMD [ARGS...]",
+        usage="sudo .venv/bin/python -m steps.step8_exec [options] PID -- CMD [ARGS...]",
     )
     parser.add_argument("pid", type=int, help="the container's init, as the host numbers it")
     parser.add_argument(

@@ -4,7 +4,7 @@
 saying what to do and which man page to read; ``python -m workshop.make`` generates them
 from the solutions, ``steps/stepN_*.py``, where ``# workshop TODO: ...`` and
 ``# workshop end`` comments mark those calls. A skeleton imports and runs with the step's
-command line (``sudo python3 -m workshop.step1_uts --hostname box -- hostname``) until it
+command line (``sudo .venv/bin/python -m workshop.step1_uts --hostname box -- hostname``) until it
 reaches a TODO, which raises NotImplementedError("TODO step 1: ...").
 
 A learner's step N builds on their own step N-1 (:func:`previous`), or, with

@@ -73,7 +73,7 @@ def skeleton(number: int, name: str, source: str) -> str:
             if not line:
                 index += 1
                 continue
-        body.append(line.replace("python3 -m steps.", "python3 -m workshop."))
+        body.append(line.replace("python -m steps.", "python -m workshop."))
         index += 1
     _import_workshop(body, previous)
     text = "\n".join(body) + "\n"

@@ -1,11 +1,11 @@
 # Step 1, for you to write: the TODOs say what to do and which man page to read.
-# (skeleton 4a645ae6ba81, made from steps/step1_uts.py by python -m workshop.make)
+# (skeleton a896f8286c54, made from steps/step1_uts.py by python -m workshop.make)
 # ruff: noqa: F401, F841 (what the TODOs need is imported; some of it is yet unused)
 """Step 1: a hostname of its own, with the UTS namespace.
 
 The UTS namespace holds two strings, the hostname and the NIS domain name
 (uts_namespaces(7)). A process that unshares it may rename "its" machine without renaming
-the host. Try: ``sudo python3 -m workshop.step1_uts --hostname box -- hostname``.
+the host. Try: ``sudo .venv/bin/python -m workshop.step1_uts --hostname box -- hostname``.
 """
 
 from __future__ import annotations

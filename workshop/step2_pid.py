@@ -1,12 +1,12 @@
 # Step 2, for you to write: the TODOs say what to do and which man page to read.
-# (skeleton f779655e4755, made from steps/step2_pid.py by python -m workshop.make)
+# (skeleton 976918c30409, made from steps/step2_pid.py by python -m workshop.make)
 # ruff: noqa: F401, F841 (what the TODOs need is imported; some of it is yet unused)
 """Step 2: process ids of its own, with the PID namespace.
 
 Adds CLONE_NEWPID to step 1. The first process born in a new PID namespace is its PID 1,
 its init (pid_namespaces(7)): ``sh -c 'echo $$'`` prints 1. But ``ps`` still lists the
 host's processes: it reads /proc, and this /proc is still the host's. Step 3 mounts a new one.
-Try: ``sudo python3 -m workshop.step2_pid -- sh -c 'echo $$'``.
+Try: ``sudo .venv/bin/python -m workshop.step2_pid -- sh -c 'echo $$'``.
 """
 
 from __future__ import annotations

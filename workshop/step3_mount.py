@@ -1,5 +1,5 @@
 # Step 3, for you to write: the TODOs say what to do and which man page to read.
-# (skeleton 000206c7b730, made from steps/step3_mount.py by python -m workshop.make)
+# (skeleton adcc565464f1, made from steps/step3_mount.py by python -m workshop.make)
 # ruff: noqa: F401, F841 (what the TODOs need is imported; some of it is yet unused)
 """Step 3: a filesystem of its own, with mount and IPC namespaces and pivot_root.
 
@@ -7,7 +7,8 @@ Adds CLONE_NEWNS and CLONE_NEWIPC to step 2, and a root filesystem: inside its p
 namespace the container mounts a /proc of its own PID namespace, a read-only /sys, a
 minimal /dev and the /dev/mqueue of its IPC namespace into the rootfs, then pivot_root(2)s
 into it and detaches the host's root.
-Try: ``sudo python3 -m workshop.step3_mount --rootfs /var/lib/mycontainer/rootfs/busybox -- sh``.
+Try: ``sudo .venv/bin/python -m workshop.step3_mount --rootfs ROOTFS -- sh``, ROOTFS being
+the busybox root filesystem, /var/lib/mycontainer/rootfs/busybox.
 """
 
 from __future__ import annotations

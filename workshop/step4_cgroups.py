@@ -1,5 +1,5 @@
 # Step 4, for you to write: the TODOs say what to do and which man page to read.
-# (skeleton 10cdf2e39de9, made from steps/step4_cgroups.py by python -m workshop.make)
+# (skeleton cb2d3b88e30f, made from steps/step4_cgroups.py by python -m workshop.make)
 # ruff: noqa: F401, F841 (what the TODOs need is imported; some of it is yet unused)
 """Step 4: limits, with control groups.
 
@@ -8,7 +8,7 @@ limit its memory (memory.max, or memory.limit_in_bytes on cgroup v1), its share 
 (cpu.weight, or cpu.shares) and its number of processes (pids.max); then it unshares a cgroup
 namespace too, so that it sees its group as "/". When the kernel's OOM killer strikes inside,
 the step says so and exits 137. Try:
-``sudo python3 -m workshop.step4_cgroups --rootfs /var/lib/mycontainer/rootfs/busybox
+``sudo .venv/bin/python -m workshop.step4_cgroups --rootfs /var/lib/mycontainer/rootfs/busybox
 --memory 32m -- sh -c 'tail /dev/zero'``.
 """
 

@@ -1,5 +1,5 @@
 # Step 5, for you to write: the TODOs say what to do and which man page to read.
-# (skeleton 08676971e29c, made from steps/step5_image.py by python -m workshop.make)
+# (skeleton 97276468e81d, made from steps/step5_image.py by python -m workshop.make)
 # ruff: noqa: F401, F841 (what the TODOs need is imported; some of it is yet unused)
 """Step 5: a root filesystem from an image, with overlayfs.
 
@@ -8,7 +8,7 @@ an OCI image's layers (read-only, shared, unpacked once into the store) and a wr
 layer of its own that is thrown away afterwards. IMAGE is a stored image (``busybox``), an
 image file (OCI layout or archive, docker save archive, rootfs tarball) that is imported
 first, or a rootfs directory. Without a command, the image's own (ENTRYPOINT + CMD) runs.
-Try: ``sudo python3 -m workshop.step5_image busybox -- sh -c 'mount | grep overlay'``.
+Try: ``sudo .venv/bin/python -m workshop.step5_image busybox -- sh -c 'mount | grep overlay'``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 # Step 6, for you to write: the TODOs say what to do and which man page to read.
-# (skeleton 823e05e337db, made from steps/step6_veth.py by python -m workshop.make)
+# (skeleton 1bc73e88d59b, made from steps/step6_veth.py by python -m workshop.make)
 # ruff: noqa: F401, F841 (what the TODOs need is imported; some of it is yet unused)
 """Step 6: a network of its own, with a network namespace, a veth pair and a bridge.
 
@@ -11,7 +11,7 @@ default route via the bridge, IPv4 forwarding and NAT out of the subnet; ``-p 80
 publishes a port. Afterwards the veth, the address and the published ports are released;
 the bridge and the NAT rule stay for the next container ('mycontainer prune' removes them).
 Try it in a network namespace of its own, so that your machine's network stays as it is:
-``sudo unshare --net python3 -m workshop.step6_veth busybox
+``sudo unshare --net .venv/bin/python -m workshop.step6_veth busybox
 -- sh -c 'ip addr; ip route; ping -c 1 10.199.0.1'``.
 """
 

@@ -1,5 +1,5 @@
 # Step 7, for you to write: the TODOs say what to do and which man page to read.
-# (skeleton 8ab9fc609613, made from steps/step7_security.py by python -m workshop.make)
+# (skeleton 11218ec4b4a0, made from steps/step7_security.py by python -m workshop.make)
 # ruff: noqa: F401, F841 (what the TODOs need is imported; some of it is yet unused)
 """Step 7: security boundaries: what the container's root may still do.
 
@@ -9,7 +9,7 @@ docker's 14 capabilities (``--cap-add``, ``--cap-drop``), no_new_privs and a sec
 paths in /proc and /sys (``systempaths=unconfined``), and a device allow-list on the
 cgroup. Its network is step 6's with ``--net bridge``; by default, ``--net none``, the
 container has a network namespace with only ``lo``, and the host's network is left as it is.
-Try: ``sudo python3 -m workshop.step7_security busybox -- grep Cap /proc/self/status``,
+Try: ``sudo .venv/bin/python -m workshop.step7_security busybox -- grep Cap /proc/self/status``,
 then the same with ``--cap-add ALL --security-opt seccomp=unconfined``.
 """
 
