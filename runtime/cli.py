@@ -13,6 +13,14 @@ import click
 from runtime import __version__, commands, execoptions, exits, runoptions
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
+# pull's and login's: the same registry, reached the same way (runtime.registry)
+TLS_VERIFY = click.option(
+    "--tls-verify",
+    type=click.BOOL,
+    default=True,
+    show_default=True,
+    help="Verify the registry's certificate; false also allows plain HTTP.",
+)
 
 
 class RunCommand(click.Command):
@@ -148,13 +156,7 @@ def load(file: str) -> int:
 @cli.command(context_settings=CONTEXT)
 @click.argument("reference")
 @click.option("--platform", help="os/arch[/variant] of an image of several (default: the host's).")
-@click.option(
-    "--tls-verify",
-    type=click.BOOL,
-    default=True,
-    show_default=True,
-    help="Verify the registry's certificate; false also allows plain HTTP.",
-)
+@TLS_VERIFY
 @click.option("--quiet", "-q", is_flag=True, help="Print the digest only, no progress.")
 def pull(reference: str, platform: str | None, tls_verify: bool, quiet: bool) -> int:
     """Pull an image from its registry into the store and print its digest.
@@ -505,13 +507,7 @@ def logs(follow: bool, tail: str, timestamps: bool, reference: str) -> int:
     "-p", "--password", help="The password or access token (unsafe: use --password-stdin)."
 )
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
-@click.option(
-    "--tls-verify",
-    type=click.BOOL,
-    default=True,
-    show_default=True,
-    help="Verify the registry's certificate; false also allows plain HTTP.",
-)
+@TLS_VERIFY
 @click.argument("registry", default="docker.io")
 def login(
     username: str | None,
