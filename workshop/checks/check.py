@@ -1,7 +1,9 @@
-"""A check: one thing a user observes of a working step, and three hints for when it fails."""
+"""A check: one thing a user observes of a working step, and three hints for when it fails;
+an exercise: the checks of one exercise of a chapter."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,3 +29,23 @@ class Check:
 class Unprepared(Exception):
     """What a step's checks need could not be made (the busybox image is not built, say):
     one line saying what to do."""
+
+
+@contextlib.contextmanager
+def nothing():
+    """The scene of checks that need none prepared."""
+    yield None
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """The checks of one exercise of a chapter, ``invoke check N --exercise K``.
+
+    ``script`` names the program the exercise asks the learner to write, a module in the
+    repository's top directory (``uts_enter`` for uts_enter.py); without it the checks run
+    the learner's step N, changed as the exercise asks. ``scene`` prepares what the checks
+    share, as a step's does."""
+
+    checks: list[Check]
+    script: str = ""
+    scene: Callable = nothing

@@ -1,0 +1,226 @@
+"""invoke check N --exercise K, the checkers of the chapters' exercises: each passes on the
+exercise's solution as the chapter gives it (its code taken from the chapter's folded
+solution) and fails, with hint 1, on the work not done yet (the untouched step, the script
+not written); the hints grow more specific per try; the learner never sees a traceback."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.privileged
+
+CHAPTERS = {1: "step1-uts.md"}
+
+
+def exercises_of(number: int) -> dict:
+    return importlib.import_module(f"workshop.checks.step{number}_exercises").EXERCISES
+
+
+def flat(text: str) -> str:
+    """``text`` with its line breaks and indentation as single spaces: hints are wrapped."""
+    return " ".join(text.split())
+
+
+def chapter_exercise(number: int, exercise: int) -> str:
+    """The text of exercise ``exercise`` of step ``number``'s chapter, its solution included."""
+    with open(os.path.join(REPO, "docs", CHAPTERS[number])) as file:
+        text = file.read()
+    section = text[text.index("## Exercises") :]
+    section = section[: section.index("\n## ", 1)]
+    items = re.split(r"^(\d+)\. \*\*", section, flags=re.MULTILINE)
+    return dict(zip(map(int, items[1::2]), items[2::2], strict=True))[exercise]
+
+
+def solution_code(number: int, exercise: int) -> list[str]:
+    """The Python blocks of the exercise's folded solution, dedented."""
+    blocks = re.findall(r"```python\n(.*?)^ *```", chapter_exercise(number, exercise), re.S | re.M)
+    return [textwrap.dedent(block) for block in blocks]
+
+
+def step_source(number: int) -> str:
+    (name,) = [
+        name
+        for name in os.listdir(os.path.join(REPO, "steps"))
+        if name.startswith(f"step{number}_")
+    ]
+    with open(os.path.join(REPO, "steps", name)) as file:
+        return file.read()
+
+
+@pytest.fixture
+def check(tmp_path, home):
+    """A function (number, exercise, files, module) -> the checker's CompletedProcess:
+    ``files`` ({name: source}) are written into a package 'learner' of ``tmp_path``, and
+    ``module`` (a dotted name, or None for the learner's default) is checked; the tries
+    are kept between calls."""
+    package = tmp_path / "learner"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    env = dict(
+        os.environ,
+        MYCONTAINER_HOME=str(home),
+        MYCONTAINER_WORKSHOP_TRIES=str(tmp_path / "tries.json"),
+        PYTHONPATH=os.pathsep.join([str(tmp_path), REPO]),
+    )
+
+    def run(number: int, exercise: int, files: dict[str, str], module: str | None):
+        for name, source in files.items():
+            (package / name).write_text(source)
+        which = ["--module", module] if module else []
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "workshop.checks",
+                str(number),
+                "--exercise",
+                str(exercise),
+                *which,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            timeout=600,
+        )
+
+    return run
+
+
+def step1_with_domainname() -> str:
+    """Step 1 with exercise 4's solution: the chapter's wrapper (in syscalls, as it says),
+    and its setup() and main() in place of the step's."""
+    wrapper, step = solution_code(1, 4)
+    source = step_source(1)
+    source = (
+        source[: source.index("def setup(")]
+        + step
+        + '\n\nif __name__ == "__main__":\n    sys.exit(main())\n'
+    )
+    source = source.replace(
+        "from runtime import namespaces\n",
+        "import ctypes\n\nfrom runtime import namespaces, syscalls\n"
+        "from runtime.syscalls import LIBC, _check\n",
+    )
+    return source.replace(
+        "\n\ndef setup(",
+        f"\n\n{wrapper}\n\nsyscalls.setdomainname = setdomainname\n\n\ndef setup(",
+        1,
+    )
+
+
+# (step, exercise): (the files of the solution done, the module to check), (the same for
+# the work not done yet: the untouched skeleton, or the script not written).
+DONE = {
+    (1, 1): ({}, "steps.step1_uts"),  # an exercise of looking: the step as it is
+    (1, 2): ({"uts_enter.py": solution_code(1, 2)[0]}, "learner.uts_enter"),
+    (1, 3): ({}, "steps.step1_uts"),
+    (1, 4): ({"step1_uts.py": step1_with_domainname()}, "learner.step1_uts"),
+    (1, 5): (
+        {"step1_uts.py": step_source(1).replace("NAMESPACES = namespaces.UTS", "NAMESPACES = 0")},
+        "learner.step1_uts",
+    ),
+}
+UNDONE = {
+    (1, 1): ({}, "workshop.step1_uts"),  # the skeleton, its TODOs as they come
+    (1, 2): ({}, None),  # no uts_enter.py in the repository's top directory
+    (1, 3): ({}, "workshop.step1_uts"),
+    (1, 4): ({}, "steps.step1_uts"),  # the step without --domainname
+    (1, 5): ({}, "steps.step1_uts"),  # the step not broken
+}
+
+
+@pytest.mark.parametrize("number, exercise", sorted(DONE))
+def test_the_checker_passes_on_the_chapters_solution(number, exercise, check):
+    files, module = DONE[number, exercise]
+    before = socket.gethostname()
+    result = check(number, exercise, files, module)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    checks = exercises_of(number)[exercise].checks
+    assert lines[1:-1] == [f"PASS  {one.says}" for one in checks]
+    assert lines[-1] == f"step {number}, exercise {exercise}: all {len(checks)} checks pass"
+    assert socket.gethostname() == before
+
+
+@pytest.mark.parametrize("number, exercise", sorted(UNDONE))
+def test_the_checker_fails_with_hint_1_on_the_work_not_done(number, exercise, check):
+    if (number, exercise) == (1, 2) and os.path.exists(os.path.join(REPO, "uts_enter.py")):
+        pytest.skip("uts_enter.py exists in the repository: someone did the exercise here")
+    files, module = UNDONE[number, exercise]
+    result = check(number, exercise, files, module)
+    assert result.returncode == 1, result.stdout + result.stderr
+    first = exercises_of(number)[exercise].checks[0]
+    output = flat(result.stdout)
+    assert f"FAIL {first.says} seen: " in output
+    assert f"hint 1 of 3, the concept: {flat(first.hints[0])}" in output
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_the_hints_grow_more_specific_per_try(check):
+    (first, *_) = exercises_of(1)[4].checks
+    for level in (1, 2, 3, 3):
+        output = flat(check(1, 4, {}, "steps.step1_uts").stdout)
+        assert flat(first.hints[level - 1]) in output
+        for other in {1, 2, 3} - {level}:
+            assert flat(first.hints[other - 1]) not in output
+
+
+def test_hint_3_quotes_the_chapter_or_the_step_word_for_word():
+    for number in CHAPTERS:
+        for exercise, chosen in exercises_of(number).items():
+            text = chapter_exercise(number, exercise) + step_source(number)
+            for one in chosen.checks:
+                quoted = re.findall(r"`([^`]+)`", one.hints[2])
+                assert quoted, f"{number}.{exercise} {one.key}: hint 3 quotes no line"
+                for code in quoted:
+                    assert code in text, f"{number}.{exercise} {one.key}: {code!r} is not in it"
+
+
+def test_an_exercise_without_a_checker_says_why_in_one_line(tmp_path):
+    env = dict(os.environ, MYCONTAINER_WORKSHOP_TRIES=str(tmp_path / "tries.json"))
+    run = dict(capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "workshop.checks", "1", "--exercise", "9"], **run
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "invoke check: exercise 9 of step 1 has no checker (those with one: 1, 2, 3, 4, 5); "
+        "its solution in the chapter says why under 'Checked by a program?'\n"
+    )
+    both = subprocess.run(
+        [sys.executable, "-m", "workshop.checks", "1", "--exercise", "1", "--solution"], **run
+    )
+    assert both.returncode == 2
+    assert "the exercises' solutions are in the chapter" in both.stderr
+
+
+def test_the_invoke_task_checks_an_exercise(home, tmp_path):
+    env = dict(
+        os.environ,
+        MYCONTAINER_HOME=str(home),
+        MYCONTAINER_WORKSHOP_TRIES=str(tmp_path / "tries.json"),
+    )
+    run = dict(capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "check", "1", "--exercise", "5"], **run
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith("step 1, exercise 5: checking workshop.step1_uts")
+
+
+def test_the_chapters_say_how_to_check_each_exercise():
+    for number in CHAPTERS:
+        for exercise in exercises_of(number):
+            line = f"Check it: `invoke check {number} --exercise {exercise}`"
+            assert line in chapter_exercise(number, exercise), f"{number}.{exercise}"
