@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from conftest import REPO
 
 pytestmark = pytest.mark.privileged
 
-CHAPTERS = {1: "step1-uts.md"}
+CHAPTERS = {1: "step1-uts.md", 2: "step2-pid.md"}
 
 
 def exercises_of(number: int) -> dict:
@@ -74,8 +75,14 @@ def check(tmp_path, home):
     )
 
     def run(number: int, exercise: int, files: dict[str, str], module: str | None):
+        repo = REPO
         for name, source in files.items():
-            (package / name).write_text(source)
+            if name.startswith("runtime/"):  # a scratch edit of the runtime: in a copy of it
+                repo = copy_of_the_repository(tmp_path)
+                with open(os.path.join(repo, name), "w") as file:
+                    file.write(source)
+            else:
+                (package / name).write_text(source)
         which = ["--module", module] if module else []
         return subprocess.run(
             [
@@ -89,12 +96,32 @@ def check(tmp_path, home):
             ],
             capture_output=True,
             text=True,
-            cwd=REPO,
+            cwd=repo,  # python -m puts it first: the copy's runtime, if any
             env=env,
             timeout=600,
         )
 
     return run
+
+
+def copy_of_the_repository(tmp_path) -> str:
+    """The runtime, the steps and the checkers, copied once into ``tmp_path``."""
+    repo = str(tmp_path / "repo")
+    if not os.path.isdir(repo):
+        ignore = shutil.ignore_patterns("__pycache__", ".tries.json")
+        for folder in ("runtime", "steps", "workshop"):
+            shutil.copytree(os.path.join(REPO, folder), os.path.join(repo, folder), ignore=ignore)
+    return repo
+
+
+def runtime_edited(old: str, new: str) -> dict[str, str]:
+    """runtime/process.py with the line that matches ``old`` (a regular expression)
+    replaced by ``new``, indented as it was: an exercise's scratch edit."""
+    with open(os.path.join(REPO, "runtime", "process.py")) as file:
+        source = file.read()
+    edited, count = re.subn(rf"^( *){old}$", rf"\g<1>{new}", source, flags=re.M)
+    assert count == 1, f"{old!r} matches {count} lines of runtime/process.py"
+    return {"runtime/process.py": edited}
 
 
 def step1_with_domainname() -> str:
@@ -130,6 +157,15 @@ DONE = {
         {"step1_uts.py": step_source(1).replace("NAMESPACES = namespaces.UTS", "NAMESPACES = 0")},
         "learner.step1_uts",
     ),
+    (2, 1): ({}, "steps.step2_pid"),  # an exercise of looking: the step as it is
+    (2, 3): (  # the chapter: change `if namespaces & CLONE_NEWPID or any(...):` to `if False:`
+        runtime_edited(r"if namespaces & CLONE_NEWPID or any\(.*\):", "if False:"),
+        "steps.step2_pid",
+    ),
+    (2, 4): (  # the chapter: comment out the prctl(PR_SET_CHILD_SUBREAPER, 1) line
+        runtime_edited(r"prctl\(PR_SET_CHILD_SUBREAPER, 1\)", "# prctl(PR_SET_CHILD_SUBREAPER, 1)"),
+        "steps.step2_pid",
+    ),
 }
 UNDONE = {
     (1, 1): ({}, "workshop.step1_uts"),  # the skeleton, its TODOs as they come
@@ -137,6 +173,9 @@ UNDONE = {
     (1, 3): ({}, "workshop.step1_uts"),
     (1, 4): ({}, "steps.step1_uts"),  # the step without --domainname
     (1, 5): ({}, "steps.step1_uts"),  # the step not broken
+    (2, 1): ({}, "workshop.step2_pid"),
+    (2, 3): ({}, "steps.step2_pid"),  # runtime/process.py as it is
+    (2, 4): ({}, "steps.step2_pid"),
 }
 
 
