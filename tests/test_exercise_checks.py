@@ -20,7 +20,7 @@ from conftest import REPO
 
 pytestmark = pytest.mark.privileged
 
-CHAPTERS = {1: "step1-uts.md", 2: "step2-pid.md"}
+CHAPTERS = {1: "step1-uts.md", 2: "step2-pid.md", 3: "step3-mount.md"}
 
 
 def exercises_of(number: int) -> dict:
@@ -114,14 +114,22 @@ def copy_of_the_repository(tmp_path) -> str:
     return repo
 
 
-def runtime_edited(old: str, new: str) -> dict[str, str]:
-    """runtime/process.py with the line that matches ``old`` (a regular expression)
-    replaced by ``new``, indented as it was: an exercise's scratch edit."""
-    with open(os.path.join(REPO, "runtime", "process.py")) as file:
+def runtime_edited(old: str, new: str, name: str = "process.py") -> dict[str, str]:
+    """runtime/NAME with the line that matches ``old`` (a regular expression) replaced by
+    ``new``, its lines indented as the old one was: an exercise's scratch edit."""
+    with open(os.path.join(REPO, "runtime", name)) as file:
         source = file.read()
-    edited, count = re.subn(rf"^( *){old}$", rf"\g<1>{new}", source, flags=re.M)
-    assert count == 1, f"{old!r} matches {count} lines of runtime/process.py"
-    return {"runtime/process.py": edited}
+    lines = new.replace("\n", "\n\\g<1>")
+    edited, count = re.subn(rf"^( *){old}$", rf"\g<1>{lines}", source, flags=re.M)
+    assert count == 1, f"{old!r} matches {count} lines of runtime/{name}"
+    return {f"runtime/{name}": edited}
+
+
+def step3_without_ipc() -> dict[str, str]:
+    """Step 3 with `| namespaces.IPC` removed from NAMESPACES (exercise 5)."""
+    source = step_source(3)
+    assert source.count(" | namespaces.IPC") == 1
+    return {"step3_mount.py": source.replace(" | namespaces.IPC", "")}
 
 
 def step1_with_domainname() -> str:
@@ -166,6 +174,23 @@ DONE = {
         runtime_edited(r"prctl\(PR_SET_CHILD_SUBREAPER, 1\)", "# prctl(PR_SET_CHILD_SUBREAPER, 1)"),
         "steps.step2_pid",
     ),
+    (3, 1): (  # the chapter: the mount(None, "/", ...) line of enter_new replaced by pass
+        runtime_edited(r'mount\(None, "/", None, MS_REC \| MS_PRIVATE\)', "pass", "namespaces.py"),
+        "steps.step3_mount",
+    ),
+    (3, 2): (  # the chapter: mount(rootfs, rootfs, None, MS_BIND | MS_REC) replaced by pass
+        runtime_edited(
+            r"mount\(rootfs, rootfs, None, MS_BIND \| MS_REC\)", "pass", "filesystem.py"
+        ),
+        "steps.step3_mount",
+    ),
+    (3, 3): (  # the chapter: pivot_into(rootfs) replaced by os.chroot(rootfs) and os.chdir("/")
+        runtime_edited(
+            r"pivot_into\(rootfs\)", 'os.chroot(rootfs)\nos.chdir("/")', "filesystem.py"
+        ),
+        "steps.step3_mount",
+    ),
+    (3, 5): (step3_without_ipc(), "learner.step3_mount"),
 }
 UNDONE = {
     (1, 1): ({}, "workshop.step1_uts"),  # the skeleton, its TODOs as they come
@@ -176,6 +201,10 @@ UNDONE = {
     (2, 1): ({}, "workshop.step2_pid"),
     (2, 3): ({}, "steps.step2_pid"),  # runtime/process.py as it is
     (2, 4): ({}, "steps.step2_pid"),
+    (3, 1): ({}, "steps.step3_mount"),  # runtime/ as it is
+    (3, 2): ({}, "steps.step3_mount"),
+    (3, 3): ({}, "steps.step3_mount"),
+    (3, 5): ({}, "steps.step3_mount"),  # step 3 with its IPC namespace
 }
 
 
