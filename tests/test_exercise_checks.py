@@ -20,7 +20,7 @@ from conftest import REPO
 
 pytestmark = pytest.mark.privileged
 
-CHAPTERS = {1: "step1-uts.md", 2: "step2-pid.md", 3: "step3-mount.md"}
+CHAPTERS = {1: "step1-uts.md", 2: "step2-pid.md", 3: "step3-mount.md", 4: "step4-cgroups.md"}
 
 
 def exercises_of(number: int) -> dict:
@@ -154,6 +154,31 @@ def step1_with_domainname() -> str:
     )
 
 
+def step4_with_cpus() -> dict[str, str]:
+    """Step 4 with exercise 5's solution: the chapter's two lines, the option and the
+    group's resources, and the value passed between them (the chapter's "...")."""
+    (block,) = solution_code(4, 5)
+    option, create = [line.strip() for line in block.splitlines() if line.strip() != "..."]
+    source = step_source(4)
+    pids = 'parser.add_argument("--pids-limit", type=common.checked(cgroups.parse_pids_limit))'
+    edits = [
+        (f"    {pids}\n", f"    {pids}\n    {option}\n"),
+        ("group.create(cgroups.docker_resources(memory, cpu_weight, pids_limit))", create),
+        (
+            "def cgroup(memory: int | None, cpu_weight: int | None, pids_limit: int | None):",
+            "def cgroup(memory, cpu_weight, pids_limit, cpus=None):",
+        ),
+        (
+            "cgroup(options.memory, options.cpu_weight, options.pids_limit)",
+            "cgroup(options.memory, options.cpu_weight, options.pids_limit, options.cpus)",
+        ),
+    ]
+    for old, new in edits:
+        assert source.count(old) == 1, old
+        source = source.replace(old, new)
+    return {"step4_cgroups.py": source}
+
+
 # (step, exercise): (the files of the solution done, the module to check), (the same for
 # the work not done yet: the untouched skeleton, or the script not written).
 DONE = {
@@ -191,6 +216,7 @@ DONE = {
         "steps.step3_mount",
     ),
     (3, 5): (step3_without_ipc(), "learner.step3_mount"),
+    (4, 5): (step4_with_cpus(), "learner.step4_cgroups"),
 }
 UNDONE = {
     (1, 1): ({}, "workshop.step1_uts"),  # the skeleton, its TODOs as they come
@@ -205,6 +231,7 @@ UNDONE = {
     (3, 2): ({}, "steps.step3_mount"),
     (3, 3): ({}, "steps.step3_mount"),
     (3, 5): ({}, "steps.step3_mount"),  # step 3 with its IPC namespace
+    (4, 5): ({}, "steps.step4_cgroups"),  # step 4 without --cpus
 }
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-import time
 
 from workshop.checks import sandbox, scenes
 from workshop.checks.check import Check, Exercise
@@ -121,25 +120,10 @@ NO_BIND_MOUNT = Exercise(
 )
 
 
-def container_sleep(process) -> int | None:
-    """The host PID of the container's sleep, started by ``process``; None if it died."""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline and process.poll() is None:
-        for pid in sandbox.descendants(process.pid):
-            try:
-                with open(f"/proc/{pid}/comm") as file:
-                    if file.read().strip() == "sleep":
-                        return pid
-            except OSError:
-                continue
-        time.sleep(0.1)
-    return None
-
-
 def namespace_holds_more(program, rootfs) -> str | None:
     process = program.start(f"step --rootfs {shlex.quote(rootfs)} -- sleep 300")
     try:
-        pid = container_sleep(process)
+        pid = sandbox.descendant(process, "sleep", WAIT)
         if pid is None:
             process.wait(timeout=5)
             _, err = process.communicate()
