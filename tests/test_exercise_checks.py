@@ -114,15 +114,17 @@ def copy_of_the_repository(tmp_path) -> str:
     return repo
 
 
-def runtime_edited(old: str, new: str, name: str = "process.py") -> dict[str, str]:
-    """runtime/NAME with the line that matches ``old`` (a regular expression) replaced by
-    ``new``, its lines indented as the old one was: an exercise's scratch edit."""
+def runtime_edited(name: str, *edits: tuple[str, str]) -> dict[str, str]:
+    """runtime/NAME with, for each (old, new) of ``edits``, the line that matches ``old``
+    (a regular expression) replaced by ``new``, its lines indented as the old one was: an
+    exercise's scratch edit."""
     with open(os.path.join(REPO, "runtime", name)) as file:
         source = file.read()
-    lines = new.replace("\n", "\n\\g<1>")
-    edited, count = re.subn(rf"^( *){old}$", rf"\g<1>{lines}", source, flags=re.M)
-    assert count == 1, f"{old!r} matches {count} lines of runtime/{name}"
-    return {f"runtime/{name}": edited}
+    for old, new in edits:
+        lines = new.replace("\n", "\n\\g<1>")
+        source, count = re.subn(rf"^( *){old}$", rf"\g<1>{lines}", source, flags=re.M)
+        assert count == 1, f"{old!r} matches {count} lines of runtime/{name}"
+    return {f"runtime/{name}": source}
 
 
 def step3_without_ipc() -> dict[str, str]:
@@ -192,30 +194,43 @@ DONE = {
     ),
     (2, 1): ({}, "steps.step2_pid"),  # an exercise of looking: the step as it is
     (2, 3): (  # the chapter: change `if namespaces & CLONE_NEWPID or any(...):` to `if False:`
-        runtime_edited(r"if namespaces & CLONE_NEWPID or any\(.*\):", "if False:"),
+        runtime_edited("process.py", (r"if namespaces & CLONE_NEWPID or any\(.*\):", "if False:")),
         "steps.step2_pid",
     ),
     (2, 4): (  # the chapter: comment out the prctl(PR_SET_CHILD_SUBREAPER, 1) line
-        runtime_edited(r"prctl\(PR_SET_CHILD_SUBREAPER, 1\)", "# prctl(PR_SET_CHILD_SUBREAPER, 1)"),
+        runtime_edited(
+            "process.py",
+            (r"prctl\(PR_SET_CHILD_SUBREAPER, 1\)", "# prctl(PR_SET_CHILD_SUBREAPER, 1)"),
+        ),
         "steps.step2_pid",
     ),
     (3, 1): (  # the chapter: the mount(None, "/", ...) line of enter_new replaced by pass
-        runtime_edited(r'mount\(None, "/", None, MS_REC \| MS_PRIVATE\)', "pass", "namespaces.py"),
+        runtime_edited(
+            "namespaces.py", (r'mount\(None, "/", None, MS_REC \| MS_PRIVATE\)', "pass")
+        ),
         "steps.step3_mount",
     ),
     (3, 2): (  # the chapter: mount(rootfs, rootfs, None, MS_BIND | MS_REC) replaced by pass
         runtime_edited(
-            r"mount\(rootfs, rootfs, None, MS_BIND \| MS_REC\)", "pass", "filesystem.py"
+            "filesystem.py", (r"mount\(rootfs, rootfs, None, MS_BIND \| MS_REC\)", "pass")
         ),
         "steps.step3_mount",
     ),
     (3, 3): (  # the chapter: pivot_into(rootfs) replaced by os.chroot(rootfs) and os.chdir("/")
         runtime_edited(
-            r"pivot_into\(rootfs\)", 'os.chroot(rootfs)\nos.chdir("/")', "filesystem.py"
+            "filesystem.py", (r"pivot_into\(rootfs\)", 'os.chroot(rootfs)\nos.chdir("/")')
         ),
         "steps.step3_mount",
     ),
     (3, 5): (step3_without_ipc(), "learner.step3_mount"),
+    (4, 4): (  # the chapter: no before_unshare; the init's pid written after spawn returns
+        runtime_edited(
+            "container.py",
+            (r"before_unshare=self\.cgroup\.join,", ""),
+            (r"self\._receive_console\(\)", f"{solution_code(4, 4)[0]}self._receive_console()"),
+        ),
+        None,
+    ),
     (4, 5): (step4_with_cpus(), "learner.step4_cgroups"),
 }
 UNDONE = {
@@ -231,6 +246,7 @@ UNDONE = {
     (3, 2): ({}, "steps.step3_mount"),
     (3, 3): ({}, "steps.step3_mount"),
     (3, 5): ({}, "steps.step3_mount"),  # step 3 with its IPC namespace
+    (4, 4): ({}, None),  # runtime/container.py as it is
     (4, 5): ({}, "steps.step4_cgroups"),  # step 4 without --cpus
 }
 

@@ -149,13 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # each verdict as soon as it is known
     options = parse(argv)
     number = options.number
-    title, script = f"step {number}", ""
+    title, chosen_module = f"step {number}", ""
     if options.exercise is not None:
         chosen = exercise(number, options.exercise)
         if isinstance(chosen, str):
             print(f"invoke check: {chosen}", file=sys.stderr)
             return 2
-        title, script = f"step {number}, exercise {options.exercise}", chosen.script
+        title, chosen_module = f"step {number}, exercise {options.exercise}", chosen.module
         scene, checks = chosen.scene, chosen.checks
     else:
         steps = importlib.import_module(f"workshop.checks.step{number}")
@@ -169,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"invoke check: no module {options.module}", file=sys.stderr)
             return 2
         module, path = options.module, spec.origin
-    elif script:  # missing, it is not written yet: the checks say so, with hint 1
-        module, path = script, os.path.join(sandbox.REPO, f"{script}.py")
+    elif chosen_module:  # a script missing is not written yet: the checks say so, with hint 1
+        module, path = chosen_module, os.path.join(sandbox.REPO, *chosen_module.split("."))
+        path = os.path.join(path, "__main__.py") if os.path.isdir(path) else f"{path}.py"
     else:
         found = find_module(number, options.solution)
         if not found:

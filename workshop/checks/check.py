@@ -41,11 +41,12 @@ def nothing():
 class Exercise:
     """The checks of one exercise of a chapter, ``invoke check N --exercise K``.
 
-    ``script`` names the program the exercise asks the learner to write, a module in the
-    repository's top directory (``uts_enter`` for uts_enter.py); without it the checks run
-    the learner's step N, changed as the exercise asks. ``scene`` prepares what the checks
+    ``module`` names the program the checks run: one the exercise asks the learner to
+    write, in the repository's top directory (``uts_enter`` for uts_enter.py), or
+    ``runtime`` (``mycontainer``) for an exercise that changes the runtime; without it, the
+    learner's step N, changed as the exercise asks. ``scene`` prepares what the checks
     share, as a step's does."""
 
     checks: list[Check]
-    script: str = ""
+    module: str = ""
     scene: Callable = nothing

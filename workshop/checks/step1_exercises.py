@@ -157,7 +157,7 @@ JOIN_IT = Exercise(
             ),
         ),
     ],
-    script="uts_enter",
+    module="uts_enter",
 )
 
 
