@@ -6,6 +6,7 @@ not written); the hints grow more specific per try; the learner never sees a tra
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import shutil
@@ -16,11 +17,19 @@ import textwrap
 
 import pytest
 
+from workshop.checks import scenes
+
 from conftest import REPO
 
 pytestmark = pytest.mark.privileged
 
-CHAPTERS = {1: "step1-uts.md", 2: "step2-pid.md", 3: "step3-mount.md", 4: "step4-cgroups.md"}
+CHAPTERS = {
+    1: "step1-uts.md",
+    2: "step2-pid.md",
+    3: "step3-mount.md",
+    4: "step4-cgroups.md",
+    5: "step5-image.md",
+}
 
 
 def exercises_of(number: int) -> dict:
@@ -181,6 +190,46 @@ def step4_with_cpus() -> dict[str, str]:
     return {"step4_cgroups.py": source}
 
 
+def chapter_python_c(number: int, exercise: int) -> str:
+    """The program of the exercise's ``python3 -c '...'`` console command, its prompts gone."""
+    text = chapter_exercise(number, exercise)
+    start = text.index("$ python3 -c '\n") + len("$ python3 -c '\n")
+    lines = []
+    for line in text[start:].splitlines():
+        code = line.strip().removeprefix("> ")
+        lines.append(code.removesuffix("'"))
+        if code.endswith("'"):
+            return "\n".join(lines) + "\n"
+    raise AssertionError("no python3 -c program")
+
+
+@pytest.fixture
+def opaque_image(home, tmp_path):
+    """Exercise 4 of step 5 done: the chapter's layer (its own tarfile program) on top of
+    busybox, in an OCI layout tagged 'opaque' of a directory 'hello', loaded as hello:opaque
+    into the test's store."""
+    program = chapter_python_c(5, 4).replace("/tmp/opaque.tar", str(tmp_path / "opaque.tar"))
+    subprocess.run([sys.executable, "-c", program], check=True)
+    busybox = os.path.join(str(home), "rootfs", "busybox")
+    layout = tmp_path / "hello"
+    scenes.write_layout(
+        str(layout), [scenes.tar([], rootfs=busybox), (tmp_path / "opaque.tar").read_bytes()]
+    )
+    index = json.loads((layout / "index.json").read_text())
+    index["manifests"][0]["annotations"] = {"org.opencontainers.image.ref.name": "opaque"}
+    (layout / "index.json").write_text(json.dumps(index))
+    loaded = subprocess.run(
+        [sys.executable, "-m", "runtime", "load", f"{layout}:opaque"],
+        capture_output=True, text=True, cwd=REPO, env=dict(os.environ, MYCONTAINER_HOME=str(home)),
+    )  # fmt: skip
+    assert loaded.stdout == "hello:opaque\n", loaded.stderr
+    yield
+    subprocess.run(
+        [sys.executable, "-m", "runtime", "rmi", "hello:opaque"],
+        cwd=REPO, env=dict(os.environ, MYCONTAINER_HOME=str(home)), check=True,
+    )  # fmt: skip
+
+
 # (step, exercise): (the files of the solution done, the module to check), (the same for
 # the work not done yet: the untouched skeleton, or the script not written).
 DONE = {
@@ -232,6 +281,17 @@ DONE = {
         None,
     ),
     (4, 5): (step4_with_cpus(), "learner.step4_cgroups"),
+    (5, 4): ({}, None),  # the image hello:opaque in the store: see opaque_image
+    (5, 6): (  # the chapter: mount("overlay", ...) replaced by a raise of ENODEV
+        runtime_edited(
+            "filesystem.py",
+            (
+                r'mount\("overlay", root, "overlay", 0, options\)',
+                'raise OSError(errno.ENODEV, "no overlayfs")',
+            ),
+        ),
+        None,
+    ),
 }
 UNDONE = {
     (1, 1): ({}, "workshop.step1_uts"),  # the skeleton, its TODOs as they come
@@ -248,11 +308,15 @@ UNDONE = {
     (3, 5): ({}, "steps.step3_mount"),  # step 3 with its IPC namespace
     (4, 4): ({}, None),  # runtime/container.py as it is
     (4, 5): ({}, "steps.step4_cgroups"),  # step 4 without --cpus
+    (5, 4): ({}, None),  # no hello:opaque in the store
+    (5, 6): ({}, None),  # runtime/filesystem.py as it is
 }
 
 
 @pytest.mark.parametrize("number, exercise", sorted(DONE))
-def test_the_checker_passes_on_the_chapters_solution(number, exercise, check):
+def test_the_checker_passes_on_the_chapters_solution(number, exercise, check, request):
+    if (number, exercise) == (5, 4):
+        request.getfixturevalue("opaque_image")
     files, module = DONE[number, exercise]
     before = socket.gethostname()
     result = check(number, exercise, files, module)
