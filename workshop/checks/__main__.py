@@ -170,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         module, path = options.module, spec.origin
     elif chosen_module:  # a script missing is not written yet: the checks say so, with hint 1
-        module, path = chosen_module, os.path.join(sandbox.REPO, *chosen_module.split("."))
-        path = os.path.join(path, "__main__.py") if os.path.isdir(path) else f"{path}.py"
+        module, path = chosen_module, os.path.join(sandbox.REPO, chosen_module)
+        if not chosen_module.endswith(".sh"):  # a module: its file
+            path = os.path.join(sandbox.REPO, *chosen_module.split("."))
+            path = os.path.join(path, "__main__.py") if os.path.isdir(path) else f"{path}.py"
     else:
         found = find_module(number, options.solution)
         if not found:
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("invoke check: the steps need root: run it with sudo", file=sys.stderr)
         return 2
-    problem = syntax_error(path) if os.path.exists(path) else ""
+    problem = syntax_error(path) if path.endswith(".py") and os.path.exists(path) else ""
     if problem:
         print(f"{title}: {problem}: fix it, then check again")
         return 1

@@ -42,10 +42,10 @@ class Exercise:
     """The checks of one exercise of a chapter, ``invoke check N --exercise K``.
 
     ``module`` names the program the checks run: one the exercise asks the learner to
-    write, in the repository's top directory (``uts_enter`` for uts_enter.py), or
-    ``runtime`` (``mycontainer``) for an exercise that changes the runtime; without it, the
-    learner's step N, changed as the exercise asks. ``scene`` prepares what the checks
-    share, as a step's does."""
+    write, in the repository's top directory (``uts_enter`` for uts_enter.py; a name with
+    ``.sh`` is a shell script, byhand.sh), or ``runtime`` (``mycontainer``) for an exercise
+    that changes the runtime; without it, the learner's step N, changed as the exercise
+    asks. ``scene`` prepares what the checks share, as a step's does."""
 
     checks: list[Check]
     module: str = ""
