@@ -30,6 +30,7 @@ CHAPTERS = {
     4: "step4-cgroups.md",
     5: "step5-image.md",
     6: "step6-veth.md",
+    7: "step7-security.md",
 }
 
 
@@ -136,6 +137,23 @@ def runtime_edited(name: str, *edits: tuple[str, str]) -> dict[str, str]:
         source, count = re.subn(rf"^( *){old}$", rf"\g<1>{lines}", source, flags=re.M)
         assert count == 1, f"{old!r} matches {count} lines of runtime/{name}"
     return {f"runtime/{name}": source}
+
+
+def runtime_replaced(name: str, *edits: tuple[str, str]) -> dict[str, str]:
+    """runtime/NAME with each (old, new) of ``edits`` replaced, each old found once."""
+    with open(os.path.join(REPO, "runtime", name)) as file:
+        source = file.read()
+    for old, new in edits:
+        assert source.count(old) == 1, f"{old!r} is not once in runtime/{name}"
+        source = source.replace(old, new)
+    return {f"runtime/{name}": source}
+
+
+FILTER_FIRST = (
+    "        if self.seccomp and not self.no_new_privileges:\n"
+    "            seccomp.install(self.seccomp)\n"
+)
+AMBIENT = "                    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)\n"
 
 
 def step3_without_ipc() -> dict[str, str]:
@@ -284,6 +302,14 @@ DONE = {
     ),
     (4, 5): (step4_with_cpus(), "learner.step4_cgroups"),
     (6, 1): ({"./byhand.sh": solution_code(6, 1, "sh")[0]}, None),
+    (7, 4): (  # the chapter: the two lines from before_user_switch to after the ambient loop
+        runtime_replaced(
+            "security.py",
+            (FILTER_FIRST, ""),
+            (AMBIENT, AMBIENT + textwrap.indent(FILTER_FIRST, "    ")),
+        ),
+        None,
+    ),
     (5, 4): ({}, None),  # the image hello:opaque in the store: see opaque_image
     (5, 6): (  # the chapter: mount("overlay", ...) replaced by a raise of ENODEV
         runtime_edited(
@@ -314,6 +340,7 @@ UNDONE = {
     (5, 4): ({}, None),  # no hello:opaque in the store
     (5, 6): ({}, None),  # runtime/filesystem.py as it is
     (6, 1): ({}, None),  # no byhand.sh in the repository's top directory
+    (7, 4): ({}, None),  # runtime/security.py as it is
 }
 
 
