@@ -31,6 +31,7 @@ CHAPTERS = {
     5: "step5-image.md",
     6: "step6-veth.md",
     7: "step7-security.md",
+    8: "step8-exec.md",
 }
 
 
@@ -154,6 +155,18 @@ FILTER_FIRST = (
     "            seccomp.install(self.seccomp)\n"
 )
 AMBIENT = "                    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)\n"
+
+
+def step8_opening_late() -> dict[str, str]:
+    """Step 8 with exercise 5's loop (the chapter's) in place of its own."""
+    loop = (
+        "        for _name, flag, fd in target.namespaces:  # user first, mnt last\n"
+        "            setns(fd, flag)\n"
+        "            os.close(fd)\n"
+    )
+    source = step_source(8)
+    assert source.count(loop) == 1
+    return {"step8_exec.py": source.replace(loop, textwrap.indent(solution_code(8, 5)[0], " " * 8))}
 
 
 def step3_without_ipc() -> dict[str, str]:
@@ -302,6 +315,7 @@ DONE = {
     ),
     (4, 5): (step4_with_cpus(), "learner.step4_cgroups"),
     (6, 1): ({"./byhand.sh": solution_code(6, 1, "sh")[0]}, None),
+    (8, 5): (step8_opening_late(), "learner.step8_exec"),
     (7, 4): (  # the chapter: the two lines from before_user_switch to after the ambient loop
         runtime_replaced(
             "security.py",
@@ -341,6 +355,7 @@ UNDONE = {
     (5, 6): ({}, None),  # runtime/filesystem.py as it is
     (6, 1): ({}, None),  # no byhand.sh in the repository's top directory
     (7, 4): ({}, None),  # runtime/security.py as it is
+    (8, 5): ({}, "steps.step8_exec"),  # step 8 as it is
 }
 
 
