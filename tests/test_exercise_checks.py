@@ -418,7 +418,7 @@ def test_an_exercise_without_a_checker_says_why_in_one_line(tmp_path):
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == (
         "invoke check: exercise 9 of step 1 has no checker (those with one: 1, 2, 3, 4, 5); "
-        "its solution in the chapter says why under 'Checked by a program?'\n"
+        "the table of docs/workshop.md, Check an exercise, says why\n"
     )
     both = subprocess.run(
         [sys.executable, "-m", "workshop.checks", "1", "--exercise", "1", "--solution"], **run

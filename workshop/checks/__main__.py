@@ -59,7 +59,7 @@ def exercise(number: int, which: int) -> Exercise | str:
     checked = ", ".join(map(str, sorted(exercises))) or "none"
     return (
         f"exercise {which} of step {number} has no checker (those with one: {checked}); "
-        "its solution in the chapter says why under 'Checked by a program?'"
+        "the table of docs/workshop.md, Check an exercise, says why"
     )
 
 
