@@ -129,13 +129,15 @@ def step(c, number, hostname="container", rootfs_dir=None, image="busybox", pid=
     help={
         "number": "the step whose checks to run, 1 to 8",
         "solution": "check the solution (steps/) instead of your workshop/ file",
+        "exercise": "check exercise K of the step's chapter (its 'Check it:' line) instead",
     },
 )
-def check(c, number, solution=False):
+def check(c, number, solution=False, exercise=0):
     """Check your step N of the workshop: PASS or FAIL per check, and hints (here or in the VM).
 
     Runs workshop/stepN_*.py as a user would; a failed check's hint gets more specific on
-    each failed try (python -m workshop.checks)."""
+    each failed try (python -m workshop.checks). --exercise K checks exercise K of the
+    step's chapter instead."""
     if not number.isdigit():
         raise Exit(
             f"invoke check: give the step's number, 1 to 8 (got {number!r}; "
@@ -143,6 +145,8 @@ def check(c, number, solution=False):
             code=2,
         )
     line = f"-m workshop.checks {number}{' --solution' if solution else ''}"
+    if exercise:
+        line += f" --exercise {exercise}"
     if can_run_here() or sys.platform == "linux":  # without root, the checker says: sudo
         with c.cd(HERE):  # where the workshop package is, wherever invoke was started
             code = c.run(f"{python()} {line}", warn=True, pty=sys.stdout.isatty()).exited

@@ -1,5 +1,6 @@
 """``python -m workshop.checks N``: run step N's checks on the learner's program, print each
 one's verdict and, for a failure, a hint that grows more specific with each failed try.
+``--exercise K`` runs the checks of the chapter's exercise K instead (stepN_exercises).
 
 Exit status: 0 if every check passes, 1 if one fails, 2 if the checks cannot run (no such
 step, no such program, not root, the busybox image not built), 130 on Ctrl-C. Nothing of
@@ -17,7 +18,7 @@ import sys
 import textwrap
 
 from workshop.checks import sandbox, tries
-from workshop.checks.check import Unprepared
+from workshop.checks.check import Check, Exercise, Unprepared
 
 STEPS = range(1, 9)
 LEVELS = ("the concept", "the call", "the line")
@@ -35,7 +36,31 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--solution", action="store_true", help="check the solution (steps/) instead of yours"
     )
     which.add_argument("--module", help="check this module instead (run as python -m MODULE)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--exercise", type=int, metavar="K", help="check exercise K of the chapter instead"
+    )
+    options = parser.parse_args(argv)
+    if options.exercise is not None and options.solution:
+        parser.error(
+            "the exercises' solutions are in the chapter, folded under each exercise: "
+            "--solution checks the steps only"
+        )
+    return options
+
+
+def exercise(number: int, which: int) -> Exercise | str:
+    """Exercise ``which`` of step ``number``'s chapter, or why it has no checker (one line)."""
+    try:
+        exercises = importlib.import_module(f"workshop.checks.step{number}_exercises").EXERCISES
+    except ModuleNotFoundError:
+        exercises = {}
+    if which in exercises:
+        return exercises[which]
+    checked = ", ".join(map(str, sorted(exercises))) or "none"
+    return (
+        f"exercise {which} of step {number} has no checker (those with one: {checked}); "
+        "the table of docs/workshop.md, Check an exercise, says why"
+    )
 
 
 def find_module(number: int, solution: bool) -> tuple[str, str] | None:
@@ -76,17 +101,17 @@ def wrapped(label: str, text: str) -> str:
     )
 
 
-def run_checks(number: int, module: str, path: str) -> int:
-    checks = importlib.import_module(f"workshop.checks.step{number}")
+def run_checks(title: str, scene, checks: list[Check], module: str, path: str) -> int:
+    """Run ``checks`` on ``module`` in ``scene()``, print their verdicts under ``title``."""
     program = sandbox.Program(module)
     counts = tries.load()
     before = dict(counts)
     failed = 0
-    print(f"step {number}: checking {module} ({shown(path)})")
-    with checks.scene() as scene:
-        for check in checks.CHECKS:
+    print(f"{title}: checking {module} ({shown(path)})")
+    with scene() as prepared:
+        for check in checks:
             try:
-                seen = check.observe(program, scene)
+                seen = check.observe(program, prepared)
             except Exception as error:  # the checker's own fault: no try counted
                 failed += 1
                 print(f"ERROR {check.says}")
@@ -109,14 +134,14 @@ def run_checks(number: int, module: str, path: str) -> int:
             tries.save(counts)
     except OSError as error:
         print(f"(cannot remember the tries in {tries.path()}: {error.strerror})")
-    total = len(checks.CHECKS)
+    total = len(checks)
     if failed:
         print(
-            f"step {number}: {failed} of {total} checks failed; fix, then check again: "
+            f"{title}: {failed} of {total} checks failed; fix, then check again: "
             "each failed try gives a more specific hint"
         )
         return 1
-    print(f"step {number}: all {total} checks pass")
+    print(f"{title}: all {total} checks pass")
     return 0
 
 
@@ -124,6 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)  # each verdict as soon as it is known
     options = parse(argv)
     number = options.number
+    title, chosen_module = f"step {number}", ""
+    if options.exercise is not None:
+        chosen = exercise(number, options.exercise)
+        if isinstance(chosen, str):
+            print(f"invoke check: {chosen}", file=sys.stderr)
+            return 2
+        title, chosen_module = f"step {number}, exercise {options.exercise}", chosen.module
+        scene, checks = chosen.scene, chosen.checks
+    else:
+        steps = importlib.import_module(f"workshop.checks.step{number}")
+        scene, checks = steps.scene, steps.CHECKS
     if options.module:
         try:
             spec = importlib.util.find_spec(options.module)
@@ -133,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"invoke check: no module {options.module}", file=sys.stderr)
             return 2
         module, path = options.module, spec.origin
+    elif chosen_module:  # a script missing is not written yet: the checks say so, with hint 1
+        module, path = chosen_module, os.path.join(sandbox.REPO, chosen_module)
+        if not chosen_module.endswith(".sh"):  # a module: its file
+            path = os.path.join(sandbox.REPO, *chosen_module.split("."))
+            path = os.path.join(path, "__main__.py") if os.path.isdir(path) else f"{path}.py"
     else:
         found = find_module(number, options.solution)
         if not found:
@@ -146,12 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("invoke check: the steps need root: run it with sudo", file=sys.stderr)
         return 2
-    problem = syntax_error(path)
+    problem = syntax_error(path) if path.endswith(".py") and os.path.exists(path) else ""
     if problem:
-        print(f"step {number}: {problem}: fix it, then check again")
+        print(f"{title}: {problem}: fix it, then check again")
         return 1
     try:
-        return run_checks(number, module, path)
+        return run_checks(title, scene, checks, module, path)
     except Unprepared as error:
         print(f"invoke check: {error}", file=sys.stderr)
         return 2

@@ -1,7 +1,9 @@
-"""A check: one thing a user observes of a working step, and three hints for when it fails."""
+"""A check: one thing a user observes of a working step, and three hints for when it fails;
+an exercise: the checks of one exercise of a chapter."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,3 +29,24 @@ class Check:
 class Unprepared(Exception):
     """What a step's checks need could not be made (the busybox image is not built, say):
     one line saying what to do."""
+
+
+@contextlib.contextmanager
+def nothing():
+    """The scene of checks that need none prepared."""
+    yield None
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """The checks of one exercise of a chapter, ``invoke check N --exercise K``.
+
+    ``module`` names the program the checks run: one the exercise asks the learner to
+    write, in the repository's top directory (``uts_enter`` for uts_enter.py; a name with
+    ``.sh`` is a shell script, byhand.sh), or ``runtime`` (``mycontainer``) for an exercise
+    that changes the runtime; without it, the learner's step N, changed as the exercise
+    asks. ``scene`` prepares what the checks share, as a step's does."""
+
+    checks: list[Check]
+    module: str = ""
+    scene: Callable = nothing

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import time
 from dataclasses import dataclass
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -124,6 +125,23 @@ def descendants(pid: int) -> list[int]:
         found += below
         queue += below
     return found
+
+
+def descendant(process: subprocess.Popen, name: str, timeout: float) -> int | None:
+    """The pid of the first process named ``name`` (/proc/PID/comm) below a script started
+    by :meth:`Program.start`, once it runs: a container's, seen from the host. None if the
+    script ended, or none came within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        for pid in descendants(process.pid):
+            try:
+                with open(f"/proc/{pid}/comm") as file:
+                    if file.read().strip() == name:
+                        return pid
+            except OSError:
+                continue  # gone meanwhile
+        time.sleep(0.1)
+    return None
 
 
 def failure(stderr: str) -> str:
