@@ -1,0 +1,129 @@
+"""``mycontainer pull`` against a hostile registry: a stdlib HTTP server of this file that
+answers what a broken or malicious registry could (tests/test_pull.py pulls from a real one).
+
+Each attack must end in bounded time, in one line on stderr (exit 125), with the store as it
+was: no record, no layer, nothing left at its top.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import json
+import threading
+import time
+
+import pytest
+import registry as fixtures
+from test_pull import contents, store  # noqa: F401 (store: a fixture)
+
+pytestmark = pytest.mark.privileged
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def image(layers: list[bytes], diff_ids: list[str] | None = None) -> dict[str, bytes]:
+    """The blobs and manifest of an image of gzipped tar ``layers`` (bottom first), as a
+    registry serves them: {path under /v2/evil/: body}; ``diff_ids`` as the config lies."""
+    compressed = [gzip.compress(layer, mtime=0) for layer in layers]
+    config = {
+        "architecture": fixtures.host_architecture(),
+        "os": "linux",
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": [digest_of(layer) for layer in layers] if diff_ids is None else diff_ids,
+        },
+    }
+    config_bytes = json.dumps(config).encode()
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": fixtures.OCI_MANIFEST,
+        "config": descriptor(config_bytes, fixtures.OCI_CONFIG),
+        "layers": [descriptor(blob, fixtures.OCI_LAYER) for blob in compressed],
+    }
+    paths = {f"blobs/{digest_of(blob)}": blob for blob in [config_bytes, *compressed]}
+    paths["manifests/v1"] = json.dumps(manifest).encode()
+    return paths
+
+
+def descriptor(data: bytes, media_type: str) -> dict:
+    return {"mediaType": media_type, "digest": digest_of(data), "size": len(data)}
+
+
+LAYER = fixtures.tar_of([fixtures.entry("a.txt", b"a\n")])
+
+
+class Hostile:
+    """A registry on 127.0.0.1 (plain HTTP: loopback) that pings, then serves ``paths``
+    ({path under /v2/evil/: body, or a function(handler) that answers itself}). ``seen``:
+    the paths asked, in order."""
+
+    def __init__(self, paths: dict):
+        self.paths = paths
+        self.seen: list[str] = []
+        hostile = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                hostile.seen.append(self.path)
+                if self.path == "/v2/":
+                    return answer(self, 200, b"{}", "application/json")
+                found = hostile.paths.get(self.path.removeprefix("/v2/evil/"))
+                if callable(found):
+                    return found(self)
+                if found is None:
+                    return answer(self, 404, b"{}", "application/json")
+                kind = fixtures.OCI_MANIFEST if "/manifests/" in self.path else ""
+                return answer(self, 200, found, kind or "application/octet-stream")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> Hostile:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *_exception) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def answer(handler, status: int, body: bytes, kind: str = "", headers: dict | None = None):
+    handler.send_response(status)
+    if kind:
+        handler.send_header("Content-Type", kind)
+    handler.send_header("Content-Length", str(len(body)))
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def refused(store, host: str, message: str, timeout: float = 60, env=None):  # noqa: F811
+    """Pull evil:v1 from ``host``: it must fail with ``message`` in one line, the store as
+    it was."""
+    started = time.monotonic()
+    failed = store("pull", f"{host}/evil:v1", env=env, timeout=timeout)
+    took = time.monotonic() - started
+    assert failed.returncode == 125, failed.stderr
+    last = failed.stderr.splitlines()[-1] if failed.stderr else ""
+    assert last.startswith(f"mycontainer: error: pull {host}/evil:v1: "), failed.stderr
+    assert message in last, failed.stderr
+    assert contents(store.home) == {"images": [], "layers": [], "": []}
+    return took
+
+
+def test_a_config_that_lists_no_diff_ids_for_the_manifests_layers_is_refused(store):  # noqa: F811
+    paths = image([LAYER], diff_ids=[])
+    with Hostile(paths) as hostile:
+        refused(store, hostile.host, "lists 0 diff_ids for the manifest's 1 layers")
+    assert not any("/blobs/" in path for path in hostile.seen[3:]), hostile.seen  # config only
