@@ -133,6 +133,11 @@ def _pull(reference: Reference, wanted, tls_verify: bool, quiet: bool) -> image.
         settings, diff_ids = imagesource.image_config(config)
     except imagesource.Malformed as error:
         raise ImageError(f"malformed image metadata: {error}") from None
+    if len(diff_ids) != len(descriptors):  # (else the store would record other layers)
+        raise ImageError(
+            f"config {config_descriptor['digest']} lists {len(diff_ids)} diff_ids for the "
+            f"manifest's {len(descriptors)} layers"
+        )
     layers = [
         imagesource.Blob(d["digest"], d.get("mediaType") or "", d["digest"]) for d in descriptors
     ]
