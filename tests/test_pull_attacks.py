@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import http.server
 import json
+import os
 import threading
 import time
 
@@ -127,3 +128,37 @@ def test_a_config_that_lists_no_diff_ids_for_the_manifests_layers_is_refused(sto
     with Hostile(paths) as hostile:
         refused(store, hostile.host, "lists 0 diff_ids for the manifest's 1 layers")
     assert not any("/blobs/" in path for path in hostile.seen[3:]), hostile.seen  # config only
+
+
+def trickle(body: bytes, kind: str = "application/octet-stream"):
+    """An answer that announces ``body`` whole, then sends a byte every tenth of a second:
+    never a read timeout, never an end."""
+
+    def send(handler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", kind)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        for byte in body:
+            handler.wfile.write(bytes([byte]))
+            handler.wfile.flush()
+            time.sleep(0.1)
+
+    return send
+
+
+@pytest.mark.parametrize("what", ["manifest", "config", "layer"])
+def test_a_server_that_trickles_forever_ends_in_bounded_time(store, what):  # noqa: F811
+    paths = image([fixtures.tar_of([fixtures.entry("noise", os.urandom(65536))])])
+    manifest = json.loads(paths["manifests/v1"])
+    path = {
+        "manifest": "manifests/v1",
+        "config": f"blobs/{manifest['config']['digest']}",
+        "layer": f"blobs/{manifest['layers'][0]['digest']}",
+    }[what]
+    kind = fixtures.OCI_MANIFEST if what == "manifest" else "application/octet-stream"
+    paths[path] = trickle(paths[path] + b" " * (1 << 20), kind)  # (a few days' worth)
+    env = {"MYCONTAINER_REGISTRY_TIMEOUT": "1"}
+    with Hostile(paths) as hostile:
+        took = refused(store, hostile.host, "too slow", timeout=90, env=env)
+    assert took < 45
