@@ -25,6 +25,8 @@ shared by the threads that fetch layers, TLS verified against the system's CAs
 ``/etc/docker/certs.d/<host>/*.crt``), ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``, connect
 and read timeouts, retries with exponential backoff on 429, 5xx and broken connections,
 and a blob cut short resumed where it stopped with a ``Range`` request (RFC 9110, 14.2).
+A body that trickles in (under 1 KiB/s over a read timeout, as curl's ``--speed-limit``)
+counts as broken: a server sending a byte a second would otherwise never time out.
 A registry on this machine (localhost, 127.0.0.0/8, ::1, as docker's default), one named in
 ``MYCONTAINER_INSECURE_REGISTRIES`` (``host[:port]``, comma-separated) or any with
 ``--tls-verify=false`` may answer in plain HTTP when it speaks no TLS; only the last skips
@@ -54,6 +56,7 @@ ACCEPT = ", ".join(
 )
 CONNECT_TIMEOUT = 10.0  # seconds
 READ_TIMEOUT = 20.0  # seconds without a byte: a stalled server
+LOW_SPEED = 1024  # bytes a second at least, over each read timeout: else a trickle, cut
 ATTEMPTS = 5  # per request, and per blob for resumes
 BACKOFF = 0.5  # seconds before the first retry; doubled at each next one
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -83,6 +86,25 @@ class CredentialsRefused(RegistryError):
 
 class BodyBroken(RegistryError):
     """The connection broke, or stalled, while an answer's body was read."""
+
+
+class Pace:
+    """Refuses a body that trickles in: under LOW_SPEED bytes a second over a window of a
+    read timeout (``window`` seconds), as curl's ``--speed-limit``/``--speed-time``. The read
+    timeout alone ends a server that sends nothing, not one that sends a byte a second."""
+
+    def __init__(self, window: float):
+        self.window = window
+        self.start = time.monotonic()
+        self.received = 0
+
+    def add(self, count: int) -> None:
+        self.received += count
+        elapsed = time.monotonic() - self.start
+        if elapsed >= self.window:
+            if self.received < LOW_SPEED * elapsed:
+                raise BodyBroken(f"too slow: under {LOW_SPEED >> 10} KiB/s for {elapsed:.0f} s")
+            self.start, self.received = time.monotonic(), 0
 
 
 def timeout() -> urllib3.Timeout:
@@ -176,6 +198,7 @@ class Client:
             if response.status not in (200, 206):
                 raise RegistryError(f"blob {digest}: {self._status_message(response, path)}")
             skip = received if response.status == 200 else 0  # a Range ignored: from 0 again
+            pace = Pace(self.timeout.read_timeout)
             try:
                 # read1: what has arrived, so that a connection lost midway loses nothing
                 while chunk := response.read1(CHUNK, decode_content=False):
@@ -183,6 +206,7 @@ class Client:
                         cut = min(skip, len(chunk))
                         chunk, skip = chunk[cut:], skip - cut
                     received += len(chunk)
+                    pace.add(len(chunk))
                     if received > size:
                         raise RegistryError(
                             f"blob {digest}: larger than the {size} bytes its descriptor says"
@@ -190,10 +214,12 @@ class Client:
                     write(chunk)
                     if progress:
                         progress(received)
-            except (urllib3.exceptions.HTTPError, OSError) as error:
+            except (urllib3.exceptions.HTTPError, OSError, BodyBroken) as error:
                 if isinstance(error, BrokenPipeError):  # the reader is gone: it says why
                     raise
-                failure = f"connection broken after {received} of {size} bytes ({_cause(error)})"
+                response.close()  # (not back to the pool with a body unread)
+                cause = error if isinstance(error, BodyBroken) else _cause(error)
+                failure = f"connection broken after {received} of {size} bytes ({cause})"
                 continue
             finally:
                 response.release_conn()
@@ -415,12 +441,22 @@ class Client:
         if length and length.isdigit() and int(length) > limit:
             response.drain_conn()
             raise RegistryError(f"{what} is {int(length)} bytes, over the {limit >> 20} MiB bound")
+        pace = Pace(self.timeout.read_timeout)
+        pieces = []
+        size = 0
         try:
-            data = response.read(limit + 1, decode_content=True)
+            while size <= limit and (piece := response.read1(CHUNK, decode_content=True)):
+                pieces.append(piece)
+                size += len(piece)
+                pace.add(len(piece))
         except urllib3.exceptions.HTTPError as error:
             raise BodyBroken(f"{what}: {_cause(error)}") from error
+        except BodyBroken as error:
+            response.close()  # (not back to the pool with a body unread)
+            raise BodyBroken(f"{what}: {error}") from None
         finally:
             response.release_conn()
+        data = b"".join(pieces)
         if len(data) > limit:
             raise RegistryError(f"{what} is over the {limit >> 20} MiB bound")
         return data
