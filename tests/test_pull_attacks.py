@@ -12,6 +12,7 @@ import hashlib
 import http.server
 import json
 import os
+import tarfile
 import threading
 import time
 
@@ -162,3 +163,101 @@ def test_a_server_that_trickles_forever_ends_in_bounded_time(store, what):  # no
     with Hostile(paths) as hostile:
         took = refused(store, hostile.host, "too slow", timeout=90, env=env)
     assert took < 45
+
+
+def manifest_of(paths: dict) -> dict:
+    return json.loads(paths["manifests/v1"])
+
+
+def with_manifest(paths: dict, change) -> dict:
+    """``paths`` with its manifest changed by ``change(manifest)``."""
+    manifest = manifest_of(paths)
+    change(manifest)
+    return dict(paths, **{"manifests/v1": json.dumps(manifest).encode()})
+
+
+def layer_field(field: str, value):
+    return lambda manifest: manifest["layers"][0].update({field: value})
+
+
+def index(target: bytes) -> bytes:
+    """An index whose one manifest for this host is ``target``, said to be an index."""
+    platform = {"os": "linux", "architecture": fixtures.host_architecture()}
+    entry = dict(descriptor(target, fixtures.OCI_INDEX), platform=platform)
+    return json.dumps(
+        {"schemaVersion": 2, "mediaType": fixtures.OCI_INDEX, "manifests": [entry]}
+    ).encode()
+
+
+def served_as_index(body: bytes):
+    return lambda handler: answer(handler, 200, body, fixtures.OCI_INDEX)
+
+
+DIGEST = "sha256:" + "ab" * 32
+CASES = {
+    "a negative size": (layer_field("size", -1), '"layers[0].size" must be a size'),
+    "a size of true": (layer_field("size", True), '"layers[0].size" must be a size'),
+    "a sha512 digest": (layer_field("digest", "sha512:" + "ab" * 64), "layers[0].digest"),
+    "a digest with a path": (layer_field("digest", "sha256:../../x"), "layers[0].digest"),
+    "10,000 layers": (
+        lambda manifest: manifest.update(layers=manifest["layers"] * 10000),
+        "lists 1 diff_ids for the manifest's 10000 layers",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_hostile_descriptors_are_refused_before_any_layer_is_fetched(store, case):  # noqa: F811
+    change, message = CASES[case]
+    paths = with_manifest(image([LAYER]), change)
+    with Hostile(paths) as hostile:
+        refused(store, hostile.host, message)
+    layers = {f"/v2/evil/blobs/{d['digest']}" for d in manifest_of(paths)["layers"]}
+    assert not layers & set(hostile.seen), hostile.seen
+
+
+def test_an_index_that_names_an_index_is_refused(store):  # noqa: F811
+    inner = index(b"{}")  # (an index cannot name itself: its digest would be its content's)
+    outer = index(inner)
+    paths = {
+        "manifests/v1": served_as_index(outer),
+        f"manifests/{digest_of(inner)}": served_as_index(inner),
+    }
+    with Hostile(paths) as hostile:
+        refused(store, hostile.host, "an index in an index (refused)")
+    assert len(hostile.seen) == 3, hostile.seen  # the ping, the index, the inner one
+
+
+def test_a_config_that_is_not_json_or_lies_about_diff_ids_is_refused(store):  # noqa: F811
+    other = fixtures.tar_of([fixtures.entry("b.txt", b"b\n")])
+    with Hostile(image([LAYER], diff_ids=[digest_of(other)])) as hostile:
+        refused(store, hostile.host, f"not the config's {digest_of(other)}")
+    paths = image([LAYER])
+    config = b"\xff not json"
+    paths = with_manifest(paths, lambda m: m.update(config=descriptor(config, "x")))
+    paths[f"blobs/{digest_of(config)}"] = config
+    with Hostile(paths) as hostile:
+        refused(store, hostile.host, f"config {digest_of(config)} is not JSON")
+
+
+def symlink(name: str, target: str) -> tuple:
+    info, _data = fixtures.entry(name, None, tarfile.SYMTYPE)
+    info.linkname = target
+    return info, b""
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        fixtures.entry("../escape", b"x"),
+        fixtures.entry("/abs/../../escape", b"x"),
+        symlink("link", "../../../../etc"),
+    ],
+    ids=["dot-dot", "absolute", "symlink-then-through-it"],
+)
+def test_a_layer_with_hostile_entries_is_refused_while_it_streams(store, entry):  # noqa: F811
+    entries = [entry]
+    if entry[0].name == "link":  # a symlink out, then a file written through it
+        entries.append(fixtures.entry("link/passwd", b"x"))
+    with Hostile(image([fixtures.tar_of(entries)])) as hostile:
+        refused(store, hostile.host, "blob sha256:")
