@@ -122,7 +122,7 @@ def _pull(reference: Reference, wanted, tls_verify: bool, quiet: bool) -> image.
     descriptors = imagesource.check_descriptors(document, where, "layers")
     for number, descriptor in enumerate(descriptors):
         size = descriptor.get("size")
-        if not (isinstance(size, int) and size >= 0):
+        if not (isinstance(size, int) and not isinstance(size, bool) and size >= 0):
             raise imagesource.Malformed(where, f"layers[{number}].size", "a size", size)
     config_bytes = client.blob(config_descriptor["digest"], MAX_CONFIG, "config")
     try:
