@@ -12,15 +12,17 @@ import hashlib
 import http.server
 import json
 import os
+import ssl
 import tarfile
 import threading
 import time
 
 import pytest
 import registry as fixtures
-from test_pull import contents, store  # noqa: F401 (store: a fixture)
+from test_pull import auth_file, contents, store  # noqa: F401 (store: a fixture)
 
 pytestmark = pytest.mark.privileged
+pytest_plugins = ["registry"]
 
 
 def digest_of(data: bytes) -> str:
@@ -59,11 +61,11 @@ LAYER = fixtures.tar_of([fixtures.entry("a.txt", b"a\n")])
 
 
 class Hostile:
-    """A registry on 127.0.0.1 (plain HTTP: loopback) that pings, then serves ``paths``
-    ({path under /v2/evil/: body, or a function(handler) that answers itself}). ``seen``:
-    the paths asked, in order."""
+    """A registry on 127.0.0.1 (plain HTTP: loopback; TLS with ``certificates``) that pings,
+    then serves ``paths`` ({path under /v2/evil/, or "/v2/": body, or a function(handler)
+    that answers itself}). ``seen``: the paths asked, in order."""
 
-    def __init__(self, paths: dict):
+    def __init__(self, paths: dict, certificates=None):
         self.paths = paths
         self.seen: list[str] = []
         hostile = self
@@ -73,7 +75,7 @@ class Hostile:
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 hostile.seen.append(self.path)
-                if self.path == "/v2/":
+                if self.path == "/v2/" and "/v2/" not in hostile.paths:
                     return answer(self, 200, b"{}", "application/json")
                 found = hostile.paths.get(self.path.removeprefix("/v2/evil/"))
                 if callable(found):
@@ -88,6 +90,10 @@ class Hostile:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        if certificates:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(certificates.server, certificates.server_key)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.host = f"127.0.0.1:{self.server.server_address[1]}"
 
     def __enter__(self) -> Hostile:
@@ -261,3 +267,32 @@ def test_a_layer_with_hostile_entries_is_refused_while_it_streams(store, entry):
         entries.append(fixtures.entry("link/passwd", b"x"))
     with Hostile(image([fixtures.tar_of(entries)])) as hostile:
         refused(store, hostile.host, "blob sha256:")
+
+
+def test_credentials_never_go_from_https_to_a_plain_http_token_server(
+    store,  # noqa: F811
+    registry_certificates,
+    tmp_path,
+):
+    with Hostile({}) as token_server:
+        realm = f"http://{token_server.host}/token"
+        challenge = {"WWW-Authenticate": f'Bearer realm="{realm}",service="evil"'}
+        ping = lambda handler: answer(handler, 401, b"{}", "application/json", challenge)  # noqa: E731
+        with Hostile({"/v2/": ping}, registry_certificates) as hostile:
+            env = auth_file(tmp_path, hostile.host, "ann", "s3cret")
+            env["SSL_CERT_FILE"] = registry_certificates.ca
+            refused(
+                store,
+                hostile.host,
+                f"its token server is plain HTTP ({token_server.host})",
+                env=env,
+            )
+    assert token_server.seen == []
+
+
+@pytest.mark.parametrize("realm", ["file:///etc/passwd", "ftp://127.0.0.1/token"])
+def test_a_token_server_that_is_no_http_address_is_refused(store, realm):  # noqa: F811
+    challenge = {"WWW-Authenticate": f'Bearer realm="{realm}"'}
+    ping = lambda handler: answer(handler, 401, b"{}", "application/json", challenge)  # noqa: E731
+    with Hostile({"/v2/": ping}) as hostile:
+        refused(store, hostile.host, "its token server is no HTTP address")
