@@ -15,9 +15,9 @@ Authentication (https://distribution.github.io/distribution/spec/auth/token/): a
 ``WWW-Authenticate: Bearer realm=...,service=...`` names a token server; ``GET realm?service=
 ...&scope=repository:<name>:pull`` (with the user's name and secret as HTTP basic, if
 ``runtime.credentials`` has some, else anonymously) gives a token, sent back as
-``Authorization: Bearer``. ``WWW-Authenticate: Basic`` asks for the name and secret on
-every request (RFC 7617). Tokens and secrets are never printed: messages name the
-registry and the status only.
+``Authorization: Bearer``; a token server in plain HTTP is refused as redirects to one are.
+``WWW-Authenticate: Basic`` asks for the name and secret on every request (RFC 7617).
+Tokens and secrets are never printed: messages name the registry and the status only.
 
 The transport is urllib3 (see docs/pull.md for why): a pool of keep-alive connections
 shared by the threads that fetch layers, TLS verified against the system's CAs
@@ -394,8 +394,16 @@ class Client:
         realm = fields["realm"]
         separator = "&" if "?" in realm else "?"
         url = f"{realm}{separator}{urllib.parse.urlencode(query)}"
-        if urllib3.util.parse_url(url).scheme not in ("http", "https"):
+        parsed = urllib3.util.parse_url(url)
+        if parsed.scheme not in ("http", "https"):
             raise RegistryError(f"{self.registry}: its token server is no HTTP address")
+        if parsed.scheme == "http" and (
+            self.scheme == "https" or not self._plain_http(parsed.netloc)
+        ):
+            raise RegistryError(  # (the secret, or the token, would travel in the clear)
+                f"{self.registry}: its token server is plain HTTP ({parsed.netloc}), refused: "
+                "the credentials could be read on their way"
+            )
         headers = {"Authorization": _basic(*self.credentials)} if self.credentials else {}
         response = self._get(url, headers)
         try:
