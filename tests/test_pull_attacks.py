@@ -296,3 +296,52 @@ def test_a_token_server_that_is_no_http_address_is_refused(store, realm):  # noq
     ping = lambda handler: answer(handler, 401, b"{}", "application/json", challenge)  # noqa: E731
     with Hostile({"/v2/": ping}) as hostile:
         refused(store, hostile.host, "its token server is no HTTP address")
+
+
+def cut_then_lie(body: bytes):
+    """The blob's first half then a broken connection; asked for the rest (Range), a 206
+    whose Content-Range says the rest but whose bytes are the start again."""
+
+    def send(handler) -> None:
+        half = len(body) // 2
+        if "Range" not in handler.headers:
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body[:half])
+            handler.wfile.flush()
+            handler.close_connection = True
+            return
+        start = int(handler.headers["Range"].removeprefix("bytes=").rstrip("-"))
+        rest = len(body) - start
+        handler.send_response(206)
+        handler.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        handler.send_header("Content-Length", str(rest))
+        handler.end_headers()
+        handler.wfile.write(body[:rest])
+
+    return send
+
+
+def test_a_resume_whose_bytes_lie_about_their_range_is_refused(store):  # noqa: F811
+    paths = image([fixtures.tar_of([fixtures.entry("noise", os.urandom(65536))])])
+    layer = manifest_of(paths)["layers"][0]["digest"]
+    paths[f"blobs/{layer}"] = cut_then_lie(paths[f"blobs/{layer}"])
+    with Hostile(paths) as hostile:
+        refused(store, hostile.host, f"blob {layer}: its content has digest sha256:")
+    assert sum(layer in path for path in hostile.seen) == 2  # the cut, the lie
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("127.0.0.1:1/../../etc/x", "invalid reference"),
+        ("127.0.0.1:1/evil:a/b", "invalid reference"),
+        ("127.0.0.1:1/evil:../x", "invalid reference"),
+    ],
+)
+def test_names_that_would_leave_the_store_are_refused(store, name, message):  # noqa: F811
+    failed = store("pull", name)
+    assert failed.returncode == 125 and failed.stderr.count("\n") == 1, failed.stderr
+    assert message in failed.stderr, failed.stderr
+    assert contents(store.home) == {"images": [], "layers": [], "": []}
