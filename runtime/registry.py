@@ -151,12 +151,14 @@ class Client:
     def ping(self) -> None:
         """``GET /v2/``: checks that a registry answers, in which scheme, and how it wants
         us to authenticate (the token, if it asks for one, is fetched here)."""
+        if self.tls_verify and self._plain_http(self.registry) and not self._speaks_tls():
+            self.scheme = "http"  # it speaks no TLS; on this host, plain HTTP is allowed
         try:
             response = self._request("/v2/")
         except RegistryError as error:
             if not (self._may_fall_back(error) and self.scheme == "https"):
                 raise
-            self.scheme = "http"  # it speaks no TLS; on this host, plain HTTP is allowed
+            self.scheme = "http"  # (the same, found out through a proxy)
             response = self._request("/v2/")
         if response.status == 401 and self.authorization and self.credentials:
             raise CredentialsRefused(self._status_message(response, "/v2/"))
@@ -323,9 +325,11 @@ class Client:
         proxy = urllib.request.getproxies_environment().get(parsed.scheme)
         if proxy and urllib.request.proxy_bypass_environment(parsed.host or ""):
             proxy = None
-        key = f"{proxy}|{parsed.host}"
+        key = f"{proxy}|{parsed.scheme}|{parsed.host}"
         if key not in self.pools:
-            options = {"num_pools": 8, "maxsize": 8, "ssl_context": self._tls(parsed.netloc)}
+            options = {"num_pools": 8, "maxsize": 8}
+            if parsed.scheme == "https" or proxy:  # (loading the CAs takes 20 ms)
+                options["ssl_context"] = self._tls(parsed.netloc)
             if proxy:
                 self.pools[key] = urllib3.ProxyManager(proxy, **options)
             else:
@@ -352,6 +356,33 @@ class Client:
 
     def _plain_http(self, host: str) -> bool:
         return not self.tls_verify or allows_plain_http(host)
+
+    def _speaks_tls(self) -> bool:
+        """Whether the registry (a host that may answer in plain HTTP) completes a TLS
+        handshake: checked without its certificate, so that a plain HTTP one is found out
+        without loading the system's CAs first (20 ms); one that does is then asked over
+        verified TLS. Through a proxy, or if it cannot be reached, the request says."""
+        import socket
+        import ssl
+        import urllib.request
+
+        parsed = urllib3.util.parse_url(f"//{self.registry}")
+        if urllib.request.getproxies_environment().get("https") and not (
+            urllib.request.proxy_bypass_environment(parsed.host or "")
+        ):
+            return True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        try:
+            address = ((parsed.host or "").strip("[]"), parsed.port or 443)
+            with socket.create_connection(address, self.timeout.connect_timeout) as connection:
+                connection.settimeout(self.timeout.read_timeout)
+                with context.wrap_socket(connection, server_hostname=parsed.host):
+                    return True
+        except ssl.SSLError:
+            return False
+        except OSError:
+            return True
 
     def _may_fall_back(self, error: RegistryError) -> bool:
         """Whether a failed TLS handshake means a plain HTTP server we may use instead: on
