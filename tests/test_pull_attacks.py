@@ -345,3 +345,37 @@ def test_names_that_would_leave_the_store_are_refused(store, name, message):  # 
     assert failed.returncode == 125 and failed.stderr.count("\n") == 1, failed.stderr
     assert message in failed.stderr, failed.stderr
     assert contents(store.home) == {"images": [], "layers": [], "": []}
+
+
+def redirect(to: str):
+    return lambda handler: answer(handler, 307, b"", headers={"Location": to})
+
+
+def test_redirect_loops_between_hosts_end(store):  # noqa: F811
+    with Hostile({}) as first, Hostile({}) as second:
+        first.paths["manifests/v1"] = redirect(f"http://{second.host}/v2/evil/manifests/v1")
+        second.paths["manifests/v1"] = redirect(f"http://{first.host}/v2/evil/manifests/v1")
+        refused(store, first.host, "over 10 redirects")
+    assert len(first.seen) + len(second.seen) < 20
+
+
+def endless(handler) -> None:
+    """A body of no announced length that never ends (100 MB and more)."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    try:
+        for _ in range(100 << 4):
+            handler.wfile.write(b" " * (64 << 10))
+    except OSError:
+        pass  # the client hung up, as it should
+
+
+def test_a_token_answer_without_end_is_cut_at_its_bound(store):  # noqa: F811
+    with Hostile({}) as token_server:
+        challenge = {"WWW-Authenticate": f'Bearer realm="http://{token_server.host}/token"'}
+        ping = lambda handler: answer(handler, 401, b"{}", "application/json", challenge)  # noqa: E731
+        with Hostile({"/v2/": ping}) as hostile:
+            token_server.server.RequestHandlerClass.do_GET = endless
+            refused(store, hostile.host, "the token server's answer is over the 1 MiB bound")
