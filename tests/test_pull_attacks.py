@@ -12,7 +12,10 @@ import hashlib
 import http.server
 import json
 import os
+import signal
 import ssl
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -20,6 +23,8 @@ import time
 import pytest
 import registry as fixtures
 from test_pull import auth_file, contents, store  # noqa: F401 (store: a fixture)
+
+from conftest import REPO
 
 pytestmark = pytest.mark.privileged
 pytest_plugins = ["registry"]
@@ -379,3 +384,67 @@ def test_a_token_answer_without_end_is_cut_at_its_bound(store):  # noqa: F811
         with Hostile({"/v2/": ping}) as hostile:
             token_server.server.RequestHandlerClass.do_GET = endless
             refused(store, hostile.host, "the token server's answer is over the 1 MiB bound")
+
+
+def held(event: threading.Event, then=None):
+    """An answer that signals ``event`` and waits (the test interrupts the pull meanwhile);
+    ``then(handler)`` first, to send part of an answer."""
+
+    def send(handler) -> None:
+        if then:
+            then(handler)
+        event.set()
+        time.sleep(20)
+
+    return send
+
+
+def half_of(body: bytes):
+    def send(handler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body[: len(body) // 2])
+        handler.wfile.flush()
+
+    return send
+
+
+@pytest.mark.parametrize("stage", ["ping", "manifest", "config", "layer", "second layer"])
+def test_ctrl_c_at_every_stage_leaves_the_store_as_it_was(store, state_root, stage):  # noqa: F811
+    noise = [fixtures.tar_of([fixtures.entry(n, os.urandom(1 << 20))]) for n in ("a", "b")]
+    paths = image(noise)
+    manifest = manifest_of(paths)
+    first, second = (f"blobs/{d['digest']}" for d in manifest["layers"])
+    reached = threading.Event()
+    path, then = {
+        "ping": ("/v2/", None),
+        "manifest": ("manifests/v1", None),
+        "config": (f"blobs/{manifest['config']['digest']}", None),
+        "layer": (first, half_of(paths[first])),
+        "second layer": (second, half_of(paths[second])),
+    }[stage]
+    paths[path] = held(reached, then)
+    environment = dict(
+        os.environ, MYCONTAINER_HOME=str(store.home), MYCONTAINER_STATE=str(state_root)
+    )
+    environment["PYTHONPATH"] = REPO + os.pathsep + environment.get("PYTHONPATH", "")
+    with Hostile(paths) as hostile:
+        pulling = subprocess.Popen(
+            [sys.executable, "-m", "runtime", "pull", f"{hostile.host}/evil:v1"],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert reached.wait(30), pulling.poll()
+            time.sleep(0.3)  # (the other layer unpacked meanwhile, for the second)
+            pulling.send_signal(signal.SIGINT)
+            _, errors = pulling.communicate(timeout=30)
+        finally:
+            pulling.kill()
+            pulling.wait()
+    assert pulling.returncode == 130, errors
+    assert errors.endswith("mycontainer: error: interrupted by SIGINT\n"), errors
+    assert contents(store.home)["images"] == [] and contents(store.home)["layers"] == []
