@@ -373,11 +373,12 @@ class Client:
             return True
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        host = (parsed.host or "").strip("[]")  # (an IPv6 address without its brackets)
         try:
-            address = ((parsed.host or "").strip("[]"), parsed.port or 443)
+            address = (host, parsed.port or 443)
             with socket.create_connection(address, self.timeout.connect_timeout) as connection:
                 connection.settimeout(self.timeout.read_timeout)
-                with context.wrap_socket(connection, server_hostname=parsed.host):
+                with context.wrap_socket(connection, server_hostname=host):
                     return True
         except ssl.SSLError:
             return False
