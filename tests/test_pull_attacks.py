@@ -448,3 +448,19 @@ def test_ctrl_c_at_every_stage_leaves_the_store_as_it_was(store, state_root, sta
     assert pulling.returncode == 130, errors
     assert errors.endswith("mycontainer: error: interrupted by SIGINT\n"), errors
     assert contents(store.home)["images"] == [] and contents(store.home)["layers"] == []
+
+
+def test_a_realm_with_credentials_in_it_sends_and_prints_none(store):  # noqa: F811
+    with Hostile({}) as token_server:
+        realm = f"http://us3r:pw-in-realm@{token_server.host}/token"
+        challenge = {"WWW-Authenticate": f'Bearer realm="{realm}"'}
+        ping = lambda handler: answer(handler, 401, b"{}", "application/json", challenge)  # noqa: E731
+        headers = []  # the Authorization of each request the token server gets
+        with Hostile({"/v2/": ping}) as hostile:
+            token_server.server.RequestHandlerClass.do_GET = lambda handler: (
+                headers.append(handler.headers.get("Authorization")),
+                answer(handler, 403, b"{}"),
+            )
+            failed = store("pull", f"{hostile.host}/evil:v1")
+    assert failed.returncode == 125 and "token server answered 403" in failed.stderr
+    assert "pw-in-realm" not in failed.stderr and headers == [None], (failed.stderr, headers)
