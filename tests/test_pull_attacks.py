@@ -464,3 +464,29 @@ def test_a_realm_with_credentials_in_it_sends_and_prints_none(store):  # noqa: F
             failed = store("pull", f"{hostile.host}/evil:v1")
     assert failed.returncode == 125 and "token server answered 403" in failed.stderr
     assert "pw-in-realm" not in failed.stderr and headers == [None], (failed.stderr, headers)
+
+
+def test_a_layer_listed_many_times_is_fetched_and_unpacked_once(store):  # noqa: F811
+    """1,000 times the same layer (a 4 MiB manifest holds 40,000): one download, not a
+    thousand, and one layer in the store; the image has its 1,000 layers."""
+    paths = image([LAYER])
+    config_digest = manifest_of(paths)["config"]["digest"]
+    config = json.loads(paths[f"blobs/{config_digest}"])
+    config["rootfs"]["diff_ids"] *= 1000
+    config_bytes = json.dumps(config).encode()
+    paths[f"blobs/{digest_of(config_bytes)}"] = config_bytes
+    paths = with_manifest(
+        paths,
+        lambda m: m.update(
+            config=descriptor(config_bytes, fixtures.OCI_CONFIG), layers=m["layers"] * 1000
+        ),
+    )
+    layer = manifest_of(paths)["layers"][0]["digest"]
+    with Hostile(paths) as hostile:
+        pulled = store("pull", "-q", f"{hostile.host}/evil:v1", timeout=120)
+    assert pulled.returncode == 0, pulled.stderr
+    assert sum(path.endswith(layer) for path in hostile.seen) == 1
+    assert contents(store.home)["layers"] == [digest_of(LAYER).split(":")[1]]
+    (record,) = contents(store.home)["images"]
+    layers = json.loads((store.home / "images" / record).read_text())["layers"]
+    assert layers == [digest_of(LAYER)] * 1000
