@@ -490,3 +490,10 @@ def test_a_layer_listed_many_times_is_fetched_and_unpacked_once(store):  # noqa:
     (record,) = contents(store.home)["images"]
     layers = json.loads((store.home / "images" / record).read_text())["layers"]
     assert layers == [digest_of(LAYER)] * 1000
+
+
+def test_more_layers_than_overlayfs_stacks_are_refused_before_any_is_fetched(store):  # noqa: F811
+    paths = image([LAYER] * 501)
+    with Hostile(paths) as hostile:
+        refused(store, hostile.host, "501 layers, over the 500 that overlayfs can stack")
+    assert not any("/blobs/" in path for path in hostile.seen), hostile.seen
