@@ -767,12 +767,16 @@ def _unpack_streams(manifest, fetch, parallel: int, report) -> tuple[dict[int, s
     unique = f"{os.getpid()}-{os.urandom(6).hex()}"
     try:
         missing = []
+        first: dict[str, int] = {}  # the first index of each missing diff_id
         for index, diff_id in enumerate(manifest.diff_ids):
             stored = os.path.join(layers_root(), digest_hex(diff_id))
             if os.path.isdir(stored):
                 directories[index], diff_ids[index] = stored, diff_id
                 report(index, "exists")
+            elif diff_id in first:  # the same layer again: fetched and unpacked once
+                report(index, "exists")
             else:
+                first[diff_id] = index
                 missing.append(index)
         for index in missing:
             staged[index] = os.path.join(layers_root(), f".unpacking-{unique}-{index}")
@@ -790,6 +794,10 @@ def _unpack_streams(manifest, fetch, parallel: int, report) -> tuple[dict[int, s
                 _finish_stream(*running.pop(0), manifest, staged, directories, diff_ids, report)
         while running:
             _finish_stream(*running.pop(0), manifest, staged, directories, diff_ids, report)
+        for index, diff_id in enumerate(manifest.diff_ids):
+            if not directories[index]:  # a repeated layer: where its first one is
+                directories[index] = directories[first[diff_id]]
+                diff_ids[index] = diff_id
         for index in range(1, count):  # no layer may write through a lower layer's symlink
             try:
                 layer.check_against_lower_layers(directories[index], directories[:index][::-1])

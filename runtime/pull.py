@@ -29,6 +29,7 @@ from runtime.reference import Reference, ReferenceError, parse
 PARALLEL = 3  # layers fetched at a time, as docker's max-concurrent-downloads
 MAX_MANIFEST = 4 << 20  # bytes of a manifest or index, read whole
 MAX_CONFIG = 4 << 20  # bytes of an image config, read whole
+MAX_LAYERS = 500  # overlayfs stacks no more lower layers (OVL_MAX_STACK, fs/overlayfs)
 INDEX_TYPES = imagespec.INDEX_TYPES
 MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
@@ -120,9 +121,13 @@ def _pull(reference: Reference, wanted, tls_verify: bool, quiet: bool) -> image.
         _say(quiet, f"{reference.store_name}: image is up to date")  # (same platform too)
         return stored
     descriptors = imagesource.check_descriptors(document, where, "layers")
+    if len(descriptors) > MAX_LAYERS:  # (it could never run; 40,000 fit in a manifest)
+        raise ImageError(
+            f"{where} has {len(descriptors)} layers, over the {MAX_LAYERS} that overlayfs can stack"
+        )
     for number, descriptor in enumerate(descriptors):
         size = descriptor.get("size")
-        if not (isinstance(size, int) and size >= 0):
+        if not (isinstance(size, int) and not isinstance(size, bool) and size >= 0):
             raise imagesource.Malformed(where, f"layers[{number}].size", "a size", size)
     config_bytes = client.blob(config_descriptor["digest"], MAX_CONFIG, "config")
     try:
@@ -133,6 +138,11 @@ def _pull(reference: Reference, wanted, tls_verify: bool, quiet: bool) -> image.
         settings, diff_ids = imagesource.image_config(config)
     except imagesource.Malformed as error:
         raise ImageError(f"malformed image metadata: {error}") from None
+    if len(diff_ids) != len(descriptors):  # (else the store would record other layers)
+        raise ImageError(
+            f"config {config_descriptor['digest']} lists {len(diff_ids)} diff_ids for the "
+            f"manifest's {len(descriptors)} layers"
+        )
     layers = [
         imagesource.Blob(d["digest"], d.get("mediaType") or "", d["digest"]) for d in descriptors
     ]

@@ -15,9 +15,9 @@ Authentication (https://distribution.github.io/distribution/spec/auth/token/): a
 ``WWW-Authenticate: Bearer realm=...,service=...`` names a token server; ``GET realm?service=
 ...&scope=repository:<name>:pull`` (with the user's name and secret as HTTP basic, if
 ``runtime.credentials`` has some, else anonymously) gives a token, sent back as
-``Authorization: Bearer``. ``WWW-Authenticate: Basic`` asks for the name and secret on
-every request (RFC 7617). Tokens and secrets are never printed: messages name the
-registry and the status only.
+``Authorization: Bearer``; a token server in plain HTTP is refused as redirects to one are.
+``WWW-Authenticate: Basic`` asks for the name and secret on every request (RFC 7617).
+Tokens and secrets are never printed: messages name the registry and the status only.
 
 The transport is urllib3 (see docs/pull.md for why): a pool of keep-alive connections
 shared by the threads that fetch layers, TLS verified against the system's CAs
@@ -25,6 +25,8 @@ shared by the threads that fetch layers, TLS verified against the system's CAs
 ``/etc/docker/certs.d/<host>/*.crt``), ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``, connect
 and read timeouts, retries with exponential backoff on 429, 5xx and broken connections,
 and a blob cut short resumed where it stopped with a ``Range`` request (RFC 9110, 14.2).
+A body that trickles in (under 1 KiB/s over a read timeout, as curl's ``--speed-limit``)
+counts as broken: a server sending a byte a second would otherwise never time out.
 A registry on this machine (localhost, 127.0.0.0/8, ::1, as docker's default), one named in
 ``MYCONTAINER_INSECURE_REGISTRIES`` (``host[:port]``, comma-separated) or any with
 ``--tls-verify=false`` may answer in plain HTTP when it speaks no TLS; only the last skips
@@ -54,6 +56,7 @@ ACCEPT = ", ".join(
 )
 CONNECT_TIMEOUT = 10.0  # seconds
 READ_TIMEOUT = 20.0  # seconds without a byte: a stalled server
+LOW_SPEED = 1024  # bytes a second at least, over each read timeout: else a trickle, cut
 ATTEMPTS = 5  # per request, and per blob for resumes
 BACKOFF = 0.5  # seconds before the first retry; doubled at each next one
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -83,6 +86,25 @@ class CredentialsRefused(RegistryError):
 
 class BodyBroken(RegistryError):
     """The connection broke, or stalled, while an answer's body was read."""
+
+
+class Pace:
+    """Refuses a body that trickles in: under LOW_SPEED bytes a second over a window of a
+    read timeout (``window`` seconds), as curl's ``--speed-limit``/``--speed-time``. The read
+    timeout alone ends a server that sends nothing, not one that sends a byte a second."""
+
+    def __init__(self, window: float):
+        self.window = window
+        self.start = time.monotonic()
+        self.received = 0
+
+    def add(self, count: int) -> None:
+        self.received += count
+        elapsed = time.monotonic() - self.start
+        if elapsed >= self.window:
+            if self.received < LOW_SPEED * elapsed:
+                raise BodyBroken(f"too slow: under {LOW_SPEED >> 10} KiB/s for {elapsed:.0f} s")
+            self.start, self.received = time.monotonic(), 0
 
 
 def timeout() -> urllib3.Timeout:
@@ -129,12 +151,14 @@ class Client:
     def ping(self) -> None:
         """``GET /v2/``: checks that a registry answers, in which scheme, and how it wants
         us to authenticate (the token, if it asks for one, is fetched here)."""
+        if self.tls_verify and self._plain_http(self.registry) and not self._speaks_tls():
+            self.scheme = "http"  # it speaks no TLS; on this host, plain HTTP is allowed
         try:
             response = self._request("/v2/")
         except RegistryError as error:
             if not (self._may_fall_back(error) and self.scheme == "https"):
                 raise
-            self.scheme = "http"  # it speaks no TLS; on this host, plain HTTP is allowed
+            self.scheme = "http"  # (the same, found out through a proxy)
             response = self._request("/v2/")
         if response.status == 401 and self.authorization and self.credentials:
             raise CredentialsRefused(self._status_message(response, "/v2/"))
@@ -176,6 +200,7 @@ class Client:
             if response.status not in (200, 206):
                 raise RegistryError(f"blob {digest}: {self._status_message(response, path)}")
             skip = received if response.status == 200 else 0  # a Range ignored: from 0 again
+            pace = Pace(self.timeout.read_timeout)
             try:
                 # read1: what has arrived, so that a connection lost midway loses nothing
                 while chunk := response.read1(CHUNK, decode_content=False):
@@ -183,6 +208,7 @@ class Client:
                         cut = min(skip, len(chunk))
                         chunk, skip = chunk[cut:], skip - cut
                     received += len(chunk)
+                    pace.add(len(chunk))
                     if received > size:
                         raise RegistryError(
                             f"blob {digest}: larger than the {size} bytes its descriptor says"
@@ -190,10 +216,12 @@ class Client:
                     write(chunk)
                     if progress:
                         progress(received)
-            except (urllib3.exceptions.HTTPError, OSError) as error:
+            except (urllib3.exceptions.HTTPError, OSError, BodyBroken) as error:
                 if isinstance(error, BrokenPipeError):  # the reader is gone: it says why
                     raise
-                failure = f"connection broken after {received} of {size} bytes ({_cause(error)})"
+                response.close()  # (not back to the pool with a body unread)
+                cause = error if isinstance(error, BodyBroken) else _cause(error)
+                failure = f"connection broken after {received} of {size} bytes ({cause})"
                 continue
             finally:
                 response.release_conn()
@@ -297,9 +325,11 @@ class Client:
         proxy = urllib.request.getproxies_environment().get(parsed.scheme)
         if proxy and urllib.request.proxy_bypass_environment(parsed.host or ""):
             proxy = None
-        key = f"{proxy}|{parsed.host}"
+        key = f"{proxy}|{parsed.scheme}|{parsed.host}"
         if key not in self.pools:
-            options = {"num_pools": 8, "maxsize": 8, "ssl_context": self._tls(parsed.netloc)}
+            options = {"num_pools": 8, "maxsize": 8}
+            if parsed.scheme == "https" or proxy:  # (loading the CAs takes 20 ms)
+                options["ssl_context"] = self._tls(parsed.netloc)
             if proxy:
                 self.pools[key] = urllib3.ProxyManager(proxy, **options)
             else:
@@ -326,6 +356,34 @@ class Client:
 
     def _plain_http(self, host: str) -> bool:
         return not self.tls_verify or allows_plain_http(host)
+
+    def _speaks_tls(self) -> bool:
+        """Whether the registry (a host that may answer in plain HTTP) completes a TLS
+        handshake: checked without its certificate, so that a plain HTTP one is found out
+        without loading the system's CAs first (20 ms); one that does is then asked over
+        verified TLS. Through a proxy, or if it cannot be reached, the request says."""
+        import socket
+        import ssl
+        import urllib.request
+
+        parsed = urllib3.util.parse_url(f"//{self.registry}")
+        if urllib.request.getproxies_environment().get("https") and not (
+            urllib.request.proxy_bypass_environment(parsed.host or "")
+        ):
+            return True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        host = (parsed.host or "").strip("[]")  # (an IPv6 address without its brackets)
+        try:
+            address = (host, parsed.port or 443)
+            with socket.create_connection(address, self.timeout.connect_timeout) as connection:
+                connection.settimeout(self.timeout.read_timeout)
+                with context.wrap_socket(connection, server_hostname=host):
+                    return True
+        except ssl.SSLError:
+            return False
+        except OSError:
+            return True
 
     def _may_fall_back(self, error: RegistryError) -> bool:
         """Whether a failed TLS handshake means a plain HTTP server we may use instead: on
@@ -368,8 +426,16 @@ class Client:
         realm = fields["realm"]
         separator = "&" if "?" in realm else "?"
         url = f"{realm}{separator}{urllib.parse.urlencode(query)}"
-        if urllib3.util.parse_url(url).scheme not in ("http", "https"):
+        parsed = urllib3.util.parse_url(url)
+        if parsed.scheme not in ("http", "https"):
             raise RegistryError(f"{self.registry}: its token server is no HTTP address")
+        if parsed.scheme == "http" and (
+            self.scheme == "https" or not self._plain_http(parsed.netloc)
+        ):
+            raise RegistryError(  # (the secret, or the token, would travel in the clear)
+                f"{self.registry}: its token server is plain HTTP ({parsed.netloc}), refused: "
+                "the credentials could be read on their way"
+            )
         headers = {"Authorization": _basic(*self.credentials)} if self.credentials else {}
         response = self._get(url, headers)
         try:
@@ -415,12 +481,22 @@ class Client:
         if length and length.isdigit() and int(length) > limit:
             response.drain_conn()
             raise RegistryError(f"{what} is {int(length)} bytes, over the {limit >> 20} MiB bound")
+        pace = Pace(self.timeout.read_timeout)
+        pieces = []
+        size = 0
         try:
-            data = response.read(limit + 1, decode_content=True)
+            while size <= limit and (piece := response.read1(CHUNK, decode_content=True)):
+                pieces.append(piece)
+                size += len(piece)
+                pace.add(len(piece))
         except urllib3.exceptions.HTTPError as error:
             raise BodyBroken(f"{what}: {_cause(error)}") from error
+        except BodyBroken as error:
+            response.close()  # (not back to the pool with a body unread)
+            raise BodyBroken(f"{what}: {error}") from None
         finally:
             response.release_conn()
+        data = b"".join(pieces)
         if len(data) > limit:
             raise RegistryError(f"{what} is over the {limit >> 20} MiB bound")
         return data
