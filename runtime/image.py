@@ -525,12 +525,7 @@ def _unpack_layers(source, manifest, progress) -> tuple[dict[int, str], list[str
         while running:
             meter.wait(running[0][1])
             _finish(*running.pop(0), manifest, staged, directories, diff_ids)
-        for index in range(1, count):  # no layer may write through a lower layer's symlink
-            try:
-                layer.check_against_lower_layers(directories[index], directories[:index][::-1])
-            except layer.LayerError as error:
-                blob = _blob_name(manifest, index)
-                raise ImageError(f"image {manifest.name}: blob {blob}: {error}") from None
+        _check_against_lower_layers(manifest, directories)
     except BaseException:
         for index, job in running:
             layer.abandon(job, staged[index])
@@ -544,6 +539,18 @@ def _unpack_layers(source, manifest, progress) -> tuple[dict[int, str], list[str
         for fd in blobs.values():
             os.close(fd)
     return staged, diff_ids
+
+
+def _check_against_lower_layers(manifest, directories: list[str]) -> None:
+    """No layer may write through a symbolic link of a layer below it (layer.py says why)."""
+    from runtime import layer  # imported already by the import that calls this
+
+    for index in range(1, len(directories)):
+        try:
+            layer.check_against_lower_layers(directories[index], directories[:index][::-1])
+        except layer.LayerError as error:
+            blob = _blob_name(manifest, index)
+            raise ImageError(f"image {manifest.name}: blob {blob}: {error}") from None
 
 
 def _diff_id_seen(rootfs_digest: str) -> str | None:
@@ -798,12 +805,7 @@ def _unpack_streams(manifest, fetch, parallel: int, report) -> tuple[dict[int, s
             if not directories[index]:  # a repeated layer: where its first one is
                 directories[index] = directories[first[diff_id]]
                 diff_ids[index] = diff_id
-        for index in range(1, count):  # no layer may write through a lower layer's symlink
-            try:
-                layer.check_against_lower_layers(directories[index], directories[:index][::-1])
-            except layer.LayerError as error:
-                blob = _blob_name(manifest, index)
-                raise ImageError(f"image {manifest.name}: blob {blob}: {error}") from None
+        _check_against_lower_layers(manifest, directories)
     except BaseException:
         for index, job, _download in running:
             layer.abandon(job, staged[index])  # its download then fails to write, and ends
