@@ -32,13 +32,11 @@ import json
 import os
 import tempfile
 
+from runtime.reference import DOCKER_HUB, DOCKER_HUB_ALIASES, DOCKER_HUB_API
+
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"  # docker login's key for Docker Hub
-DOCKER_HUB_NAMES = (
-    "docker.io",
-    "index.docker.io",
-    "registry-1.docker.io",
-    "registry.hub.docker.com",
-)
+# the names references use (runtime.reference), its API's host, and its web site's
+DOCKER_HUB_NAMES = (*DOCKER_HUB_ALIASES, DOCKER_HUB_API, "registry.hub.docker.com")
 
 
 class CredentialsError(Exception):
@@ -52,7 +50,7 @@ def normalize(registry: str) -> str:
         if name.startswith(scheme):
             name = name[len(scheme) :]
     name = name.split("/", 1)[0].lower()
-    return "docker.io" if name in DOCKER_HUB_NAMES else name
+    return DOCKER_HUB if name in DOCKER_HUB_NAMES else name
 
 
 def read_paths() -> list[str]:
@@ -112,7 +110,7 @@ def store(registry: str, username: str, secret: str) -> str:
     for key in [key for key in auths if normalize(key) == wanted]:
         del auths[key]  # one entry per registry, whatever key an older tool wrote
     token = base64.b64encode(f"{username}:{secret}".encode()).decode()
-    auths[DOCKER_HUB_KEY if wanted == "docker.io" else wanted] = {"auth": token}
+    auths[DOCKER_HUB_KEY if wanted == DOCKER_HUB else wanted] = {"auth": token}
     _save(path, content)
     return path
 
