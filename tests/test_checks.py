@@ -203,10 +203,24 @@ def test_the_checks_fail_on_the_skeleton(number, home, tmp_path):
 
 
 def test_without_the_learners_file_one_line_says_so(tmp_path):
-    if glob.glob(os.path.join(REPO, "workshop", "step3_*.py")):
-        pytest.skip("workshop/step3_*.py exists: the skeletons' own tests check them")
-    env = dict(os.environ, MYCONTAINER_WORKSHOP_TRIES=str(tmp_path / "tries.json"))
-    result = checker("3", env=env)
+    """A learner who removed (or never had) workshop/step3_*.py: a copy of the package
+    without it, the runtime from this checkout."""
+    shutil.copytree(os.path.join(REPO, "workshop"), tmp_path / "workshop")
+    for path in glob.glob(str(tmp_path / "workshop" / "step3_*.py")):
+        os.remove(path)
+    env = dict(
+        os.environ,
+        MYCONTAINER_WORKSHOP_TRIES=str(tmp_path / "tries.json"),
+        PYTHONPATH=os.pathsep.join([str(tmp_path), REPO]),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "workshop.checks", "3"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr == (
