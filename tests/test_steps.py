@@ -223,12 +223,14 @@ def test_step8_joins_every_namespace_of_the_container(step7_container):
 
 
 def test_step8_joins_the_cgroup_and_its_memory_limit(step7_container):
-    eat = "head -c 64m /dev/zero | tail | wc -c; cut -d: -f3 /proc/self/cgroup | sort -u"
+    # tail keeps all of /dev/zero, which has no newline; ulimit -v bounds it at 96 MiB
+    eat = "ulimit -v 98304; tail /dev/zero; echo $?; cut -d: -f3 /proc/self/cgroup | sort -u"
     inside = step8(step7_container, "sh", "-c", eat)
-    assert inside.stdout.split() == ["0", "/"]  # tail was killed: nothing reached wc
+    assert inside.stdout.split() == ["137", "/"]  # tail was killed at 32 MiB
     assert "Killed" in inside.stderr
     outside = step8(step7_container, "sh", "-c", eat, options=["--no-cgroup"])
-    assert outside.stdout.split()[0] == str(64 << 20)
+    assert outside.stdout.split()[0] == "1"  # it ran out of its own 96 MiB instead
+    assert "tail: out of memory" in outside.stderr
     assert any(path.startswith("/..") for path in outside.stdout.split()[1:])
 
 

@@ -12,12 +12,11 @@ import os
 import signal
 import time
 
-from workshop.checks import sandbox, scenes
+from workshop.checks import sandbox, scenes, step4
 from workshop.checks.check import Check, Unprepared
 
 HOSTNAME = "workshop-entered"
 BOUNDARIES = ("CapBnd", "CapEff", "NoNewPrivs", "Seccomp")
-HOG = "head -c 64m /dev/zero | tail"  # bounded: 64 MiB at most (see step 4's checks)
 
 
 def process_running(argv: list[str]) -> int | None:
@@ -77,12 +76,8 @@ def joins_namespaces(program, pid) -> str | None:
 
 
 def joins_cgroup(program, pid) -> str | None:
-    result = program.run(enter(pid, f"sh -c '{HOG} | wc -c'"))
-    if result.out.split()[:1] == ["0"]:
-        return None
-    if result.out.split()[:1] == [str(64 << 20)]:
-        return "tail held 64 MiB in a container limited to 32m: the command was not in its cgroup"
-    return result.seen("the hog's output was not seen")
+    result = program.run(enter(pid, step4.HOG))  # bounded: see step 4's checks
+    return step4.killed(result, "in a container limited to 32m: it was not in its cgroup")
 
 
 def same_boundaries(program, pid) -> str | None:
