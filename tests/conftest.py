@@ -41,14 +41,27 @@ def pytest_configure(config):
     without systemd, with ``/`` private, where such a bug hides: so the session gets a mount
     namespace of its own and makes its mounts shared (``mount --make-rshared /``), and every
     test meets the users' propagation. The ``mycontainer`` fixture checks that no container
-    left a mount in it. (In the session's own namespace, this changes nothing on the host.)
+    left a mount in it.
     """
     if privileged_skip_reason() is None:
-        from runtime import network, syscalls
+        enter_session_namespaces()
 
-        syscalls.unshare(syscalls.CLONE_NEWNET | syscalls.CLONE_NEWNS)
-        syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_SHARED)
-        network.bring_up("lo")
+
+def enter_session_namespaces() -> None:
+    """New network and mount namespaces, with ``/`` shared in the session only.
+
+    A new mount namespace's mounts start as peers of the host's where the host's are shared
+    (mount_namespaces(7)): so they are made private first, cut off from the host, then
+    shared again, among the session's own mounts (as ``unshare --propagation private``
+    followed by ``mount --make-rshared /``). A mount made in the session never reaches the
+    host, on a systemd machine too.
+    """
+    from runtime import network, syscalls
+
+    syscalls.unshare(syscalls.CLONE_NEWNET | syscalls.CLONE_NEWNS)
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+    syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_SHARED)
+    network.bring_up("lo")
 
 
 def pytest_collection_modifyitems(config, items):
