@@ -453,3 +453,63 @@ def test_the_chapters_say_how_to_check_each_exercise():
         for exercise in exercises_of(number):
             line = f"Check it: `invoke check {number} --exercise {exercise}`"
             assert line in chapter_exercise(number, exercise), f"{number}.{exercise}"
+
+
+# Step 5's exercise 5 and step 9's exercises 5 and 6 (their checkers: step5_exercises.py,
+# step9_exercises.py).
+
+REAL_PARENTS_DOC = '        With ``make``, missing ones are made (as tar does)."""\n'
+NO_REAL_PARENTS = (REAL_PARENTS_DOC, REAL_PARENTS_DOC + "        return\n")  # "return at once"
+
+
+def test_step5_exercise5_passes_with_the_first_defence_off(check):
+    result = check(5, 5, runtime_replaced("layer.py", NO_REAL_PARENTS), None)
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = exercises_of(5)[5].checks
+    assert result.stdout.splitlines()[1:] == [
+        *(f"PASS  {one.says}" for one in checks),
+        f"step 5, exercise 5: all {len(checks)} checks pass",
+    ]
+
+
+def test_step5_exercise5_fails_with_growing_hints_on_the_importer_as_it_is(check):
+    first = exercises_of(5)[5].checks[0]
+    for level in (1, 2):
+        result = check(5, 5, {}, None)
+        assert result.returncode == 1, result.stdout + result.stderr
+        output = flat(result.stdout)
+        assert f"FAIL {first.says} seen: the load was refused by the first defence" in output
+        assert flat(first.hints[level - 1]) in output
+        assert "Traceback" not in result.stdout + result.stderr
+    assert not os.path.exists("/etc/evil")
+
+
+def test_step5_exercise5_loads_nothing_without_the_chroot(check):
+    chroot = ("            os.chroot(destination)\n", "")
+    result = check(5, 5, runtime_replaced("layer.py", NO_REAL_PARENTS, chroot), None)
+    assert result.returncode == 2
+    assert result.stdout == "step 5, exercise 5: checking runtime (runtime/__main__.py)\n"
+    assert result.stderr == (
+        "invoke check: runtime/layer.py's start_unpack no longer calls os.chroot: without its "
+        "second defence a hostile layer writes on this machine, so the checker loads none (that "
+        "edit is for a throw-away VM); put the chroot back to check the first edit\n"
+    )
+
+
+def test_step5_exercise5_sees_a_write_into_etc_in_a_throwaway_etc(check):
+    """An unpacker that chroots to / and works in the layer's directory writes through the
+    link etc -> /etc: the checker sees it in its throw-away /etc, and the machine's has none."""
+    there = os.path.exists("/etc/evil")
+    escape = ("            os.chroot(destination)\n", '            os.chroot("/")\n')
+    stay = ('            os.chdir("/")\n', "            os.chdir(destination)\n")
+    try:
+        edited = runtime_replaced("layer.py", NO_REAL_PARENTS, escape, stay)
+        result = check(5, 5, edited, None)
+        assert not os.path.exists("/etc/evil")
+    finally:
+        if not there and os.path.exists("/etc/evil"):
+            os.remove("/etc/evil")
+    assert result.returncode == 1, result.stdout + result.stderr
+    output = flat(result.stdout)
+    assert "seen: the load wrote evil into the host's /etc (a throw-away one)" in output
+    assert "seen: the load succeeded: nothing stopped the hostile layer" in output
