@@ -633,6 +633,17 @@ def test_step9_exercise5_passes_on_the_chapters_program(step9):
     passes(step9(5, sed), 5)
 
 
+def test_step9_exercise5_keeps_the_poststop_file_of_exercise_6(step9):
+    """The checker's delete runs exercise 6's hook too: the learner's file stays theirs."""
+    mine = os.path.join(step9.directory, "poststop.json")
+    with open(mine, "w") as file:
+        file.write("my own run's\n")
+    sed, hook = step9_solution(5, "sed -i"), step9_solution(6, "python3 -c 'import json")
+    passes(step9(5, sed, hook), 5)
+    with open(mine) as file:
+        assert file.read() == "my own run's\n"
+
+
 def test_step9_exercise5_fails_with_hint_1_on_check_your_works_bundle(step9):
     result = step9(5)  # sh says hello, then sleeps: still running when the checker gives up
     fails_with_hint(result, 5, 1, "the container's program was still running 10 seconds")

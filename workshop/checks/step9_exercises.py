@@ -11,8 +11,9 @@ container id of their own, and delete the container afterwards, also when a chec
   checker does an engine's part (a veth pair, one end moved into the init's network
   namespace, addresses on both), so the program's first instruction sees ``eth0``;
 - exercise 6: ``delete`` runs the bundle's poststop hook, which writes the container's
-  State to /tmp/step9/poststop.json. What the learner's own run left in that file is put
-  back afterwards.
+  State to /tmp/step9/poststop.json.
+
+What the learner's own run left in poststop.json is put back afterwards, in both.
 
 Exercises 1 to 3 edit a container's state or kill its init by hand and ask what ``state``
 and ``start`` say, and 4 edits runtime/process.py and asks where a message goes: what they
@@ -109,26 +110,22 @@ class Container:
 
 @contextlib.contextmanager
 def container():
-    scratch = tempfile.TemporaryDirectory(prefix="workshop-check-", ignore_cleanup_errors=True)
-    with scratch as directory:
-        made = Container(directory)
-        try:
-            yield made
-        finally:
-            made.remove()
-
-
-@contextlib.contextmanager
-def container_keeping_poststop():
-    """:func:`container`, and the learner's own poststop.json put back afterwards."""
+    """A Container in a directory of its own, deleted and removed afterwards. A poststop
+    hook (exercise 6's) runs at each delete, so what the learner's own run left in
+    poststop.json is put back as it was."""
     try:
         with open(POSTSTOP, "rb") as file:
             before = file.read()
     except FileNotFoundError:
         before = None
+    scratch = tempfile.TemporaryDirectory(prefix="workshop-check-", ignore_cleanup_errors=True)
     try:
-        with container() as made:
-            yield made
+        with scratch as directory:
+            made = Container(directory)
+            try:
+                yield made
+            finally:
+                made.remove()
     finally:
         if before is None:
             with contextlib.suppress(FileNotFoundError):
@@ -305,7 +302,7 @@ A_HOOK = Exercise(
         ),
     ],
     module=MODULE,
-    scene=container_keeping_poststop,
+    scene=container,
 )
 
 EXERCISES = {5: NETWORK_WINDOW_EXERCISE, 6: A_HOOK}
