@@ -548,8 +548,8 @@ def step9(tmp_path, home):
         command = command.replace("/tmp/step9", directory).replace(
             "/var/lib/mycontainer", str(home)
         )
+        command = command.replace("python3 ", f"{sys.executable} ")  # first: it may be python3
         command = command.replace("mycontainer-oci", f"{sys.executable} -m runtime.ocicli")
-        command = command.replace("python3 ", f"{sys.executable} ")
         subprocess.run(["sh", "-c", command], check=True, env=env, stdout=subprocess.DEVNULL)
 
     shell(chapter_command(chapter, "mkdir -p /tmp/step9/bundle"))
