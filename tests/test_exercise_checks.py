@@ -5,6 +5,7 @@ not written); the hints grow more specific per try; the learner never sees a tra
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -453,3 +454,239 @@ def test_the_chapters_say_how_to_check_each_exercise():
         for exercise in exercises_of(number):
             line = f"Check it: `invoke check {number} --exercise {exercise}`"
             assert line in chapter_exercise(number, exercise), f"{number}.{exercise}"
+
+
+# Step 5's exercise 5 and step 9's exercises 5 and 6 (their checkers: step5_exercises.py,
+# step9_exercises.py).
+
+REAL_PARENTS_DOC = '        With ``make``, missing ones are made (as tar does)."""\n'
+NO_REAL_PARENTS = (REAL_PARENTS_DOC, REAL_PARENTS_DOC + "        return\n")  # "return at once"
+
+
+def test_step5_exercise5_passes_with_the_first_defence_off(check):
+    result = check(5, 5, runtime_replaced("layer.py", NO_REAL_PARENTS), None)
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = exercises_of(5)[5].checks
+    assert result.stdout.splitlines()[1:] == [
+        *(f"PASS  {one.says}" for one in checks),
+        f"step 5, exercise 5: all {len(checks)} checks pass",
+    ]
+
+
+def test_step5_exercise5_fails_with_growing_hints_on_the_importer_as_it_is(check):
+    first = exercises_of(5)[5].checks[0]
+    for level in (1, 2):
+        result = check(5, 5, {}, None)
+        assert result.returncode == 1, result.stdout + result.stderr
+        output = flat(result.stdout)
+        assert f"FAIL {first.says} seen: the load was refused by the first defence" in output
+        assert flat(first.hints[level - 1]) in output
+        assert "Traceback" not in result.stdout + result.stderr
+    assert not os.path.exists("/etc/evil")
+
+
+def test_step5_exercise5_loads_nothing_without_the_chroot(check):
+    chroot = ("            os.chroot(destination)\n", "")
+    result = check(5, 5, runtime_replaced("layer.py", NO_REAL_PARENTS, chroot), None)
+    assert result.returncode == 2
+    assert result.stdout == "step 5, exercise 5: checking runtime (runtime/__main__.py)\n"
+    assert result.stderr == (
+        "invoke check: runtime/layer.py's start_unpack no longer calls os.chroot: without its "
+        "second defence a hostile layer writes on this machine, so the checker loads none (that "
+        "edit is for a throw-away VM); put the chroot back to check the first edit\n"
+    )
+
+
+def test_step5_exercise5_sees_a_write_into_etc_in_a_throwaway_etc(check):
+    """An unpacker that chroots to / and works in the layer's directory writes through the
+    link etc -> /etc: the checker sees it in its throw-away /etc, and the machine's has none."""
+    there = os.path.exists("/etc/evil")
+    escape = ("            os.chroot(destination)\n", '            os.chroot("/")\n')
+    stay = ('            os.chdir("/")\n', "            os.chdir(destination)\n")
+    try:
+        edited = runtime_replaced("layer.py", NO_REAL_PARENTS, escape, stay)
+        result = check(5, 5, edited, None)
+        assert not os.path.exists("/etc/evil")
+    finally:
+        if not there and os.path.exists("/etc/evil"):
+            os.remove("/etc/evil")
+    assert result.returncode == 1, result.stdout + result.stderr
+    output = flat(result.stdout)
+    assert "seen: the load wrote evil into the host's /etc (a throw-away one)" in output
+    assert "seen: the load succeeded: nothing stopped the hostile layer" in output
+
+
+def chapter_command(text: str, start: str) -> str:
+    """The first console command of ``text`` that starts with ``start``, with its ``> ``
+    continuation lines, as sh reads it."""
+    lines = text.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.strip().startswith(f"$ {start}"))
+    command = [lines[first].strip().removeprefix("$ ")]
+    while command[-1].endswith("\\"):
+        first += 1
+        command.append(lines[first].strip().removeprefix(">").strip())
+    return "\n".join(command)
+
+
+@pytest.fixture
+def step9(tmp_path, home):
+    """Step 9's exercises' directory (the chapter's /tmp/step9) in ``tmp_path``, with the
+    bundle of Check your work made by its first two commands; a function (exercise,
+    commands of the chapter) -> the checker's CompletedProcess, run on it, each command
+    (the chapter's, /tmp/step9 its directory) run before; the tries kept between calls."""
+    directory = str(tmp_path / "step9")
+    with open(os.path.join(REPO, "docs", "step9-oci.md")) as file:
+        chapter = file.read()
+    env = dict(
+        os.environ,
+        MYCONTAINER_WORKSHOP_STEP9=directory,
+        MYCONTAINER_WORKSHOP_TRIES=str(tmp_path / "tries.json"),
+        PYTHONPATH=REPO,
+    )
+
+    def shell(command: str) -> None:
+        command = command.replace("/tmp/step9", directory).replace(
+            "/var/lib/mycontainer", str(home)
+        )
+        command = command.replace("python3 ", f"{sys.executable} ")  # first: it may be python3
+        command = command.replace("mycontainer-oci", f"{sys.executable} -m runtime.ocicli")
+        subprocess.run(["sh", "-c", command], check=True, env=env, stdout=subprocess.DEVNULL)
+
+    shell(chapter_command(chapter, "mkdir -p /tmp/step9/bundle"))
+    shell(chapter_command(chapter, 'sed -i -e \'s/"terminal"'))
+
+    def run(exercise: int, *commands: str):
+        for command in commands:
+            shell(command)
+        return subprocess.run(
+            [sys.executable, "-m", "workshop.checks", "9", "--exercise", str(exercise)],
+            capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+        )  # fmt: skip
+
+    run.directory = directory
+    yield run
+    rootfs = os.path.join(directory, "bundle", "rootfs")
+    assert not (os.path.isdir(rootfs) and processes_in(rootfs)), "a container is left"
+
+
+def processes_in(rootfs: str) -> list[int]:
+    """The processes whose root directory is ``rootfs``: a container's, left running. (Its
+    /proc/PID/root reads "/", its own view: the directory's device and inode tell.)"""
+    wanted = os.stat(rootfs)
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            root = os.stat(f"/proc/{name}/root")
+            if (root.st_dev, root.st_ino) == (wanted.st_dev, wanted.st_ino):
+                found.append(int(name))
+    return found
+
+
+def step9_solution(exercise: int, start: str) -> str:
+    return chapter_command(chapter_exercise_of("step9-oci.md", exercise), start)
+
+
+def chapter_exercise_of(chapter: str, exercise: int) -> str:
+    with open(os.path.join(REPO, "docs", chapter)) as file:
+        text = file.read()
+    section = text[text.index("## Exercises") :]
+    section = section[: section.index("\n## ", 1)]
+    items = re.split(r"^(\d+)\. \*\*", section, flags=re.MULTILINE)
+    return dict(zip(map(int, items[1::2]), items[2::2], strict=True))[exercise]
+
+
+def passes(result, exercise: int) -> None:
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = exercises_of(9)[exercise].checks
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"step 9, exercise {exercise}: checking runtime.ocicli (runtime/ocicli.py)"
+    assert [line[:6] for line in lines[1:-1]] == ["PASS  "] * len(checks)
+    assert lines[-1] == f"step 9, exercise {exercise}: all {len(checks)} checks pass"
+
+
+def fails_with_hint(result, exercise: int, level: int, seen: str) -> None:
+    assert result.returncode == 1, result.stdout + result.stderr
+    first = exercises_of(9)[exercise].checks[0]
+    output = flat(result.stdout)
+    assert f"seen: {seen}" in output
+    assert f"hint {level} of 3, {('the concept', 'the call')[level - 1]}: " in output
+    assert flat(first.hints[level - 1]).split(" ")[0] in output
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_step9_without_an_exercise_says_its_checks_are_its_exercises():
+    for argv in (["9"], ["9", "--solution"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "workshop.checks", *argv],
+            capture_output=True, text=True, cwd=REPO, timeout=60,
+        )  # fmt: skip
+        assert (result.returncode, result.stdout) == (2, "")
+        assert result.stderr == (
+            "invoke check: step 9 has no program of its own: its checks are its exercises' "
+            "(--exercise 5 or --exercise 6)\n"
+        )
+
+
+def test_step9_exercise5_passes_on_the_chapters_program(step9):
+    sed = step9_solution(5, "sed -i")
+    assert '"ip", "-o", "-4", "addr"' in sed
+    passes(step9(5, sed), 5)
+
+
+def test_step9_exercise5_keeps_the_poststop_file_of_exercise_6(step9):
+    """The checker's delete runs exercise 6's hook too: the learner's file stays theirs."""
+    mine = os.path.join(step9.directory, "poststop.json")
+    with open(mine, "w") as file:
+        file.write("my own run's\n")
+    sed, hook = step9_solution(5, "sed -i"), step9_solution(6, "python3 -c 'import json")
+    passes(step9(5, sed, hook), 5)
+    with open(mine) as file:
+        assert file.read() == "my own run's\n"
+
+
+def test_step9_exercise5_fails_with_hint_1_on_check_your_works_bundle(step9):
+    result = step9(5)  # sh says hello, then sleeps: still running when the checker gives up
+    fails_with_hint(result, 5, 1, "the container's program was still running 10 seconds")
+    concept = flat(exercises_of(9)[5].checks[0].hints[0])
+    assert f"hint 1 of 3, the concept: {concept}" in flat(result.stdout)
+
+
+def test_step9_exercise5_hints_grow_without_a_bundle(step9):
+    shutil.rmtree(os.path.join(step9.directory, "bundle"))
+    for level in (1, 2):
+        result = step9(5)
+        missing = f"there is no {step9.directory}/bundle/config.json"
+        fails_with_hint(result, 5, level, missing)
+    hint = exercises_of(9)[5].checks[0].hints[1].replace("/tmp/step9", step9.directory)
+    assert flat(hint) in flat(result.stdout)
+
+
+def test_step9_exercise6_passes_on_the_chapters_hook_and_keeps_the_learners_file(step9):
+    mine = os.path.join(step9.directory, "poststop.json")
+    with open(mine, "w") as file:
+        file.write("my own run's\n")
+    hook = step9_solution(6, "python3 -c 'import json")
+    assert "poststop" in hook
+    passes(step9(6, hook), 6)
+    with open(mine) as file:
+        assert file.read() == "my own run's\n"
+
+
+def test_step9_exercise6_fails_with_hint_1_without_a_hook(step9):
+    result = step9(6)
+    written = os.path.join(step9.directory, "poststop.json")
+    fails_with_hint(result, 6, 1, f"after delete, there is no {written}")
+    concept = flat(exercises_of(9)[6].checks[0].hints[0])
+    assert f"hint 1 of 3, the concept: {concept}" in flat(result.stdout)
+    assert not os.path.exists(written)
+
+
+def test_step9s_chapter_says_how_to_check_and_hint_3_quotes_it():
+    for exercise, chosen in exercises_of(9).items():
+        text = chapter_exercise_of("step9-oci.md", exercise)
+        assert f"Check it: `invoke check 9 --exercise {exercise}`" in text
+        for one in chosen.checks:
+            for code in re.findall(r"`([^`]+)`", one.hints[2]):
+                assert code in text, f"9.{exercise} {one.key}: {code!r} is not in it"
+    for exercise in range(1, 7):
+        assert "*Checked by a program?*" in chapter_exercise_of("step9-oci.md", exercise)

@@ -1,6 +1,8 @@
 """``python -m workshop.checks N``: run step N's checks on the learner's program, print each
 one's verdict and, for a failure, a hint that grows more specific with each failed try.
-``--exercise K`` runs the checks of the chapter's exercise K instead (stepN_exercises).
+``--exercise K`` runs the checks of the chapter's exercise K instead (stepN_exercises);
+step 9, which has no program of its own (the learner drives mycontainer-oci by hand), has
+those only.
 
 Exit status: 0 if every check passes, 1 if one fails, 2 if the checks cannot run (no such
 step, no such program, not root, the busybox image not built), 130 on Ctrl-C. Nothing of
@@ -20,7 +22,8 @@ import textwrap
 from workshop.checks import sandbox, tries
 from workshop.checks.check import Check, Exercise, Unprepared
 
-STEPS = range(1, 9)
+STEPS = range(1, 10)
+EXERCISES_ONLY = (9,)  # steps without a program of their own: their exercises are their checks
 LEVELS = ("the concept", "the call", "the line")
 WIDTH = 100
 
@@ -30,7 +33,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         prog="invoke check",
         description="Check your step N: run it as a user would, and say what works.",
     )
-    parser.add_argument("number", type=int, choices=STEPS, metavar="N", help="the step, 1 to 8")
+    parser.add_argument(
+        "number", type=int, choices=STEPS, metavar="N", help="the step, 1 to 9 (9: --exercise)"
+    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
         "--solution", action="store_true", help="check the solution (steps/) instead of yours"
@@ -40,12 +45,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--exercise", type=int, metavar="K", help="check exercise K of the chapter instead"
     )
     options = parser.parse_args(argv)
+    if options.number in EXERCISES_ONLY and options.exercise is None:
+        parser.exit(2, f"invoke check: {exercises_only(options.number)}\n")
     if options.exercise is not None and options.solution:
         parser.error(
             "the exercises' solutions are in the chapter, folded under each exercise: "
             "--solution checks the steps only"
         )
     return options
+
+
+def exercises_only(number: int) -> str:
+    """Why step ``number`` has no checks but its exercises', with the options to use."""
+    checked = sorted(importlib.import_module(f"workshop.checks.step{number}_exercises").EXERCISES)
+    options = " or ".join(f"--exercise {which}" for which in checked)
+    return f"step {number} has no program of its own: its checks are its exercises' ({options})"
 
 
 def exercise(number: int, which: int) -> Exercise | str:
