@@ -118,6 +118,43 @@ def test_lab_box_vagrantfile_is_valid_ruby(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def workshop_commands() -> set[str]:
+    """The commands the workshop's checkers look up before running them (shutil.which)."""
+    found = set()
+    for path in (REPO / "workshop/checks").glob("*.py"):
+        found |= set(re.findall(r'shutil\.which\("([^"]+)"\)', path.read_text()))
+    return found
+
+
+def test_the_lab_machines_have_what_the_workshop_checkers_run():
+    """A checker needs strace (step 1's exercise 3): each such command is in provision.sh's
+    packages (the learners' VM, and so the lab's box), in the QEMU image's (CI's VM stage
+    runs the checkers' tests), and among what lab.provision_check looks for. (Each command's
+    Debian package has its name.)"""
+    from lab import box, image, provision_check
+
+    commands = workshop_commands()
+    assert commands, 'no shutil.which("...") in workshop/checks: how do checkers look now?'
+    provision = (REPO / "lab/provision.sh").read_text()
+    provisioned = re.search(r"^packages=\(([^)]*)\)", provision, re.M).group(1).split()
+    for command in sorted(commands):
+        assert command in provisioned, f"lab/provision.sh does not install {command}"
+        assert command in box.lab_packages(), f"lab/box.py's box has no {command}"
+        assert command in image.PACKAGES, f"lab/image.py's QEMU image has no {command}"
+        assert command in provision_check.COMMANDS, f"lab.provision_check skips {command}"
+
+
+@pytest.mark.privileged
+def test_provision_check_finds_the_commands_a_root_shell_finds():
+    """lab.provision_check's last look: `command -v` in a root shell of the chroot, with
+    root's PATH; here, the chroot is this machine's own /."""
+    from lab import provision_check
+
+    path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    expected = [c for c in provision_check.COMMANDS if shutil.which(c, path=path) is None]
+    assert provision_check.missing_commands(Path("/"), {"PATH": path}) == expected
+
+
 @pytest.mark.privileged
 def test_vagrant_check_copies_a_clone_its_user_cannot_read(monkeypatch):
     """CI may clone into root's home: Vagrant, run as nobody, then works on a readable copy
@@ -228,6 +265,12 @@ def test_lab_vm_is_pure_cgroup_v2_and_root():
     controllers = Path("/sys/fs/cgroup/cgroup.controllers").read_text().split()
     assert {"cpu", "memory", "pids"} <= set(controllers)
     assert os.geteuid() == 0
+
+
+@pytest.mark.skipif(not IN_VM, reason="checks the lab VM itself: run via python3 -m lab.qemu")
+def test_lab_vm_has_what_the_workshop_checkers_run():
+    missing = [c for c in sorted(workshop_commands()) if shutil.which(c) is None]
+    assert not missing, f"the lab VM has no {' '.join(missing)}: lab/image.py's PACKAGES"
 
 
 @pytest.mark.skipif(IN_VM, reason="no VM inside the lab VM: run it on the host")
