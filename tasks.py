@@ -13,6 +13,8 @@ import sys
 
 from invoke import Collection, Exit, task
 
+from workshop import SWITCH
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENV_BIN = os.path.join(HERE, ".venv", "bin")
 
@@ -40,7 +42,20 @@ def python() -> str:
 
 def in_vm(c, command: str) -> None:
     """Run ``command`` in the project folder inside the Vagrant VM, as root."""
-    c.run(f"vagrant ssh -c {shlex.quote(f'cd /vagrant && sudo {command}')}", pty=True)
+    c.run(f"vagrant ssh -c {shlex.quote(vm_command(command))}", pty=True)
+
+
+def vm_command(command: str) -> str:
+    """The guest's shell line for ``command``: in /vagrant, as root, with $WORKSHOP_SOLUTION
+    if it is set here.
+
+    That switch (workshop/__init__.py) is all of this environment that goes along, as
+    ``sudo env``: vagrant ssh passes none of it, and sudo would reset it (sudoers(5),
+    env_reset).
+    """
+    solved = os.environ.get(SWITCH)
+    env = f"env {SWITCH}={shlex.quote(solved)} " if solved else ""
+    return f"cd /vagrant && sudo {env}{command}"
 
 
 @task
