@@ -58,6 +58,22 @@ def vm_command(command: str) -> str:
     return f"cd /vagrant && sudo {env}{command}"
 
 
+def step_number(c, name: str, number: str) -> int | None:
+    """The step's number that ``invoke NAME`` was given, or None once it has printed the
+    task's help: invoke takes the ``--help`` of ``invoke step --help`` for the number."""
+    if number in ("-h", "--help"):
+        here = shlex.quote(HERE)
+        c.run(f"{shlex.quote(sys.executable)} -m invoke --search-root {here} --help {name}")
+        return None
+    if not number.isdigit():
+        raise Exit(
+            f"invoke {name}: give the step's number, 1 to {len(STEPS)} (got {number!r}; "
+            f"'invoke --help {name}' lists the options)",
+            code=2,
+        )
+    return int(number)
+
+
 @task
 def rootfs(c):
     """Build the busybox root filesystem (for the steps) and the busybox image (no internet)."""
@@ -99,6 +115,7 @@ def test(c, vm=False, qemu=False, arch="x86_64", pytest_args=""):
 
 @task(
     positional=["number"],
+    auto_shortflags=False,  # -h is --help, as everywhere, not --hostname
     help={
         "number": f"the step, 1 to {len(STEPS)}",
         "hostname": "hostname inside",
@@ -108,16 +125,24 @@ def test(c, vm=False, qemu=False, arch="x86_64", pytest_args=""):
     },
 )
 def step(c, number, hostname="container", rootfs_dir=None, image="busybox", pid=None):
-    """Run step N of the lab, here or in the VM: invoke step 3 -- ps (default command: sh).
+    """Run step N of the lab, the solution, here or in the VM: invoke step 3 -- ps.
 
-    Step 6 changes the network of the namespace it runs in: here, it runs in a new one
-    (unshare --net), so that this machine's network stays as it is.
+    Everything after -- is the command to run inside (default: sh). Step 6 changes the
+    network of the namespace it runs in: here, it runs in a new one (unshare --net), so
+    that this machine's network stays as it is. The step's own options (step 4's --memory,
+    say) are its program's: python -m steps.stepN_... --help lists them.
     """
     from runtime import image as images
 
-    number = int(number)
+    number = step_number(c, "step", number)
+    if number is None:
+        return
     if number not in STEPS:
-        raise Exit(f"invoke step: no step {number}: the steps are 1 to {len(STEPS)}")
+        raise Exit(
+            f"invoke step: no step {number}: the steps are 1 to {len(STEPS)} "
+            "(step 9 has no program of its own: docs/step9-oci.md)",
+            code=2,
+        )
     command = c.remainder or "sh"
     options = f"--hostname {shlex.quote(hostname)}"
     if number == 8:
@@ -142,7 +167,7 @@ def step(c, number, hostname="container", rootfs_dir=None, image="busybox", pid=
 @task(
     positional=["number"],
     help={
-        "number": "the step whose checks to run, 1 to 8",
+        "number": "the step whose checks to run, 1 to 8; step 9's are its exercises'",
         "solution": "check the solution (steps/) instead of your workshop/ file",
         "exercise": "check exercise K of the step's chapter (its 'Check it:' line) instead",
     },
@@ -153,12 +178,9 @@ def check(c, number, solution=False, exercise=0):
     Runs workshop/stepN_*.py as a user would; a failed check's hint gets more specific on
     each failed try (python -m workshop.checks). --exercise K checks exercise K of the
     step's chapter instead."""
-    if not number.isdigit():
-        raise Exit(
-            f"invoke check: give the step's number, 1 to 8 (got {number!r}; "
-            "'invoke --help check' lists the options)",
-            code=2,
-        )
+    number = step_number(c, "check", number)
+    if number is None:
+        return
     line = f"-m workshop.checks {number}{' --solution' if solution else ''}"
     if exercise:
         line += f" --exercise {exercise}"

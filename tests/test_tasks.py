@@ -93,3 +93,56 @@ def test_invoke_check_takes_workshop_solution_to_the_vm(vagrant):
             "cd /vagrant && sudo env WORKSHOP_SOLUTION='3 x' .venv/bin/python -m workshop.checks 4",
         ]
     ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["step", "--help"],
+        ["step", "-h"],
+        ["step", "3", "--help"],
+        ["step", "3", "-h"],
+        ["check", "--help"],
+        ["check", "-h"],
+        ["check", "4", "--help"],
+    ],
+)
+def test_help_of_step_and_check_is_the_tasks_help(args, vagrant):
+    """`invoke step --help` printed a traceback (invoke took --help for the step's number),
+    and `invoke step 3 -h` wanted a value for --hostname: each prints the task's help, and
+    runs nothing (run as on macOS, where a step would go to the VM)."""
+    calls, result = invoke(*args, vagrant=vagrant, python_args=("-c", AS_ON_MACOS))
+    assert (result.returncode, result.stderr, calls) == (0, "", [])
+    assert result.stdout.startswith(f"Usage: inv[oke] [--core-opts] {args[0]} [--options]")
+    assert "Everything after -- is the command" in result.stdout or args[0] == "check"
+
+
+@pytest.mark.parametrize("task", ["step", "check"])
+def test_a_step_that_is_no_number_is_refused_in_one_line(task, vagrant):
+    calls, result = invoke(task, "two", vagrant=vagrant, python_args=("-c", AS_ON_MACOS))
+    assert (result.returncode, result.stdout, calls) == (2, "", [])
+    assert result.stderr == (
+        f"invoke {task}: give the step's number, 1 to 8 (got 'two'; 'invoke --help {task}' "
+        "lists the options)\n"
+    )
+
+
+def test_invoke_step_9_says_why_there_is_none(vagrant):
+    calls, result = invoke("step", "9", vagrant=vagrant, python_args=("-c", AS_ON_MACOS))
+    assert (result.returncode, result.stdout, calls) == (2, "", [])
+    assert result.stderr == (
+        "invoke step: no step 9: the steps are 1 to 8 "
+        "(step 9 has no program of its own: docs/step9-oci.md)\n"
+    )
+
+
+def test_invoke_check_9_goes_to_the_checker_with_its_exercise(vagrant):
+    """Step 9 has no program, but its exercises have checkers: tasks.py passes 9 on to
+    python -m workshop.checks, which knows which exist."""
+    calls, result = invoke(
+        "check", "9", "--exercise", "5", vagrant=vagrant, python_args=("-c", AS_ON_MACOS)
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert calls == [
+        ["ssh", "-c", "cd /vagrant && sudo .venv/bin/python -m workshop.checks 9 --exercise 5"]
+    ]
