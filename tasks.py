@@ -1,7 +1,8 @@
 """Tasks for the lab, run with invoke (https://www.pyinvoke.org): ``invoke --list``.
 
 On Linux as root the tasks run here; elsewhere (macOS, Windows, Linux without root) ``test``
-and ``step`` run inside the lab VM that ``invoke vm.up`` starts from the Vagrantfile.
+and ``step`` run inside the lab VM that ``invoke vm.up`` starts from the Vagrantfile, and so
+does ``check`` on macOS and Windows (:func:`vm_command`).
 """
 
 from __future__ import annotations
