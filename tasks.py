@@ -1,7 +1,8 @@
 """Tasks for the lab, run with invoke (https://www.pyinvoke.org): ``invoke --list``.
 
 On Linux as root the tasks run here; elsewhere (macOS, Windows, Linux without root) ``test``
-and ``step`` run inside the lab VM that ``invoke vm.up`` starts from the Vagrantfile.
+and ``step`` run inside the lab VM that ``invoke vm.up`` starts from the Vagrantfile, and so
+does ``check`` on macOS and Windows (:func:`vm_command`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import shlex
 import sys
 
 from invoke import Collection, Exit, task
+
+from workshop import SWITCH
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENV_BIN = os.path.join(HERE, ".venv", "bin")
@@ -40,7 +43,36 @@ def python() -> str:
 
 def in_vm(c, command: str) -> None:
     """Run ``command`` in the project folder inside the Vagrant VM, as root."""
-    c.run(f"vagrant ssh -c {shlex.quote(f'cd /vagrant && sudo {command}')}", pty=True)
+    c.run(f"vagrant ssh -c {shlex.quote(vm_command(command))}", pty=True)
+
+
+def vm_command(command: str) -> str:
+    """The guest's shell line for ``command``: in /vagrant, as root, with $WORKSHOP_SOLUTION
+    if it is set here.
+
+    That switch (workshop/__init__.py) is all of this environment that goes along, as
+    ``sudo env``: vagrant ssh passes none of it, and sudo would reset it (sudoers(5),
+    env_reset).
+    """
+    solved = os.environ.get(SWITCH)
+    env = f"env {SWITCH}={shlex.quote(solved)} " if solved else ""
+    return f"cd /vagrant && sudo {env}{command}"
+
+
+def step_number(c, name: str, number: str) -> int | None:
+    """The step's number that ``invoke NAME`` was given, or None once it has printed the
+    task's help: invoke takes the ``--help`` of ``invoke step --help`` for the number."""
+    if number in ("-h", "--help"):
+        here = shlex.quote(HERE)
+        c.run(f"{shlex.quote(sys.executable)} -m invoke --search-root {here} --help {name}")
+        return None
+    if not number.isdigit():
+        raise Exit(
+            f"invoke {name}: give the step's number, 1 to {len(STEPS)} (got {number!r}; "
+            f"'invoke --help {name}' lists the options)",
+            code=2,
+        )
+    return int(number)
 
 
 @task
@@ -84,6 +116,7 @@ def test(c, vm=False, qemu=False, arch="x86_64", pytest_args=""):
 
 @task(
     positional=["number"],
+    auto_shortflags=False,  # -h is --help, as everywhere, not --hostname
     help={
         "number": f"the step, 1 to {len(STEPS)}",
         "hostname": "hostname inside",
@@ -93,16 +126,24 @@ def test(c, vm=False, qemu=False, arch="x86_64", pytest_args=""):
     },
 )
 def step(c, number, hostname="container", rootfs_dir=None, image="busybox", pid=None):
-    """Run step N of the lab, here or in the VM: invoke step 3 -- ps (default command: sh).
+    """Run step N of the lab, the solution, here or in the VM: invoke step 3 -- ps.
 
-    Step 6 changes the network of the namespace it runs in: here, it runs in a new one
-    (unshare --net), so that this machine's network stays as it is.
+    Everything after -- is the command to run inside (default: sh). Step 6 changes the
+    network of the namespace it runs in: here, it runs in a new one (unshare --net), so
+    that this machine's network stays as it is. The step's own options (step 4's --memory,
+    say) are its program's: python -m steps.stepN_... --help lists them.
     """
     from runtime import image as images
 
-    number = int(number)
+    number = step_number(c, "step", number)
+    if number is None:
+        return
     if number not in STEPS:
-        raise Exit(f"invoke step: no step {number}: the steps are 1 to {len(STEPS)}")
+        raise Exit(
+            f"invoke step: no step {number}: the steps are 1 to {len(STEPS)} "
+            "(step 9 has no program of its own: docs/step9-oci.md)",
+            code=2,
+        )
     command = c.remainder or "sh"
     options = f"--hostname {shlex.quote(hostname)}"
     if number == 8:
@@ -127,7 +168,7 @@ def step(c, number, hostname="container", rootfs_dir=None, image="busybox", pid=
 @task(
     positional=["number"],
     help={
-        "number": "the step whose checks to run, 1 to 8",
+        "number": "the step whose checks to run, 1 to 8; step 9's are its exercises'",
         "solution": "check the solution (steps/) instead of your workshop/ file",
         "exercise": "check exercise K of the step's chapter (its 'Check it:' line) instead",
     },
@@ -138,12 +179,9 @@ def check(c, number, solution=False, exercise=0):
     Runs workshop/stepN_*.py as a user would; a failed check's hint gets more specific on
     each failed try (python -m workshop.checks). --exercise K checks exercise K of the
     step's chapter instead."""
-    if not number.isdigit():
-        raise Exit(
-            f"invoke check: give the step's number, 1 to 8 (got {number!r}; "
-            "'invoke --help check' lists the options)",
-            code=2,
-        )
+    number = step_number(c, "check", number)
+    if number is None:
+        return
     line = f"-m workshop.checks {number}{' --solution' if solution else ''}"
     if exercise:
         line += f" --exercise {exercise}"

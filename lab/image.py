@@ -59,6 +59,7 @@ PACKAGES = (
     "libcap2-bin",
     "xz-utils",  # rootfs.tar.xz images
     "umoci",  # the image tests build their images with it
+    "strace",  # step 1's exercise 3 and its checker (tests/test_exercise_checks.py)
     # (not skopeo: its golang-github-containers-common fails to configure under debootstrap;
     # the docker-archive tests skip in the VM, saying so, and run on the host)
 )

@@ -5,7 +5,7 @@
 #   sudo bash lab/provision.sh [PROJECT_DIR]      # default: /vagrant
 #
 # What it does, each part skipped when already done, each part's time printed:
-#   1. apt packages: the lab's own (ping, kmod, CA certificates) and the base
+#   1. apt packages: the lab's own (ping, kmod, CA certificates, strace) and the base
 #      ones the fallback in 2 needs (setup.sh installs those and more itself),
 #      without recommends and without rebuilding the initramfs (see below)
 #   2. the project's own ./setup.sh: its apt packages, .venv with
@@ -64,10 +64,12 @@ fi
 
 # -- 1. packages -------------------------------------------------------------
 # Partly setup.sh's too: kept here for a PROJECT_DIR without setup.sh (the fallback in 2).
+# strace: step 1's exercise 3 and its checker (invoke check 1 --exercise 3) run the step
+# under strace -f.
 packages=(
 	python3 python3-venv busybox-static iproute2 util-linux
 	nftables iptables iputils-ping kmod procps libcap2-bin
-	umoci skopeo ca-certificates
+	umoci skopeo ca-certificates strace
 )
 missing=()
 for p in "${packages[@]}"; do

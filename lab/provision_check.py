@@ -27,6 +27,9 @@ from pathlib import Path
 from lab import exit_on_sigterm, image
 
 PROJECT = "/vagrant"  # where the Vagrantfile puts it, so the script's default holds
+# What a learner runs on a provisioned machine, on root's PATH (sudo's): the project's
+# commands, and strace for step 1's exercise 3 and its checker.
+COMMANDS = ("invoke", "mycontainer", "strace")
 DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9)}
 
 
@@ -82,6 +85,19 @@ def copy_project(root: Path) -> None:
     shutil.copytree(image.REPO, target, ignore=ignore, symlinks=True)
 
 
+def missing_commands(root: Path, env: dict[str, str]) -> list[str]:
+    """Those of :data:`COMMANDS` that a root shell in the chroot does not find."""
+    return [
+        command
+        for command in COMMANDS
+        if subprocess.run(
+            ["chroot", str(root), "sh", "-c", f"command -v {command}"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        ).returncode
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m lab.provision_check", description=__doc__)
     parser.add_argument("--keep", action="store_true", help="keep the chroot for inspection")
@@ -116,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             if code != 0:
                 image.say(f"provision.sh failed with exit code {code}")
                 return code
-        invoke = root / "usr/local/bin/invoke"
-        if not os.path.lexists(invoke):
-            image.say("provision.sh finished but left no /usr/local/bin/invoke")
+        missing = missing_commands(root, env)
+        if missing:
+            image.say(f"provision.sh finished, but root's PATH has no {' '.join(missing)}")
             return 1
         image.say(f"provision.sh passed on Debian 12 in {time.monotonic() - started:.0f} s")
         return 0

@@ -80,6 +80,36 @@ def test_vagrantfile_provisions_with_our_script():
     assert 'ENV.fetch("MYCONTAINER_BOX", "bento/ubuntu-24.04")' in text
 
 
+def test_an_rsynced_project_keeps_what_the_vm_made(tmp_path):
+    """With the libvirt and qemu providers, /vagrant is an rsync'd copy, synced again on
+    every save under `vagrant rsync-auto`, with Vagrant's default rsync arguments (its
+    rsync helper: --archive --delete...): what the VM made there and the host has not is
+    deleted, unless excluded. The checker's hint counts are such a file: without the
+    exclusion, each save started every hint over at 1 of 3."""
+    if shutil.which("rsync") is None:
+        pytest.skip("rsync is not installed here (apt-get install rsync to run this)")
+    text = (REPO / "Vagrantfile").read_text()
+    assert text.count("rsync__exclude: RSYNC_EXCLUDE") == text.count("rsync__exclude:") == 2
+    listed = re.search(r"^RSYNC_EXCLUDE = \[([^]]*)\]", text, re.M)
+    excludes = [".vagrant/", *re.findall(r'"([^"]+)"', listed.group(1))]
+    host, guest = tmp_path / "host", tmp_path / "guest"
+    for tree in (host, guest):
+        (tree / "workshop/checks").mkdir(parents=True)
+        (tree / "workshop/step1_uts.py").write_text("# the learner's, edited on the host\n")
+    made_in_vm = ["workshop/checks/.tries.json", ".venv/bin/python", "site/index.html"]
+    for name in [*made_in_vm, "stray.txt"]:
+        (guest / name).parent.mkdir(parents=True, exist_ok=True)
+        (guest / name).write_text("the VM's\n")
+    args = ["--verbose", "--archive", "--delete", "-z", "--copy-links"]
+    exclude = [arg for pattern in excludes for arg in ("--exclude", pattern)]
+    subprocess.run(
+        ["rsync", *args, *exclude, f"{host}/", str(guest)], check=True, capture_output=True
+    )
+    assert not (guest / "stray.txt").exists()  # the --delete that the exclusions stop
+    assert [name for name in made_in_vm if not (guest / name).exists()] == []
+    assert (guest / "workshop/step1_uts.py").read_text() == "# the learner's, edited on the host\n"
+
+
 @pytest.mark.parametrize("script", ["lab/provision.sh", "lab/guest/init.sh"])
 def test_shell_scripts_parse(script):
     """bash -n: a syntax error would only show up on a user's first `vagrant up`."""
@@ -116,6 +146,43 @@ def test_lab_box_vagrantfile_is_valid_ruby(tmp_path):
         ["ruby", "-c", str(tmp_path / "Vagrantfile")], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def workshop_commands() -> set[str]:
+    """The commands the workshop's checkers look up before running them (shutil.which)."""
+    found = set()
+    for path in (REPO / "workshop/checks").glob("*.py"):
+        found |= set(re.findall(r'shutil\.which\("([^"]+)"\)', path.read_text()))
+    return found
+
+
+def test_the_lab_machines_have_what_the_workshop_checkers_run():
+    """A checker needs strace (step 1's exercise 3): each such command is in provision.sh's
+    packages (the learners' VM, and so the lab's box), in the QEMU image's (CI's VM stage
+    runs the checkers' tests), and among what lab.provision_check looks for. (Each command's
+    Debian package has its name.)"""
+    from lab import box, image, provision_check
+
+    commands = workshop_commands()
+    assert commands, 'no shutil.which("...") in workshop/checks: how do checkers look now?'
+    provision = (REPO / "lab/provision.sh").read_text()
+    provisioned = re.search(r"^packages=\(([^)]*)\)", provision, re.M).group(1).split()
+    for command in sorted(commands):
+        assert command in provisioned, f"lab/provision.sh does not install {command}"
+        assert command in box.lab_packages(), f"lab/box.py's box has no {command}"
+        assert command in image.PACKAGES, f"lab/image.py's QEMU image has no {command}"
+        assert command in provision_check.COMMANDS, f"lab.provision_check skips {command}"
+
+
+@pytest.mark.privileged
+def test_provision_check_finds_the_commands_a_root_shell_finds():
+    """lab.provision_check's last look: `command -v` in a root shell of the chroot, with
+    root's PATH; here, the chroot is this machine's own /."""
+    from lab import provision_check
+
+    path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    expected = [c for c in provision_check.COMMANDS if shutil.which(c, path=path) is None]
+    assert provision_check.missing_commands(Path("/"), {"PATH": path}) == expected
 
 
 @pytest.mark.privileged
@@ -228,6 +295,12 @@ def test_lab_vm_is_pure_cgroup_v2_and_root():
     controllers = Path("/sys/fs/cgroup/cgroup.controllers").read_text().split()
     assert {"cpu", "memory", "pids"} <= set(controllers)
     assert os.geteuid() == 0
+
+
+@pytest.mark.skipif(not IN_VM, reason="checks the lab VM itself: run via python3 -m lab.qemu")
+def test_lab_vm_has_what_the_workshop_checkers_run():
+    missing = [c for c in sorted(workshop_commands()) if shutil.which(c) is None]
+    assert not missing, f"the lab VM has no {' '.join(missing)}: lab/image.py's PACKAGES"
 
 
 @pytest.mark.skipif(IN_VM, reason="no VM inside the lab VM: run it on the host")

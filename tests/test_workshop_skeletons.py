@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,69 @@ def test_each_skeleton_runs_to_its_own_todo(number, home, busybox_rootfs):
     assert last.startswith(("NotImplementedError: TODO", "error: TODO")), result.stderr
     assert not [name for name in os.listdir(home) if name.startswith(".step5-")]
     assert host_mounts() == before
+
+
+def only_top_level_todos(source: str) -> str:
+    """A step's source with the markers of its TODOs inside functions taken out: what the
+    skeleton is once a learner has written all of it but its top-level TODO."""
+    kept, inside = [], False
+    for line in source.splitlines():
+        indented = line.startswith(" ")
+        if indented and make.TODO.match(line):
+            inside = True
+        elif not (inside and make.MORE.match(line)) and not (indented and make.END.match(line)):
+            kept.append(line)
+            inside = False
+    return "\n".join(kept) + "\n"
+
+
+TOP_LEVEL_TODOS = [
+    number
+    for number, name in STEPS.items()
+    if "= workshop.Todo(" in Path(REPO, "workshop", f"{name}.py").read_text()
+]
+
+
+@pytest.mark.privileged
+@pytest.mark.parametrize("number", TOP_LEVEL_TODOS)
+def test_a_top_level_todo_is_named_by_its_own_line(number, home, busybox_rootfs):
+    """A learner has written all of step N but its NAMESPACES = workshop.Todo(...), which
+    main() uses: the traceback of the step ends at the TODO's line, with its text, and the
+    checker names the file and that line (both named main()'s line before)."""
+    name = STEPS[number]
+    text = make.skeleton(
+        number, name, only_top_level_todos(Path(REPO, "steps", f"{name}.py").read_text())
+    )
+    (line,) = [
+        i + 1
+        for i, code in enumerate(text.splitlines())
+        if code.startswith("NAMESPACES = workshop.Todo(")
+    ]
+    assert text.count("workshop.Todo(") == 1 and "NotImplementedError" not in text
+    folder = Path(tempfile.mkdtemp(prefix="todo-", dir="/tmp"))  # short: the checker wraps lines
+    try:
+        path = folder / f"{name}.py"
+        path.write_text(text)
+        env = dict(os.environ, MYCONTAINER_HOME=str(home), PYTHONPATH=str(folder))
+        env.update(WORKSHOP_SOLUTION=str(number - 1), MYCONTAINER_WORKSHOP_TRIES=str(folder / "t"))
+        run = dict(capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+        ran = subprocess.run(
+            [sys.executable, "-m", name, *command_line(number, busybox_rootfs)], **run
+        )
+        said = ran.stderr.splitlines()
+        last = max(i for i, text in enumerate(said) if text.startswith('  File "'))
+        assert said[last : last + 2] == [
+            f'  File "{path}", line {line}, in <module>',
+            "    NAMESPACES = workshop.Todo(",
+        ], ran.stderr
+        assert said[-1].startswith(f"NotImplementedError: TODO step {number}: "), ran.stderr
+        checked = subprocess.run(
+            [sys.executable, "-m", "workshop.checks", str(number), "--module", name], **run
+        )
+        assert checked.returncode == 1, checked.stdout + checked.stderr
+        assert f"({path}, line {line})" in " ".join(checked.stdout.split()), checked.stdout
+    finally:
+        shutil.rmtree(folder)
 
 
 @pytest.mark.privileged

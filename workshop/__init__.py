@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from types import ModuleType
+from typing import NoReturn
 
 SWITCH = "WORKSHOP_SOLUTION"
 
@@ -45,18 +47,29 @@ def previous(name: str) -> ModuleType:
 class Todo:
     """A value the learner has yet to write: a skeleton's NAMESPACES, say. Combined with a
     flag (the next step's ``|``) it stays itself, so that later steps still import; used as
-    a number (common.run's unshare flags) it raises NotImplementedError with what to do."""
+    a number (common.run's unshare flags) it raises NotImplementedError with what to do.
+
+    It raises from the TODO's own line, not from where the value is used (``main()``'s
+    ``common.run(NAMESPACES, ...)``): the traceback ends there, and the checker, which names
+    the last line of the learner's file in it, names the TODO's.
+    """
 
     def __init__(self, message: str):
         self.message = message
+        made_by = sys._getframe(1)  # the skeleton's top level, at the TODO's line
+        self.file, self.line = made_by.f_code.co_filename, made_by.f_lineno
 
     def __or__(self, _other) -> Todo:
         return self
 
     __ror__ = __or__
 
-    def __index__(self) -> int:
-        raise NotImplementedError(self.message)
+    def __index__(self) -> NoReturn:
+        # A raise compiled as if it stood on the TODO's line of the skeleton: the traceback's
+        # last frame, which Python prints with that line's text (as jinja2 points a
+        # traceback at a template's line).
+        raise_there = compile("\n" * (self.line - 1) + "raise error", self.file, "exec")
+        exec(raise_there, {"error": NotImplementedError(self.message)})
 
     def __repr__(self) -> str:
         return f"Todo({self.message!r})"
