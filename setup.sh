@@ -25,10 +25,10 @@ fi
 # and debootstrap for the Debian image of `invoke bench --image`; podman (with conmon) and
 # containerd, the engines that drive mycontainer-oci in tests/test_engines.py; docker-registry
 # (distribution), openssl and apache2-utils (htpasswd), the registry the pull tests start
-# (tests/registry.py).
+# (tests/registry.py); strace, which step 1's exercise 3 and its checker run.
 PACKAGES="python3 python3-venv busybox-static iproute2 util-linux nftables iptables xz-utils
 cpio procps libcap2-bin umoci skopeo runc crun debootstrap podman conmon containerd
-docker-registry openssl apache2-utils"
+docker-registry openssl apache2-utils strace"
 missing=""
 for package in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"

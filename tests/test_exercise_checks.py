@@ -362,7 +362,7 @@ UNDONE = {
 
 def needs_strace(number: int, exercise: int) -> None:
     if (number, exercise) == (1, 3) and not shutil.which("strace"):
-        pytest.skip("strace is not installed (the lab VM has none): checked where it is")
+        pytest.skip("strace is not installed: setup.sh and the lab VM install it")
 
 
 @pytest.mark.parametrize("number, exercise", sorted(DONE))
