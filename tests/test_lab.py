@@ -387,6 +387,20 @@ def test_vagrant_lab_provisions_and_passes():
             "/usr/local/bin/invoke",
             "/usr/local/bin/mycontainer",
         ]
+    # The workshop's switch goes along into the VM, through vagrant ssh and sudo, as `invoke
+    # step` and `invoke check` run it from a macOS host (tasks.vm_command).
+    from tasks import vm_command
+
+    switch = vm_command("printenv WORKSHOP_SOLUTION")
+    solved = subprocess.run(
+        ["vagrant", "ssh", "-c", switch],
+        cwd=REPO,
+        env=dict(os.environ, WORKSHOP_SOLUTION="3"),
+        capture_output=True,
+        text=True,
+    )
+    assert solved.stdout.strip() == "3", solved.stdout + solved.stderr
+    with machine.ssh() as ssh:
         started = time.monotonic()
         try:
             result = ssh.run(f"cd /vagrant && sudo invoke test -- -q {shlex.join(tests)}")
