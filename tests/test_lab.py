@@ -344,7 +344,7 @@ class _StreamingShell:
     os.environ.get("MYCONTAINER_TEST_VAGRANT") != "1",
     reason="runs `vagrant up` with a real provider (minutes): set MYCONTAINER_TEST_VAGRANT=1",
 )
-def test_vagrant_lab_provisions_and_passes():
+def test_vagrant_lab_provisions_and_passes(monkeypatch):
     """Our Vagrantfile, driven through pytest-vagrant's Machine (docs/lab/pytest-vagrant.md):
     `vagrant up` provisions green, the guest is what a learner's systemd machine is, and the
     suite passes inside (`sudo invoke test`) and from here (`invoke test --vm`).
@@ -391,13 +391,10 @@ def test_vagrant_lab_provisions_and_passes():
     # step` and `invoke check` run it from a macOS host (tasks.vm_command).
     from tasks import vm_command
 
+    monkeypatch.setenv("WORKSHOP_SOLUTION", "3")
     switch = vm_command("printenv WORKSHOP_SOLUTION")
     solved = subprocess.run(
-        ["vagrant", "ssh", "-c", switch],
-        cwd=REPO,
-        env=dict(os.environ, WORKSHOP_SOLUTION="3"),
-        capture_output=True,
-        text=True,
+        ["vagrant", "ssh", "-c", switch], cwd=REPO, capture_output=True, text=True
     )
     assert solved.stdout.strip() == "3", solved.stdout + solved.stderr
     with machine.ssh() as ssh:
