@@ -15,6 +15,7 @@ terminal: ``sudo .venv/bin/python -m steps.step8_exec $(pgrep -xf 'sleep 1008') 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import sys
@@ -205,7 +206,10 @@ def enter(target: Target, command: list[str], report: int, interpreter) -> None:
             os.close(report)
             code = execute(target, command, interpreter)
         else:
-            os.setpgid(pid, pid)  # its own process group, before the step hands it the terminal
+            # Its own process group, before the step hands it the terminal. The child sets
+            # it too, and may run first: once it has exec'd, ours fails, EACCES (setpgid(2)).
+            with contextlib.suppress(PermissionError):
+                os.setpgid(pid, pid)
             os.write(report, f"{pid}\n".encode())
             code = 0
     except BaseException as error:

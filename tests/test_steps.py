@@ -208,6 +208,25 @@ def step8(pid: int, *command: str, options=(), **kwargs) -> subprocess.Completed
     )
 
 
+def test_step8_entries_at_once_all_run(step7_container):
+    """The step and its child both put the command in a process group of its own; when the
+    command has exec'd first, the step's setpgid(2) fails (EACCES), which must not fail the
+    entry. Thirty at once make that order likely (9 of 60 failed before)."""
+    argv = [sys.executable, "-m", "steps.step8_exec", "--no-boundaries", "--no-cgroup"]
+    entries = [
+        subprocess.Popen(
+            [*argv, str(step7_container), "--", "true"],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(30)
+    ]
+    failed = [entry.communicate(timeout=120)[1] for entry in entries if entry.wait(timeout=120)]
+    assert failed == []
+
+
 def test_step8_joins_every_namespace_of_the_container(step7_container):
     names = ("cgroup", "ipc", "mnt", "pid", "uts")
     script = "for n in " + " ".join(names) + "; do readlink /proc/self/ns/$n; done; echo $$"
