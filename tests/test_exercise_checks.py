@@ -453,3 +453,35 @@ def test_the_chapters_say_how_to_check_each_exercise():
         for exercise in exercises_of(number):
             line = f"Check it: `invoke check {number} --exercise {exercise}`"
             assert line in chapter_exercise(number, exercise), f"{number}.{exercise}"
+
+
+# Whether a program checks an exercise: every solution of these chapters says so in one
+# line, and says "Yes" only where `invoke check` has a checker for it. (Steps 5 and 9 are
+# another chapter's work.)
+SAYS_WHETHER = {**{n: CHAPTERS[n] for n in (1, 2, 3, 4, 6, 7, 8)}, "run": "run.md"}
+CHECKED_BY = re.compile(r"\*Checked by a program\?\* (Yes|Partly|No checker)\b")
+
+
+def exercises_in(name: str) -> dict[int, str]:
+    """The exercises of docs/NAME by number, each with its folded solution."""
+    with open(os.path.join(REPO, "docs", name)) as file:
+        text = file.read()
+    section = text[text.index("## Exercises") :]
+    section = section[: section.index("\n## ", 1)]
+    items = re.split(r"^(\d+)\. \*\*", section, flags=re.MULTILINE)
+    return dict(zip(map(int, items[1::2]), items[2::2], strict=True))
+
+
+@pytest.mark.parametrize("chapter", sorted(SAYS_WHETHER, key=str))
+def test_each_solution_says_whether_a_program_checks_it(chapter):
+    checked = exercises_of(chapter) if isinstance(chapter, int) else {}
+    for exercise, text in exercises_in(SAYS_WHETHER[chapter]).items():
+        verdicts = CHECKED_BY.findall(text)
+        where = f"{SAYS_WHETHER[chapter]}, exercise {exercise}"
+        assert len(verdicts) == 1, f"{where}: {len(verdicts)} '*Checked by a program?*' lines"
+        has_checker = "Check it: `invoke check" in text
+        assert has_checker == (exercise in checked), f"{where}: 'Check it:' and EXERCISES differ"
+        if has_checker:
+            assert verdicts[0] in ("Yes", "Partly"), f"{where}: a checker, yet {verdicts[0]!r}"
+        else:
+            assert verdicts[0] == "No checker", f"{where}: {verdicts[0]!r}, yet no checker"
