@@ -485,3 +485,72 @@ def test_each_solution_says_whether_a_program_checks_it(chapter):
             assert verdicts[0] in ("Yes", "Partly"), f"{where}: a checker, yet {verdicts[0]!r}"
         else:
             assert verdicts[0] == "No checker", f"{where}: {verdicts[0]!r}, yet no checker"
+
+
+def assert_all_pass(result, number: int, exercise: int) -> None:
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = exercises_of(number)[exercise].checks
+    assert result.stdout.splitlines()[1:] == [f"PASS  {one.says}" for one in checks] + [
+        f"step {number}, exercise {exercise}: all {len(checks)} checks pass"
+    ]
+
+
+def assert_fails_with_hint(result, check_, level: int) -> None:
+    """``check_`` failed, with hint ``level`` and no other; no traceback anywhere."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    output = flat(result.stdout)
+    assert f"FAIL {check_.says} seen: " in output
+    names = ("the concept", "the call", "the line")
+    assert f"hint {level} of 3, {names[level - 1]}: {flat(check_.hints[level - 1])}" in output
+    for other in {1, 2, 3} - {level}:
+        assert flat(check_.hints[other - 1]) not in output
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+needs_strace_here = pytest.mark.skipif(
+    not shutil.which("strace"), reason="strace is not installed (the lab VM has none)"
+)
+
+# Step 8's exercise 7 done another way: a loop of setns calls, one per /proc/PID/ns file.
+PIDFD_LOOP = """\
+import os
+import sys
+
+from runtime import syscalls
+
+pid, command = sys.argv[1], sys.argv[2:]
+for name in ("cgroup", "ipc", "uts", "pid", "mnt"):
+    fd = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY)
+    syscalls.setns(fd, 0)
+    os.close(fd)
+if os.fork() == 0:
+    os.execv(command[0], command)
+_, status = os.wait()
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@needs_strace_here
+def test_step8_exercise7_passes_on_the_chapters_pidfd_enter(check):
+    (script,) = solution_code(8, 7)
+    result = check(8, 7, {"pidfd_enter.py": script}, "learner.pidfd_enter")
+    assert_all_pass(result, 8, 7)
+
+
+def test_step8_exercise7_without_the_script_fails_with_hints_growing(check):
+    if os.path.exists(os.path.join(REPO, "pidfd_enter.py")):
+        pytest.skip("pidfd_enter.py exists in the repository: someone did the exercise here")
+    enters = exercises_of(8)[7].checks[0]
+    for level in (1, 2, 3, 3):
+        result = check(8, 7, {}, None)
+        assert_fails_with_hint(result, enters, level)
+        assert "No module named pidfd_enter" in flat(result.stdout)
+
+
+@needs_strace_here
+def test_step8_exercise7_a_loop_of_setns_enters_but_is_not_one_call(check):
+    result = check(8, 7, {"pidfd_enter.py": PIDFD_LOOP}, "learner.pidfd_enter")
+    enters, one_call = exercises_of(8)[7].checks
+    assert f"PASS  {enters.says}" in result.stdout.splitlines()
+    assert_fails_with_hint(result, one_call, 1)
+    assert "strace recorded 5 setns calls, one per namespace" in flat(result.stdout)

@@ -5,12 +5,21 @@ namespace file after it: its checker enters step 8's checks' container (the solu
 7, running) with it, which must then fail as the chapter shows, ENOENT on a /proc/PID/ns
 path; it passes while the step is changed so (undo it after: ``invoke check 8`` passes).
 
+Exercise 7 asks for a script, pidfd_enter.py in the repository's top directory, that joins
+the container's namespaces in one setns(2) call on a pidfd (pidfd_open(2)): its checker
+runs it on the same container, as the chapter does, and sees the command inside (the
+container's hostname, its PID 1), then runs it under strace(1) and counts the setns calls.
+The atomicity itself shows no difference from outside; one call on a pidfd is what gives it.
+
 Exercises 1 to 4 compare what nsenter(1) or the step's --skip and --no-* options show, and
-ask why; 6 needs a second shell inside while a step waits, and 7 is a rewrite whose
-guarantee (one atomic setns) shows no difference from outside: no checker for these.
+ask why: nothing of the learner's changes. Exercise 6 (a second entry while a changed step
+pauses) has no checker yet.
 """
 
 from __future__ import annotations
+
+import re
+import shutil
 
 from workshop.checks import step8
 from workshop.checks.check import Check, Exercise
@@ -48,4 +57,87 @@ ORDER = Exercise(
     scene=step8.scene,
 )
 
-EXERCISES = {5: ORDER}
+SCRIPT = "pidfd_enter"
+INSIDE = "sh -c 'hostname; cat /proc/1/comm'"  # the container's name and its PID 1
+
+
+def script_enters(program, pid) -> str | None:
+    result = program.run(f'step {pid} /bin/{INSIDE}; echo "exit $?"')
+    seen = result.out.split()
+    if seen == [step8.HOSTNAME, "sleep", "exit", "0"]:
+        return None
+    if len(seen) == 4 and seen[2:] == ["exit", "0"]:
+        return (
+            f"inside, the hostname was {seen[0]!r} and PID 1 {seen[1]!r}, not the container's "
+            f"{step8.HOSTNAME!r} and 'sleep'"
+        )
+    return result.seen(f"'python3 {SCRIPT}.py PID /bin/sh -c ...' did not run the command inside")
+
+
+SETNS = re.compile(r"^(?:\d+ +)?setns\((\d+)<([^>]*)>, ([^)]*)\) += (-?\d+)", re.MULTILINE)
+
+
+def one_setns(program, pid) -> str | None:
+    if not shutil.which("strace"):
+        return "strace is not installed: install it (apt install strace), then check again"
+    log = "/tmp/workshop-strace.$$"  # the sandbox's /tmp is the host's: one per run
+    result = program.run(
+        f"strace -f -y -qq -e trace=setns -e signal=none -o {log} "
+        f'"$WORKSHOP_PYTHON" -m "$WORKSHOP_MODULE" {pid} /bin/true; cat {log}; rm -f {log}'
+    )
+    calls = SETNS.findall(result.out)
+    if not calls:
+        return result.seen(f"strace recorded no setns call of {SCRIPT}.py")
+    if len(calls) > 1:
+        return f"strace recorded {len(calls)} setns calls, one per namespace: the loop, not one"
+    _fd, what, flags, code = calls[0]
+    if code != "0":
+        return f"its setns({what}, {flags}) failed: {code}"
+    if "pidfd" not in what:
+        return f"its one setns was given {what}, not a pidfd (pidfd_open)"
+    missing = [name for name in ("NEWNS", "NEWPID", "NEWUTS") if f"CLONE_{name}" not in flags]
+    if missing:
+        return f"its one setns joins {flags}, without " + ", ".join(f"CLONE_{m}" for m in missing)
+    return None
+
+
+ONE_CALL = Exercise(
+    [
+        Check(
+            "ex7-script-enters",
+            f"python3 {SCRIPT}.py PID /bin/sh -c ... runs the command in the container",
+            script_enters,
+            (
+                "setns(2) accepts a pidfd (pidfd_open(2)) and a set of CLONE_NEW* flags: the "
+                "caller joins all those namespaces of that process at once (Linux 5.8). A new "
+                "PID namespace takes the caller's children only: fork, then exec. Write "
+                f"{SCRIPT}.py in the repository's top directory.",
+                "os.pidfd_open(pid), then runtime.syscalls.setns(pidfd, CLONE_NEWCGROUP | "
+                "CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID | CLONE_NEWNS), then os.fork() and, "
+                "in the child, os.execv(command[0], command); the parent waits.",
+                "Write `setns(pidfd, CLONE_NEWCGROUP | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID "
+                "| CLONE_NEWNS)` after `pidfd = os.pidfd_open(pid)`, then fork and "
+                "`os.execv(command[0], command)` in the child.",
+            ),
+        ),
+        Check(
+            "ex7-one-setns",
+            "under strace -f, it joins them in one setns call, on a pidfd",
+            one_setns,
+            (
+                "One setns(2) with several CLONE_NEW* flags is atomic: the caller enters every "
+                "namespace named, or none. Only a pidfd can name several namespaces; a "
+                "/proc/PID/ns file names one.",
+                "Replace any loop over /proc/PID/ns files with os.pidfd_open(pid) and a single "
+                "runtime.syscalls.setns(pidfd, flags), the flags OR-ed together.",
+                "Write `pidfd = os.pidfd_open(pid)` and one "
+                "`setns(pidfd, CLONE_NEWCGROUP | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID | "
+                "CLONE_NEWNS)`.",
+            ),
+        ),
+    ],
+    module=SCRIPT,
+    scene=step8.scene,
+)
+
+EXERCISES = {5: ORDER, 7: ONE_CALL}
