@@ -554,3 +554,33 @@ def test_step8_exercise7_a_loop_of_setns_enters_but_is_not_one_call(check):
     assert f"PASS  {enters.says}" in result.stdout.splitlines()
     assert_fails_with_hint(result, one_call, 1)
     assert "strace recorded 5 setns calls, one per namespace" in flat(result.stdout)
+
+
+def policy_as_the_chapter_changes_it(exercise: int) -> dict[str, str]:
+    """runtime/policy.py with step 7's exercise's diff (the chapter's) applied."""
+    (diff,) = solution_code(7, exercise, "diff")
+    lines = diff.splitlines()
+    old = "".join(f"{line[1:]}\n" for line in lines if line.startswith("-"))
+    new = "".join(f"{line[1:]}\n" for line in lines if line.startswith("+"))
+    return runtime_replaced("policy.py", (old, new))
+
+
+@pytest.mark.parametrize("exercise", [2, 3])
+def test_step7_policy_exercises_pass_on_the_chapters_change(exercise, check):
+    result = check(7, exercise, policy_as_the_chapter_changes_it(exercise), None)
+    assert_all_pass(result, 7, exercise)
+
+
+@pytest.mark.parametrize("exercise", [2, 3])
+def test_step7_policy_exercises_fail_on_the_policy_as_it_is_with_hints_growing(exercise, check):
+    first = exercises_of(7)[exercise].checks[0]
+    for level in (1, 2, 3):
+        result = check(7, exercise, {}, None)
+        assert_fails_with_hint(result, first, level)
+    assert "Permission denied" in result.stdout  # a real refusal, not a run that failed
+
+
+def test_step7_exercise2_the_inheritable_change_does_not_pass_it(check):
+    # exercise 3's change gives nobody an inheritable set, and an =ep file still nothing
+    result = check(7, 2, policy_as_the_chapter_changes_it(3), None)
+    assert_fails_with_hint(result, exercises_of(7)[2].checks[0], 1)
