@@ -584,3 +584,30 @@ def test_step7_exercise2_the_inheritable_change_does_not_pass_it(check):
     # exercise 3's change gives nobody an inheritable set, and an =ep file still nothing
     result = check(7, 2, policy_as_the_chapter_changes_it(3), None)
     assert_fails_with_hint(result, exercises_of(7)[2].checks[0], 1)
+
+
+def netbridge_as_the_chapter_changes_it() -> dict[str, str]:
+    """runtime/netbridge.py with the arguments step 6's exercise 4 deletes deleted."""
+    (deleted,) = re.findall(r"With `([^`]+)` deleted", chapter_exercise(6, 4))
+    return runtime_replaced("netbridge.py", (f"{deleted} ", ""))
+
+
+def test_step6_exercise4_passes_with_the_mac_left_random(check):
+    result = check(6, 4, netbridge_as_the_chapter_changes_it(), None)
+    assert_all_pass(result, 6, 4)
+
+
+def test_step6_exercise4_fails_on_the_runtime_as_it_is_with_hints_growing(check):
+    (stale,) = exercises_of(6)[4].checks
+    for level in (1, 2):
+        result = check(6, 4, {}, None)
+        assert_fails_with_hint(result, stale, level)
+        assert "had the MAC address 02:6d:0a:c7:00:" in flat(result.stdout)
+
+
+def test_step6_exercise4_leaves_no_container_and_no_state_behind(check):
+    before = set(os.listdir("/tmp"))
+    check(6, 4, netbridge_as_the_chapter_changes_it(), None)
+    new = set(os.listdir("/tmp")) - before
+    assert not {name for name in new if name.startswith("workshop-check-state-")}
+    assert not subprocess.run(["pgrep", "-f", "exec sleep [12][0-9]"], capture_output=True).stdout
