@@ -611,3 +611,39 @@ def test_step6_exercise4_leaves_no_container_and_no_state_behind(check):
     new = set(os.listdir("/tmp")) - before
     assert not {name for name in new if name.startswith("workshop-check-state-")}
     assert not subprocess.run(["pgrep", "-f", "exec sleep [12][0-9]"], capture_output=True).stdout
+
+
+def step8_paused(dumpable: bool) -> dict[str, str]:
+    """Step 8 with exercise 6's pause (the chapter's block, and `import time`), and its
+    prctl(PR_SET_DUMPABLE, 0) commented out if ``dumpable``."""
+    (pause,) = solution_code(8, 6)
+    source = step_source(8)
+    edits = [
+        ("    process.default_signals()\n", textwrap.indent(pause, "    ")),
+        ("import os\n", "import os\nimport time\n"),
+    ]
+    if dumpable:
+        edits.append(("prctl(PR_SET_DUMPABLE, 0)\n", "# prctl(PR_SET_DUMPABLE, 0)\n"))
+    for old, new in edits:
+        assert source.count(old) == 1, old
+        source = source.replace(old, new)
+    return {"step8_exec.py": source}
+
+
+def test_step8_exercise6_passes_on_the_chapters_change(check):
+    result = check(8, 6, step8_paused(dumpable=True), "learner.step8_exec")
+    assert_all_pass(result, 8, 6)
+
+
+def test_step8_exercise6_fails_on_the_step_as_it_is_with_hints_growing(check):
+    (seen,) = exercises_of(8)[6].checks
+    for level in (1, 2):
+        result = check(8, 6, {}, "steps.step8_exec")
+        assert_fails_with_hint(result, seen, level)
+        assert "it did not pause" in flat(result.stdout)
+
+
+def test_step8_exercise6_the_pause_alone_shows_no_target(check):
+    result = check(8, 6, step8_paused(dumpable=False), "learner.step8_exec")
+    assert_fails_with_hint(result, exercises_of(8)[6].checks[0], 1)
+    assert "it is still non-dumpable" in flat(result.stdout)

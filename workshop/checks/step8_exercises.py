@@ -11,15 +11,22 @@ runs it on the same container, as the chapter does, and sees the command inside 
 container's hostname, its PID 1), then runs it under strace(1) and counts the setns calls.
 The atomicity itself shows no difference from outside; one call on a pidfd is what gives it.
 
+Exercise 6 makes the learner's step 8 dumpable and pause (STEP8_PAUSE) after the
+boundaries: its checker starts such an entry, and from a second one reads the link
+/proc/PID/exe of the paused process (PID 2 in the chapter), which names the host's
+Python while the process is dumpable (ptrace(2), "Ptrace access mode checking"); it
+passes while the step is changed so.
+
 Exercises 1 to 4 compare what nsenter(1) or the step's --skip and --no-* options show, and
-ask why: nothing of the learner's changes. Exercise 6 (a second entry while a changed step
-pauses) has no checker yet.
+ask why: nothing of the learner's changes.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import sys
 
 from workshop.checks import step8
 from workshop.checks.check import Check, Exercise
@@ -51,6 +58,65 @@ ORDER = Exercise(
                 "Write `order = sorted(target.namespaces, key=lambda entry: entry[0] != "
                 '"mnt")` and, in the loop, '
                 '`fd = os.open(f"/proc/{target.pid}/ns/{name}", os.O_RDONLY)`; undo it after.',
+            ),
+        )
+    ],
+    scene=step8.scene,
+)
+
+WAIT = 10  # seconds for the paused entry to pass its boundaries; polled every 0.2
+
+
+def paused_entry(pid: int) -> str:
+    """The script: an entry paused with STEP8_PAUSE; its process inside is found from the
+    host (the step's child with two PIDs in its NSpid line, proc(5)), and a second entry
+    polls its /proc/PID/exe. It prints "exe TARGET", "ended" (no pause), or "no target".
+    (The subshell execs the step, so that $! is the step's pid.)"""
+    return f"""(export STEP8_PAUSE=1; exec "$WORKSHOP_PYTHON" -m "$WORKSHOP_MODULE" {pid} -- true \\
+  >/dev/null 2>&1) & paused=$!
+tries=0
+until [ -n "$inner" ] && seen=$(step {pid} -- readlink /proc/$inner/exe 2>/dev/null); do
+  kill -0 $paused 2>/dev/null || {{ echo "ended"; exit; }}
+  [ $tries -ge {WAIT * 5} ] && {{ echo "no target"; exit; }}
+  inner=$(for child in $(pgrep -P $paused); do
+    awk '/^NSpid:/ && NF > 2 {{ print $NF }}' /proc/$child/status 2>/dev/null; done)
+  sleep 0.2; tries=$((tries + 1))
+done
+echo "exe $seen"
+"""
+
+
+def host_exe_seen(program, pid) -> str | None:
+    result = program.run(paused_entry(pid))
+    seen = result.last_line()
+    interpreter = os.path.realpath(sys.executable)
+    if seen == f"exe {interpreter}":
+        return None
+    if seen == "ended":
+        return "your step 8 with STEP8_PAUSE=1 entered and ended at once: it did not pause"
+    if seen == "no target":
+        return "the paused process's /proc/PID/exe showed no target: it is still non-dumpable"
+    if seen.startswith("exe "):
+        return f"its /proc/PID/exe named {seen[4:]}, not the host's Python, {interpreter}"
+    return result.seen("a second entry could not look at the paused one's /proc/PID/exe")
+
+
+DUMPABLE = Exercise(
+    [
+        Check(
+            "ex6-host-exe-seen",
+            "with PR_SET_DUMPABLE left out and a pause after the boundaries, a second entry "
+            "reads the paused process's /proc/PID/exe: the host's Python",
+            host_exe_seen,
+            (
+                "The links of /proc/PID (exe, fd/*) of a dumpable process are open to a "
+                'process of the same user and capabilities (ptrace(2), "Ptrace access mode '
+                'checking"); prctl(2) PR_SET_DUMPABLE 0 closes them until execve(2).',
+                "In your step 8: comment out prctl(PR_SET_DUMPABLE, 0) in enter(), and in "
+                "execute(), after the boundaries, sleep 30 seconds when STEP8_PAUSE is set.",
+                'Write `if os.environ.get("STEP8_PAUSE"):` and `time.sleep(30)` right before '
+                "`process.default_signals()`, and comment out `prctl(PR_SET_DUMPABLE, 0)`; "
+                "undo both after.",
             ),
         )
     ],
@@ -140,4 +206,4 @@ ONE_CALL = Exercise(
     scene=step8.scene,
 )
 
-EXERCISES = {5: ORDER, 7: ONE_CALL}
+EXERCISES = {5: ORDER, 6: DUMPABLE, 7: ONE_CALL}
