@@ -82,7 +82,7 @@ if started "$keep" up; then
     started "$second" inet || break
     address=$(sed -n 's|.* inet \\([0-9.]*\\)/.*|\\1|p' "$second")
     echo "run $run $(head -1 "$second") $address" \\
-      "$(busybox ping -c 1 -W 1 "$address" | grep -o '[0-9]* packets received')"
+      "$(busybox ping -c 1 -W 2 "$address" | grep -o '[0-9]* packets received')"
     pkill -KILL -xf "sleep 2$$"; wait $!  # PID 1 ignores SIGTERM: it has no handler
   done
 fi
