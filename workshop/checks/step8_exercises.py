@@ -64,7 +64,7 @@ ORDER = Exercise(
     scene=step8.scene,
 )
 
-WAIT = 10  # seconds for the paused entry to pass its boundaries; polled every 0.2
+WAIT = 15  # seconds for the paused entry to pass its boundaries, well within its pause
 
 
 def paused_entry(pid: int) -> str:
@@ -74,13 +74,13 @@ def paused_entry(pid: int) -> str:
     (The subshell execs the step, so that $! is the step's pid.)"""
     return f"""(export STEP8_PAUSE=1; exec "$WORKSHOP_PYTHON" -m "$WORKSHOP_MODULE" {pid} -- true \\
   >/dev/null 2>&1) & paused=$!
-tries=0
+deadline=$(($(date +%s) + {WAIT}))  # seconds, not tries: each try runs the step
 until [ -n "$inner" ] && seen=$(step {pid} -- readlink /proc/$inner/exe 2>/dev/null); do
   kill -0 $paused 2>/dev/null || {{ echo "ended"; exit; }}
-  [ $tries -ge {WAIT * 5} ] && {{ echo "no target"; exit; }}
+  [ "$(date +%s)" -ge $deadline ] && {{ echo "no target"; exit; }}
   inner=$(for child in $(pgrep -P $paused); do
     awk '/^NSpid:/ && NF > 2 {{ print $NF }}' /proc/$child/status 2>/dev/null; done)
-  sleep 0.2; tries=$((tries + 1))
+  sleep 0.2
 done
 echo "exe $seen"
 """
