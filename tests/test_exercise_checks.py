@@ -690,3 +690,192 @@ def test_step9s_chapter_says_how_to_check_and_hint_3_quotes_it():
                 assert code in text, f"9.{exercise} {one.key}: {code!r} is not in it"
     for exercise in range(1, 7):
         assert "*Checked by a program?*" in chapter_exercise_of("step9-oci.md", exercise)
+
+
+# Whether a program checks an exercise: every solution of the chapters says so in one
+# line, and says "Yes" only where `invoke check` has a checker for it.
+SAYS_WHETHER = {**CHAPTERS, 9: "step9-oci.md", "run": "run.md"}
+CHECKED_BY = re.compile(r"\*Checked by a program\?\* (Yes|Partly|No checker)\b")
+
+
+def exercises_in(name: str) -> dict[int, str]:
+    """The exercises of docs/NAME by number, each with its folded solution."""
+    with open(os.path.join(REPO, "docs", name)) as file:
+        text = file.read()
+    section = text[text.index("## Exercises") :]
+    section = section[: section.index("\n## ", 1)]
+    items = re.split(r"^(\d+)\. \*\*", section, flags=re.MULTILINE)
+    return dict(zip(map(int, items[1::2]), items[2::2], strict=True))
+
+
+@pytest.mark.parametrize("chapter", sorted(SAYS_WHETHER, key=str))
+def test_each_solution_says_whether_a_program_checks_it(chapter):
+    checked = exercises_of(chapter) if isinstance(chapter, int) else {}
+    for exercise, text in exercises_in(SAYS_WHETHER[chapter]).items():
+        verdicts = CHECKED_BY.findall(text)
+        where = f"{SAYS_WHETHER[chapter]}, exercise {exercise}"
+        assert len(verdicts) == 1, f"{where}: {len(verdicts)} '*Checked by a program?*' lines"
+        has_checker = "Check it: `invoke check" in text
+        assert has_checker == (exercise in checked), f"{where}: 'Check it:' and EXERCISES differ"
+        if has_checker:
+            assert verdicts[0] in ("Yes", "Partly"), f"{where}: a checker, yet {verdicts[0]!r}"
+        else:
+            assert verdicts[0] == "No checker", f"{where}: {verdicts[0]!r}, yet no checker"
+
+
+def assert_all_pass(result, number: int, exercise: int) -> None:
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = exercises_of(number)[exercise].checks
+    assert result.stdout.splitlines()[1:] == [f"PASS  {one.says}" for one in checks] + [
+        f"step {number}, exercise {exercise}: all {len(checks)} checks pass"
+    ]
+
+
+def assert_fails_with_hint(result, check_, level: int) -> None:
+    """``check_`` failed, with hint ``level`` and no other; no traceback anywhere."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    output = flat(result.stdout)
+    assert f"FAIL {check_.says} seen: " in output
+    names = ("the concept", "the call", "the line")
+    assert f"hint {level} of 3, {names[level - 1]}: {flat(check_.hints[level - 1])}" in output
+    for other in {1, 2, 3} - {level}:
+        assert flat(check_.hints[other - 1]) not in output
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+needs_strace_here = pytest.mark.skipif(
+    not shutil.which("strace"), reason="strace is not installed (the lab VM has none)"
+)
+
+# Step 8's exercise 7 done another way: a loop of setns calls, one per /proc/PID/ns file.
+PIDFD_LOOP = """\
+import os
+import sys
+
+from runtime import syscalls
+
+pid, command = sys.argv[1], sys.argv[2:]
+for name in ("cgroup", "ipc", "uts", "pid", "mnt"):
+    fd = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY)
+    syscalls.setns(fd, 0)
+    os.close(fd)
+if os.fork() == 0:
+    os.execv(command[0], command)
+_, status = os.wait()
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@needs_strace_here
+def test_step8_exercise7_passes_on_the_chapters_pidfd_enter(check):
+    (script,) = solution_code(8, 7)
+    result = check(8, 7, {"pidfd_enter.py": script}, "learner.pidfd_enter")
+    assert_all_pass(result, 8, 7)
+
+
+def test_step8_exercise7_without_the_script_fails_with_hints_growing(check):
+    if os.path.exists(os.path.join(REPO, "pidfd_enter.py")):
+        pytest.skip("pidfd_enter.py exists in the repository: someone did the exercise here")
+    enters = exercises_of(8)[7].checks[0]
+    for level in (1, 2, 3, 3):
+        result = check(8, 7, {}, None)
+        assert_fails_with_hint(result, enters, level)
+        assert "No module named pidfd_enter" in flat(result.stdout)
+
+
+@needs_strace_here
+def test_step8_exercise7_a_loop_of_setns_enters_but_is_not_one_call(check):
+    result = check(8, 7, {"pidfd_enter.py": PIDFD_LOOP}, "learner.pidfd_enter")
+    enters, one_call = exercises_of(8)[7].checks
+    assert f"PASS  {enters.says}" in result.stdout.splitlines()
+    assert_fails_with_hint(result, one_call, 1)
+    assert "strace recorded 5 setns calls, one per namespace" in flat(result.stdout)
+
+
+def policy_as_the_chapter_changes_it(exercise: int) -> dict[str, str]:
+    """runtime/policy.py with step 7's exercise's diff (the chapter's) applied."""
+    (diff,) = solution_code(7, exercise, "diff")
+    lines = diff.splitlines()
+    old = "".join(f"{line[1:]}\n" for line in lines if line.startswith("-"))
+    new = "".join(f"{line[1:]}\n" for line in lines if line.startswith("+"))
+    return runtime_replaced("policy.py", (old, new))
+
+
+@pytest.mark.parametrize("exercise", [2, 3])
+def test_step7_policy_exercises_pass_on_the_chapters_change(exercise, check):
+    result = check(7, exercise, policy_as_the_chapter_changes_it(exercise), None)
+    assert_all_pass(result, 7, exercise)
+
+
+@pytest.mark.parametrize("exercise", [2, 3])
+def test_step7_policy_exercises_fail_on_the_policy_as_it_is_with_hints_growing(exercise, check):
+    first = exercises_of(7)[exercise].checks[0]
+    for level in (1, 2, 3):
+        result = check(7, exercise, {}, None)
+        assert_fails_with_hint(result, first, level)
+    assert "Permission denied" in result.stdout  # a real refusal, not a run that failed
+
+
+def test_step7_exercise2_the_inheritable_change_does_not_pass_it(check):
+    # exercise 3's change gives nobody an inheritable set, and an =ep file still nothing
+    result = check(7, 2, policy_as_the_chapter_changes_it(3), None)
+    assert_fails_with_hint(result, exercises_of(7)[2].checks[0], 1)
+
+
+def netbridge_as_the_chapter_changes_it() -> dict[str, str]:
+    """runtime/netbridge.py with the arguments step 6's exercise 4 deletes deleted."""
+    (deleted,) = re.findall(r"With `([^`]+)` deleted", chapter_exercise(6, 4))
+    return runtime_replaced("netbridge.py", (f"{deleted} ", ""))
+
+
+def test_step6_exercise4_passes_with_the_mac_left_random_and_leaves_nothing(check):
+    before = set(os.listdir("/tmp"))
+    result = check(6, 4, netbridge_as_the_chapter_changes_it(), None)
+    assert_all_pass(result, 6, 4)
+    new = set(os.listdir("/tmp")) - before
+    assert not {name for name in new if name.startswith("workshop-check-state-")}
+    assert not subprocess.run(["pgrep", "-f", "exec sleep [12][0-9]"], capture_output=True).stdout
+
+
+def test_step6_exercise4_fails_on_the_runtime_as_it_is_with_hints_growing(check):
+    (stale,) = exercises_of(6)[4].checks
+    for level in (1, 2):
+        result = check(6, 4, {}, None)
+        assert_fails_with_hint(result, stale, level)
+        assert "had the MAC address 02:6d:0a:c7:00:" in flat(result.stdout)
+
+
+def step8_paused(dumpable: bool) -> dict[str, str]:
+    """Step 8 with exercise 6's pause (the chapter's block, and `import time`), and its
+    prctl(PR_SET_DUMPABLE, 0) commented out if ``dumpable``."""
+    (pause,) = solution_code(8, 6)
+    source = step_source(8)
+    edits = [
+        ("    process.default_signals()\n", textwrap.indent(pause, "    ")),
+        ("import os\n", "import os\nimport time\n"),
+    ]
+    if dumpable:
+        edits.append(("prctl(PR_SET_DUMPABLE, 0)\n", "# prctl(PR_SET_DUMPABLE, 0)\n"))
+    for old, new in edits:
+        assert source.count(old) == 1, old
+        source = source.replace(old, new)
+    return {"step8_exec.py": source}
+
+
+def test_step8_exercise6_passes_on_the_chapters_change(check):
+    result = check(8, 6, step8_paused(dumpable=True), "learner.step8_exec")
+    assert_all_pass(result, 8, 6)
+
+
+def test_step8_exercise6_fails_on_the_step_as_it_is_with_hints_growing(check):
+    (seen,) = exercises_of(8)[6].checks
+    for level in (1, 2):
+        result = check(8, 6, {}, "steps.step8_exec")
+        assert_fails_with_hint(result, seen, level)
+        assert "it did not pause" in flat(result.stdout)
+
+
+def test_step8_exercise6_the_pause_alone_shows_no_target(check):
+    result = check(8, 6, step8_paused(dumpable=False), "learner.step8_exec")
+    assert_fails_with_hint(result, exercises_of(8)[6].checks[0], 1)
+    assert "it is still non-dumpable" in flat(result.stdout)

@@ -5,15 +5,28 @@ bridge, a veth pair and a second network namespace with ip(8) alone and pings ac
 checker runs it as the chapter does, ``sh byhand.sh``, in the sandbox's network namespace
 (never the machine's), and reads busybox ping's summary.
 
-The others change the runtime's network or the namespace's nftables rules and watch what
-stops working (2, 3, 5), or watch ARP entries and leftovers as they come and go (4, 6):
-what they ask is an explanation, with nothing left behind to observe.
+Exercise 4 removes the MAC address that runtime.netbridge.connect derives from the
+container's IP address: its checker runs ``mycontainer`` (``python -m runtime``) in the
+sandbox's network namespace, with a state root of its own, as the chapter's arp.sh does:
+one container keeps the bridge up while a second one is started twice at the same
+address; the sandbox pings each. With random MAC addresses, the second ping goes to the
+first one's, which the neighbour cache still holds as reachable (arp(7)), and is lost.
+
+2, 3 and 5 change rules or forwarding by hand and ask why something stops; 6 watches
+mycontainer's leftovers: nothing of the learner's to observe.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 
+from workshop.checks import sandbox
 from workshop.checks.check import Check, Exercise
 
 SCRIPT = "byhand.sh"
@@ -51,4 +64,89 @@ BY_HAND = Exercise(
     module=SCRIPT,
 )
 
-EXERCISES = {1: BY_HAND}
+WAIT = 20  # seconds for a container to start; polled every 0.1
+# One container keeps the bridge up; a second, started twice, writes its MAC and address
+# to a file and sleeps; the sandbox pings it. Sleeps of unusual lengths ($$) find them.
+TWICE = f"""started() {{  # until file $1 holds $2
+  tries=0
+  until grep -q "$2" "$1" || [ $tries -ge {WAIT * 10} ]; do sleep 0.1; tries=$((tries + 1)); done
+  grep -q "$2" "$1"
+}}
+keep=$(mktemp); second=$(mktemp)
+step run --rm -v "$keep:/out" busybox sh -c "echo up >/out; exec sleep 1$$" >/dev/null 2>&1 &
+if started "$keep" up; then
+  for run in 1 2; do
+    : >"$second"
+    step run --rm -v "$second:/out" busybox sh -c \\
+      "cat /sys/class/net/eth0/address >/out; ip -o -4 addr show eth0 >>/out; exec sleep 2$$" &
+    started "$second" inet || break
+    address=$(sed -n 's|.* inet \\([0-9.]*\\)/.*|\\1|p' "$second")
+    echo "run $run $(head -1 "$second") $address" \\
+      "$(busybox ping -c 1 -W 2 "$address" | grep -o '[0-9]* packets received')"
+    pkill -KILL -xf "sleep 2$$"; wait $!  # PID 1 ignores SIGTERM: it has no handler
+  done
+fi
+pkill -KILL -xf "sleep 1$$"; wait
+rm -f "$keep" "$second"
+"""
+RUN = re.compile(r"^run (\d) (\S+) (\S+) (\d+) packets received$", re.MULTILINE)
+
+
+@contextlib.contextmanager
+def state_root():
+    """A state root of the checker's own, MYCONTAINER_STATE: what a run killed on a
+    timeout leaves in it is pruned (in a throw-away network namespace), then removed."""
+    root = tempfile.mkdtemp(prefix="workshop-check-state-")
+    try:
+        yield root
+    finally:
+        subprocess.run(
+            [*sandbox.SANDBOX, sys.executable, "-m", "runtime", "prune"],
+            cwd=sandbox.REPO, env=dict(os.environ, MYCONTAINER_STATE=root),
+            capture_output=True, timeout=sandbox.TIMEOUT,
+        )  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def stale_entry_loses(program, root) -> str | None:
+    result = program.run(TWICE, MYCONTAINER_STATE=root)
+    runs = RUN.findall(result.out)
+    if len(runs) != 2:
+        return result.seen("the second container did not start twice, with an address, to ping")
+    (_, first_mac, first_ip, first), (_, second_mac, second_ip, second) = runs
+    if first_ip != second_ip:
+        return f"the two containers got {first_ip} and {second_ip}, not the same address"
+    if first_mac == second_mac:
+        return (
+            f"both containers at {first_ip} had the MAC address {first_mac}: the runtime still "
+            "gives eth0 one made of its IP address, so the host's neighbour entry stays right"
+        )
+    if first == "1" and second == "0":
+        return None
+    return f"the pings received {first} and {second} packets, not 1 then 0"
+
+
+RANDOM_MAC = Exercise(
+    [
+        Check(
+            "ex4-stale-entry-loses",
+            "with eth0's MAC left random, a second container at the same address gets a new "
+            "one, and the host's next ping, sent to the old one, is lost",
+            stale_entry_loses,
+            (
+                "The host keeps each neighbour's MAC address in its cache, and trusts an entry "
+                "that is REACHABLE for up to a minute (arp(7)): a new container at an old "
+                "address with a new MAC is unreachable meanwhile. The runtime gives eth0 a "
+                "MAC made of its IP address, so that this never happens.",
+                "In runtime/netbridge.py, connect: the ip link add line sets the container's "
+                "end's MAC with address, mac_for(...): delete those two arguments.",
+                'Delete `"address", mac_for(str(address.ip)),` from the `ip link add` line; '
+                "put it back after (git checkout runtime/netbridge.py).",
+            ),
+        )
+    ],
+    module="runtime",
+    scene=state_root,
+)
+
+EXERCISES = {1: BY_HAND, 4: RANDOM_MAC}
