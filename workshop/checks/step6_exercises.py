@@ -72,6 +72,12 @@ TWICE = f"""started() {{  # until file $1 holds $2
   until grep -q "$2" "$1" || [ $tries -ge {WAIT * 10} ]; do sleep 0.1; tries=$((tries + 1)); done
   grep -q "$2" "$1"
 }}
+stop() {{  # SIGKILL the container whose PID 1 is "sleep $1", once it is: PID 1 ignores SIGTERM
+  tries=0
+  until pkill -KILL -xf "sleep $1" || [ $tries -ge {WAIT * 10} ]; do
+    sleep 0.1; tries=$((tries + 1))
+  done
+}}
 keep=$(mktemp); second=$(mktemp)
 step run --rm -v "$keep:/out" busybox sh -c "echo up >/out; exec sleep 1$$" >/dev/null 2>&1 &
 if started "$keep" up; then
@@ -83,10 +89,10 @@ if started "$keep" up; then
     address=$(sed -n 's|.* inet \\([0-9.]*\\)/.*|\\1|p' "$second")
     echo "run $run $(head -1 "$second") $address" \\
       "$(busybox ping -c 1 -W 2 "$address" | grep -o '[0-9]* packets received')"
-    pkill -KILL -xf "sleep 2$$"; wait $!  # PID 1 ignores SIGTERM: it has no handler
+    stop 2$$; wait $!
   done
 fi
-pkill -KILL -xf "sleep 1$$"; wait
+stop 1$$; pkill -KILL -xf "sleep 2$$"; wait
 rm -f "$keep" "$second"
 """
 RUN = re.compile(r"^run (\d) (\S+) (\S+) (\d+) packets received$", re.MULTILINE)
