@@ -15,7 +15,6 @@ terminal: ``sudo .venv/bin/python -m steps.step8_exec $(pgrep -xf 'sleep 1008') 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import os
 import sys
@@ -208,8 +207,11 @@ def enter(target: Target, command: list[str], report: int, interpreter) -> None:
         else:
             # Its own process group, before the step hands it the terminal. The child sets
             # it too, and may run first: once it has exec'd, ours fails, EACCES (setpgid(2)).
-            with contextlib.suppress(PermissionError):
+            try:
                 os.setpgid(pid, pid)
+            except PermissionError as error:
+                if error.errno != errno.EACCES:
+                    raise
             os.write(report, f"{pid}\n".encode())
             code = 0
     except BaseException as error:

@@ -1,5 +1,5 @@
 # Step 8, for you to write: the TODOs say what to do and which man page to read.
-# (skeleton 6eac1d888f70, made from steps/step8_exec.py by python -m workshop.make)
+# (skeleton f7b27c3b5033, made from steps/step8_exec.py by python -m workshop.make)
 # ruff: noqa: F401, F841 (what the TODOs need is imported; some of it is yet unused)
 """Step 8: entering a running container, as ``docker exec`` and nsenter(1) do.
 
@@ -18,7 +18,6 @@ terminal: ``sudo .venv/bin/python -m workshop.step8_exec $(pgrep -xf 'sleep 1008
 from __future__ import annotations
 
 import argparse
-import contextlib
 import errno
 import os
 import sys
@@ -209,8 +208,11 @@ def enter(target: Target, command: list[str], report: int, interpreter) -> None:
         else:
             # Its own process group, before the step hands it the terminal. The child sets
             # it too, and may run first: once it has exec'd, ours fails, EACCES (setpgid(2)).
-            with contextlib.suppress(PermissionError):
+            try:
                 os.setpgid(pid, pid)
+            except PermissionError as error:
+                if error.errno != errno.EACCES:
+                    raise
             os.write(report, f"{pid}\n".encode())
             code = 0
     except BaseException as error:
