@@ -146,10 +146,9 @@ SETNS = re.compile(r"^(?:\d+ +)?setns\((\d+)<([^>]*)>, ([^)]*)\) += (-?\d+)", re
 def one_setns(program, pid) -> str | None:
     if not shutil.which("strace"):
         return "strace is not installed: install it (apt install strace), then check again"
-    log = "/tmp/workshop-strace.$$"  # the sandbox's /tmp is the host's: one per run
-    result = program.run(
-        f"strace -f -y -qq -e trace=setns -e signal=none -o {log} "
-        f'"$WORKSHOP_PYTHON" -m "$WORKSHOP_MODULE" {pid} /bin/true; cat {log}; rm -f {log}'
+    result = program.run(  # the sandbox's /tmp is the host's: a log of its own, removed
+        'log=$(mktemp) && strace -f -y -qq -e trace=setns -e signal=none -o "$log" '
+        f'"$WORKSHOP_PYTHON" -m "$WORKSHOP_MODULE" {pid} /bin/true; cat "$log"; rm -f "$log"'
     )
     calls = SETNS.findall(result.out)
     if not calls:
