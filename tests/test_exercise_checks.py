@@ -45,14 +45,19 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def chapter_exercise(number: int, exercise: int) -> str:
-    """The text of exercise ``exercise`` of step ``number``'s chapter, its solution included."""
-    with open(os.path.join(REPO, "docs", CHAPTERS[number])) as file:
+def exercises_in(name: str) -> dict[int, str]:
+    """The exercises of docs/NAME by number, each with its folded solution."""
+    with open(os.path.join(REPO, "docs", name)) as file:
         text = file.read()
     section = text[text.index("## Exercises") :]
     section = section[: section.index("\n## ", 1)]
     items = re.split(r"^(\d+)\. \*\*", section, flags=re.MULTILINE)
-    return dict(zip(map(int, items[1::2]), items[2::2], strict=True))[exercise]
+    return dict(zip(map(int, items[1::2]), items[2::2], strict=True))
+
+
+def chapter_exercise(number: int, exercise: int) -> str:
+    """The text of exercise ``exercise`` of step ``number``'s chapter, its solution included."""
+    return exercises_in(CHAPTERS[number])[exercise]
 
 
 def solution_code(number: int, exercise: int, language: str = "python") -> list[str]:
@@ -360,9 +365,12 @@ UNDONE = {
 }
 
 
+NO_STRACE = "strace is not installed: setup.sh and the lab VM install it"
+
+
 def needs_strace(number: int, exercise: int) -> None:
     if (number, exercise) == (1, 3) and not shutil.which("strace"):
-        pytest.skip("strace is not installed: setup.sh and the lab VM install it")
+        pytest.skip(NO_STRACE)
 
 
 @pytest.mark.parametrize("number, exercise", sorted(DONE))
@@ -583,16 +591,7 @@ def processes_in(rootfs: str) -> list[int]:
 
 
 def step9_solution(exercise: int, start: str) -> str:
-    return chapter_command(chapter_exercise_of("step9-oci.md", exercise), start)
-
-
-def chapter_exercise_of(chapter: str, exercise: int) -> str:
-    with open(os.path.join(REPO, "docs", chapter)) as file:
-        text = file.read()
-    section = text[text.index("## Exercises") :]
-    section = section[: section.index("\n## ", 1)]
-    items = re.split(r"^(\d+)\. \*\*", section, flags=re.MULTILINE)
-    return dict(zip(map(int, items[1::2]), items[2::2], strict=True))[exercise]
+    return chapter_command(exercises_in("step9-oci.md")[exercise], start)
 
 
 def passes(result, exercise: int) -> None:
@@ -683,29 +682,19 @@ def test_step9_exercise6_fails_with_hint_1_without_a_hook(step9):
 
 def test_step9s_chapter_says_how_to_check_and_hint_3_quotes_it():
     for exercise, chosen in exercises_of(9).items():
-        text = chapter_exercise_of("step9-oci.md", exercise)
+        text = exercises_in("step9-oci.md")[exercise]
         assert f"Check it: `invoke check 9 --exercise {exercise}`" in text
         for one in chosen.checks:
             for code in re.findall(r"`([^`]+)`", one.hints[2]):
                 assert code in text, f"9.{exercise} {one.key}: {code!r} is not in it"
     for exercise in range(1, 7):
-        assert "*Checked by a program?*" in chapter_exercise_of("step9-oci.md", exercise)
+        assert "*Checked by a program?*" in exercises_in("step9-oci.md")[exercise]
 
 
 # Whether a program checks an exercise: every solution of the chapters says so in one
 # line, and says "Yes" only where `invoke check` has a checker for it.
 SAYS_WHETHER = {**CHAPTERS, 9: "step9-oci.md", "run": "run.md"}
 CHECKED_BY = re.compile(r"\*Checked by a program\?\* (Yes|Partly|No checker)\b")
-
-
-def exercises_in(name: str) -> dict[int, str]:
-    """The exercises of docs/NAME by number, each with its folded solution."""
-    with open(os.path.join(REPO, "docs", name)) as file:
-        text = file.read()
-    section = text[text.index("## Exercises") :]
-    section = section[: section.index("\n## ", 1)]
-    items = re.split(r"^(\d+)\. \*\*", section, flags=re.MULTILINE)
-    return dict(zip(map(int, items[1::2]), items[2::2], strict=True))
 
 
 @pytest.mark.parametrize("chapter", sorted(SAYS_WHETHER, key=str))
@@ -743,9 +732,7 @@ def assert_fails_with_hint(result, check_, level: int) -> None:
     assert "Traceback" not in result.stdout + result.stderr
 
 
-needs_strace_here = pytest.mark.skipif(
-    not shutil.which("strace"), reason="strace is not installed (the lab VM has none)"
-)
+needs_strace_here = pytest.mark.skipif(not shutil.which("strace"), reason=NO_STRACE)
 
 # Step 8's exercise 7 done another way: a loop of setns calls, one per /proc/PID/ns file.
 PIDFD_LOOP = """\
